@@ -1,0 +1,36 @@
+# cloudinv: `make demo` to try it, `make test` to check it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP_EMBEDDED := $(VENV)/.installed-embedded
+STAMP_DEV      := $(VENV)/.installed-dev
+
+.PHONY: demo test lint install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP_EMBEDDED): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[embedded]'
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	touch $@ $(STAMP_EMBEDDED)
+
+install: $(STAMP_DEV)
+
+demo: $(STAMP_EMBEDDED)
+	$(BIN)/cloudinv demo
+
+test: $(STAMP_DEV)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .cloudinv .pytest_cache .mypy_cache .ruff_cache

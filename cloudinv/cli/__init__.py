@@ -1,0 +1,68 @@
+"""The ``cloudinv`` command line.
+
+Each sub-command lives in its own module under ``cloudinv/cli/`` and exposes
+``register(subparsers)``, which adds its parser and sets ``handler`` to a function taking the
+parsed arguments and returning an exit status (a coroutine function is run with asyncio).
+Errors derived from :class:`~cloudinv.errors.CloudinvError` are printed as one line, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import sys
+from collections.abc import Sequence
+
+from cloudinv import __version__
+from cloudinv.errors import CloudinvError
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "cloudinv.cli.demo",
+    "cloudinv.cli.config",
+    "cloudinv.cli.worker",
+    "cloudinv.cli.api",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudinv",
+        description="Event-streaming inventory of AWS estates: every resource, every change, "
+        "who made it.",
+    )
+    parser.add_argument("--version", action="version", version=f"cloudinv {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="TOML config file (default: ./cloudinv.toml if present, or $CLOUDINV_CONFIG)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = args.handler
+    try:
+        if inspect.iscoroutinefunction(handler):
+            status = asyncio.run(handler(args))
+        else:
+            status = handler(args)
+    except CloudinvError as exc:
+        print(f"cloudinv: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cloudinv: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""``cloudinv worker``: run the stream agents (change detection, activity, alerts, sinks).
+
+Run more copies to scale out: workers share the topics' partitions through the Kafka
+consumer group, and a worker that dies has its partitions and table state taken over.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cloudinv.errors import ConfigError
+from cloudinv.settings import load_settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "worker",
+        help="run the stream processing agents against the configured Kafka",
+        description="Run the Faust stream worker. Needs kafka.bootstrap set to a broker "
+        "address (the demo sets it for the worker it starts).",
+    )
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides kafka.bootstrap)")
+    parser.set_defaults(handler=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from streams.app import StreamConfig, build_worker_app
+
+    overrides = {"kafka": {"bootstrap": args.bootstrap}} if args.bootstrap else {}
+    settings = load_settings(args.config, **overrides)
+    if settings.kafka.is_embedded:
+        raise ConfigError(
+            "cloudinv worker needs a broker address: set kafka.bootstrap (CLOUDINV_KAFKA__BOOTSTRAP) "
+            "or --bootstrap, or use `cloudinv demo`, which starts an embedded broker"
+        )
+    config = StreamConfig(
+        bootstrap=settings.kafka.bootstrap,
+        data_dir=settings.data_dir,
+        topic_prefix=settings.kafka.topic_prefix,
+        partitions=settings.kafka.partitions,
+        replication_factor=settings.kafka.replication_factor,
+    )
+    app = build_worker_app(config)
+    # Faust's Worker owns the event loop and signal handling (SIGTERM/SIGINT stop it cleanly).
+    from faust import Worker
+
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker.execute_from_commandline()
+    return 0

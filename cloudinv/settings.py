@@ -1,0 +1,288 @@
+"""Settings: one pydantic-settings object from ``cloudinv.toml`` and ``CLOUDINV_*`` variables.
+
+Precedence, highest first: values passed in code (command-line flags), environment variables
+(``CLOUDINV_KAFKA__BOOTSTRAP=...``, nested keys joined with ``__``), the TOML file
+(``./cloudinv.toml``, or the path in ``--config`` / ``CLOUDINV_CONFIG``), then defaults.
+
+A bad value fails at start with :class:`~cloudinv.errors.ConfigError` naming the key, the
+value and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from cloudinv.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("cloudinv.toml")
+CONFIG_ENV = "CLOUDINV_CONFIG"
+EMBEDDED = "embedded"
+
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap: str = Field(
+        default=EMBEDDED,
+        description="'embedded' (start a local broker) or host:port[,host:port] / kafka://host:port",
+    )
+    topic_prefix: str = Field(default="cloudinv", pattern=r"^[A-Za-z0-9._-]*$")
+    partitions: int = Field(default=4, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=10)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        if value == EMBEDDED:
+            return value
+        for server in value.removeprefix("kafka://").split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    "expected 'embedded' or a comma-separated list of host:port "
+                    "(optionally prefixed with kafka://)"
+                )
+        return value
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.bootstrap == EMBEDDED
+
+    def servers(self) -> list[str]:
+        """Bootstrap servers as aiokafka wants them (``host:port`` strings)."""
+        if self.is_embedded:
+            raise ConfigError("kafka.bootstrap is 'embedded': start the runtime to get an address")
+        return [s.strip() for s in self.bootstrap.removeprefix("kafka://").split(",")]
+
+
+class AccountRole(_Section):
+    role_arn: str
+    external_id: SecretStr | None = None
+
+    @field_validator("role_arn")
+    @classmethod
+    def _arn(cls, value: str) -> str:
+        if not _ROLE_ARN_RE.match(value):
+            raise ValueError("expected an IAM role ARN like arn:aws:iam::123456789012:role/Name")
+        return value
+
+    @property
+    def account_id(self) -> str:
+        return self.role_arn.split(":")[4]
+
+
+class AwsSettings(_Section):
+    accounts: list[AccountRole] = Field(
+        default_factory=list,
+        description="Roles to assume, one per account; empty means the local credential chain",
+    )
+    organization_role_name: str | None = Field(
+        default=None,
+        description="Discover accounts with Organizations ListAccounts and assume this role",
+    )
+    regions: list[str] | Literal["all"] = Field(
+        default_factory=lambda: ["us-east-1"],
+        description="Region names, or 'all' for every region enabled in the account",
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="Override AWS endpoints (moto, LocalStack); else AWS_ENDPOINT_URL"
+    )
+    max_concurrency: int = Field(default=16, ge=1, le=512)
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _split_regions(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "all":
+            return [r.strip() for r in value.split(",") if r.strip()]
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            bad = [r for r in value if not _REGION_RE.match(r)]
+            if bad:
+                raise ValueError(f"expected AWS region names like us-east-1, got {bad}")
+            if not value:
+                raise ValueError("expected at least one region, or 'all'")
+        return value
+
+    def effective_endpoint(self) -> str | None:
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+StorageTarget = Literal["local", "s3", "dynamodb"]
+
+
+class StorageSettings(_Section):
+    data_dir: Path = Field(default=Path(".cloudinv"), description="Local store, logs, demo.json")
+    targets: list[StorageTarget] = Field(default_factory=lambda: ["local"])
+    s3_bucket: str | None = None
+    s3_prefix: str = "cloudinv"
+    dynamodb_table_prefix: str = "cloudinv"
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _split_targets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+
+class ApiToken(_Section):
+    sha256: SecretStr = Field(description="hex SHA-256 of the bearer token")
+    accounts: list[str] | None = Field(default=None, description="limit to these account ids")
+    name: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: SecretStr) -> SecretStr:
+        if not re.fullmatch(r"[0-9a-f]{64}", value.get_secret_value()):
+            raise ValueError("expected 64 lowercase hex characters (sha256 of the token)")
+        return value
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one cloudinv process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLOUDINV_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    scan_interval_s: Annotated[int, Field(ge=10)] = 900
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.storage.data_dir
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets replaced by '********'."""
+        return _mask(self.model_dump(mode="python"))
+
+
+_TOML_FILE: ContextVar[Path | None] = ContextVar("cloudinv_toml_file", default=None)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "********" if value.get_secret_value() else ""
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def resolve_config_path(path: Path | str | None) -> Path | None:
+    """The TOML file to read: the explicit path, $CLOUDINV_CONFIG, or ./cloudinv.toml if present.
+
+    An explicitly named file that does not exist is an error; the default is optional.
+    """
+    explicit = path or os.environ.get(CONFIG_ENV)
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist (from --config or ${CONFIG_ENV})")
+        return p
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read and validate settings. Raises ConfigError with key, value and expectation."""
+    toml_file = resolve_config_path(config)
+    if toml_file is not None:
+        try:
+            tomllib.loads(toml_file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {toml_file} is not valid TOML: {exc}") from None
+    token = _TOML_FILE.set(toml_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, toml_file)) from None
+    finally:
+        _TOML_FILE.reset(token)
+
+
+def describe_validation_error(exc: ValidationError, toml_file: Path | None = None) -> str:
+    """One line per bad value: key, value, what was expected."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        env = "CLOUDINV_" + "__".join(str(p) for p in err["loc"] if isinstance(p, str)).upper()
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            what = "unknown setting"
+        else:
+            what = err["msg"].removeprefix("Value error, ")
+        shown = "********" if _looks_secret(key) else repr(value)
+        lines.append(f"invalid config {key} = {shown}: {what} (set in {_where(toml_file)} or {env})")
+    return "\n".join(lines)
+
+
+def _looks_secret(key: str) -> bool:
+    return any(word in key for word in ("password", "secret", "sha256", "token", "external_id"))
+
+
+def _where(toml_file: Path | None) -> str:
+    return str(toml_file) if toml_file else "cloudinv.toml"
