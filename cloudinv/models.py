@@ -281,4 +281,3 @@ class CloudTrailEvent(_Message):
     request_parameters: dict[str, Any] | None = None
     response_elements: dict[str, Any] | None = None
     source_file: str | None = Field(default=None, description="S3 URI or path it was read from")
-

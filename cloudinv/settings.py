@@ -10,6 +10,7 @@ value and what was expected.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -27,8 +28,10 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -40,6 +43,17 @@ EMBEDDED = "embedded"
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+
+
+def _split_list(value: str) -> Any:
+    """A list from the environment: JSON (``["a","b"]``) or comma-separated (``a,b``)."""
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return value
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class _Section(BaseModel):
@@ -109,7 +123,7 @@ class AwsSettings(_Section):
         default=None,
         description="Discover accounts with Organizations ListAccounts and assume this role",
     )
-    regions: list[str] | Literal["all"] = Field(
+    regions: Annotated[list[str] | Literal["all"], NoDecode] = Field(
         default_factory=lambda: ["us-east-1"],
         description="Region names, or 'all' for every region enabled in the account",
     )
@@ -122,7 +136,7 @@ class AwsSettings(_Section):
     @classmethod
     def _split_regions(cls, value: Any) -> Any:
         if isinstance(value, str) and value != "all":
-            return [r.strip() for r in value.split(",") if r.strip()]
+            return _split_list(value)
         return value
 
     @field_validator("regions")
@@ -145,7 +159,9 @@ StorageTarget = Literal["local", "s3", "dynamodb"]
 
 class StorageSettings(_Section):
     data_dir: Path = Field(default=Path(".cloudinv"), description="Local store, logs, demo.json")
-    targets: list[StorageTarget] = Field(default_factory=lambda: ["local"])
+    targets: Annotated[list[StorageTarget], NoDecode] = Field(
+        default_factory=lambda: list[StorageTarget](["local"])
+    )
     s3_bucket: str | None = None
     s3_prefix: str = "cloudinv"
     dynamodb_table_prefix: str = "cloudinv"
@@ -154,7 +170,7 @@ class StorageSettings(_Section):
     @classmethod
     def _split_targets(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [t.strip() for t in value.split(",") if t.strip()]
+            return _split_list(value)
         return value
 
 
@@ -215,7 +231,8 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets replaced by '********'."""
-        return _mask(self.model_dump(mode="python"))
+        masked: dict[str, Any] = _mask(self.model_dump(mode="python"))
+        return masked
 
 
 _TOML_FILE: ContextVar[Path | None] = ContextVar("cloudinv_toml_file", default=None)
@@ -260,6 +277,9 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, toml_file)) from None
+    except SettingsError as exc:
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"invalid config: {exc}{cause}") from None
     finally:
         _TOML_FILE.reset(token)
 
@@ -276,7 +296,9 @@ def describe_validation_error(exc: ValidationError, toml_file: Path | None = Non
         else:
             what = err["msg"].removeprefix("Value error, ")
         shown = "********" if _looks_secret(key) else repr(value)
-        lines.append(f"invalid config {key} = {shown}: {what} (set in {_where(toml_file)} or {env})")
+        lines.append(
+            f"invalid config {key} = {shown}: {what} (set in {_where(toml_file)} or {env})"
+        )
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 
@@ -19,8 +20,9 @@ from streams.app import StreamConfig, topic
 
 @dataclass
 class InventoryStage:
-    snapshots_by_type: faust.Table
-    agent: faust.types.AgentT
+    snapshots_by_type: Any
+    """faust Table[str, int]: resource type → snapshots seen."""
+    agent: Any
 
 
 def bind(app: faust.App, config: StreamConfig) -> InventoryStage:

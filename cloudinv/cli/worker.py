@@ -30,8 +30,9 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **overrides)
     if settings.kafka.is_embedded:
         raise ConfigError(
-            "cloudinv worker needs a broker address: set kafka.bootstrap (CLOUDINV_KAFKA__BOOTSTRAP) "
-            "or --bootstrap, or use `cloudinv demo`, which starts an embedded broker"
+            "cloudinv worker needs a broker address: set kafka.bootstrap "
+            "(CLOUDINV_KAFKA__BOOTSTRAP) or --bootstrap, or use `cloudinv demo`, which starts "
+            "an embedded broker"
         )
     config = StreamConfig(
         bootstrap=settings.kafka.bootstrap,

@@ -1,0 +1,39 @@
+"""``cloudinv api``: serve the query API and web UI on its own (scale by running more)."""
+
+from __future__ import annotations
+
+import argparse
+
+from aiohttp import web
+
+from cloudinv.errors import ConfigError
+from cloudinv.processes import ensure_port_free
+from cloudinv.settings import load_settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "api",
+        help="serve the HTTP API and web UI over the configured store",
+        description="Serve the API. Tokens come from api.tokens (SHA-256 hashes) in the config.",
+    )
+    parser.add_argument("--host", help="bind address (default from api.host)")
+    parser.add_argument("--port", type=int, help="port (default from api.port)")
+    parser.set_defaults(handler=run_api)
+
+
+def run_api(args: argparse.Namespace) -> int:
+    from api.app import create_app
+
+    settings = load_settings(args.config)
+    host = args.host or settings.api.host
+    port = args.port if args.port is not None else settings.api.port
+    if not settings.api.tokens:
+        raise ConfigError(
+            "api.tokens is empty, so nobody could call the API: add "
+            '[[api.tokens]] sha256 = "<sha256 of your token>" to cloudinv.toml'
+        )
+    if port:
+        ensure_port_free(host, port, "the API", "--port or CLOUDINV_API__PORT")
+    web.run_app(create_app(settings, {"mode": "api"}), host=host, port=port, print=print)
+    return 0

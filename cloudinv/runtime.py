@@ -1,0 +1,371 @@
+"""Running every stage in one process tree: ``cloudinv demo`` and ``cloudinv up``.
+
+:class:`Runtime` starts, in order, the broker (embedded, or the configured Kafka), the
+simulated AWS estate (demo only), the stream worker (a child process), the producers and the
+API (in this process), then writes the connection file. Whatever happens — a normal exit,
+Ctrl-C, SIGTERM, or one stage failing — it stops everything it started, in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import web
+from pydantic import SecretStr
+from rich.console import Console
+
+from cloudinv.connection import (
+    ConnectionInfo,
+    RunningComponent,
+    remove_connection,
+    started_now,
+    write_connection,
+)
+from cloudinv.embedded import (
+    EmbeddedBroker,
+    SimulatedAws,
+    kafka_metadata_ready,
+    require_moto,
+    resolve_broker_binary,
+)
+from cloudinv.errors import RuntimeStartError
+from cloudinv.processes import ChildProcess, ensure_port_free
+from cloudinv.settings import ApiToken, Settings
+
+log = logging.getLogger(__name__)
+
+StopCallback = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class RuntimeOptions:
+    mode: Literal["demo", "up"]
+    mutate_interval_s: float = 5.0
+    scan_interval_s: float | None = None
+    with_worker: bool = True
+
+
+@dataclass
+class Runtime:
+    """Starts the stages and remembers how to stop each of them."""
+
+    settings: Settings
+    options: RuntimeOptions
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+    components: list[RunningComponent] = field(default_factory=list)
+    _stops: list[tuple[str, StopCallback]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    api_token: str = ""
+    kafka_bootstrap: str = ""
+    aws_endpoint_url: str | None = None
+    api_url: str = ""
+    accounts: list[str] = field(default_factory=list)
+    regions: list[str] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir.resolve()
+
+    async def _step(self, what: str, start: Callable[[], Awaitable[str]]) -> None:
+        began = time.monotonic()
+        self.console.print(f"[bold]·[/] starting {what} …", highlight=False)
+        detail = await start()
+        self.console.print(
+            f"[green]✓[/] {what}: {detail} [dim]({time.monotonic() - began:.1f}s)[/]",
+            highlight=False,
+        )
+
+    async def start(self) -> ConnectionInfo:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        # Fail fast on a busy API port, before anything else is started.
+        if self.settings.api.port:
+            ensure_port_free(
+                self.settings.api.host,
+                self.settings.api.port,
+                "the API",
+                "--api-port or CLOUDINV_API__PORT",
+            )
+        if self.options.mode == "demo" or self.settings.kafka.is_embedded:
+            resolve_broker_binary()  # fail before starting anything if the extra is missing
+        if self.options.mode == "demo":
+            require_moto()
+            await asyncio.gather(
+                self._step("Kafka broker (embedded Tansu)", self._start_embedded_broker),
+                self._step("simulated AWS (moto)", self._start_simulated_aws),
+            )
+            await self._step("simulated estate", self._seed_estate)
+        else:
+            if self.settings.kafka.is_embedded:
+                await self._step("Kafka broker (embedded Tansu)", self._start_embedded_broker)
+            else:
+                await self._step("Kafka connection", self._check_kafka)
+            self.aws_endpoint_url = self.settings.aws.effective_endpoint()
+            self.accounts = [a.account_id for a in self.settings.aws.accounts]
+            regions = self.settings.aws.regions
+            self.regions = list(regions) if isinstance(regions, list) else ["all"]
+        if self.options.with_worker:
+            await self._step("stream worker", self._start_worker)
+        await self._step("producers", self._start_producers)
+        await self._step("API", self._start_api)
+        if self.options.mode == "demo":
+            await self._step("estate changes", self._start_mutator)
+        info = ConnectionInfo(
+            mode=self.options.mode,
+            pid=os.getpid(),
+            started_at=started_now(),
+            api_url=self.api_url,
+            api_token=self.api_token,
+            kafka_bootstrap=self.kafka_bootstrap,
+            topic_prefix=self.settings.kafka.topic_prefix,
+            aws_endpoint_url=self.aws_endpoint_url,
+            accounts=self.accounts,
+            regions=self.regions,
+            data_dir=str(self.data_dir),
+            components=self.components,
+        )
+        write_connection(self.data_dir, info)
+        self._stops.append(("connection file", self._remove_connection))
+        return info
+
+    async def _remove_connection(self) -> None:
+        remove_connection(self.data_dir, os.getpid())
+
+    async def stop(self) -> None:
+        """Stop everything started so far, newest first. Never raises."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        while self._stops:
+            name, stop = self._stops.pop()
+            try:
+                await asyncio.wait_for(stop(), timeout=20)
+            except Exception as exc:  # one stage failing to stop must not strand the others
+                log.warning("stopping %s failed: %s", name, exc)
+
+    # -- stages -----------------------------------------------------------------------------
+
+    async def _start_embedded_broker(self) -> str:
+        broker = EmbeddedBroker(self.data_dir)
+        self._stops.append(("broker", broker.stop))
+        await broker.start()
+        self.kafka_bootstrap = broker.bootstrap
+        assert broker.child is not None
+        self.components.append(
+            RunningComponent(
+                name="broker",
+                address=broker.bootstrap,
+                pid=broker.child.pid,
+                log=str(broker.child.log_path),
+            )
+        )
+        return broker.bootstrap
+
+    async def _check_kafka(self) -> str:
+        servers = ",".join(self.settings.kafka.servers())
+        if not await kafka_metadata_ready(servers, timeout=10.0):
+            raise RuntimeStartError(
+                f"Kafka at {servers} did not answer a Metadata request within 10s: check "
+                "kafka.bootstrap (CLOUDINV_KAFKA__BOOTSTRAP) and that the cluster is reachable"
+            )
+        self.kafka_bootstrap = servers
+        self.components.append(RunningComponent(name="kafka", address=servers))
+        return servers
+
+    async def _start_simulated_aws(self) -> str:
+        aws = SimulatedAws(self.data_dir)
+        self._stops.append(("simulated AWS", aws.stop))
+        await aws.start()
+        self.aws_endpoint_url = aws.endpoint_url
+        assert aws.child is not None
+        self.components.append(
+            RunningComponent(
+                name="aws",
+                address=aws.endpoint_url,
+                pid=aws.child.pid,
+                log=str(aws.child.log_path),
+            )
+        )
+        return aws.endpoint_url
+
+    async def _seed_estate(self) -> str:
+        from cloudinv.estate import EstateSpec, seed_estate
+
+        assert self.aws_endpoint_url is not None
+        spec = EstateSpec()
+        self._estate = await seed_estate(self.aws_endpoint_url, spec)
+        self.accounts = list(spec.accounts)
+        self.regions = list(spec.regions)
+        return f"{len(spec.accounts)} accounts x {len(spec.regions)} regions"
+
+    async def _start_mutator(self) -> str:
+        from cloudinv.estate import EstateMutator
+
+        assert self.aws_endpoint_url is not None
+        mutator = EstateMutator(self.aws_endpoint_url, self._estate)
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            try:
+                await mutator.run(self.options.mutate_interval_s, stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the simulated estate stopped changing")
+
+        self._tasks.append(asyncio.create_task(run(), name="estate-mutator"))
+        return f"a change every {self.options.mutate_interval_s:g}s"
+
+    async def _start_worker(self) -> str:
+        env = dict(os.environ)
+        env.update(
+            CLOUDINV_KAFKA__BOOTSTRAP=self.kafka_bootstrap,
+            CLOUDINV_STORAGE__DATA_DIR=str(self.data_dir),
+        )
+        argv = [sys.executable, "-m", "cloudinv", "worker"]
+        child = ChildProcess("stream worker", argv, self.data_dir / "logs" / "worker.log", env)
+        self._stops.append(("stream worker", child.stop))
+        await child.start()
+        await asyncio.sleep(0.5)
+        child.raise_if_exited()
+        self.components.append(
+            RunningComponent(name="worker", pid=child.pid, log=str(child.log_path))
+        )
+        self._worker = child
+        return f"pid {child.pid}"
+
+    async def _start_producers(self) -> str:
+        # The collectors publish on a schedule once they are registered (inventory issue).
+        try:
+            from producers.publisher import start_producers  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            return "none registered yet"
+        stop, detail = await start_producers(self)
+        self._stops.append(("producers", stop))
+        return str(detail)
+
+    async def _start_api(self) -> str:
+        from api.app import create_app
+        from api.auth import generate_token
+
+        token, digest = generate_token()
+        self.api_token = token
+        api_settings = self.settings.api.model_copy(
+            update={
+                "tokens": [
+                    *self.settings.api.tokens,
+                    ApiToken(sha256=SecretStr(digest), name=f"{self.options.mode}-generated"),
+                ]
+            }
+        )
+        settings = self.settings.model_copy(update={"api": api_settings})
+        runtime = {"mode": self.options.mode, "components": self.components}
+        app = create_app(settings, runtime)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.api.host, self.settings.api.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise RuntimeStartError(
+                f"the API cannot listen on {self.settings.api.host}:{self.settings.api.port} "
+                f"({exc.strerror}); choose another port with --api-port or CLOUDINV_API__PORT"
+            ) from None
+        self._stops.append(("API", runner.cleanup))
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.api_url = f"http://{self.settings.api.host}:{port}"
+        self.components.append(RunningComponent(name="api", address=self.api_url, pid=os.getpid()))
+        return self.api_url
+
+    async def watch_children(self) -> None:
+        """Return when a child stage dies, so the runtime can stop instead of limping on."""
+        while True:
+            await asyncio.sleep(1.0)
+            worker: ChildProcess | None = getattr(self, "_worker", None)
+            if worker is not None and not worker.running:
+                raise RuntimeStartError(
+                    f"the stream worker exited unexpectedly (log: {worker.log_path}): "
+                    + (worker.log_tail(1) or "no output")
+                )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, options: RuntimeOptions) -> AsyncIterator[Runtime]:
+    runtime = Runtime(settings, options)
+    try:
+        yield runtime
+    finally:
+        runtime.console.print("[bold]·[/] stopping …", highlight=False)
+        await runtime.stop()
+        runtime.console.print("[green]✓[/] stopped; no process left behind", highlight=False)
+
+
+async def run_until_stopped(settings: Settings, options: RuntimeOptions) -> int:
+    """Start everything, print where it runs, wait for Ctrl-C / SIGTERM, stop everything."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_requested.set)
+    try:
+        async with running(settings, options) as runtime:
+            starting = asyncio.create_task(runtime.start())
+            waiter = asyncio.create_task(stop_requested.wait())
+            done, _ = await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if starting not in done:
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starting
+                return 130
+            waiter.cancel()
+            info = starting.result()
+            print_connection(info, runtime.console)
+            watcher = asyncio.create_task(runtime.watch_children())
+            stopper = asyncio.create_task(stop_requested.wait())
+            done, _ = await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (watcher, stopper):
+                task.cancel()
+            if watcher in done and watcher.exception() is not None:
+                raise watcher.exception()  # type: ignore[misc]
+            return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def print_connection(info: ConnectionInfo, console: Console) -> None:
+    out = Console()  # stdout: what a user or script reads
+    out.print()
+    out.print(f"[bold green]cloudinv {info.mode} is running[/]", highlight=False)
+    out.print(f"  API        {info.api_url}   (health: {info.api_url}/healthz)", highlight=False)
+    out.print(f"  API token  {info.api_token}", highlight=False)
+    out.print(
+        f"  try        curl -H 'Authorization: Bearer {info.api_token}' {info.api_url}/v1/status",
+        highlight=False,
+    )
+    out.print(
+        f"  Kafka      {info.kafka_bootstrap}  (topics {info.topic_prefix}.*)", highlight=False
+    )
+    if info.aws_endpoint_url:
+        out.print(f"  AWS        {info.aws_endpoint_url}", highlight=False)
+    out.print(f"  accounts   {', '.join(info.accounts) or '(local credentials)'}", highlight=False)
+    out.print(f"  regions    {', '.join(info.regions)}", highlight=False)
+    out.print(
+        f"  data       {info.data_dir}  (connection file: {info.data_dir}/demo.json)",
+        highlight=False,
+    )
+    out.print("  stop       Ctrl-C", highlight=False)
+    out.print()
