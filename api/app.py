@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from api.auth import TokenTable, auth_middleware
 from cloudinv import __version__
+from cloudinv.connection import RunningComponent
 from cloudinv.settings import Settings
 
 
@@ -24,16 +25,10 @@ class Health(BaseModel):
     uptime_s: float
 
 
-class Component(BaseModel):
-    name: str
-    address: str | None = None
-    pid: int | None = None
-
-
 class Status(BaseModel):
     version: str
     mode: str
-    components: list[Component]
+    components: list[RunningComponent]
 
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -58,7 +53,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     runtime: dict[str, Any] = request.app[RUNTIME_KEY]
-    components = [Component.model_validate(c) for c in runtime.get("components", [])]
+    components = [
+        c if isinstance(c, RunningComponent) else RunningComponent.model_validate(c)
+        for c in runtime.get("components", [])
+    ]
     return json_response(
         Status(version=__version__, mode=str(runtime.get("mode", "api")), components=components)
     )

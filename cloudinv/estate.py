@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -39,7 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cloudinv.models import AccountId, UtcDatetime, utcnow
 
 __all__ = [
+    "MIN_EXPOSED_STEPS",
     "MOTO_CREDENTIALS",
+    "SCRIPTED_FIRST",
     "AccountEstate",
     "AccountSession",
     "AwsCredentials",
@@ -58,7 +60,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Client = Any
+_T = TypeVar("_T")
+
+_Client = Any
 """An aiobotocore client (its methods are generated at run time, so untyped)."""
 
 STS_REGION = "us-east-1"
@@ -67,12 +71,14 @@ SEED_CONCURRENCY = 4
 """Seeding units (one account's globals, or one account-region) in flight at once: moto's
 server is one process, and more parallelism only adds contention."""
 
-_CLIENT_CONFIG = AioConfig(
-    retries={"max_attempts": 3, "mode": "standard"},
-    connect_timeout=10,
-    read_timeout=60,
-    s3={"addressing_style": "path"},
-)
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "retries": {"max_attempts": 3, "mode": "standard"},
+    "connect_timeout": 10,
+    "read_timeout": 60,
+}
+_AWS_CONFIG = AioConfig(**_CLIENT_OPTIONS)
+_EMULATOR_CONFIG = AioConfig(**_CLIENT_OPTIONS, s3={"addressing_style": "path"})
+"""For an ``endpoint_url`` (moto): bucket names go in the path, not the host name."""
 _PROJECT_TAG = {"Key": "Project", "Value": "cloudinv-demo"}
 
 
@@ -103,6 +109,7 @@ MOTO_CREDENTIALS = AwsCredentials("testing", "testing")
 
 
 def role_arn(account_id: str, role_name: str) -> str:
+    """The ARN of role ``role_name`` in ``account_id``."""
     return f"arn:aws:iam::{account_id}:role/{role_name}"
 
 
@@ -123,7 +130,7 @@ class AccountSession:
             service,
             region_name=region,
             endpoint_url=self.endpoint_url,
-            config=config or _CLIENT_CONFIG,
+            config=config or (_EMULATOR_CONFIG if self.endpoint_url else _AWS_CONFIG),
             **self.credentials.client_kwargs(),
         )
 
@@ -222,13 +229,14 @@ class RegionEstate(BaseModel):
 
     region: str
     image_id: str
+    image_snapshot_id: str = Field(description="the AMI's root snapshot, made with the AMI")
     vpc_id: str
     availability_zones: list[str]
     subnet_ids: list[str]
     security_group_ids: list[str]
     instance_ids: list[str]
     volume_ids: list[str]
-    snapshot_ids: list[str]
+    snapshot_ids: list[str] = Field(description="EBS snapshots of data volumes")
     db_instance_ids: list[str]
     db_snapshot_ids: list[str]
     load_balancer_arns: list[str]
@@ -286,9 +294,12 @@ async def seed_estate(endpoint_url: str, spec: EstateSpec | None = None) -> Esta
     started = time.monotonic()
     gate = asyncio.Semaphore(SEED_CONCURRENCY)
     session = get_session()
-    accounts = await asyncio.gather(
-        *(_seed_account(endpoint_url, spec, acct, session, gate) for acct in spec.accounts)
-    )
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(_seed_account(endpoint_url, spec, acct, session, gate))
+            for acct in spec.accounts
+        ]
+    accounts = [t.result() for t in tasks]
     elapsed = round(time.monotonic() - started, 3)
     log.info(
         "seeded the simulated estate: %d accounts x %d regions in %.1fs",
@@ -296,9 +307,7 @@ async def seed_estate(endpoint_url: str, spec: EstateSpec | None = None) -> Esta
         len(spec.regions),
         elapsed,
     )
-    return EstateInfo(
-        spec=spec, accounts={a.account_id: a for a in accounts}, seeded_in_s=elapsed
-    )
+    return EstateInfo(spec=spec, accounts={a.account_id: a for a in accounts}, seeded_in_s=elapsed)
 
 
 async def _seed_account(
@@ -313,20 +322,22 @@ async def _seed_account(
         reader, endpoint_url=endpoint_url, base=MOTO_CREDENTIALS, session=session
     )
 
-    async def gated[T](coro: Awaitable[T]) -> T:
+    async def gated(coro: Awaitable[_T]) -> _T:
         async with gate:
             return await coro
 
-    iam_task = gated(_seed_iam(acct, spec))
-    s3_task = gated(_seed_buckets(acct, spec))
-    region_tasks = [gated(_seed_region(acct, spec, region)) for region in spec.regions]
-    iam, buckets, *regions = await asyncio.gather(iam_task, s3_task, *region_tasks)
-    assert isinstance(iam, _IamResult) and isinstance(buckets, list)
+    async with asyncio.TaskGroup() as group:
+        iam_task = group.create_task(gated(_seed_iam(acct, spec)))
+        s3_task = group.create_task(gated(_seed_buckets(acct, spec)))
+        region_tasks = [
+            group.create_task(gated(_seed_region(acct, spec, region))) for region in spec.regions
+        ]
+    iam = iam_task.result()
     return AccountEstate(
         account_id=account_id,
         role_arn=reader,
-        regions={r.region: r for r in regions if isinstance(r, RegionEstate)},
-        buckets=buckets,
+        regions={t.result().region: t.result() for t in region_tasks},
+        buckets=s3_task.result(),
         user_names=iam.user_names,
         access_key_ids=iam.access_key_ids,
         group_names=iam.group_names,
@@ -383,7 +394,7 @@ async def _seed_region(acct: AccountSession, spec: EstateSpec, region: str) -> R
         rds = await stack.enter_async_context(acct.client("rds", region))
         elbv2 = await stack.enter_async_context(acct.client("elbv2", region))
         elb = await stack.enter_async_context(acct.client("elb", region))
-        image_id = await _register_image(ec2)
+        image_id, image_snapshot_id = await _register_image(ec2)
         net = await _create_network(ec2, region, counts)
         instances = await _run_instances(ec2, net, image_id, counts.instances, rng)
         volumes = await _create_volumes(ec2, net, instances, counts.volumes, rng)
@@ -394,6 +405,7 @@ async def _seed_region(acct: AccountSession, spec: EstateSpec, region: str) -> R
     return RegionEstate(
         region=region,
         image_id=image_id,
+        image_snapshot_id=image_snapshot_id,
         vpc_id=net.vpc_id,
         availability_zones=net.zones,
         subnet_ids=net.subnet_ids,
@@ -409,7 +421,8 @@ async def _seed_region(acct: AccountSession, spec: EstateSpec, region: str) -> R
     )
 
 
-async def _register_image(ec2: Client) -> str:
+async def _register_image(ec2: _Client) -> tuple[str, str]:
+    """An AMI for the instances; returns its id and its root snapshot (made with it)."""
     resp = await ec2.register_image(
         Name="cloudinv-base-image",
         Description="base image for the simulated estate",
@@ -417,10 +430,14 @@ async def _register_image(ec2: Client) -> str:
         RootDeviceName="/dev/xvda",
         VirtualizationType="hvm",
     )
-    return str(resp["ImageId"])
+    image_id = str(resp["ImageId"])
+    images = await ec2.describe_images(ImageIds=[image_id])
+    mappings = images["Images"][0].get("BlockDeviceMappings", [])
+    snapshot_id = next((str(m["Ebs"]["SnapshotId"]) for m in mappings if "Ebs" in m), "")
+    return image_id, snapshot_id
 
 
-async def _create_network(ec2: Client, region: str, counts: EstateCounts) -> _Network:
+async def _create_network(ec2: _Client, region: str, counts: EstateCounts) -> _Network:
     vpc = await ec2.create_vpc(
         CidrBlock="10.0.0.0/16", TagSpecifications=_tag_spec("vpc", f"main-{region}")
     )
@@ -459,7 +476,7 @@ def _tcp(port: int, *, cidr: str | None = None, source_sg: str | None = None) ->
     return rule
 
 
-async def _add_sg_rules(ec2: Client, net: _Network) -> None:
+async def _add_sg_rules(ec2: _Client, net: _Network) -> None:
     """web: 80/443 from anywhere; app: 8080 from web; db: 5432 from app; ops: none."""
     sgs = net.sg_ids
     rules: dict[str, list[dict[str, Any]]] = {
@@ -473,7 +490,7 @@ async def _add_sg_rules(ec2: Client, net: _Network) -> None:
 
 
 async def _run_instances(
-    ec2: Client, net: _Network, image_id: str, count: int, rng: random.Random
+    ec2: _Client, net: _Network, image_id: str, count: int, rng: random.Random
 ) -> list[tuple[str, str]]:
     """Launch ``count`` instances round-robin over subnets; returns (instance id, zone)."""
     launched: list[tuple[str, str]] = []
@@ -494,7 +511,7 @@ async def _run_instances(
 
 
 async def _launch(
-    ec2: Client,
+    ec2: _Client,
     *,
     image_id: str,
     instance_type: str,
@@ -515,7 +532,7 @@ async def _launch(
 
 
 async def _create_volumes(
-    ec2: Client,
+    ec2: _Client,
     net: _Network,
     instances: list[tuple[str, str]],
     count: int,
@@ -537,7 +554,7 @@ async def _create_volumes(
     return volume_ids
 
 
-async def _create_snapshots(ec2: Client, volume_ids: list[str], count: int) -> list[str]:
+async def _create_snapshots(ec2: _Client, volume_ids: list[str], count: int) -> list[str]:
     snapshot_ids: list[str] = []
     for i in range(count):
         volume_id = volume_ids[i % len(volume_ids)]
@@ -551,7 +568,7 @@ async def _create_snapshots(ec2: Client, volume_ids: list[str], count: int) -> l
 
 
 async def _create_databases(
-    rds: Client, net: _Network, counts: EstateCounts, rng: random.Random
+    rds: _Client, net: _Network, counts: EstateCounts, rng: random.Random
 ) -> tuple[list[str], list[str]]:
     if not counts.db_instances:
         return [], []
@@ -589,7 +606,7 @@ async def _create_databases(
 
 
 async def _create_alb(
-    elbv2: Client, net: _Network, instances: list[tuple[str, str]]
+    elbv2: _Client, net: _Network, instances: list[tuple[str, str]]
 ) -> tuple[str, str]:
     lb = await elbv2.create_load_balancer(
         Name="web-alb",
@@ -621,12 +638,17 @@ async def _create_alb(
     return lb_arn, tg_arn
 
 
-async def _create_classic_elb(elb: Client, net: _Network, instances: list[tuple[str, str]]) -> str:
+async def _create_classic_elb(elb: _Client, net: _Network, instances: list[tuple[str, str]]) -> str:
     name = "legacy-web"
     await elb.create_load_balancer(
         LoadBalancerName=name,
         Listeners=[
-            {"Protocol": "HTTP", "LoadBalancerPort": 80, "InstanceProtocol": "HTTP", "InstancePort": 80}
+            {
+                "Protocol": "HTTP",
+                "LoadBalancerPort": 80,
+                "InstanceProtocol": "HTTP",
+                "InstancePort": 80,
+            }
         ],
         Subnets=net.subnet_ids,
         SecurityGroups=[net.sg("web")],
@@ -691,19 +713,19 @@ async def _seed_buckets(acct: AccountSession, spec: EstateSpec) -> list[BucketIn
 
 
 async def _create_bucket(
-    s3: Client, name: str, region: str, profile: _BucketProfile, tags: dict[str, str]
+    s3: _Client, name: str, region: str, profile: _BucketProfile, tags: dict[str, str]
 ) -> None:
     kwargs: dict[str, Any] = {"Bucket": name}
     if region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
     await s3.create_bucket(**kwargs)
+    for n in range(2):  # before any policy: moto enforces a bucket policy's Deny on objects
+        await s3.put_object(Bucket=name, Key=f"sample/object-{n}.txt", Body=b"cloudinv demo\n")
     await s3.put_bucket_tagging(
         Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]}
     )
     if profile.versioning:
-        await s3.put_bucket_versioning(
-            Bucket=name, VersioningConfiguration={"Status": "Enabled"}
-        )
+        await s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     if profile.encryption:
         await s3.put_bucket_encryption(
             Bucket=name, ServerSideEncryptionConfiguration=_encryption(profile.encryption)
@@ -718,8 +740,6 @@ async def _create_bucket(
         )
     if profile.policy:
         await s3.put_bucket_policy(Bucket=name, Policy=_bucket_policy(name, profile.policy))
-    for n in range(2):
-        await s3.put_object(Bucket=name, Key=f"sample/object-{n}.txt", Body=b"cloudinv demo\n")
 
 
 _BLOCK_ALL_PUBLIC = {
@@ -802,9 +822,7 @@ def _trust(principal: dict[str, str]) -> str:
     return json.dumps(
         {
             "Version": "2012-10-17",
-            "Statement": [
-                {"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}
-            ],
+            "Statement": [{"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}],
         }
     )
 
@@ -812,7 +830,9 @@ def _trust(principal: dict[str, str]) -> str:
 async def _seed_iam(acct: AccountSession, spec: EstateSpec) -> _IamResult:
     result = _IamResult()
     async with acct.client("iam", IAM_REGION) as iam:
-        read_only = await _create_policy(iam, "cloudinv-read-only", ["*:Describe*", "*:List*", "*:Get*"])
+        read_only = await _create_policy(
+            iam, "cloudinv-read-only", ["*:Describe*", "*:List*", "*:Get*"]
+        )
         s3_logs = await _create_policy(iam, "read-logs", ["s3:GetObject", "s3:ListBucket"])
         result.policy_arns += [read_only, s3_logs]
         await _create_role(iam, spec.role_name, {"AWS": f"arn:aws:iam::{acct.account_id}:root"})
@@ -823,14 +843,14 @@ async def _seed_iam(acct: AccountSession, spec: EstateSpec) -> _IamResult:
     return result
 
 
-async def _create_policy(iam: Client, name: str, actions: Sequence[str]) -> str:
+async def _create_policy(iam: _Client, name: str, actions: Sequence[str]) -> str:
     resp = await iam.create_policy(
         PolicyName=name, PolicyDocument=_policy(actions), Description=f"{name} (cloudinv demo)"
     )
     return str(resp["Policy"]["Arn"])
 
 
-async def _create_role(iam: Client, name: str, principal: dict[str, str]) -> None:
+async def _create_role(iam: _Client, name: str, principal: dict[str, str]) -> None:
     await iam.create_role(
         RoleName=name,
         AssumeRolePolicyDocument=_trust(principal),
@@ -839,7 +859,7 @@ async def _create_role(iam: Client, name: str, principal: dict[str, str]) -> Non
     )
 
 
-async def _seed_roles(iam: Client, spec: EstateSpec, result: _IamResult) -> None:
+async def _seed_roles(iam: _Client, spec: EstateSpec, result: _IamResult) -> None:
     for i in range(spec.counts.roles):
         if i < len(_ROLE_PROFILES):
             name, service = _ROLE_PROFILES[i]
@@ -852,7 +872,7 @@ async def _seed_roles(iam: Client, spec: EstateSpec, result: _IamResult) -> None
         result.role_names.append(name)
 
 
-async def _seed_users(iam: Client, spec: EstateSpec, s3_logs: str, result: _IamResult) -> None:
+async def _seed_users(iam: _Client, spec: EstateSpec, s3_logs: str, result: _IamResult) -> None:
     """alice: in a group, an inline policy; bob: an attached policy; ci-deployer: two keys."""
     if spec.counts.users:
         await iam.create_group(GroupName="developers")
@@ -933,9 +953,12 @@ _WEIGHTS: dict[ChangeAction, int] = {
 }
 
 _SSH_WORLD = _tcp(22, cidr="0.0.0.0/0")
+MIN_EXPOSED_STEPS = 3
+"""Steps an opened port or a removed public access block stays so before it may be undone."""
 
-# (account id, region, resource id)
 _Place = tuple[str, str, str]
+"""(account id, region, resource id): a resource the mutator may change."""
+_Entry = tuple[Callable[[], list[_Place]], Callable[[_Place], Awaitable[EstateChange]]]
 
 
 class EstateMutator:
@@ -953,18 +976,27 @@ class EstateMutator:
         self._session = get_session()
         self._sessions: dict[str, AccountSession] = {}
         self._stopped: set[_Place] = set()
-        self._ssh_open: set[_Place] = set()
-        self._actions: dict[ChangeAction, Callable[[], Awaitable[EstateChange]]] = {
-            ChangeAction.START_INSTANCE: self._start_instance,
-            ChangeAction.STOP_INSTANCE: self._stop_instance,
-            ChangeAction.REPLACE_INSTANCE: self._replace_instance,
-            ChangeAction.OPEN_SSH_TO_WORLD: self._open_ssh,
-            ChangeAction.CLOSE_SSH: self._close_ssh,
-            ChangeAction.REMOVE_PUBLIC_ACCESS_BLOCK: self._remove_public_access_block,
-            ChangeAction.RESTORE_PUBLIC_ACCESS_BLOCK: self._restore_public_access_block,
-            ChangeAction.RETAG_BUCKET: self._retag_bucket,
-            ChangeAction.CREATE_SNAPSHOT: self._create_snapshot,
-            ChangeAction.DELETE_SNAPSHOT: self._delete_snapshot,
+        self._ssh_open: dict[_Place, int] = {}  # place -> step it was opened at
+        self._unblocked: dict[_Place, int] = {}  # bucket place -> step its block was removed at
+        self._table = self._action_table()
+
+    def _action_table(self) -> dict[ChangeAction, _Entry]:
+        """Each action: where it may act now (empty: not possible), and how it acts."""
+        act = ChangeAction
+        return {
+            act.START_INSTANCE: (lambda: sorted(self._stopped), self._start_instance),
+            act.STOP_INSTANCE: (self._running, self._stop_instance),
+            act.REPLACE_INSTANCE: (lambda: self._places("instance_ids"), self._replace_instance),
+            act.OPEN_SSH_TO_WORLD: (self._ssh_closed, self._open_ssh),
+            act.CLOSE_SSH: (lambda: self._exposed_long(self._ssh_open), self._close_ssh),
+            act.REMOVE_PUBLIC_ACCESS_BLOCK: (self._blocked_buckets, self._remove_block),
+            act.RESTORE_PUBLIC_ACCESS_BLOCK: (
+                lambda: self._exposed_long(self._unblocked),
+                self._restore_block,
+            ),
+            act.RETAG_BUCKET: (self._bucket_places, self._retag_bucket),
+            act.CREATE_SNAPSHOT: (lambda: self._places("volume_ids"), self._create_snapshot),
+            act.DELETE_SNAPSHOT: (lambda: self._places("snapshot_ids"), self._delete_snapshot),
         }
 
     # --- driving ---
@@ -972,7 +1004,8 @@ class EstateMutator:
     async def step(self) -> EstateChange:
         """Make one change and describe it."""
         action = self._next_action()
-        change = await self._actions[action]()
+        candidates, act = self._table[action]
+        change = await act(self._pick(candidates()))
         self.steps_done += 1
         return change
 
@@ -995,41 +1028,15 @@ class EstateMutator:
     def _next_action(self) -> ChangeAction:
         if self.steps_done < len(SCRIPTED_FIRST):
             return SCRIPTED_FIRST[self.steps_done]
-        possible = [a for a in ChangeAction if self._possible(a)]
+        possible = [a for a, (candidates, _) in self._table.items() if candidates()]
         return self._rng.choices(possible, weights=[_WEIGHTS[a] for a in possible])[0]
 
-    def _possible(self, action: ChangeAction) -> bool:
-        checks: dict[ChangeAction, Callable[[], Sequence[Any]]] = {
-            ChangeAction.START_INSTANCE: lambda: sorted(self._stopped),
-            ChangeAction.STOP_INSTANCE: self._running,
-            ChangeAction.OPEN_SSH_TO_WORLD: self._ssh_closed,
-            ChangeAction.CLOSE_SSH: lambda: sorted(self._ssh_open),
-            ChangeAction.REMOVE_PUBLIC_ACCESS_BLOCK: lambda: self._buckets(blocked=True),
-            ChangeAction.RESTORE_PUBLIC_ACCESS_BLOCK: lambda: self._buckets(blocked=False),
-            ChangeAction.DELETE_SNAPSHOT: lambda: self._places("snapshot_ids"),
-        }
-        check = checks.get(action)
-        return check is None or bool(check())
+    def _pick(self, options: Sequence[_T]) -> _T:
+        if not options:
+            raise LookupError("nothing in the estate to change")
+        return self._rng.choice(options)
 
-    # --- helpers ---
-
-    async def _account(self, account_id: str) -> AccountSession:
-        acct = self._sessions.get(account_id)
-        if acct is None or acct.expires_within(300):
-            acct = await account_session(
-                self.info.accounts[account_id].role_arn,
-                endpoint_url=self.endpoint_url,
-                base=MOTO_CREDENTIALS,
-                session=self._session,
-            )
-            self._sessions[account_id] = acct
-        return acct
-
-    async def _client(self, account_id: str, service: str, region: str) -> Any:
-        return (await self._account(account_id)).client(service, region)
-
-    def _region(self, account_id: str, region: str) -> RegionEstate:
-        return self.info.accounts[account_id].regions[region]
+    # --- candidates ---
 
     def _places(self, attr: str) -> list[_Place]:
         """Every (account, region, id) in the RegionEstate list named ``attr``."""
@@ -1040,47 +1047,65 @@ class EstateMutator:
             for rid in getattr(estate, attr)
         ]
 
+    def _bucket_places(self) -> list[_Place]:
+        return [
+            (acct.account_id, b.region, b.name)
+            for acct in self.info.accounts.values()
+            for b in acct.buckets
+        ]
+
     def _running(self) -> list[_Place]:
         return [p for p in self._places("instance_ids") if p not in self._stopped]
 
     def _ssh_closed(self) -> list[_Place]:
         return [p for p in self._places("security_group_ids") if p not in self._ssh_open]
 
-    def _buckets(self, *, blocked: bool) -> list[tuple[str, BucketInfo]]:
-        return [
-            (acct.account_id, b)
-            for acct in self.info.accounts.values()
-            for b in acct.buckets
-            if b.public_access_block is blocked
-        ]
+    def _blocked_buckets(self) -> list[_Place]:
+        return [p for p in self._bucket_places() if self._bucket(p).public_access_block]
 
-    def _pick[T](self, options: Sequence[T]) -> T:
-        if not options:
-            raise LookupError("nothing in the estate to change")
-        return self._rng.choice(options)
+    def _exposed_long(self, since: dict[_Place, int]) -> list[_Place]:
+        return sorted(p for p, at in since.items() if self.steps_done - at >= MIN_EXPOSED_STEPS)
+
+    # --- state ---
+
+    async def _client(self, account_id: str, service: str, region: str) -> Any:
+        """A client context for the account, assuming its role again near expiry."""
+        acct = self._sessions.get(account_id)
+        if acct is None or acct.expires_within(300):
+            acct = await account_session(
+                self.info.accounts[account_id].role_arn,
+                endpoint_url=self.endpoint_url,
+                base=MOTO_CREDENTIALS,
+                session=self._session,
+            )
+            self._sessions[account_id] = acct
+        return acct.client(service, region)
+
+    def _region(self, place: _Place) -> RegionEstate:
+        return self.info.accounts[place[0]].regions[place[1]]
+
+    def _bucket(self, place: _Place) -> BucketInfo:
+        buckets = self.info.accounts[place[0]].buckets
+        return next(b for b in buckets if b.name == place[2])
 
     # --- instances ---
 
-    async def _start_instance(self) -> EstateChange:
-        place = self._pick(sorted(self._stopped))
-        account_id, region, iid = place
-        async with await self._client(account_id, "ec2", region) as ec2:
-            await ec2.start_instances(InstanceIds=[iid])
+    async def _start_instance(self, place: _Place) -> EstateChange:
+        async with await self._client(place[0], "ec2", place[1]) as ec2:
+            await ec2.start_instances(InstanceIds=[place[2]])
         self._stopped.discard(place)
-        return _instance_change(place, ChangeAction.START_INSTANCE, iid, "stopped -> running")
+        return _change(place, ChangeAction.START_INSTANCE, "stopped -> running")
 
-    async def _stop_instance(self) -> EstateChange:
-        place = self._pick(self._running())
-        account_id, region, iid = place
-        async with await self._client(account_id, "ec2", region) as ec2:
-            await ec2.stop_instances(InstanceIds=[iid])
+    async def _stop_instance(self, place: _Place) -> EstateChange:
+        async with await self._client(place[0], "ec2", place[1]) as ec2:
+            await ec2.stop_instances(InstanceIds=[place[2]])
         self._stopped.add(place)
-        return _instance_change(place, ChangeAction.STOP_INSTANCE, iid, "running -> stopped")
+        return _change(place, ChangeAction.STOP_INSTANCE, "running -> stopped")
 
-    async def _replace_instance(self) -> EstateChange:
-        place = self._pick(self._places("instance_ids"))
+    async def _replace_instance(self, place: _Place) -> EstateChange:
+        """Terminate the instance and launch one like it (same type, subnet, group, tags)."""
         account_id, region, old = place
-        estate = self._region(account_id, region)
+        estate = self._region(place)
         async with await self._client(account_id, "ec2", region) as ec2:
             desc = await ec2.describe_instances(InstanceIds=[old])
             inst = desc["Reservations"][0]["Instances"][0]
@@ -1096,85 +1121,63 @@ class EstateMutator:
                 tags=list(inst.get("Tags", [])) or _tags("replacement"),
             )
         estate.instance_ids.append(new)
-        return _instance_change(
-            place, ChangeAction.REPLACE_INSTANCE, new, f"terminated {old}, launched {new}"
+        return _change(
+            (account_id, region, new), ChangeAction.REPLACE_INSTANCE, f"replaces terminated {old}"
         )
 
     # --- security groups ---
 
-    async def _open_ssh(self) -> EstateChange:
-        place = self._pick(self._ssh_closed())
-        account_id, region, sg_id = place
-        async with await self._client(account_id, "ec2", region) as ec2:
-            await ec2.authorize_security_group_ingress(GroupId=sg_id, IpPermissions=[_SSH_WORLD])
-        self._ssh_open.add(place)
-        return EstateChange(
-            account_id=account_id,
-            region=region,
-            action=ChangeAction.OPEN_SSH_TO_WORLD,
-            resource_type="AWS::EC2::SecurityGroup",
-            resource_id=sg_id,
-            detail="ingress tcp/22 from 0.0.0.0/0 added",
-        )
+    async def _open_ssh(self, place: _Place) -> EstateChange:
+        async with await self._client(place[0], "ec2", place[1]) as ec2:
+            await ec2.authorize_security_group_ingress(GroupId=place[2], IpPermissions=[_SSH_WORLD])
+        self._ssh_open[place] = self.steps_done
+        return _change(place, ChangeAction.OPEN_SSH_TO_WORLD, "ingress tcp/22 from 0.0.0.0/0 added")
 
-    async def _close_ssh(self) -> EstateChange:
-        place = self._pick(sorted(self._ssh_open))
-        account_id, region, sg_id = place
-        async with await self._client(account_id, "ec2", region) as ec2:
-            await ec2.revoke_security_group_ingress(GroupId=sg_id, IpPermissions=[_SSH_WORLD])
-        self._ssh_open.discard(place)
-        return EstateChange(
-            account_id=account_id,
-            region=region,
-            action=ChangeAction.CLOSE_SSH,
-            resource_type="AWS::EC2::SecurityGroup",
-            resource_id=sg_id,
-            detail="ingress tcp/22 from 0.0.0.0/0 removed",
-        )
+    async def _close_ssh(self, place: _Place) -> EstateChange:
+        async with await self._client(place[0], "ec2", place[1]) as ec2:
+            await ec2.revoke_security_group_ingress(GroupId=place[2], IpPermissions=[_SSH_WORLD])
+        del self._ssh_open[place]
+        return _change(place, ChangeAction.CLOSE_SSH, "ingress tcp/22 from 0.0.0.0/0 removed")
 
     # --- buckets ---
 
-    async def _remove_public_access_block(self) -> EstateChange:
-        account_id, bucket = self._pick(self._buckets(blocked=True))
-        async with await self._client(account_id, "s3", bucket.region) as s3:
-            await s3.delete_public_access_block(Bucket=bucket.name)
-        bucket.public_access_block = False
-        return _bucket_change(
-            account_id, bucket, ChangeAction.REMOVE_PUBLIC_ACCESS_BLOCK, "public access block deleted"
+    async def _remove_block(self, place: _Place) -> EstateChange:
+        async with await self._client(place[0], "s3", place[1]) as s3:
+            await s3.delete_public_access_block(Bucket=place[2])
+        self._bucket(place).public_access_block = False
+        self._unblocked[place] = self.steps_done
+        return _change(
+            place, ChangeAction.REMOVE_PUBLIC_ACCESS_BLOCK, "public access block deleted"
         )
 
-    async def _restore_public_access_block(self) -> EstateChange:
-        account_id, bucket = self._pick(self._buckets(blocked=False))
-        async with await self._client(account_id, "s3", bucket.region) as s3:
+    async def _restore_block(self, place: _Place) -> EstateChange:
+        async with await self._client(place[0], "s3", place[1]) as s3:
             await s3.put_public_access_block(
-                Bucket=bucket.name, PublicAccessBlockConfiguration=_BLOCK_ALL_PUBLIC
+                Bucket=place[2], PublicAccessBlockConfiguration=_BLOCK_ALL_PUBLIC
             )
-        bucket.public_access_block = True
-        return _bucket_change(
-            account_id, bucket, ChangeAction.RESTORE_PUBLIC_ACCESS_BLOCK, "all public access blocked"
+        self._bucket(place).public_access_block = True
+        del self._unblocked[place]
+        return _change(
+            place, ChangeAction.RESTORE_PUBLIC_ACCESS_BLOCK, "all public access blocked again"
         )
 
-    async def _retag_bucket(self) -> EstateChange:
-        account_id, bucket = self._pick(
-            [(a.account_id, b) for a in self.info.accounts.values() for b in a.buckets]
-        )
+    async def _retag_bucket(self, place: _Place) -> EstateChange:
+        bucket = self._bucket(place)
         old_owner = bucket.tags.get("owner", "")
         owner = self._pick([t for t in _TEAMS if t != old_owner])
         tags = {**bucket.tags, "owner": owner}
-        async with await self._client(account_id, "s3", bucket.region) as s3:
+        async with await self._client(place[0], "s3", place[1]) as s3:
             await s3.put_bucket_tagging(
-                Bucket=bucket.name,
+                Bucket=place[2],
                 Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]},
             )
         bucket.tags = tags
-        return _bucket_change(
-            account_id, bucket, ChangeAction.RETAG_BUCKET, f"owner {old_owner} -> {owner}"
-        )
+        return _change(place, ChangeAction.RETAG_BUCKET, f"tag owner: {old_owner} -> {owner}")
 
     # --- EBS snapshots ---
 
-    async def _create_snapshot(self) -> EstateChange:
-        account_id, region, volume_id = self._pick(self._places("volume_ids"))
+    async def _create_snapshot(self, place: _Place) -> EstateChange:
+        account_id, region, volume_id = place
         async with await self._client(account_id, "ec2", region) as ec2:
             snap = await ec2.create_snapshot(
                 VolumeId=volume_id,
@@ -1182,53 +1185,38 @@ class EstateMutator:
                 TagSpecifications=_tag_spec("snapshot", "ad-hoc"),
             )
         snapshot_id = str(snap["SnapshotId"])
-        self._region(account_id, region).snapshot_ids.append(snapshot_id)
-        return _snapshot_change(
-            account_id, region, ChangeAction.CREATE_SNAPSHOT, snapshot_id, f"of {volume_id}"
+        self._region(place).snapshot_ids.append(snapshot_id)
+        return _change(
+            (account_id, region, snapshot_id), ChangeAction.CREATE_SNAPSHOT, f"of {volume_id}"
         )
 
-    async def _delete_snapshot(self) -> EstateChange:
-        account_id, region, snapshot_id = self._pick(self._places("snapshot_ids"))
-        async with await self._client(account_id, "ec2", region) as ec2:
-            await ec2.delete_snapshot(SnapshotId=snapshot_id)
-        self._region(account_id, region).snapshot_ids.remove(snapshot_id)
-        return _snapshot_change(
-            account_id, region, ChangeAction.DELETE_SNAPSHOT, snapshot_id, "deleted"
-        )
+    async def _delete_snapshot(self, place: _Place) -> EstateChange:
+        async with await self._client(place[0], "ec2", place[1]) as ec2:
+            await ec2.delete_snapshot(SnapshotId=place[2])
+        self._region(place).snapshot_ids.remove(place[2])
+        return _change(place, ChangeAction.DELETE_SNAPSHOT, "deleted")
 
 
-def _instance_change(place: _Place, action: ChangeAction, iid: str, detail: str) -> EstateChange:
+_RESOURCE_TYPES: dict[ChangeAction, str] = {
+    ChangeAction.START_INSTANCE: "AWS::EC2::Instance",
+    ChangeAction.STOP_INSTANCE: "AWS::EC2::Instance",
+    ChangeAction.REPLACE_INSTANCE: "AWS::EC2::Instance",
+    ChangeAction.OPEN_SSH_TO_WORLD: "AWS::EC2::SecurityGroup",
+    ChangeAction.CLOSE_SSH: "AWS::EC2::SecurityGroup",
+    ChangeAction.REMOVE_PUBLIC_ACCESS_BLOCK: "AWS::S3::Bucket",
+    ChangeAction.RESTORE_PUBLIC_ACCESS_BLOCK: "AWS::S3::Bucket",
+    ChangeAction.RETAG_BUCKET: "AWS::S3::Bucket",
+    ChangeAction.CREATE_SNAPSHOT: "AWS::EC2::Snapshot",
+    ChangeAction.DELETE_SNAPSHOT: "AWS::EC2::Snapshot",
+}
+
+
+def _change(place: _Place, action: ChangeAction, detail: str) -> EstateChange:
     return EstateChange(
         account_id=place[0],
         region=place[1],
         action=action,
-        resource_type="AWS::EC2::Instance",
-        resource_id=iid,
-        detail=detail,
-    )
-
-
-def _bucket_change(
-    account_id: str, bucket: BucketInfo, action: ChangeAction, detail: str
-) -> EstateChange:
-    return EstateChange(
-        account_id=account_id,
-        region=bucket.region,
-        action=action,
-        resource_type="AWS::S3::Bucket",
-        resource_id=bucket.name,
-        detail=detail,
-    )
-
-
-def _snapshot_change(
-    account_id: str, region: str, action: ChangeAction, snapshot_id: str, detail: str
-) -> EstateChange:
-    return EstateChange(
-        account_id=account_id,
-        region=region,
-        action=action,
-        resource_type="AWS::EC2::Snapshot",
-        resource_id=snapshot_id,
+        resource_type=_RESOURCE_TYPES[action],
+        resource_id=place[2],
         detail=detail,
     )

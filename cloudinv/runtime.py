@@ -347,7 +347,8 @@ async def run_until_stopped(settings: Settings, options: RuntimeOptions) -> int:
 
 
 def print_connection(info: ConnectionInfo, console: Console) -> None:
-    out = Console()  # stdout: what a user or script reads
+    # stdout, unwrapped: what a user reads and a script may grep.
+    out = Console(soft_wrap=True)
     out.print()
     out.print(f"[bold green]cloudinv {info.mode} is running[/]", highlight=False)
     out.print(f"  API        {info.api_url}   (health: {info.api_url}/healthz)", highlight=False)

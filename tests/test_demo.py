@@ -1,0 +1,141 @@
+"""``cloudinv demo`` as a user runs it: a real subprocess that brings everything up, answers
+on its API, and leaves no process behind on Ctrl-C (or even on kill -9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli_helpers import cli_env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) is not running.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if _alive(p)]
+        if not left:
+            return []
+        time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+class Demo:
+    def __init__(self, tmp_path: Path) -> None:
+        self.data_dir = tmp_path / "data"
+        self.stderr_path = tmp_path / "demo.stderr"
+        self.stdout_path = tmp_path / "demo.stdout"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cloudinv",
+                "demo",
+                "--api-port",
+                "0",
+                "--data-dir",
+                str(self.data_dir),
+                "--mutate-interval",
+                "1",
+            ],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=self.stdout_path.open("w"),
+            stderr=self.stderr_path.open("w"),
+        )
+
+    def wait_ready(self, timeout: float = 60) -> dict[str, Any]:
+        path = self.data_dir / "demo.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"demo exited {self.proc.returncode}: {self.stderr_path.read_text()}")
+            if path.exists():
+                info: dict[str, Any] = json.loads(path.read_text())
+                return info
+            time.sleep(0.2)
+        pytest.fail(f"demo not ready in {timeout}s: {self.stderr_path.read_text()}")
+
+    def child_pids(self, info: dict[str, Any]) -> list[int]:
+        return [c["pid"] for c in info["components"] if c.get("pid") and c["pid"] != self.proc.pid]
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    running = Demo(tmp_path)
+    try:
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait()
+
+
+def test_demo_comes_up_answers_and_stops_clean_on_ctrl_c(demo: Demo) -> None:
+    started = time.monotonic()
+    info = demo.wait_ready(timeout=60)
+    assert info["mode"] == "demo"
+    assert len(info["accounts"]) >= 3 and len(info["regions"]) >= 3
+    status, body = _get(info["api_url"] + "/healthz")
+    assert status == 200 and body["status"] == "ok"
+    assert time.monotonic() - started < 60
+
+    status, body = _get(info["api_url"] + "/v1/status")
+    assert status == 401 and body["status"] == 401
+    status, body = _get(info["api_url"] + "/v1/status", info["api_token"])
+    assert status == 200
+    assert {c["name"] for c in body["components"]} >= {"broker", "aws", "worker", "api"}
+
+    # What runs where is printed for humans too, token included.
+    assert info["api_token"] in demo.stdout_path.read_text()
+    assert oct((demo.data_dir / "demo.json").stat().st_mode & 0o777) == "0o600"
+
+    children = demo.child_pids(info)
+    assert len(children) >= 3 and all(_alive(p) for p in children)
+    demo.proc.send_signal(signal.SIGINT)
+    assert demo.proc.wait(timeout=45) == 0, demo.stderr_path.read_text()
+    assert _wait_gone(children, 5) == []
+    assert not (demo.data_dir / "demo.json").exists()
+
+
+def test_children_die_even_when_the_demo_is_killed(demo: Demo) -> None:
+    info = demo.wait_ready(timeout=60)
+    children = demo.child_pids(info)
+    assert children
+    demo.proc.send_signal(signal.SIGKILL)
+    demo.proc.wait(timeout=10)
+    assert _wait_gone(children, 20) == []
