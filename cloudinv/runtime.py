@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -71,6 +71,10 @@ class Runtime:
     api_url: str = ""
     accounts: list[str] = field(default_factory=list)
     regions: list[str] = field(default_factory=list)
+    scheduler: Any = None
+    """producers.schedule.ScanScheduler once the producers run."""
+    _estate: Any = None
+    _worker: ChildProcess | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -248,14 +252,51 @@ class Runtime:
         return f"pid {child.pid}"
 
     async def _start_producers(self) -> str:
-        # The collectors publish on a schedule once they are registered (inventory issue).
-        try:
-            from producers.publisher import start_producers  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            return "none registered yet"
-        stop, detail = await start_producers(self)
-        self._stops.append(("producers", stop))
-        return str(detail)
+        from aiobotocore.session import get_session
+
+        from cloudinv.kafka import client_kwargs, ensure_topics
+        from cloudinv.settings import AccountRole
+        from producers.credentials import AwsAccess
+        from producers.publisher import KafkaPublisher
+        from producers.schedule import ScanScheduler
+
+        await ensure_topics(self.settings.kafka, self.kafka_bootstrap)
+        aws = self.settings.aws
+        access: AwsAccess | None = None
+        if self.options.mode == "demo":
+            aws = aws.model_copy(
+                update={
+                    "accounts": [AccountRole(role_arn=arn) for arn in self._estate.role_arns],
+                    "regions": self.regions,
+                    "endpoint_url": self.aws_endpoint_url,
+                }
+            )
+            # The demo only ever talks to its simulated AWS: never sign with real credentials.
+            session = get_session()
+            session.set_credentials("testing", "testing")
+            access = AwsAccess.from_settings(aws, base_session=session)
+        publisher = KafkaPublisher(
+            client_kwargs(self.settings.kafka, self.kafka_bootstrap),
+            self.settings.kafka.topic_prefix,
+        )
+        await publisher.start()
+        self._stops.append(("publisher", publisher.stop))
+        interval = self.options.scan_interval_s or self.settings.scan_interval_s
+        scheduler = ScanScheduler(
+            aws,
+            publisher,
+            interval_s=interval,
+            type_intervals_s=self.settings.scan_type_intervals_s,
+            access=access,
+        )
+        self.scheduler = scheduler
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            await scheduler.run(stop)
+
+        self._tasks.append(asyncio.create_task(run(), name="scan-scheduler"))
+        return f"{len(scheduler.registry.all())} resource types, every {interval:g}s"
 
     async def _start_api(self) -> str:
         from api.app import create_app
@@ -295,7 +336,7 @@ class Runtime:
         """Return when a child stage dies, so the runtime can stop instead of limping on."""
         while True:
             await asyncio.sleep(1.0)
-            worker: ChildProcess | None = getattr(self, "_worker", None)
+            worker = self._worker
             if worker is not None and not worker.running:
                 raise RuntimeStartError(
                     f"the stream worker exited unexpectedly (log: {worker.log_path}): "

@@ -208,7 +208,11 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    scan_interval_s: Annotated[int, Field(ge=10)] = 900
+    scan_interval_s: Annotated[int, Field(ge=5)] = 900
+    scan_type_intervals_s: dict[str, Annotated[int, Field(ge=5)]] = Field(
+        default_factory=dict,
+        description="Per-type scan interval overrides, e.g. {'AWS::EC2::Instance': 300}",
+    )
 
     @classmethod
     def settings_customise_sources(

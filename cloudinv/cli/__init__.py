@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudinv.cli.config",
     "cloudinv.cli.worker",
     "cloudinv.cli.api",
+    "cloudinv.cli.producers",
+    "cloudinv.cli.scan",
 )
 
 

@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="how often the simulated estate changes (default 5)",
     )
+    demo.add_argument(
+        "--scan-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often the collectors scan the simulated estate (default 30)",
+    )
     demo.set_defaults(handler=run_demo)
 
     up = subparsers.add_parser(
@@ -116,7 +123,12 @@ async def run_demo(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **_merge(_sections(base), _overrides(args)))
     _configure_logging(settings.log_level, str(settings.data_dir))
     return await run_until_stopped(
-        settings, RuntimeOptions(mode="demo", mutate_interval_s=args.mutate_interval)
+        settings,
+        RuntimeOptions(
+            mode="demo",
+            mutate_interval_s=args.mutate_interval,
+            scan_interval_s=args.scan_interval,
+        ),
     )
 
 

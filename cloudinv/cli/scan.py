@@ -1,0 +1,323 @@
+"""``cloudinv scan --once --out FILE``: one scan, snapshots to a file, no broker.
+
+Scans every declared type (or those named with ``--type``) in the configured accounts and
+regions (or those given with ``--role-arn``, ``--account`` and ``--regions``), writes each
+snapshot as it arrives (JSON lines or CSV), shows a progress bar over scopes on stderr and
+ends with a summary table. The exit status is 1 if any scope failed or was partial.
+AWS endpoints come from ``aws.endpoint_url`` or the standard ``AWS_ENDPOINT_URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cloudinv.errors import ConfigError
+from cloudinv.models import ResourceSnapshot, ScanManifest
+from cloudinv.settings import AwsSettings, describe_validation_error, load_settings
+from producers.credentials import AwsAccess
+from producers.engine import ScanOptions, resolve_types, scan_types
+from producers.registry import UnknownResourceType, default_registry
+from producers.tally import ScanTally
+
+OUTPUT_SUFFIXES = (".jsonl", ".csv")
+WRITE_BATCH = 500
+CSV_COLUMNS = (
+    "account_id",
+    "region",
+    "resource_type",
+    "resource_id",
+    "arn",
+    "name",
+    "tags",
+    "configuration",
+    "config_hash",
+    "captured_at",
+    "scan_id",
+)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "scan",
+        help="collect the inventory of every declared resource type",
+        description="Scan AWS accounts x regions x resource types. With --once, write the "
+        "snapshots to a file and exit; continuous scanning to Kafka runs in `cloudinv up`.",
+    )
+    parser.add_argument("--once", action="store_true", help="scan once and exit (no broker)")
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        type=Path,
+        help="write snapshots to FILE: .jsonl (one ResourceSnapshot per line) or .csv",
+    )
+    parser.add_argument(
+        "--manifests",
+        metavar="FILE",
+        type=Path,
+        help="also write the scan manifests (one per account/region/type) as JSON lines",
+    )
+    parser.add_argument(
+        "--role-arn",
+        dest="role_arns",
+        action="append",
+        metavar="ARN",
+        help="role to assume, one per account (repeatable); replaces aws.accounts",
+    )
+    parser.add_argument(
+        "--external-id", metavar="ID", help="external id for the roles given with --role-arn"
+    )
+    parser.add_argument(
+        "--regions", metavar="R1,R2|all", help="regions to scan; replaces aws.regions"
+    )
+    parser.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        metavar="TYPE",
+        help="CloudFormation type to scan, e.g. AWS::EC2::Instance (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--account",
+        dest="accounts",
+        action="append",
+        metavar="ID",
+        help="scan only this account id (repeatable)",
+    )
+    parser.add_argument("--list-types", action="store_true", help="list the types and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_scan)
+
+
+async def run_scan(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    if args.list_types:
+        for spec in registry:
+            scope = "global" if spec.global_service else "regional"
+            print(f"{spec.cfn_type}\t{spec.service}\t{scope}")
+        return 0
+    if not args.once:
+        raise ConfigError(
+            "continuous scanning publishes to Kafka and runs inside `cloudinv up`; "
+            "for a one-shot scan to a file use `cloudinv scan --once --out FILE.jsonl`"
+        )
+    out = _output_path(args.out)
+    aws = _aws_settings(args)
+    try:
+        specs = resolve_types(registry, args.types)
+    except UnknownResourceType as exc:
+        raise ConfigError(f"--type: {exc} (see `cloudinv scan --list-types`)") from None
+
+    access = AwsAccess.from_settings(aws)
+    targets = await access.discover_accounts(aws, only=args.accounts)
+    stderr = Console(stderr=True)
+    progress = Progress(
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("scopes"),
+        TextColumn("{task.fields[resources]} resources"),
+        TimeElapsedColumn(),
+        console=stderr,
+        disable=args.no_progress,
+        transient=False,
+    )
+    task = progress.add_task("scan", total=0, resources=0)
+
+    def planned(count: int) -> None:
+        progress.update(task, total=(progress.tasks[0].total or 0) + count)
+
+    options = ScanOptions(max_concurrency=aws.max_concurrency, on_scopes_planned=planned)
+    tally = ScanTally()
+    started = time.monotonic()
+    with progress:
+        async with SnapshotFile(out) as snapshots, ManifestFile(args.manifests) as manifests:
+            async for item in scan_types(access, targets, aws.regions, specs, options=options):
+                tally.add(item)
+                if isinstance(item, ResourceSnapshot):
+                    await snapshots.add(item)
+                    progress.update(task, resources=tally.resources)
+                else:
+                    await manifests.add(item)
+                    progress.advance(task)
+    print_summary(tally, out, time.monotonic() - started, Console(width=_summary_width()))
+    return 0 if tally.all_complete else 1
+
+
+def _output_path(out: Path | None) -> Path:
+    if out is None:
+        raise ConfigError("--once needs --out FILE (.jsonl or .csv)")
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"--out {out}: expected a file name ending in .jsonl or .csv")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: directory {out.parent} does not exist")
+    return out
+
+
+def _aws_settings(args: argparse.Namespace) -> AwsSettings:
+    """The configured AWS settings with the command line's accounts and regions over them."""
+    aws = load_settings(args.config).aws
+    data: dict[str, Any] = aws.model_dump()
+    if args.role_arns:
+        data["accounts"] = [
+            {"role_arn": arn, "external_id": args.external_id} for arn in args.role_arns
+        ]
+        data["organization_role_name"] = None
+    if args.regions:
+        data["regions"] = args.regions
+    try:
+        return AwsSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            describe_validation_error(exc).replace("invalid config ", "invalid option aws.")
+        ) from None
+
+
+def _summary_width() -> int | None:
+    # Wide enough for error messages when not printing to a terminal (logs, CI, tests).
+    return None if sys.stdout.isatty() else 200
+
+
+class SnapshotFile:
+    """Snapshots written in batches from a thread; the file appears complete or not at all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._partial = path.with_name(path.name + ".partial")
+        self._batch: list[ResourceSnapshot] = []
+        self._file: IO[str] | None = None
+        self._csv: Any = None
+        self.count = 0
+
+    async def __aenter__(self) -> SnapshotFile:
+        await asyncio.to_thread(self._open)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                await self.flush()
+        finally:
+            await asyncio.to_thread(self._close, exc_type is None)
+
+    async def add(self, snapshot: ResourceSnapshot) -> None:
+        self._batch.append(snapshot)
+        if len(self._batch) >= WRITE_BATCH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            await asyncio.to_thread(self._write, batch)
+            self.count += len(batch)
+
+    def _open(self) -> None:
+        self._file = self._partial.open("w", encoding="utf-8", newline="")
+        if self.path.suffix.lower() == ".csv":
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(CSV_COLUMNS)
+
+    def _write(self, batch: list[ResourceSnapshot]) -> None:
+        assert self._file is not None
+        if self._csv is None:
+            self._file.writelines(s.model_dump_json() + "\n" for s in batch)
+            return
+        for snapshot in batch:
+            self._csv.writerow(_csv_row(snapshot))
+
+    def _close(self, keep: bool) -> None:
+        if self._file is not None:
+            self._file.close()
+        if keep:
+            os.replace(self._partial, self.path)
+        else:
+            self._partial.unlink(missing_ok=True)
+
+
+def _csv_row(snapshot: ResourceSnapshot) -> list[str]:
+    return [
+        snapshot.account_id,
+        snapshot.region,
+        snapshot.resource_type,
+        snapshot.resource_id,
+        snapshot.arn,
+        snapshot.name or "",
+        orjson.dumps(snapshot.tags, option=orjson.OPT_SORT_KEYS).decode(),
+        orjson.dumps(snapshot.configuration, option=orjson.OPT_SORT_KEYS).decode(),
+        snapshot.config_hash,
+        snapshot.captured_at.isoformat(),
+        snapshot.scan_id,
+    ]
+
+
+class ManifestFile:
+    """Manifests as JSON lines, written from a thread; does nothing without a path."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lines: list[str] = []
+
+    async def __aenter__(self) -> ManifestFile:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self.path is not None and exc_type is None:
+            await asyncio.to_thread(self.path.write_text, "".join(self._lines), "utf-8")
+
+    async def add(self, manifest: ScanManifest) -> None:
+        if self.path is not None:
+            # Manifests are few (one per scope) and small next to snapshots.
+            self._lines.append(manifest.model_dump_json() + "\n")
+
+
+def print_summary(tally: ScanTally, out: Path, seconds: float, console: Console) -> None:
+    types = Table(title="Scan summary", title_justify="left")
+    types.add_column("resource type")
+    types.add_column("resources", justify="right")
+    types.add_column("scopes ok", justify="right")
+    types.add_column("partial", justify="right")
+    types.add_column("failed", justify="right")
+    for cfn_type in sorted(tally.by_type):
+        t = tally.by_type[cfn_type]
+        types.add_row(
+            cfn_type,
+            str(t.resources),
+            str(t.complete),
+            str(t.partial) if t.partial else "",
+            str(t.failed) if t.failed else "",
+        )
+    console.print(types)
+    if tally.unfinished:
+        failures = Table(title="Scopes not complete", title_justify="left")
+        for column in ("account", "region", "resource type", "status", "code", "message"):
+            failures.add_column(column, overflow="fold")
+        for manifest in tally.unfinished:
+            error = manifest.errors[0] if manifest.errors else None
+            failures.add_row(
+                manifest.account_id,
+                manifest.region,
+                manifest.resource_type,
+                manifest.status,
+                error.code if error else "",
+                (error.message if error else "")[:160],
+            )
+        console.print(failures)
+    failed = tally.statuses["failed"]
+    partial = tally.statuses["partial"]
+    console.print(
+        f"{tally.resources} resources from {tally.scopes} scopes "
+        f"({tally.statuses['complete']} complete, {partial} partial, {failed} failed) "
+        f"written to {out} in {seconds:.1f}s"
+    )

@@ -1,0 +1,1 @@
+"""Producers: the pollers and tailers that read AWS and emit snapshots, manifests and events."""

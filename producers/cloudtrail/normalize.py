@@ -1,0 +1,289 @@
+"""One raw CloudTrail record → :class:`~cloudinv.models.CloudTrailEvent`.
+
+A pure function, :func:`normalize_record`, with no I/O. It names the principal so roles,
+root and AWS services are never lumped together (the replaced CloudTrail-Tracker filed them
+all under ``no_user``), and it never lets credentials through: STS
+``responseElements.credentials`` is dropped, and so is any key, at any depth of the request
+parameters or response elements, whose name or value looks like a secret.
+
+Required fields (``eventID``, ``eventTime``, ``eventSource``, ``eventName``, ``awsRegion``
+and an account) are read strictly: a record without them raises
+:class:`InvalidRecordError` naming the field, rather than being stored half-empty.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from cloudinv.models import CloudTrailEvent, EventResource, Principal
+
+__all__ = [
+    "InvalidRecordError",
+    "infer_read_only",
+    "is_secret_key",
+    "normalize_record",
+    "parse_principal",
+    "scrub_secrets",
+    "service_of",
+    "unwrap_eventbridge",
+]
+
+
+class InvalidRecordError(ValueError):
+    """A record is not a CloudTrail event cloudinv can store."""
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+_SECRET_PARTS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secretaccesskey",
+    "secretkey",
+    "secretstring",
+    "secretbinary",
+    "secretvalue",
+    "clientsecret",
+    "sharedsecret",
+    "sessiontoken",
+    "securitytoken",
+    "accesstoken",
+    "refreshtoken",
+    "idtoken",
+    "authtoken",
+    "bearertoken",
+    "privatekey",
+    "keymaterial",
+    "authorization",
+    "cookie",
+    "apikeyvalue",
+)
+# Names ending in "token" that are paging or idempotency markers, not credentials.
+_NOT_SECRET = frozenset(
+    {
+        "nexttoken",
+        "clienttoken",
+        "continuationtoken",
+        "paginationtoken",
+        "idempotencytoken",
+        "startingtoken",
+        "marker",
+        "nextmarker",
+    }
+)
+_PEM_PRIVATE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a field of this name holds (or may hold) a credential."""
+    n = re.sub(r"[^a-z0-9]", "", name.lower())
+    if n in _NOT_SECRET:
+        return False
+    if n.endswith(("credentials", "credential", "token", "secret", "tokencode")):
+        return True
+    return any(part in n for part in _SECRET_PARTS)
+
+
+def _is_secret_value(value: Any) -> bool:
+    return isinstance(value, str) and _PEM_PRIVATE.search(value) is not None
+
+
+def scrub_secrets(value: Any) -> Any:
+    """A copy of ``value`` without secret-looking keys or private keys, at any depth."""
+    if isinstance(value, dict):
+        return {
+            k: scrub_secrets(v)
+            for k, v in value.items()
+            if not is_secret_key(str(k)) and not _is_secret_value(v)
+        }
+    if isinstance(value, list):
+        return [scrub_secrets(v) for v in value if not _is_secret_value(v)]
+    return value
+
+
+def _as_object(value: Any) -> dict[str, Any] | None:
+    """Request parameters / response elements as a dict (a few services log scalars)."""
+    if value is None:
+        return None
+    scrubbed = scrub_secrets(value)
+    if isinstance(scrubbed, dict):
+        return scrubbed
+    return {"value": scrubbed}
+
+
+# --- principal -----------------------------------------------------------------------------
+
+
+def _arn_resource(arn: str | None) -> str | None:
+    """The resource part of an ARN (after the fifth colon), e.g. ``assumed-role/R/S``."""
+    if not arn:
+        return None
+    parts = arn.split(":", 5)
+    return parts[5] if len(parts) == 6 else None
+
+
+def _principal_name(kind: str | None, identity: dict[str, Any]) -> str | None:
+    arn = identity.get("arn")
+    resource = _arn_resource(arn)
+    user_name = identity.get("userName")
+    if kind == "AssumedRole":
+        # arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION: the session names who acted.
+        if resource and resource.startswith("assumed-role/") and resource.count("/") >= 2:
+            return resource.split("/", 2)[2]
+        principal_id = identity.get("principalId") or ""
+        if ":" in principal_id:
+            return str(principal_id.split(":", 1)[1])
+        issuer = (identity.get("sessionContext") or {}).get("sessionIssuer") or {}
+        return issuer.get("userName") or None
+    if kind == "Root":
+        return str(user_name) if user_name else "root"
+    if kind == "AWSService":
+        return identity.get("invokedBy")
+    if user_name:
+        return str(user_name)
+    if resource and "/" in resource:
+        # user/path/NAME, federated-user/NAME
+        return resource.rsplit("/", 1)[1]
+    web_identity = (identity.get("sessionContext") or {}).get("webIdFederationData") or {}
+    if web_identity.get("federatedProvider"):
+        return str(web_identity["federatedProvider"])
+    return identity.get("principalId")
+
+
+def parse_principal(identity: dict[str, Any] | None) -> Principal:
+    """The principal of a record's ``userIdentity`` (an empty one when absent)."""
+    if not identity:
+        return Principal()
+    kind = identity.get("type")
+    return Principal(
+        type=kind,
+        arn=identity.get("arn"),
+        name=_principal_name(kind, identity),
+        account_id=identity.get("accountId"),
+        access_key_id=identity.get("accessKeyId") or None,
+        invoked_by=identity.get("invokedBy"),
+    )
+
+
+# --- the rest ------------------------------------------------------------------------------
+
+_READ_PREFIXES = (
+    "Describe",
+    "Get",
+    "List",
+    "Head",
+    "Lookup",
+    "Search",
+    "BatchGet",
+    "Query",
+    "Scan",
+    "Select",
+    "Estimate",
+    "Preview",
+    "Simulate",
+    "View",
+)
+
+
+def infer_read_only(event_name: str) -> bool:
+    """Read-only by the API naming convention: used when a record has no ``readOnly``
+    (records before eventVersion 1.06 often lack it)."""
+    return event_name.startswith(_READ_PREFIXES)
+
+
+def service_of(event_source: str) -> str:
+    """``ec2.amazonaws.com`` → ``ec2``."""
+    return event_source.split(".", 1)[0]
+
+
+def _required(record: dict[str, Any], field: str) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value:
+        raise InvalidRecordError(f"CloudTrail record has no {field} (expected a string)")
+    return value
+
+
+def _resources(raw: Any) -> list[EventResource]:
+    if not isinstance(raw, list):
+        return []
+    return [
+        EventResource(
+            arn=item.get("ARN") or item.get("ARNPrefix"),
+            type=item.get("type"),
+            account_id=item.get("accountId"),
+        )
+        for item in raw
+        if isinstance(item, dict)
+    ]
+
+
+def _read_only(record: dict[str, Any], event_name: str) -> bool:
+    flag = record.get("readOnly")
+    if isinstance(flag, bool):
+        return flag
+    if isinstance(flag, str) and flag.lower() in ("true", "false"):
+        return flag.lower() == "true"
+    return infer_read_only(event_name)
+
+
+def normalize_record(record: dict[str, Any], source_file: str | None = None) -> CloudTrailEvent:
+    """Normalize one CloudTrail record. Raises :class:`InvalidRecordError`."""
+    if not isinstance(record, dict):
+        raise InvalidRecordError(f"CloudTrail record is a {type(record).__name__}, not an object")
+    event_id = _required(record, "eventID")
+    event_name = _required(record, "eventName")
+    event_source = _required(record, "eventSource")
+    region = _required(record, "awsRegion")
+    raw_time = _required(record, "eventTime")
+    try:
+        event_time = datetime.fromisoformat(raw_time)
+    except ValueError:
+        raise InvalidRecordError(
+            f"CloudTrail record {event_id} has eventTime {raw_time!r} (expected ISO 8601)"
+        ) from None
+    identity = record.get("userIdentity")
+    identity = identity if isinstance(identity, dict) else None
+    account = record.get("recipientAccountId") or (identity or {}).get("accountId")
+    if not account:
+        raise InvalidRecordError(
+            f"CloudTrail record {event_id} has no recipientAccountId or userIdentity.accountId"
+        )
+    response = record.get("responseElements")
+    if isinstance(response, dict) and "credentials" in response:
+        response = {k: v for k, v in response.items() if k != "credentials"}
+    return CloudTrailEvent(
+        event_id=event_id,
+        event_time=event_time,
+        event_source=event_source,
+        service=service_of(event_source),
+        event_name=event_name,
+        region=region,
+        account_id=str(account),
+        principal=parse_principal(identity),
+        source_ip=record.get("sourceIPAddress"),
+        user_agent=record.get("userAgent"),
+        read_only=_read_only(record, event_name),
+        error_code=record.get("errorCode"),
+        error_message=record.get("errorMessage"),
+        event_type=record.get("eventType"),
+        resources=_resources(record.get("resources")),
+        request_parameters=_as_object(record.get("requestParameters")),
+        response_elements=_as_object(response),
+        source_file=source_file,
+    )
+
+
+def unwrap_eventbridge(envelope: dict[str, Any]) -> dict[str, Any] | None:
+    """The CloudTrail record inside an EventBridge event (``detail``), or ``None`` if the
+    envelope does not carry one."""
+    detail = envelope.get("detail")
+    if not isinstance(detail, dict) or "eventID" not in detail:
+        return None
+    if "awsRegion" not in detail and envelope.get("region"):
+        detail = {**detail, "awsRegion": envelope["region"]}
+    if "recipientAccountId" not in detail and envelope.get("account"):
+        detail = {**detail, "recipientAccountId": envelope["account"]}
+    return detail

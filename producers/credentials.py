@@ -1,0 +1,267 @@
+"""Which accounts and regions to scan, and the aiobotocore clients to scan them with.
+
+Accounts come from one of three places: the local credential chain (the caller's own
+account, found with STS GetCallerIdentity), a list of role ARNs (each with an optional
+external id), or AWS Organizations (ListAccounts, then a role of the given name in each
+account). Assumed-role credentials are cached per role and refreshed by aiobotocore ahead of
+their expiry; AssumeRole itself happens on first use, so an account whose role cannot be
+assumed fails its own scopes and no other.
+
+Every client uses botocore's ``standard`` retry mode (exponential backoff with jitter on
+throttling and transient errors) and the configured endpoint (``aws.endpoint_url``, else
+``AWS_ENDPOINT_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioDeferredRefreshableCredentials
+from aiobotocore.session import AioSession, ClientCreatorContext, get_session
+
+from cloudinv.errors import CloudinvError
+from cloudinv.settings import AccountRole, AwsSettings
+
+DEFAULT_MAX_ATTEMPTS = 8
+ROLE_SESSION_NAME = "cloudinv"
+
+GLOBAL_SERVICE_REGIONS = {"aws": "us-east-1", "aws-us-gov": "us-gov-west-1", "aws-cn": "cn-north-1"}
+"""Where each partition's global services (IAM, Route 53, CloudFront, S3 listing) answer."""
+
+ENABLED_REGION_STATUSES = frozenset({"opt-in-not-required", "opted-in"})
+
+
+class AccountDiscoveryError(CloudinvError):
+    """The accounts to scan could not be determined (no credentials, Organizations denied)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountTarget:
+    """One account to scan and the credentials that reach it.
+
+    ``credentials`` is ``None`` for the local credential chain's own account, else the
+    account's assumed-role credentials (refreshable, shared by every client of the account).
+    """
+
+    account_id: str
+    partition: str = "aws"
+    role_arn: str | None = None
+    credentials: AioDeferredRefreshableCredentials | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    @property
+    def global_region(self) -> str:
+        return GLOBAL_SERVICE_REGIONS.get(self.partition, "us-east-1")
+
+    @property
+    def label(self) -> str:
+        return self.role_arn or f"{self.account_id} (local credentials)"
+
+
+def client_config(
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS, *, max_pool: int = 10, emulator: bool = False
+) -> AioConfig:
+    """Standard retry mode; service models loaded in a thread, not on the event loop.
+
+    Emulators behind one custom endpoint (moto, LocalStack) need path-style S3 addressing:
+    ``bucket.localhost`` does not resolve.
+    """
+    return AioConfig(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        warm_up_loader_caches=True,
+        max_pool_connections=max_pool,
+        connect_timeout=10,
+        read_timeout=60,
+        s3={"addressing_style": "path"} if emulator else None,
+    )
+
+
+def partition_of(arn: str) -> str:
+    return arn.split(":")[1]
+
+
+class AwsAccess:
+    """Creates sessions and clients for the accounts of one scan.
+
+    One base session (the local credential chain) assumes roles; each role's credentials are
+    cached and refresh themselves. Sessions for an account are cheap and short-lived (one per
+    account and region being scanned) and share the base session's data loader, so a service
+    model is read from disk once per process and memory stays flat across many accounts.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        home_region: str = "us-east-1",
+        base_session: AioSession | None = None,
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        self.home_region = home_region
+        self.config = client_config(max_attempts, emulator=endpoint_url is not None)
+        self.base_session = base_session or get_session()
+        self._role_credentials: dict[tuple[str, str | None], AioDeferredRefreshableCredentials] = {}
+
+    @classmethod
+    def from_settings(cls, aws: AwsSettings, **kwargs: Any) -> AwsAccess:
+        """Endpoint from the settings or AWS_ENDPOINT_URL; attempts from AWS_MAX_ATTEMPTS."""
+        home = aws.regions[0] if isinstance(aws.regions, list) else "us-east-1"
+        attempts = os.environ.get("AWS_MAX_ATTEMPTS", "")
+        if attempts.isdigit() and int(attempts) > 0:
+            kwargs.setdefault("max_attempts", int(attempts))
+        return cls(endpoint_url=aws.effective_endpoint(), home_region=home, **kwargs)
+
+    def client(self, session: AioSession, service: str, region: str) -> ClientCreatorContext:
+        """An aiobotocore client (an async context manager) for one service and region."""
+        return session.create_client(
+            service, region_name=region, endpoint_url=self.endpoint_url, config=self.config
+        )
+
+    def session(self, target: AccountTarget) -> AioSession:
+        """A session whose clients reach ``target``'s account."""
+        if target.credentials is None:
+            return self.base_session
+        session = AioSession()
+        # Share the base session's loader: service models and endpoint data are read once.
+        session.register_component("data_loader", self.base_session.get_component("data_loader"))
+        # botocore's Session keeps resolved credentials here; setting it skips the provider
+        # chain, so this session's clients sign with the account's refreshable credentials.
+        session._credentials = target.credentials
+        return session
+
+    def role_credentials(
+        self, role_arn: str, external_id: str | None = None
+    ) -> AioDeferredRefreshableCredentials:
+        """Credentials of ``role_arn``: assumed on first use, cached, refreshed before expiry.
+
+        aiobotocore refreshes them when less than 15 minutes remain (advisory) and insists
+        when less than 10 remain (mandatory), so a long scan never signs with an expired token.
+        """
+        cache_key = (role_arn, external_id)
+        credentials = self._role_credentials.get(cache_key)
+        if credentials is None:
+            credentials = AioDeferredRefreshableCredentials(
+                refresh_using=self._assume_role_refresher(role_arn, external_id),
+                method="assume-role",
+            )
+            self._role_credentials[cache_key] = credentials
+        return credentials
+
+    def _assume_role_refresher(self, role_arn: str, external_id: str | None) -> Any:
+        async def refresh() -> dict[str, Any]:
+            params: dict[str, Any] = {
+                "RoleArn": role_arn,
+                "RoleSessionName": f"{ROLE_SESSION_NAME}-{uuid.uuid4().hex[:8]}",
+            }
+            if external_id:
+                params["ExternalId"] = external_id
+            async with self.client(self.base_session, "sts", self.home_region) as sts:
+                response = await sts.assume_role(**params)
+            credentials = response["Credentials"]
+            return {
+                "access_key": credentials["AccessKeyId"],
+                "secret_key": credentials["SecretAccessKey"],
+                "token": credentials["SessionToken"],
+                "expiry_time": credentials["Expiration"].isoformat(),
+            }
+
+        return refresh
+
+    async def caller_account(self) -> AccountTarget:
+        """The account of the local credential chain."""
+        try:
+            async with self.client(self.base_session, "sts", self.home_region) as sts:
+                identity = await sts.get_caller_identity()
+        except Exception as exc:
+            raise AccountDiscoveryError(
+                f"cannot identify the account of the local AWS credentials: {exc}"
+            ) from None
+        return AccountTarget(
+            account_id=identity["Account"], partition=partition_of(identity["Arn"])
+        )
+
+    def role_account(self, role: AccountRole) -> AccountTarget:
+        external_id = role.external_id.get_secret_value() if role.external_id else None
+        return AccountTarget(
+            account_id=role.account_id,
+            partition=partition_of(role.role_arn),
+            role_arn=role.role_arn,
+            credentials=self.role_credentials(role.role_arn, external_id),
+        )
+
+    async def organization_roles(self, role_name: str) -> list[AccountRole]:
+        """A role of ``role_name`` in every active account of the caller's organization."""
+        roles: list[AccountRole] = []
+        try:
+            async with self.client(self.base_session, "sts", self.home_region) as sts:
+                partition = partition_of((await sts.get_caller_identity())["Arn"])
+            async with self.client(
+                self.base_session, "organizations", self.home_region
+            ) as organizations:
+                async for page in organizations.get_paginator("list_accounts").paginate():
+                    for account in page["Accounts"]:
+                        if account.get("State", account.get("Status")) != "ACTIVE":
+                            continue
+                        roles.append(
+                            AccountRole(
+                                role_arn=f"arn:{partition}:iam::{account['Id']}:role/{role_name}"
+                            )
+                        )
+        except Exception as exc:
+            raise AccountDiscoveryError(
+                f"cannot list the accounts of the organization (organizations:ListAccounts): {exc}"
+            ) from None
+        return roles
+
+    async def discover_accounts(
+        self, aws: AwsSettings, only: Iterable[str] | None = None
+    ) -> list[AccountTarget]:
+        """The accounts the settings name, in order, without duplicates.
+
+        Explicit roles come first, then Organizations discovery; with neither, the local
+        credential chain's own account. ``only`` keeps just those account ids.
+        """
+        wanted = set(only) if only else None
+        roles = list(aws.accounts)
+        if aws.organization_role_name:
+            roles += await self.organization_roles(aws.organization_role_name)
+        targets: dict[str, AccountTarget] = {}
+        if roles:
+            for role in roles:
+                if role.account_id not in targets and (wanted is None or role.account_id in wanted):
+                    targets[role.account_id] = self.role_account(role)
+        else:
+            caller = await self.caller_account()
+            if wanted is None or caller.account_id in wanted:
+                targets[caller.account_id] = caller
+        if wanted is not None:
+            missing = wanted - set(targets)
+            if missing:
+                raise AccountDiscoveryError(
+                    f"account(s) {', '.join(sorted(missing))} are not among the configured "
+                    f"accounts ({', '.join(sorted(t for t in targets)) or 'none left'}); "
+                    "add their roles with --role-arn"
+                )
+        return list(targets.values())
+
+    async def enabled_regions(self, target: AccountTarget) -> list[str]:
+        """Every region enabled in the account (EC2 DescribeRegions, opted-in only)."""
+        async with self.client(self.session(target), "ec2", target.global_region) as ec2:
+            response = await ec2.describe_regions(AllRegions=False)
+        return sorted(
+            region["RegionName"]
+            for region in response["Regions"]
+            if region.get("OptInStatus", "opt-in-not-required") in ENABLED_REGION_STATUSES
+        )
+
+    async def regions_for(self, target: AccountTarget, regions: list[str] | str) -> list[str]:
+        if isinstance(regions, str):
+            return await self.enabled_regions(target)
+        return list(regions)

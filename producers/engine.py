@@ -1,0 +1,377 @@
+"""The scan engine: every declared type, in every account and region, streamed.
+
+``scan(aws_settings, ...)`` discovers the accounts and yields :class:`ResourceSnapshot` and
+:class:`ScanManifest` objects as they are produced; ``scan_types(...)`` does the same for an
+explicit list of accounts and specs (a targeted re-scan, a benchmark, a report).
+
+How the work is bounded, so memory stays flat however many accounts there are:
+
+- scopes (account, region, type) are planned lazily, account by account, into a small queue
+  that ``max_concurrency`` workers drain;
+- each API request holds a slot of a semaphore per (account, region, service) and one of a
+  global semaphore, so no single API is hammered and the process never has more than
+  ``max_concurrency`` requests in flight; botocore's standard retry mode backs off on
+  throttling under those bounds;
+- results go through a bounded queue: a slow consumer slows the scan, nothing piles up;
+- the clients of one (account, region) are closed as soon as its last scope ends.
+
+Every planned scope ends with exactly one manifest. Global types (IAM, S3, Route 53,
+CloudFront) are scanned once per account and recorded in region ``global``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from cloudinv.models import GLOBAL_REGION, ResourceSnapshot, ScanError, ScanManifest, utcnow
+from cloudinv.settings import AwsSettings
+from producers.collect import Scope, ScopeCollector, to_scan_error
+from producers.credentials import AccountTarget, AwsAccess
+from producers.registry import Registry, default_registry
+from producers.spec import ResourceSpec
+
+ScanItem = ResourceSnapshot | ScanManifest
+
+UNKNOWN_REGIONS = "*"
+"""Region of the failed manifests emitted when an account's regions could not be listed."""
+
+
+def new_scan_id() -> str:
+    return f"{utcnow():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScanOptions:
+    scan_id: str = field(default_factory=new_scan_id)
+    max_concurrency: int = 16
+    """Scopes collected at once, and API requests in flight across the whole scan."""
+    per_service_concurrency: int = 4
+    """API requests in flight per (account, region, service)."""
+    buffer_size: int = 256
+    """Results waiting for the consumer before the scan pauses."""
+    on_scopes_planned: Callable[[int], None] | None = None
+    """Called with the number of scopes just planned (for a progress bar's total)."""
+
+
+def resolve_types(registry: Registry, types: Iterable[str] | None) -> list[ResourceSpec]:
+    """Specs for the named CFN types (all when None); UnknownResourceType names close ones."""
+    if not types:
+        return registry.all()
+    specs: dict[str, ResourceSpec] = {}
+    for name in types:
+        spec = registry.get(name)
+        specs[spec.cfn_type] = spec
+    return list(specs.values())
+
+
+async def scan(
+    aws: AwsSettings,
+    *,
+    types: Iterable[str] | None = None,
+    accounts: Iterable[str] | None = None,
+    options: ScanOptions | None = None,
+    registry: Registry | None = None,
+    access: AwsAccess | None = None,
+) -> AsyncIterator[ScanItem]:
+    """Scan what the settings name; ``types`` and ``accounts`` narrow it down.
+
+    Raises :class:`~producers.credentials.AccountDiscoveryError` before yielding anything if
+    the accounts cannot be determined; after that, AWS errors only fail their own scopes.
+    """
+    registry = registry or default_registry()
+    specs = resolve_types(registry, types)
+    access = access or AwsAccess.from_settings(aws)
+    targets = await access.discover_accounts(aws, only=accounts)
+    options = options or ScanOptions(max_concurrency=aws.max_concurrency)
+    async for item in scan_types(
+        access, targets, aws.regions, specs, options=options, registry=registry
+    ):
+        yield item
+
+
+async def scan_types(
+    access: AwsAccess,
+    targets: Sequence[AccountTarget],
+    regions: list[str] | str,
+    specs: Sequence[ResourceSpec],
+    *,
+    options: ScanOptions | None = None,
+    registry: Registry | None = None,
+) -> AsyncIterator[ScanItem]:
+    """Scan ``specs`` in ``targets`` x ``regions`` (a list, or ``"all"`` enabled regions)."""
+    run = _ScanRun(
+        access=access,
+        targets=targets,
+        regions=regions,
+        specs=specs,
+        options=options or ScanOptions(),
+        registry=registry or default_registry(),
+    )
+    async for item in run.items():
+        yield item
+
+
+class _CallLimit:
+    """Held around one API request: a slot of the service's and of the global semaphore."""
+
+    __slots__ = ("_global", "_service")
+
+    def __init__(self, service: asyncio.Semaphore, global_: asyncio.Semaphore) -> None:
+        self._service = service
+        self._global = global_
+
+    async def __aenter__(self) -> None:
+        await self._service.acquire()
+        try:
+            await self._global.acquire()
+        except BaseException:
+            self._service.release()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._global.release()
+        self._service.release()
+
+
+class _ClientGroup:
+    """The clients of one (account, client region), closed when its last scope ends."""
+
+    def __init__(
+        self, access: AwsAccess, target: AccountTarget, client_region: str, scopes: int
+    ) -> None:
+        self.access = access
+        self.target = target
+        self.client_region = client_region
+        self._session = access.session(target)
+        self._clients: dict[str, Any] = {}
+        self._service_limits: dict[str, asyncio.Semaphore] = {}
+        self._stack = AsyncExitStack()
+        self._lock = asyncio.Lock()
+        self._remaining = scopes
+
+    async def client(self, service: str) -> Any:
+        async with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                context = self.access.client(self._session, service, self.client_region)
+                client = await self._stack.enter_async_context(context)
+                self._clients[service] = client
+            return client
+
+    def service_limit(self, service: str, size: int) -> asyncio.Semaphore:
+        limit = self._service_limits.get(service)
+        if limit is None:
+            limit = self._service_limits[service] = asyncio.Semaphore(size)
+        return limit
+
+    async def scope_done(self) -> bool:
+        """Count one scope as ended; True (and the clients closed) when it was the last."""
+        self._remaining -= 1
+        if self._remaining > 0:
+            return False
+        await self.close()
+        return True
+
+    async def close(self) -> None:
+        self._clients.clear()
+        await self._stack.aclose()
+
+
+@dataclass(frozen=True)
+class _ScopeWork:
+    scope: Scope
+    group: _ClientGroup
+
+
+class _Done:
+    """Marks the end of the result stream."""
+
+
+class _ScanRun:
+    """One run of the engine: a planner, ``max_concurrency`` workers, one result queue."""
+
+    def __init__(
+        self,
+        *,
+        access: AwsAccess,
+        targets: Sequence[AccountTarget],
+        regions: list[str] | str,
+        specs: Sequence[ResourceSpec],
+        options: ScanOptions,
+        registry: Registry,
+    ) -> None:
+        self.access = access
+        self.targets = targets
+        self.regions = regions
+        self.specs = list(specs)
+        self.options = options
+        self.registry = registry
+        self._results: asyncio.Queue[ScanItem | _Done | BaseException] = asyncio.Queue(
+            options.buffer_size
+        )
+        self._work: asyncio.Queue[_ScopeWork | None] = asyncio.Queue(options.max_concurrency)
+        self._requests = asyncio.Semaphore(options.max_concurrency)
+        self._groups: set[_ClientGroup] = set()
+        self._offered_regions: dict[tuple[str, str], frozenset[str]] = {}
+
+    async def items(self) -> AsyncIterator[ScanItem]:
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.options.max_concurrency)]
+        conductor = asyncio.create_task(self._conduct(workers))
+        try:
+            while True:
+                item = await self._results.get()
+                if isinstance(item, _Done):
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for task in (conductor, *workers):
+                task.cancel()
+            await asyncio.gather(conductor, *workers, return_exceptions=True)
+            for group in list(self._groups):
+                await group.close()
+
+    async def _conduct(self, workers: list[asyncio.Task[None]]) -> None:
+        try:
+            await self._plan()
+        except Exception as exc:
+            await self._results.put(exc)
+            return
+        for _ in workers:
+            await self._work.put(None)
+        await asyncio.gather(*workers)
+        await self._results.put(_Done())
+
+    # -- planning ------------------------------------------------------------------------
+
+    async def _plan(self) -> None:
+        global_specs = [s for s in self.specs if s.global_service]
+        regional_specs = [s for s in self.specs if not s.global_service]
+        for target in self.targets:
+            if global_specs:
+                await self._plan_group(
+                    target, GLOBAL_REGION, target.global_region, global_specs, global_type=True
+                )
+            if not regional_specs:
+                continue
+            try:
+                regions = await self.access.regions_for(target, self.regions)
+            except Exception as exc:
+                await self._fail_unplanned(target, regional_specs, to_scan_error(exc, None))
+                continue
+            for region in regions:
+                here = [s for s in regional_specs if await self._offered(target, s, region)]
+                if here:
+                    await self._plan_group(target, region, region, here, global_type=False)
+
+    async def _plan_group(
+        self,
+        target: AccountTarget,
+        region: str,
+        client_region: str,
+        specs: list[ResourceSpec],
+        *,
+        global_type: bool,
+    ) -> None:
+        group = _ClientGroup(self.access, target, client_region, len(specs))
+        self._groups.add(group)
+        if self.options.on_scopes_planned is not None:
+            self.options.on_scopes_planned(len(specs))
+        for spec in specs:
+            scope = Scope(
+                account_id=target.account_id,
+                partition=target.partition,
+                region=region,
+                client_region=client_region,
+                spec=spec,
+                global_type=global_type,
+            )
+            await self._work.put(_ScopeWork(scope, group))
+
+    async def _offered(self, target: AccountTarget, spec: ResourceSpec, region: str) -> bool:
+        """False only when botocore's endpoint data says the service is not in ``region``.
+
+        With a custom endpoint (moto, LocalStack) every service is taken to be everywhere.
+        """
+        if self.access.endpoint_url:
+            return True
+        key = (target.partition, spec.service)
+        regions = self._offered_regions.get(key)
+        if regions is None:
+            try:
+                found = await self.access.base_session.get_available_regions(
+                    spec.service, target.partition
+                )
+            except Exception:
+                found = []
+            regions = self._offered_regions[key] = frozenset(found)
+        return not regions or region in regions
+
+    async def _fail_unplanned(
+        self, target: AccountTarget, specs: list[ResourceSpec], error: ScanError
+    ) -> None:
+        if self.options.on_scopes_planned is not None:
+            self.options.on_scopes_planned(len(specs))
+        now = utcnow()
+        for spec in specs:
+            await self._results.put(
+                self._failed(target.account_id, UNKNOWN_REGIONS, spec, error, now)
+            )
+
+    def _failed(
+        self, account_id: str, region: str, spec: ResourceSpec, error: ScanError, started: Any
+    ) -> ScanManifest:
+        return ScanManifest(
+            scan_id=self.options.scan_id,
+            account_id=account_id,
+            region=region,
+            resource_type=spec.cfn_type,
+            status="failed",
+            started_at=started,
+            finished_at=utcnow(),
+            errors=[error],
+        )
+
+    # -- collecting ----------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while (work := await self._work.get()) is not None:
+            try:
+                manifest = await self._collect(work)
+                await self._results.put(manifest)
+            finally:
+                if await work.group.scope_done():
+                    self._groups.discard(work.group)
+
+    async def _collect(self, work: _ScopeWork) -> ScanManifest:
+        scope, group = work.scope, work.group
+        started = utcnow()
+        try:
+            client = await group.client(scope.spec.service)
+        except Exception as exc:
+            error = to_scan_error(exc, None)
+            return self._failed(scope.account_id, scope.region, scope.spec, error, started)
+        service_limit = group.service_limit(
+            scope.spec.service, self.options.per_service_concurrency
+        )
+        collector = ScopeCollector(
+            scope=scope,
+            client=client,
+            limit=lambda: _CallLimit(service_limit, self._requests),
+            registry=self.registry,
+            scan_id=self.options.scan_id,
+            emit=self._results.put,
+        )
+        return await collector.run()

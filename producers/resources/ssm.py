@@ -1,0 +1,27 @@
+"""SSM parameters: metadata from DescribeParameters only, never a parameter value."""
+
+from __future__ import annotations
+
+from producers.spec import DetailCall, ResourceSpec
+
+SPECS: tuple[ResourceSpec, ...] = (
+    ResourceSpec(
+        cfn_type="AWS::SSM::Parameter",
+        service="ssm",
+        list_operation="DescribeParameters",
+        result_path="Parameters[]",
+        id_field="Name",
+        name_field="Name",
+        arn_field="ARN",
+        tags_field="Tags",
+        details=(
+            DetailCall(
+                operation="ListTagsForResource",
+                params={"ResourceId": "Name"},
+                static_params={"ResourceType": "Parameter"},
+                result_path="TagList",
+                merge_key="Tags",
+            ),
+        ),
+    ),
+)
