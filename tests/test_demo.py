@@ -139,3 +139,50 @@ def test_children_die_even_when_the_demo_is_killed(demo: Demo) -> None:
     demo.proc.send_signal(signal.SIGKILL)
     demo.proc.wait(timeout=10)
     assert _wait_gone(children, 20) == []
+
+
+def test_up_runs_the_same_stages_against_configured_aws(tmp_path: Path, moto_endpoint: str) -> None:
+    """`cloudinv up` against a configured AWS endpoint (moto here) and the embedded broker."""
+    (tmp_path / "cloudinv.toml").write_text(
+        f"""
+[aws]
+regions = ["us-east-1"]
+endpoint_url = "{moto_endpoint}"
+accounts = [{{ role_arn = "arn:aws:iam::444444444444:role/cloudinv-reader" }}]
+
+[storage]
+data_dir = "{tmp_path / "data"}"
+
+[api]
+port = 0
+"""
+    )
+    env = cli_env({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudinv", "up", "--interval", "60"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "up.stderr").open("w"),
+    )
+    try:
+        path = tmp_path / "data" / "demo.json"
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            assert proc.poll() is None, (tmp_path / "up.stderr").read_text()
+            assert time.monotonic() < deadline, "up did not start in 60 s"
+            time.sleep(0.2)
+        info = json.loads(path.read_text())
+        assert info["mode"] == "up"
+        assert info["accounts"] == ["444444444444"]
+        assert info["aws_endpoint_url"] == moto_endpoint
+        status, body = _get(info["api_url"] + "/v1/status", info["api_token"])
+        assert status == 200
+        assert "aws" not in {c["name"] for c in body["components"]}  # no simulated estate
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=45) == 0
+        assert not path.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
