@@ -1,22 +1,43 @@
-"""The aiohttp application factory: ``create_app(settings, runtime)``.
+"""The aiohttp application factory: ``create_app(settings, runtime, stores)``.
 
-State lives under :class:`web.AppKey`; setup and teardown in ``cleanup_ctx``. The query
-endpoints of later stages register their routes here.
+State lives under :class:`web.AppKey`. Routes come from the endpoint declarations in the
+``api.routes_*`` modules (see :mod:`api.endpoints`): each is wrapped so that its query is
+validated, its errors become ``application/problem+json``, and its result is serialized as
+JSON or CSV. Request counts and latencies go to ``/metrics``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from api.auth import TokenTable, auth_middleware
+from api.endpoints import (
+    ENDPOINTS,
+    BadRequest,
+    Endpoint,
+    NotFound,
+    endpoint,
+    json_bytes,
+    parse_query,
+    to_csv,
+    validation_problem,
+    wants_csv,
+)
+from api.openapi import build_openapi, render_docs
+from api.problems import problem
 from cloudinv import __version__
 from cloudinv.connection import RunningComponent
+from cloudinv.metrics import Metrics
 from cloudinv.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Health(BaseModel):
@@ -29,45 +50,156 @@ class Status(BaseModel):
     version: str
     mode: str
     components: list[RunningComponent]
+    stats: dict[str, Any] = {}
+
+
+@dataclass
+class Stores:
+    """What the API reads. ``inventory``: versions, changes, scans; ``events``: CloudTrail."""
+
+    inventory: Any = None
+    events: Any = None
 
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 RUNTIME_KEY = web.AppKey("runtime", dict)
 STARTED_KEY = web.AppKey("started", float)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+STORES_KEY = web.AppKey("stores", Stores)
 
 
-def json_response(model: BaseModel, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps(model.model_dump(mode="json")),
-        content_type="application/json",
-    )
-
-
-async def healthz(request: web.Request) -> web.Response:
+@endpoint(
+    "GET",
+    "/healthz",
+    summary="Liveness: the API process answers",
+    response=Health,
+    tags=["meta"],
+    open=True,
+)
+async def healthz(request: web.Request, _: None) -> Health:
     started = request.app[STARTED_KEY]
-    return json_response(
-        Health(status="ok", version=__version__, uptime_s=round(time.monotonic() - started, 3))
-    )
+    return Health(status="ok", version=__version__, uptime_s=round(time.monotonic() - started, 3))
 
 
-async def status(request: web.Request) -> web.Response:
+@endpoint(
+    "GET",
+    "/v1/status",
+    summary="What runs where, and pipeline counters",
+    response=Status,
+    tags=["meta"],
+)
+async def status(request: web.Request, _: None) -> Status:
     runtime: dict[str, Any] = request.app[RUNTIME_KEY]
     components = [
         c if isinstance(c, RunningComponent) else RunningComponent.model_validate(c)
         for c in runtime.get("components", [])
     ]
-    return json_response(
-        Status(version=__version__, mode=str(runtime.get("mode", "api")), components=components)
+    stats_fn: Callable[[], dict[str, Any]] | None = runtime.get("stats")
+    return Status(
+        version=__version__,
+        mode=str(runtime.get("mode", "api")),
+        components=components,
+        stats=stats_fn() if stats_fn else {},
     )
 
 
-def create_app(settings: Settings, runtime: dict[str, Any] | None = None) -> web.Application:
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(build_openapi())
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=render_docs(build_openapi()), content_type="text/html")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        text=request.app[METRICS_KEY].render(),
+        content_type="text/plain",
+        headers={"X-Content-Type-Options": "nosniff"},
+        charset="utf-8",
+    )
+
+
+def _wrap(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            query = parse_query(request, ep.query) if ep.query is not None else None
+            if ep.query is None and request.query:
+                name = next(iter(request.query))
+                raise BadRequest(name, f"unknown query parameter {name!r}", "no parameters")
+            result = await ep.handler(request, query)
+        except ValidationError as exc:
+            return validation_problem(exc)
+        except BadRequest as exc:
+            return problem(
+                400, "Bad Request", exc.detail, parameter=exc.parameter, expected=exc.expected
+            )
+        except NotFound as exc:
+            return problem(404, "Not Found", str(exc))
+        if ep.raw:
+            assert isinstance(result, web.StreamResponse)
+            return result
+        if ep.csv_items and wants_csv(request, query):
+            return web.Response(text=to_csv(result.items), content_type="text/csv")
+        return web.Response(body=json_bytes(result), content_type="application/json")
+
+    handle.__name__ = ep.handler.__name__
+    return handle
+
+
+@web.middleware
+async def errors_and_metrics(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    path = route.canonical if route is not None else "unmatched"
+    registry = request.app[METRICS_KEY]
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            response = problem(404, "Not Found", f"no endpoint {request.path}; see /docs")
+        elif exc.status == 405:
+            response = problem(405, "Method Not Allowed", f"{request.method} {request.path}")
+        else:
+            raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = problem(500, "Internal Server Error", "the server failed; see its log")
+    registry.counter("cloudinv_api_requests_total", "API requests").inc(
+        method=request.method, path=path, status=str(response.status)
+    )
+    registry.histogram("cloudinv_api_request_seconds", "API request latency").observe(
+        time.perf_counter() - started, method=request.method, path=path
+    )
+    return response
+
+
+def create_app(
+    settings: Settings,
+    runtime: dict[str, Any] | None = None,
+    stores: Stores | None = None,
+    metrics_registry: Metrics | None = None,
+) -> web.Application:
     """The API application. ``runtime`` describes the running stages (for /v1/status)."""
-    app = web.Application(middlewares=[auth_middleware(TokenTable(settings.api.tokens))])
+    import api.routes  # noqa: F401  (registers the /v1 endpoints)
+
+    app = web.Application(
+        middlewares=[errors_and_metrics, auth_middleware(TokenTable(settings.api.tokens))]
+    )
     app[SETTINGS_KEY] = settings
     app[RUNTIME_KEY] = runtime or {}
     app[STARTED_KEY] = time.monotonic()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/v1/status", status)
+    app[METRICS_KEY] = metrics_registry or Metrics()
+    app[STORES_KEY] = stores or Stores()
+    seen: set[tuple[str, str]] = set()
+    for ep in ENDPOINTS:
+        if (ep.method, ep.path) in seen:
+            continue
+        seen.add((ep.method, ep.path))
+        app.router.add_route(ep.method, ep.path, _wrap(ep))
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)
+    app.router.add_get("/metrics", metrics)
     return app

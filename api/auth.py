@@ -29,8 +29,8 @@ class TokenScope:
         return self.accounts is None or account_id in self.accounts
 
 
-SCOPE_KEY = "cloudinv.scope"
-OPEN_PATHS = frozenset({"/healthz"})
+SCOPE_KEY = web.RequestKey("scope", TokenScope)
+OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs"})
 
 
 def hash_token(token: str) -> str:

@@ -1,0 +1,194 @@
+"""Declared endpoints: each route names its query model and response model.
+
+The declaration drives three things at once, so they can never disagree: validation of the
+query string (an unknown parameter or a malformed value is a 400 problem, never ignored),
+the response serialization (JSON, or CSV for list endpoints), and ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Generic, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api.problems import problem
+
+Q = TypeVar("Q", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+
+
+class Query(BaseModel):
+    """Base of every query model: unknown parameters are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class PageQuery(Query):
+    limit: int = Field(default=100, ge=1, le=1000, description="items per page")
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page")
+    format: str | None = Field(
+        default=None, pattern="^(json|csv)$", description="json (default) or csv"
+    )
+
+
+class Page(BaseModel, Generic[R]):
+    items: list[R]
+    next_cursor: str | None = None
+
+
+Handler = Callable[[web.Request, Any], Awaitable[Any]]
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    summary: str
+    query: type[Query] | None
+    response: type[BaseModel] | None
+    handler: Handler
+    tags: list[str] = field(default_factory=list)
+    csv_items: bool = False
+    """The response is a Page: ``format=csv`` / ``Accept: text/csv`` gives its items as CSV."""
+    open: bool = False
+    raw: bool = False
+    """The handler returns its own web.StreamResponse (SSE, HTML)."""
+    path_params: dict[str, str] = field(default_factory=dict)
+
+
+ENDPOINTS: list[Endpoint] = []
+
+
+def endpoint(
+    method: str,
+    path: str,
+    *,
+    summary: str,
+    query: type[Query] | None = None,
+    response: type[BaseModel] | None = None,
+    tags: list[str] | None = None,
+    csv_items: bool = False,
+    open: bool = False,
+    raw: bool = False,
+    path_params: dict[str, str] | None = None,
+) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        ENDPOINTS.append(
+            Endpoint(
+                method=method,
+                path=path,
+                summary=summary,
+                query=query,
+                response=response,
+                handler=handler,
+                tags=tags or [],
+                csv_items=csv_items,
+                open=open,
+                raw=raw,
+                path_params=path_params or {},
+            )
+        )
+        return handler
+
+    return register
+
+
+def parse_query(request: web.Request, model: type[Q]) -> Q:
+    """Validate the query string. Repeated parameters become lists only where declared."""
+    data: dict[str, Any] = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        data[key] = values if len(values) > 1 else values[0]
+    extras: dict[str, str] = {}
+    if "params" in model.model_fields:
+        # ``param.<dotted.path>=<value>`` filters are collected into ``params``.
+        for key in [k for k in data if k.startswith("param.")]:
+            value = data.pop(key)
+            extras[key.removeprefix("param.")] = value if isinstance(value, str) else value[-1]
+        data["params"] = extras
+    return model.model_validate(data)
+
+
+class BadRequest(Exception):
+    def __init__(self, parameter: str | None, detail: str, expected: str | None = None) -> None:
+        super().__init__(detail)
+        self.parameter = parameter
+        self.detail = detail
+        self.expected = expected
+
+
+class NotFound(Exception):
+    pass
+
+
+def validation_problem(exc: ValidationError) -> web.Response:
+    err = exc.errors()[0]
+    parameter = ".".join(str(p) for p in err["loc"]) or None
+    if err["type"] == "extra_forbidden":
+        detail = f"unknown query parameter {parameter!r}"
+        expected = "one of the parameters documented in /openapi.json"
+    else:
+        detail = f"invalid value {err.get('input')!r} for {parameter!r}: " + err[
+            "msg"
+        ].removeprefix("Value error, ")
+        expected = err["msg"].removeprefix("Value error, ")
+    return problem(400, "Bad Request", detail, parameter=parameter, expected=expected)
+
+
+def wants_csv(request: web.Request, query: BaseModel | None) -> bool:
+    fmt = getattr(query, "format", None)
+    if fmt:
+        return bool(fmt == "csv")
+    return "text/csv" in request.headers.get("Accept", "")
+
+
+def json_bytes(model: Any) -> bytes:
+    if isinstance(model, BaseModel):
+        return orjson.dumps(model.model_dump(mode="json", by_alias=True))
+    return orjson.dumps(model)
+
+
+def to_csv(items: list[BaseModel]) -> str:
+    """Flat CSV: scalar fields as they are, nested values as compact JSON."""
+    buffer = io.StringIO()
+    rows = [item.model_dump(mode="json", by_alias=True) for item in items]
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(c for c in row if c not in columns)
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {
+                k: (orjson.dumps(v).decode() if isinstance(v, dict | list) else v)
+                for k, v in row.items()
+            }
+        )
+    return buffer.getvalue()
+
+
+# -- time parameters ------------------------------------------------------------------------
+
+
+def parse_time(value: str, *, end: bool = False) -> datetime:
+    """ISO 8601 in UTC. A date alone means that whole day: its start, or with ``end`` its
+    last instant (end dates are inclusive). A time without zone is UTC; ``Z`` is accepted."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, time.min, tzinfo=UTC)
+            return moment + timedelta(days=1) - timedelta(microseconds=1) if end else moment
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise ValueError(
+            "expected an ISO 8601 date (2026-11-01) or time (2026-11-01T12:00:00Z)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
