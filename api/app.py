@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,13 +176,39 @@ async def errors_and_metrics(
     return response
 
 
+async def _local_stores(app: web.Application) -> AsyncIterator[None]:
+    """Open the local stores of the data directory for the app's lifetime."""
+    from sinks.events_store import EventsStore, events_store_path
+    from sinks.sqlite_store import SqliteStore
+
+    data_dir = app[SETTINGS_KEY].data_dir
+    inventory = SqliteStore.in_data_dir(data_dir)
+    events = EventsStore(events_store_path(data_dir))
+    await inventory.open()
+    try:
+        await events.open()
+        app[STORES_KEY] = Stores(inventory=inventory, events=events)
+        try:
+            yield
+        finally:
+            await events.close()
+    finally:
+        await inventory.close()
+
+
 def create_app(
     settings: Settings,
     runtime: dict[str, Any] | None = None,
     stores: Stores | None = None,
     metrics_registry: Metrics | None = None,
+    *,
+    open_local_stores: bool = False,
 ) -> web.Application:
-    """The API application. ``runtime`` describes the running stages (for /v1/status)."""
+    """The API application. ``runtime`` describes the running stages (for /v1/status).
+
+    ``stores`` are what the endpoints read; with ``open_local_stores`` the app opens the
+    data directory's SQLite stores at start-up and closes them on shutdown instead.
+    """
     import api.routes  # noqa: F401  (registers the /v1 endpoints)
 
     app = web.Application(
@@ -193,6 +219,8 @@ def create_app(
     app[STARTED_KEY] = time.monotonic()
     app[METRICS_KEY] = metrics_registry or Metrics()
     app[STORES_KEY] = stores or Stores()
+    if open_local_stores:
+        app.cleanup_ctx.append(_local_stores)
     seen: set[tuple[str, str]] = set()
     for ep in ENDPOINTS:
         if (ep.method, ep.path) in seen:

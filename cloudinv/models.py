@@ -89,6 +89,10 @@ class ResourceSnapshot(_Message):
     captured_at: UtcDatetime
     scan_id: str
     config_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    attribution: Attribution | None = Field(
+        default=None,
+        description="Set when a CloudTrail event triggered this re-describe: who caused it",
+    )
 
     @property
     def key(self) -> str:
@@ -108,6 +112,7 @@ class ResourceSnapshot(_Message):
         name: str | None = None,
         tags: dict[str, str] | None = None,
         captured_at: datetime | None = None,
+        attribution: Attribution | None = None,
     ) -> ResourceSnapshot:
         """Build a snapshot, computing its config hash from configuration and tags."""
         tags = tags or {}
@@ -126,6 +131,7 @@ class ResourceSnapshot(_Message):
             captured_at=captured_at or utcnow(),
             scan_id=scan_id,
             config_hash=config_hash({"configuration": plain, "tags": tags}),
+            attribution=attribution,
         )
 
 

@@ -313,8 +313,12 @@ class Runtime:
             }
         )
         settings = self.settings.model_copy(update={"api": api_settings})
-        runtime = {"mode": self.options.mode, "components": self.components}
-        app = create_app(settings, runtime)
+        runtime = {
+            "mode": self.options.mode,
+            "components": self.components,
+            "stats": self.stats,
+        }
+        app = create_app(settings, runtime, open_local_stores=True)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.api.host, self.settings.api.port)
@@ -331,6 +335,20 @@ class Runtime:
         self.api_url = f"http://{self.settings.api.host}:{port}"
         self.components.append(RunningComponent(name="api", address=self.api_url, pid=os.getpid()))
         return self.api_url
+
+    def stats(self) -> dict[str, Any]:
+        """Pipeline counters for /v1/status."""
+        out: dict[str, Any] = {}
+        if self.scheduler is not None:
+            stats = self.scheduler.stats
+            out["scans"] = {
+                "rounds": stats.rounds,
+                "failed_rounds": stats.failed_rounds,
+                "snapshots_published": stats.snapshots,
+                "failed_scopes": stats.failed_scopes,
+                "last_round_s": round(stats.last.seconds, 2) if stats.last else None,
+            }
+        return out
 
     async def watch_children(self) -> None:
         """Return when a child stage dies, so the runtime can stop instead of limping on."""
