@@ -208,6 +208,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     scan_interval_s: Annotated[int, Field(ge=5)] = 900
     scan_type_intervals_s: dict[str, Annotated[int, Field(ge=5)]] = Field(
         default_factory=dict,

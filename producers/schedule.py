@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cloudinv.errors import CloudinvError
+from cloudinv.logs import correlate
 from cloudinv.models import ScanManifest
 from cloudinv.settings import AwsSettings
 from producers.credentials import AwsAccess
@@ -92,6 +93,14 @@ class ScanScheduler:
         if not types:
             return summary
         options = ScanOptions(scan_id=summary.scan_id, max_concurrency=self.aws.max_concurrency)
+        with correlate(summary.scan_id):
+            await self._publish_scan(types, options, summary)
+            self._after_round(types, started, summary)
+        return summary
+
+    async def _publish_scan(
+        self, types: list[str], options: ScanOptions, summary: RoundSummary
+    ) -> None:
         async for item in scan(
             self.aws, types=types, options=options, registry=self.registry, access=self.access
         ):
@@ -103,6 +112,8 @@ class ScanScheduler:
             else:
                 summary.snapshots += 1
         await self.publisher.flush()
+
+    def _after_round(self, types: list[str], started: float, summary: RoundSummary) -> None:
         for cfn_type in types:
             self._next_due[cfn_type] = started + self.interval_for(cfn_type)
         summary.seconds = self._clock() - started
@@ -120,7 +131,6 @@ class ScanScheduler:
             summary.snapshots,
             summary.seconds,
         )
-        return summary
 
     async def run(self, stop: asyncio.Event, tick_s: float = 1.0) -> None:
         """Run rounds until ``stop`` is set. Errors fail a round, never the loop."""

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudinv.cli.api",
     "cloudinv.cli.producers",
     "cloudinv.cli.scan",
+    "cloudinv.cli.cloudtrail",
 )
 
 

@@ -35,5 +35,10 @@ def run_api(args: argparse.Namespace) -> int:
         )
     if port:
         ensure_port_free(host, port, "the API", "--port or CLOUDINV_API__PORT")
-    web.run_app(create_app(settings, {"mode": "api"}, open_local_stores=True), host=host, port=port, print=print)
+    web.run_app(
+        create_app(settings, {"mode": "api"}, open_local_stores=True),
+        host=host,
+        port=port,
+        print=print,
+    )
     return 0

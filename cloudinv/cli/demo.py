@@ -8,12 +8,12 @@ Kafka. Both write ``<data dir>/demo.json`` and stop everything on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
+from cloudinv.logs import configure_logging
 from cloudinv.runtime import RuntimeOptions, run_until_stopped
-from cloudinv.settings import load_settings
+from cloudinv.settings import Settings, load_settings
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -100,28 +100,21 @@ def _merge(settings_dump: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return settings_dump
 
 
-def _configure_logging(level: str, data_dir: str) -> None:
-    """Everything at ``level`` to ``<data dir>/logs/cloudinv.log``; warnings also to stderr."""
-    logs = Path(data_dir) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    to_file = logging.FileHandler(logs / "cloudinv.log")
-    to_file.setFormatter(formatter)
-    to_file.setLevel(getattr(logging, level))
-    to_console = logging.StreamHandler()
-    to_console.setFormatter(formatter)
-    to_console.setLevel(logging.WARNING)
-    root = logging.getLogger()
-    root.setLevel(getattr(logging, level))
-    root.handlers[:] = [to_file, to_console]
-    # aiokafka logs every refused connection while the broker starts; that is expected.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+def _configure_logging(settings: Settings, role: str) -> None:
+    """Everything to ``<data dir>/logs/cloudinv.log``; warnings also to stderr."""
+    configure_logging(
+        role,
+        settings.log_level,
+        settings.log_format,
+        log_file=Path(settings.data_dir) / "logs" / "cloudinv.log",
+        console_level="WARNING",
+    )
 
 
 async def run_demo(args: argparse.Namespace) -> int:
     base = load_settings(args.config)
     settings = load_settings(args.config, **_merge(_sections(base), _overrides(args)))
-    _configure_logging(settings.log_level, str(settings.data_dir))
+    _configure_logging(settings, "demo")
     return await run_until_stopped(
         settings,
         RuntimeOptions(
@@ -145,7 +138,7 @@ async def run_up(args: argparse.Namespace) -> int:
         overrides["scan_interval_s"] = args.interval
     base = load_settings(args.config)
     settings = load_settings(args.config, **_merge(_sections(base), overrides))
-    _configure_logging(settings.log_level, str(settings.data_dir))
+    _configure_logging(settings, "up")
     return await run_until_stopped(settings, RuntimeOptions(mode="up"))
 
 

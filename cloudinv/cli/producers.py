@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 from typing import Any
 
 from cloudinv.connection import require_running_instance
 from cloudinv.kafka import client_kwargs, ensure_topics
+from cloudinv.logs import configure_logging
 from cloudinv.settings import load_settings
 
 
@@ -57,9 +57,7 @@ async def run_producers(args: argparse.Namespace) -> int:
     if args.interval:
         overrides["scan_interval_s"] = args.interval
     settings = load_settings(args.config, **overrides)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging("producers", settings.log_level, settings.log_format)
     bootstrap = args.bootstrap
     if bootstrap is None and settings.kafka.is_embedded:
         bootstrap = require_running_instance(settings.data_dir).kafka_bootstrap

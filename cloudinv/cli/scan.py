@@ -311,7 +311,7 @@ def print_summary(tally: ScanTally, out: Path, seconds: float, console: Console)
                 manifest.resource_type,
                 manifest.status,
                 error.code if error else "",
-                (error.message if error else "")[:160],
+                " ".join((error.message if error else "").split())[:160],
             )
         console.print(failures)
     failed = tally.statuses["failed"]

@@ -45,6 +45,9 @@ def run_worker(args: argparse.Namespace) -> int:
     # Faust's Worker owns the event loop and signal handling (SIGTERM/SIGINT stop it cleanly).
     from faust import Worker
 
-    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    from cloudinv.logs import make_handlers
+
+    handlers = make_handlers("worker", settings.log_level, settings.log_format, None)
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True, loghandlers=handlers[-1:])
     worker.execute_from_commandline()
     return 0

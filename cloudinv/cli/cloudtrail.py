@@ -1,0 +1,228 @@
+"""``cloudinv cloudtrail``: backfill CloudTrail logs, tail an SQS queue, list rejected files.
+
+``backfill`` and ``tail`` feed the CloudTrail topic of the running instance (found through
+its connection file under the data dir) unless ``--bootstrap`` names a broker; then the
+topic prefix and AWS endpoint come from the configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from cloudinv.errors import CloudinvError, ConfigError
+from cloudinv.settings import Settings, load_settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("cloudtrail", help="feed CloudTrail logs into cloudinv")
+    sub = parser.add_subparsers(dest="cloudtrail_command", metavar="ACTION", required=True)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="publish CloudTrail log files from S3 (by date) or a local directory",
+        description="Publish past CloudTrail log files. Resumable: files already done are "
+        "listed under <data dir>/cloudtrail/backfill-done.txt and skipped.",
+    )
+    source = backfill.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bucket", help="S3 bucket of the trail")
+    source.add_argument(
+        "--path", type=Path, help="local directory (or file) of .json/.json.gz logs"
+    )
+    backfill.add_argument("--prefix", default="", help="key prefix before AWSLogs/ (S3 only)")
+    backfill.add_argument("--from", dest="start", type=_day, help="first day, YYYY-MM-DD (S3)")
+    backfill.add_argument(
+        "--to", dest="end", type=_day, help="last day, inclusive, YYYY-MM-DD (S3)"
+    )
+    backfill.add_argument("--concurrency", type=int, default=8, help="files read at once")
+    backfill.add_argument("--restart", action="store_true", help="forget completed files first")
+    _connection_flags(backfill)
+    backfill.set_defaults(handler=run_backfill)
+
+    tail = sub.add_parser(
+        "tail",
+        help="publish CloudTrail events from an SQS queue (S3 notifications or EventBridge)",
+    )
+    tail.add_argument("--queue-url", required=True)
+    tail.add_argument("--until-idle", action="store_true", help="stop once the queue is empty")
+    tail.add_argument(
+        "--wait-seconds", type=int, default=20, help="SQS long-polling wait (0-20, default 20)"
+    )
+    _connection_flags(tail)
+    tail.set_defaults(handler=run_tail)
+
+    rejected = sub.add_parser("rejected", help="list log files that could not be read")
+    rejected.add_argument("--limit", type=int, default=50)
+    rejected.add_argument("--data-dir", type=Path)
+    rejected.set_defaults(handler=show_rejected)
+
+
+def _connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: running instance)")
+    parser.add_argument("--topic-prefix", help="topic prefix (default: running instance or config)")
+    parser.add_argument("--endpoint-url", help="AWS endpoint (default: running instance or config)")
+    parser.add_argument("--region", help="AWS region of the bucket or queue")
+    parser.add_argument("--data-dir", type=Path, help="data dir (default: storage.data_dir)")
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class _Target:
+    kafka: dict[str, Any]
+    topic_prefix: str
+    endpoint_url: str | None
+    data_dir: Path
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["storage"] = {"data_dir": args.data_dir}
+    return load_settings(args.config, **overrides)
+
+
+def _target(args: argparse.Namespace) -> _Target:
+    from cloudinv.connection import require_running_instance
+    from cloudinv.kafka import client_kwargs
+
+    settings = _settings(args)
+    if args.bootstrap:
+        return _Target(
+            kafka=client_kwargs(settings.kafka, args.bootstrap),
+            topic_prefix=args.topic_prefix or settings.kafka.topic_prefix,
+            endpoint_url=args.endpoint_url or settings.aws.effective_endpoint(),
+            data_dir=settings.data_dir,
+        )
+    info = require_running_instance(settings.data_dir)
+    return _Target(
+        kafka=client_kwargs(settings.kafka, info.kafka_bootstrap),
+        topic_prefix=args.topic_prefix or info.topic_prefix,
+        endpoint_url=args.endpoint_url or info.aws_endpoint_url,
+        data_dir=settings.data_dir,
+    )
+
+
+async def run_backfill(args: argparse.Namespace) -> int:
+    from producers.cloudtrail.backfill import RESUME_FILE, ResumeFile, backfill_local, backfill_s3
+    from producers.cloudtrail.logfile import RejectionLog
+    from producers.cloudtrail.publish import CloudTrailPublisher
+
+    if args.bucket and (args.start is None or args.end is None):
+        raise ConfigError("--bucket needs --from YYYY-MM-DD and --to YYYY-MM-DD")
+    if args.start and args.end and args.end < args.start:
+        raise ConfigError(f"--to {args.end} is before --from {args.start}")
+    if args.path is not None and not args.path.exists():
+        raise CloudinvError(f"--path {args.path} does not exist")
+    target = _target(args)
+    resume = ResumeFile(target.data_dir / RESUME_FILE)
+    if args.restart:
+        await resume.clear()
+    rejections = RejectionLog(target.data_dir)
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files · {task.fields[events]} events"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("backfill", total=None, events=0)
+        events = 0
+
+        def on_listed(total: int) -> None:
+            bar.update(task, total=total)
+
+        def on_file(source: str, parsed: Any) -> None:
+            nonlocal events
+            events += len(parsed.messages) if parsed is not None else 0
+            bar.update(task, advance=1, events=events)
+
+        async with CloudTrailPublisher(target.kafka, target.topic_prefix) as publisher:
+            common: dict[str, Any] = {
+                "publisher": publisher,
+                "rejections": rejections,
+                "resume": resume,
+                "concurrency": args.concurrency,
+                "progress": on_file,
+                "on_listed": on_listed,
+            }
+            if args.path is not None:
+                stats = await backfill_local(args.path, **common)
+            else:
+                stats = await backfill_s3(
+                    args.bucket,
+                    args.start,
+                    args.end,
+                    prefix=args.prefix,
+                    endpoint_url=target.endpoint_url,
+                    region=args.region,
+                    **common,
+                )
+    console.print(
+        f"backfill: {stats.files_done} file(s) published ({stats.events} events), "
+        f"{stats.already_done} already done, {stats.rejected_files} rejected file(s), "
+        f"{stats.rejected_records} rejected record(s)"
+    )
+    return 0
+
+
+async def run_tail(args: argparse.Namespace) -> int:
+    from producers.cloudtrail.tailer import tail
+
+    target = _target(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    stats = await tail(
+        args.queue_url,
+        kafka_client_kwargs=target.kafka,
+        topic_prefix=target.topic_prefix,
+        data_dir=target.data_dir,
+        endpoint_url=target.endpoint_url,
+        region=args.region,
+        stop=stop,
+        until_idle=args.until_idle,
+        wait_time_s=args.wait_seconds,
+    )
+    print(
+        f"tail: {stats.messages} message(s), {stats.files} file(s), {stats.events} events, "
+        f"{stats.rejected_files} rejected, {stats.skipped} skipped",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def show_rejected(args: argparse.Namespace) -> int:
+    from producers.cloudtrail.logfile import read_rejections
+
+    settings = _settings(args)
+    for rejection in await read_rejections(settings.data_dir, args.limit):
+        print(f"{rejection.at}  {rejection.source}  {rejection.reason}")
+    return 0
