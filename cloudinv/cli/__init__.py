@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudinv.cli.producers",
     "cloudinv.cli.scan",
     "cloudinv.cli.cloudtrail",
+    "cloudinv.cli.iam_policy",
 )
 
 
