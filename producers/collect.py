@@ -20,8 +20,8 @@ How errors end a scope:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,8 +153,9 @@ class ScopeCollector:
         started = utcnow()
         status: ScanStatus = "complete"
         try:
-            async for items, list_params in self._list_items():
-                await self._collect_items(items, list_params)
+            async with aclosing(self._list_items()) as pages:
+                async for items, list_params in pages:
+                    await self._collect_items(items, list_params)
             if self._partial:
                 status = "partial"
         except _ListFailed as failure:
@@ -187,14 +188,24 @@ class ScopeCollector:
 
     # -- listing -------------------------------------------------------------------------
 
-    async def _list_items(self) -> AsyncIterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
+    async def _list_items(
+        self,
+    ) -> AsyncGenerator[tuple[list[dict[str, Any]], dict[str, Any]], None]:
         """Pages of list items, each with the list parameters that produced it."""
         spec = self.spec
+        if spec.parent is None and not spec.list_param_variants:
+            async for items in self._list_pages(spec, dict(spec.list_params)):
+                yield items, dict(spec.list_params)
+            return
         if spec.parent is None:
-            for variant in spec.list_param_variants or ({},):
+            for variant in spec.list_param_variants:
                 params = {**spec.list_params, **variant}
-                async for items in self._list_pages(spec, params):
-                    yield items, params
+                try:
+                    async for items in self._list_pages(spec, params):
+                        yield items, params
+                except _ListFailed as failure:
+                    if error_code(failure.cause) not in spec.ignore_error_codes:
+                        raise
             return
         parent_spec = self.registry.get(spec.parent.cfn_type)
         async for parents in self._list_pages(parent_spec, dict(parent_spec.list_params)):

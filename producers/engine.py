@@ -22,9 +22,10 @@ CloudFront) are scanned once per account and recorded in region ``global``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -35,6 +36,8 @@ from producers.collect import Scope, ScopeCollector, to_scan_error
 from producers.credentials import AccountTarget, AwsAccess
 from producers.registry import Registry, default_registry
 from producers.spec import ResourceSpec
+
+log = logging.getLogger(__name__)
 
 ScanItem = ResourceSnapshot | ScanManifest
 
@@ -78,7 +81,7 @@ async def scan(
     options: ScanOptions | None = None,
     registry: Registry | None = None,
     access: AwsAccess | None = None,
-) -> AsyncIterator[ScanItem]:
+) -> AsyncGenerator[ScanItem, None]:
     """Scan what the settings name; ``types`` and ``accounts`` narrow it down.
 
     Raises :class:`~producers.credentials.AccountDiscoveryError` before yielding anything if
@@ -89,10 +92,10 @@ async def scan(
     access = access or AwsAccess.from_settings(aws)
     targets = await access.discover_accounts(aws, only=accounts)
     options = options or ScanOptions(max_concurrency=aws.max_concurrency)
-    async for item in scan_types(
-        access, targets, aws.regions, specs, options=options, registry=registry
-    ):
-        yield item
+    items = scan_types(access, targets, aws.regions, specs, options=options, registry=registry)
+    async with aclosing(items):
+        async for item in items:
+            yield item
 
 
 async def scan_types(
@@ -103,7 +106,7 @@ async def scan_types(
     *,
     options: ScanOptions | None = None,
     registry: Registry | None = None,
-) -> AsyncIterator[ScanItem]:
+) -> AsyncGenerator[ScanItem, None]:
     """Scan ``specs`` in ``targets`` x ``regions`` (a list, or ``"all"`` enabled regions)."""
     run = _ScanRun(
         access=access,
@@ -113,8 +116,11 @@ async def scan_types(
         options=options or ScanOptions(),
         registry=registry or default_registry(),
     )
-    async for item in run.items():
-        yield item
+    # aclosing: a consumer that stops early must stop the workers and close the clients now,
+    # not whenever the abandoned generator is garbage collected.
+    async with aclosing(run.items()) as items:
+        async for item in items:
+            yield item
 
 
 class _CallLimit:
@@ -185,7 +191,16 @@ class _ClientGroup:
 
     async def close(self) -> None:
         self._clients.clear()
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        except Exception:
+            # A connection that fails to close loses nothing already collected.
+            log.warning(
+                "closing clients of %s in %s failed",
+                self.target.account_id,
+                self.client_region,
+                exc_info=True,
+            )
 
 
 @dataclass(frozen=True)
@@ -225,7 +240,7 @@ class _ScanRun:
         self._groups: set[_ClientGroup] = set()
         self._offered_regions: dict[tuple[str, str], frozenset[str]] = {}
 
-    async def items(self) -> AsyncIterator[ScanItem]:
+    async def items(self) -> AsyncGenerator[ScanItem, None]:
         workers = [asyncio.create_task(self._worker()) for _ in range(self.options.max_concurrency)]
         conductor = asyncio.create_task(self._conduct(workers))
         try:
@@ -244,14 +259,15 @@ class _ScanRun:
                 await group.close()
 
     async def _conduct(self, workers: list[asyncio.Task[None]]) -> None:
+        """Plan every scope, then wait for the workers; the consumer always hears the end."""
         try:
             await self._plan()
-        except Exception as exc:
+            for _ in workers:
+                await self._work.put(None)
+            await asyncio.gather(*workers)
+        except Exception as exc:  # a bug, not an AWS error: those end their own scopes
             await self._results.put(exc)
             return
-        for _ in workers:
-            await self._work.put(None)
-        await asyncio.gather(*workers)
         await self._results.put(_Done())
 
     # -- planning ------------------------------------------------------------------------
@@ -310,10 +326,11 @@ class _ScanRun:
         key = (target.partition, spec.service)
         regions = self._offered_regions.get(key)
         if regions is None:
+            session = self.access.base_session
             try:
-                found = await self.access.base_session.get_available_regions(
-                    spec.service, target.partition
-                )
+                # Read the service model in a thread; the lookup then hits the loader's cache.
+                await asyncio.to_thread(session.warm_up_loader_caches, spec.service)
+                found = await session.get_available_regions(spec.service, target.partition)
             except Exception:
                 found = []
             regions = self._offered_regions[key] = frozenset(found)

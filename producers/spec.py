@@ -28,8 +28,10 @@ CFN_TYPE_RE = re.compile(r"^AWS::[A-Za-z0-9]+::[A-Za-z0-9]+$")
 _SIMPLE_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\])?)*$")
 _ARN_TEMPLATE_FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-ARN_TEMPLATE_FIELDS = frozenset({"partition", "region", "account", "id"})
-"""Placeholders an ``arn_template`` may use besides top-level fields of the configuration."""
+ARN_TEMPLATE_FIELDS = frozenset({"partition", "region", "account", "id", "id_relative"})
+"""Placeholders an ``arn_template`` may use besides top-level fields of the configuration.
+``id_relative`` is the id without a leading ``/``: path-named resources (SSM parameters)
+drop it in their ARNs."""
 
 TagFormat = Literal["key_value_list", "dict"]
 """``key_value_list``: ``[{"Key": k, "Value": v}]`` (any capitalisation); ``dict``: ``{k: v}``."""
@@ -114,7 +116,8 @@ class ResourceSpec:
     list_params: Mapping[str, Any] = field(default_factory=dict)
     list_param_variants: tuple[Mapping[str, Any], ...] = ()
     """The list call is repeated once per variant, each merged over ``list_params``
-    (Application Auto Scaling lists one service namespace per call)."""
+    (Application Auto Scaling lists one service namespace per call). A variant failing with
+    one of ``ignore_error_codes`` is skipped; the others still count."""
     item_key: str | None = None
     """When the list call returns plain strings (ARNs, URLs), each becomes ``{item_key: s}``."""
     item_filter: str | None = None

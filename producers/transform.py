@@ -77,7 +77,13 @@ def resource_arn(
     fields: dict[str, Any] = {
         name: value for name, value in configuration.items() if isinstance(value, str)
     }
-    fields.update(partition=partition, region=region, account=account_id, id=resource_id)
+    fields.update(
+        partition=partition,
+        region=region,
+        account=account_id,
+        id=resource_id,
+        id_relative=resource_id.removeprefix("/"),
+    )
     try:
         return spec.arn_template.format_map(fields)
     except KeyError as exc:

@@ -51,3 +51,396 @@ async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]
         yield embedded.bootstrap
     finally:
         await embedded.stop()
+
+
+# -- scan engine: a 3-account x 3-region estate seeded with boto3, and a denying proxy -----
+
+from typing import Any  # noqa: E402
+
+SCAN_REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
+SCAN_DENIED_REGION = "eu-west-1"
+SCAN_DENIED_SERVICE = "rds"
+
+
+class ScanEstate:
+    """Accounts seeded for the scan tests and, per (account, region, type), the ids boto3
+    lists directly (region ``global`` for IAM and S3)."""
+
+    def __init__(self, endpoint: str, accounts: list[str]) -> None:
+        self.endpoint = endpoint
+        self.accounts = accounts
+        self.role_arns = [f"arn:aws:iam::{a}:role/cloudinv-reader" for a in accounts]
+        self.regions = list(SCAN_REGIONS)
+        self.expected: dict[tuple[str, str, str], set[str]] = {}
+
+
+def _boto3_account_session(endpoint: str, account: str) -> Any:
+    import boto3
+
+    sts = boto3.client("sts", endpoint_url=endpoint, region_name="us-east-1")
+    credentials = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/cloudinv-reader", RoleSessionName="seed"
+    )["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+def _seed_scan_globals(session: Any, endpoint: str, account: str, n: int) -> None:
+    import json
+
+    iam = session.client("iam", endpoint_url=endpoint)
+    doc = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+    )
+    trust = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "ec2.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
+    policy_arn = iam.create_policy(PolicyName="readers", PolicyDocument=doc)["Policy"]["Arn"]
+    iam.create_group(GroupName="admins")
+    for i in range(n + 1):
+        user = f"user{i}"
+        iam.create_user(UserName=user, Tags=[{"Key": "team", "Value": f"t{i}"}])
+        iam.put_user_policy(UserName=user, PolicyName="inline", PolicyDocument=doc)
+        iam.attach_user_policy(UserName=user, PolicyArn=policy_arn)
+        iam.add_user_to_group(GroupName="admins", UserName=user)
+        iam.create_access_key(UserName=user)
+    mfa = iam.create_virtual_mfa_device(VirtualMFADeviceName="user0-mfa")["VirtualMFADevice"]
+    iam.enable_mfa_device(
+        UserName="user0",
+        SerialNumber=mfa["SerialNumber"],
+        AuthenticationCode1="123456",
+        AuthenticationCode2="654321",
+    )
+    iam.create_role(RoleName="app", AssumeRolePolicyDocument=trust)
+    iam.create_role(RoleName=f"app-{n}", AssumeRolePolicyDocument=trust)
+
+    s3 = session.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    locked = f"locked-{account}"
+    s3.create_bucket(Bucket=locked)
+    s3.put_bucket_policy(
+        Bucket=locked,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": f"arn:aws:s3:::{locked}/*",
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    }
+                ],
+            }
+        ),
+    )
+    s3.put_bucket_encryption(
+        Bucket=locked,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    s3.put_bucket_versioning(Bucket=locked, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_tagging(Bucket=locked, Tagging={"TagSet": [{"Key": "owner", "Value": "sec"}]})
+    s3.put_public_access_block(
+        Bucket=locked,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    for i in range(n + 1):
+        s3.create_bucket(
+            Bucket=f"plain-{i}-{account}",
+            CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
+        )
+
+
+def _seed_scan_region(session: Any, endpoint: str, region: str, n: int) -> None:
+    ec2 = session.client("ec2", endpoint_url=endpoint, region_name=region)
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    ec2.create_tags(Resources=[vpc], Tags=[{"Key": "Name", "Value": f"app-{region}"}])
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=sg,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 443,
+                "ToPort": 443,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
+    instances = ec2.run_instances(
+        ImageId="ami-12345678", MinCount=n, MaxCount=n, SubnetId=subnet, SecurityGroupIds=[sg]
+    )["Instances"]
+    volume = ec2.create_volume(AvailabilityZone=f"{region}a", Size=8)["VolumeId"]
+    ec2.create_snapshot(VolumeId=volume)
+    ec2.allocate_address(Domain="vpc")
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+    ec2.create_route_table(VpcId=vpc)
+    ec2.create_network_acl(VpcId=vpc)
+    ec2.create_network_interface(SubnetId=subnet)
+    ec2.create_key_pair(KeyName=f"ops-{n}")
+
+    rds = session.client("rds", endpoint_url=endpoint, region_name=region)
+    rds.create_db_instance(
+        DBInstanceIdentifier=f"db-{n}",
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        AllocatedStorage=20,
+        MasterUsername="admin1",
+        MasterUserPassword="secret-password",
+        Tags=[{"Key": "tier", "Value": "data"}],
+    )
+    rds.create_db_snapshot(DBInstanceIdentifier=f"db-{n}", DBSnapshotIdentifier=f"db-{n}-manual")
+    rds.create_db_cluster(
+        DBClusterIdentifier=f"cluster-{n}",
+        Engine="aurora-postgresql",
+        MasterUsername="admin1",
+        MasterUserPassword="secret-password",
+    )
+    rds.create_db_cluster_snapshot(
+        DBClusterIdentifier=f"cluster-{n}", DBClusterSnapshotIdentifier=f"cluster-{n}-manual"
+    )
+
+    default_subnets = [
+        s["SubnetId"]
+        for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])[
+            "Subnets"
+        ]
+    ][:2]
+    elbv2 = session.client("elbv2", endpoint_url=endpoint, region_name=region)
+    lb_arn = elbv2.create_load_balancer(Name=f"alb-{n}", Subnets=default_subnets)["LoadBalancers"][
+        0
+    ]["LoadBalancerArn"]
+    default_vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    tg_arn = elbv2.create_target_group(
+        Name=f"tg-{n}", Protocol="HTTP", Port=80, VpcId=default_vpc["VpcId"]
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.create_listener(
+        LoadBalancerArn=lb_arn,
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
+    )
+    elb = session.client("elb", endpoint_url=endpoint, region_name=region)
+    elb.create_load_balancer(
+        LoadBalancerName=f"classic-{n}",
+        Listeners=[{"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": 8080}],
+        AvailabilityZones=[f"{region}a"],
+    )
+    elb.register_instances_with_load_balancer(
+        LoadBalancerName=f"classic-{n}", Instances=[{"InstanceId": instances[0]["InstanceId"]}]
+    )
+
+
+def _list_ids_with_boto3(session: Any, endpoint: str, region: str) -> dict[str, set[str]]:
+    """What boto3 lists directly in one account and region, by CloudFormation type."""
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=endpoint, region_name=region)
+
+    ec2, rds, elbv2, elb = client("ec2"), client("rds"), client("elbv2"), client("elb")
+    return {
+        "AWS::EC2::Instance": {
+            i["InstanceId"]
+            for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]
+        },
+        "AWS::EC2::SecurityGroup": {
+            g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]
+        },
+        "AWS::EC2::Volume": {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]},
+        "AWS::EC2::Snapshot": {
+            s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        },
+        "AWS::EC2::VPC": {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]},
+        "AWS::EC2::Subnet": {s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]},
+        "AWS::EC2::NetworkInterface": {
+            n["NetworkInterfaceId"] for n in ec2.describe_network_interfaces()["NetworkInterfaces"]
+        },
+        "AWS::EC2::InternetGateway": {
+            g["InternetGatewayId"] for g in ec2.describe_internet_gateways()["InternetGateways"]
+        },
+        "AWS::EC2::RouteTable": {
+            t["RouteTableId"] for t in ec2.describe_route_tables()["RouteTables"]
+        },
+        "AWS::EC2::NetworkAcl": {
+            a["NetworkAclId"] for a in ec2.describe_network_acls()["NetworkAcls"]
+        },
+        "AWS::EC2::EIP": {a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]},
+        "AWS::EC2::KeyPair": {k["KeyPairId"] for k in ec2.describe_key_pairs()["KeyPairs"]},
+        "AWS::RDS::DBInstance": {
+            d["DBInstanceIdentifier"] for d in rds.describe_db_instances()["DBInstances"]
+        },
+        "AWS::RDS::DBCluster": {
+            c["DBClusterIdentifier"] for c in rds.describe_db_clusters()["DBClusters"]
+        },
+        "AWS::RDS::DBSnapshot": {
+            s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]
+        },
+        "AWS::RDS::DBClusterSnapshot": {
+            s["DBClusterSnapshotIdentifier"]
+            for s in rds.describe_db_cluster_snapshots()["DBClusterSnapshots"]
+        },
+        "AWS::ElasticLoadBalancingV2::LoadBalancer": {
+            lb["LoadBalancerName"] for lb in elbv2.describe_load_balancers()["LoadBalancers"]
+        },
+        "AWS::ElasticLoadBalancingV2::TargetGroup": {
+            tg["TargetGroupName"] for tg in elbv2.describe_target_groups()["TargetGroups"]
+        },
+        "AWS::ElasticLoadBalancing::LoadBalancer": {
+            lb["LoadBalancerName"]
+            for lb in elb.describe_load_balancers()["LoadBalancerDescriptions"]
+        },
+    }
+
+
+def _list_global_ids_with_boto3(session: Any, endpoint: str) -> dict[str, set[str]]:
+    iam = session.client("iam", endpoint_url=endpoint)
+    s3 = session.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    return {
+        "AWS::IAM::User": {u["UserName"] for u in iam.list_users()["Users"]},
+        "AWS::IAM::Role": {r["RoleName"] for r in iam.list_roles()["Roles"]},
+        "AWS::IAM::Group": {g["GroupName"] for g in iam.list_groups()["Groups"]},
+        "AWS::IAM::ManagedPolicy": {
+            p["PolicyName"] for p in iam.list_policies(Scope="Local")["Policies"]
+        },
+        "AWS::S3::Bucket": {b["Name"] for b in s3.list_buckets()["Buckets"]},
+    }
+
+
+SCAN_ESTATE_TYPES = (
+    "AWS::EC2::Instance",
+    "AWS::EC2::SecurityGroup",
+    "AWS::EC2::Volume",
+    "AWS::EC2::Snapshot",
+    "AWS::EC2::VPC",
+    "AWS::EC2::Subnet",
+    "AWS::EC2::NetworkInterface",
+    "AWS::EC2::InternetGateway",
+    "AWS::EC2::RouteTable",
+    "AWS::EC2::NetworkAcl",
+    "AWS::EC2::EIP",
+    "AWS::EC2::KeyPair",
+    "AWS::RDS::DBInstance",
+    "AWS::RDS::DBCluster",
+    "AWS::RDS::DBSnapshot",
+    "AWS::RDS::DBClusterSnapshot",
+    "AWS::ElasticLoadBalancingV2::LoadBalancer",
+    "AWS::ElasticLoadBalancingV2::TargetGroup",
+    "AWS::ElasticLoadBalancing::LoadBalancer",
+    "AWS::IAM::User",
+    "AWS::IAM::Role",
+    "AWS::IAM::Group",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::S3::Bucket",
+)
+"""The types of the scan estate, each compared exactly with boto3's own listing."""
+
+
+@pytest.fixture(scope="session")
+def scan_estate(moto_endpoint: str) -> ScanEstate:
+    """3 fresh accounts x 3 regions, seeded with boto3; listings taken with boto3."""
+    import random
+
+    rng = random.Random()
+    accounts = [f"7{rng.randrange(10**10, 10**11):011d}" for _ in range(3)]
+    estate = ScanEstate(moto_endpoint, accounts)
+    for a, account in enumerate(accounts):
+        session = _boto3_account_session(moto_endpoint, account)
+        _seed_scan_globals(session, moto_endpoint, account, a)
+        for r, region in enumerate(SCAN_REGIONS):
+            _seed_scan_region(session, moto_endpoint, region, 1 + (a + r) % 3)
+        for cfn_type, ids in _list_global_ids_with_boto3(session, moto_endpoint).items():
+            estate.expected[(account, "global", cfn_type)] = ids
+        for region in SCAN_REGIONS:
+            for cfn_type, ids in _list_ids_with_boto3(session, moto_endpoint, region).items():
+                estate.expected[(account, region, cfn_type)] = ids
+    return estate
+
+
+@pytest.fixture(scope="session")
+async def denying_proxy(moto_endpoint: str) -> AsyncIterator[str]:
+    """A reverse proxy in front of moto answering AccessDenied for every request signed for
+    region SCAN_DENIED_REGION or service SCAN_DENIED_SERVICE (read from the SigV4 credential
+    scope of the Authorization header), in the error format of the request's protocol."""
+    import re
+
+    import aiohttp
+    from aiohttp import web
+    from yarl import URL
+
+    scope_re = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+    hop_by_hop = {"host", "content-length", "transfer-encoding", "connection"}
+
+    def denial(request: web.Request, service: str) -> web.Response:
+        message = "User is not authorized (denied by the test proxy)"
+        if "X-Amz-Target" in request.headers:
+            return web.json_response(
+                {"__type": "AccessDeniedException", "message": message}, status=400
+            )
+        if service == "ec2":
+            body = (
+                "<Response><Errors><Error><Code>UnauthorizedOperation</Code>"
+                f"<Message>{message}</Message></Error></Errors><RequestID>1</RequestID></Response>"
+            )
+        elif service == "s3":
+            body = f"<Error><Code>AccessDenied</Code><Message>{message}</Message></Error>"
+        else:
+            body = (
+                "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+                f"<Message>{message}</Message></Error><RequestId>1</RequestId></ErrorResponse>"
+            )
+        return web.Response(status=403, text=body, content_type="text/xml")
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        match = scope_re.search(request.headers.get("Authorization", ""))
+        if match and (match[1] == SCAN_DENIED_REGION or match[2] == SCAN_DENIED_SERVICE):
+            return denial(request, match[2])
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop}
+        async with client.request(
+            request.method,
+            URL(moto_endpoint + request.raw_path, encoded=True),
+            headers=headers,
+            data=await request.read(),
+            allow_redirects=False,
+        ) as upstream:
+            body = await upstream.read()
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in hop_by_hop}
+            return web.Response(status=upstream.status, body=body, headers=out)
+
+    client = aiohttp.ClientSession(auto_decompress=False)
+    app = web.Application(client_max_size=64 * 1024**2)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        await client.close()

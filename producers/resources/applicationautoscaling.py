@@ -23,6 +23,8 @@ SERVICE_NAMESPACES: tuple[str, ...] = (
     "workspaces",
 )
 _VARIANTS = tuple({"ServiceNamespace": namespace} for namespace in SERVICE_NAMESPACES)
+# A namespace the region (or an emulator) does not support is rejected as invalid input.
+_NAMESPACE_NOT_HERE = frozenset({"ValidationException"})
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
@@ -31,6 +33,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         list_operation="DescribeScalableTargets",
         result_path="ScalableTargets[]",
         list_param_variants=_VARIANTS,
+        ignore_error_codes=_NAMESPACE_NOT_HERE,
         id_field="ScalableTargetARN",
         name_field="ResourceId",
         arn_field="ScalableTargetARN",
@@ -41,6 +44,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         list_operation="DescribeScalingPolicies",
         result_path="ScalingPolicies[]",
         list_param_variants=_VARIANTS,
+        ignore_error_codes=_NAMESPACE_NOT_HERE,
         id_field="PolicyARN",
         name_field="PolicyName",
         arn_field="PolicyARN",

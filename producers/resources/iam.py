@@ -1,8 +1,9 @@
 """IAM users, roles, groups and customer-managed policies (global).
 
-All four are listed with GetAccountAuthorizationDetails, which returns each principal with its
-inline policy documents, attached managed policies and tags in one paginated call. Users add
-their access keys (metadata only), MFA devices and console login profile.
+Users, roles and groups are listed with GetAccountAuthorizationDetails, which returns each
+principal with its inline policy documents, attached managed policies and tags in one
+paginated call. Users add their access keys (metadata only), MFA devices and console login
+profile. Customer-managed policies add their default version's document.
 """
 
 from __future__ import annotations
@@ -142,11 +143,27 @@ SPECS: tuple[ResourceSpec, ...] = (
             )
         },
     ),
-    _authorization_details(
-        "AWS::IAM::ManagedPolicy",
-        "LocalManagedPolicy",
-        "Policies[]",
-        "PolicyName",
+    ResourceSpec(
+        cfn_type="AWS::IAM::ManagedPolicy",
+        service="iam",
+        list_operation="ListPolicies",
+        list_params={"Scope": "Local"},
+        result_path="Policies[]",
+        id_field="PolicyName",
+        name_field="PolicyName",
+        arn_field="Arn",
+        tags_field="Tags",
+        global_service=True,
+        details=(
+            DetailCall(
+                operation="GetPolicyVersion",
+                params={"PolicyArn": "Arn", "VersionId": "DefaultVersionId"},
+                result_path="PolicyVersion",
+                merge_key="DefaultVersion",
+            ),
+        ),
+        # Follows the principals it is attached to, which are recorded on them.
+        volatile_fields=("AttachmentCount",),
         event_resource_ids={"CreatePolicy": "responseElements.policy.policyName"},
     ),
 )

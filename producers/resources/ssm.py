@@ -13,6 +13,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         id_field="Name",
         name_field="Name",
         arn_field="ARN",
+        arn_template="arn:{partition}:ssm:{region}:{account}:parameter/{id_relative}",
         tags_field="Tags",
         details=(
             DetailCall(
