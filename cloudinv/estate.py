@@ -1009,10 +1009,16 @@ class EstateMutator:
         self.steps_done += 1
         return change
 
-    async def run(self, interval_s: float, stop_event: asyncio.Event) -> int:
+    async def run(
+        self,
+        interval_s: float,
+        stop_event: asyncio.Event,
+        on_change: Callable[[EstateChange], Awaitable[None]] | None = None,
+    ) -> int:
         """Step every ``interval_s`` seconds until ``stop_event`` is set; returns steps made.
 
-        A step that AWS (moto) refuses is logged and skipped; the loop goes on.
+        A step that AWS (moto) refuses is logged and skipped; the loop goes on. Each change
+        made is passed to ``on_change`` (the demo's CloudTrail writer).
         """
         while not stop_event.is_set():
             try:
@@ -1021,6 +1027,8 @@ class EstateMutator:
                 log.warning("estate change failed: %s", exc)
             else:
                 log.info("estate change: %s", change.summary())
+                if on_change is not None:
+                    await on_change(change)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), timeout=interval_s)
         return self.steps_done
