@@ -1,0 +1,139 @@
+"""Near-real-time re-describe: a CloudTrail write event re-scans just the scope it touched and
+publishes the named resources with the event's attribution."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+
+import boto3
+from aiobotocore.session import get_session
+from aiokafka import AIOKafkaConsumer
+
+from cloudinv.codec import decode
+from cloudinv.models import CloudTrailEvent, Principal, ResourceSnapshot
+from cloudinv.settings import AccountRole, AwsSettings
+from cloudinv.topics import Topic, topic_name
+from producers.credentials import AwsAccess
+from producers.publisher import KafkaPublisher
+from producers.reactor import ChangeReactor, EventIndex
+from producers.registry import default_registry
+
+
+def _event(name: str, account: str, region: str, **fields: object) -> CloudTrailEvent:
+    return CloudTrailEvent(
+        event_id=f"ev-{random.random()}",
+        event_time=datetime.now(UTC),
+        event_source="ec2.amazonaws.com",
+        service="ec2",
+        event_name=name,
+        region=region,
+        account_id=account,
+        principal=Principal(type="IAMUser", arn=f"arn:aws:iam::{account}:user/alice", name="alice"),
+        source_ip="198.51.100.7",
+        read_only=False,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_index_finds_ids_through_the_declared_expressions() -> None:
+    index = EventIndex(default_registry())
+    run = _event(
+        "RunInstances",
+        "111111111111",
+        "eu-west-1",
+        response_elements={
+            "instancesSet": {"items": [{"instanceId": "i-1"}, {"instanceId": "i-2"}]}
+        },
+    )
+    (trigger,) = index.triggers(run)
+    assert trigger.spec.cfn_type == "AWS::EC2::Instance"
+    assert trigger.ids == {"i-1", "i-2"} and trigger.region == "eu-west-1"
+    tags = _event(
+        "CreateTags",
+        "111111111111",
+        "eu-west-1",
+        request_parameters={"resourcesSet": {"items": [{"resourceId": "sg-9"}]}},
+    )
+    assert {t.spec.cfn_type for t in index.triggers(tags)} >= {
+        "AWS::EC2::Instance",
+        "AWS::EC2::SecurityGroup",
+    }
+    failed = run.model_copy(update={"error_code": "UnauthorizedOperation"})
+    assert index.triggers(failed) == []
+    read = run.model_copy(update={"read_only": True})
+    assert index.triggers(read) == []
+
+
+async def test_run_instances_event_publishes_the_instance_with_attribution(
+    moto_endpoint: str, broker: str, unique: str
+) -> None:
+    account = f"5{random.randrange(10**10, 10**11)}"
+    role = f"arn:aws:iam::{account}:role/cloudinv-reader"
+    creds = boto3.client("sts", endpoint_url=moto_endpoint, region_name="us-east-1").assume_role(
+        RoleArn=role, RoleSessionName="seed"
+    )["Credentials"]
+    ec2 = boto3.client(
+        "ec2",
+        endpoint_url=moto_endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    image = ec2.register_image(Name="img", RootDeviceName="/dev/sda1")["ImageId"]
+    existing = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
+    new = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
+
+    aws = AwsSettings(
+        accounts=[AccountRole(role_arn=role)], regions=["eu-west-1"], endpoint_url=moto_endpoint
+    )
+    session = get_session()
+    session.set_credentials("testing", "testing")
+    prefix = f"r{unique}"
+    publisher = KafkaPublisher({"bootstrap_servers": broker}, prefix)
+    await publisher.start()
+    reactor = ChangeReactor(
+        aws,
+        publisher,
+        {"bootstrap_servers": broker},
+        prefix,
+        access=AwsAccess.from_settings(aws, base_session=session),
+    )
+    event = _event(
+        "RunInstances",
+        account,
+        "eu-west-1",
+        response_elements={"instancesSet": {"items": [{"instanceId": new["InstanceId"]}]}},
+    )
+    try:
+        attributed = await reactor.handle([event])
+    finally:
+        await publisher.stop()
+    assert attributed == 1
+    assert reactor.stats.rescans == 1
+
+    consumer = AIOKafkaConsumer(
+        topic_name(Topic.SNAPSHOTS, prefix),
+        bootstrap_servers=broker,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    snapshots: list[ResourceSnapshot] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(snapshots) < 2:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    snapshots += [decode(ResourceSnapshot, r.value) for r in records]
+    finally:
+        await consumer.stop()
+    by_id = {s.resource_id: s for s in snapshots}
+    assert set(by_id) == {existing["InstanceId"], new["InstanceId"]}
+    attribution = by_id[new["InstanceId"]].attribution
+    assert attribution is not None
+    assert attribution.event_id == event.event_id
+    assert attribution.principal_arn == f"arn:aws:iam::{account}:user/alice"
+    assert attribution.source_ip == "198.51.100.7"
+    assert by_id[existing["InstanceId"]].attribution is None
