@@ -187,8 +187,9 @@ async def run_backfill(args: argparse.Namespace) -> int:
         f"backfill: {stats.files_done} file(s) published ({stats.events} events), "
         f"{stats.already_done} already done, {stats.rejected_files} rejected file(s), "
         f"{stats.rejected_records} rejected record(s)"
+        + (f", {stats.failed} failed (run again to retry them)" if stats.failed else "")
     )
-    return 0
+    return 1 if stats.failed else 0
 
 
 async def run_tail(args: argparse.Namespace) -> int:

@@ -1,0 +1,433 @@
+"""Tailing CloudTrail from SQS into the CloudTrail topic.
+
+Two kinds of SQS message are understood, on the same or separate queues:
+
+- S3 event notifications for new log files (directly, or wrapped by SNS; CloudTrail's own
+  SNS notification ``{"s3Bucket", "s3ObjectKey": [...]}`` too). Keys are URL-decoded; digest
+  files and ``s3:TestEvent`` are skipped. Each file is streamed from S3 (bounded concurrency),
+  gunzipped when it is gzip, parsed, normalized and published.
+- CloudTrail events delivered by EventBridge: the body is an EventBridge envelope whose
+  ``detail`` is the CloudTrail record.
+
+A message is deleted only after Kafka acknowledged every event it led to. A file that is not
+valid gzip or JSON (or an S3 object that no longer exists, or a body that is no known
+message) is recorded in the :class:`~producers.cloudtrail.logfile.RejectionLog` and skipped,
+and its message is deleted so it does not come back forever; the rest of the batch goes on.
+A transient failure (S3 or Kafka unreachable) leaves the message in the queue, to be
+received again after its visibility timeout — every sink is idempotent by event id.
+
+Entry point for the runtime: :func:`tail` (or :class:`CloudTrailTailer` for more control).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+import orjson
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cloudinv.errors import CloudinvError
+from producers.cloudtrail.logfile import (
+    LogFileDecoder,
+    ParsedLog,
+    RejectedFileError,
+    RejectionLog,
+    encode_records,
+    is_digest_key,
+    parse_log_async,
+)
+from producers.cloudtrail.normalize import unwrap_eventbridge
+from producers.cloudtrail.publish import CloudTrailPublisher
+
+__all__ = [
+    "CloudTrailTailer",
+    "InlineRecords",
+    "S3Object",
+    "Skip",
+    "TailerConfig",
+    "TailerError",
+    "TailerStats",
+    "Unrecognized",
+    "classify_message",
+    "read_s3_log",
+    "tail",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 256 * 1024
+_GONE = frozenset({"NoSuchKey", "NoSuchBucket", "404"})
+"""S3 errors that will not fix themselves: the file is recorded as rejected."""
+
+
+# --- what a message asks for ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Object:
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class InlineRecords:
+    """CloudTrail records carried in the message itself (EventBridge)."""
+
+    records: list[dict[str, Any]]
+    source: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unrecognized:
+    reason: str
+
+
+Work = S3Object | InlineRecords | Skip | Unrecognized
+
+
+def classify_message(body: str | bytes, message_id: str = "?") -> list[Work]:
+    """What one SQS message body asks the tailer to do (pure; no I/O)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return [Unrecognized("message body is not JSON")]
+    if not isinstance(doc, dict):
+        return [Unrecognized("message body is not a JSON object")]
+    # S3 → SNS → SQS (without raw delivery): the S3 document is a string in "Message".
+    if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
+        return classify_message(doc["Message"], message_id)
+    if doc.get("Event") == "s3:TestEvent":
+        return [Skip("s3:TestEvent")]
+    if isinstance(doc.get("Records"), list):
+        return [_s3_record(r) for r in doc["Records"]] or [Skip("no records")]
+    if isinstance(doc.get("s3ObjectKey"), list) and isinstance(doc.get("s3Bucket"), str):
+        # CloudTrail's own SNS notification: keys are not URL-encoded there.
+        return [_object(doc["s3Bucket"], key) for key in doc["s3ObjectKey"]]
+    if "detail-type" in doc and "detail" in doc:
+        record = unwrap_eventbridge(doc)
+        if record is None:
+            return [
+                Unrecognized(
+                    f"EventBridge event {doc.get('detail-type')!r} has no CloudTrail record"
+                )
+            ]
+        return [InlineRecords([record], source=f"eventbridge:{doc.get('id', message_id)}")]
+    return [
+        Unrecognized("not an S3 notification, CloudTrail SNS notification or EventBridge event")
+    ]
+
+
+def _s3_record(record: Any) -> Work:
+    if not isinstance(record, dict) or not isinstance(record.get("s3"), dict):
+        return Unrecognized("S3 notification record without s3")
+    name = str(record.get("eventName", ""))
+    if not name.startswith(("ObjectCreated", "s3:ObjectCreated")):
+        return Skip(f"S3 event {name}")
+    try:
+        bucket = record["s3"]["bucket"]["name"]
+        key = unquote_plus(record["s3"]["object"]["key"])
+    except (KeyError, TypeError):
+        return Unrecognized("S3 notification record without bucket name or object key")
+    return _object(bucket, key)
+
+
+def _object(bucket: str, key: str) -> Work:
+    if is_digest_key(key):
+        return Skip("digest file")
+    if key.endswith("/"):
+        return Skip("folder marker")
+    return S3Object(bucket, key)
+
+
+# --- reading a log file from S3 ------------------------------------------------------------
+
+
+async def read_s3_log(s3: Any, obj: S3Object) -> ParsedLog:
+    """Stream one log file from S3, gunzip, parse. Raises RejectedFileError, ClientError."""
+    response = await s3.get_object(Bucket=obj.bucket, Key=obj.key)
+    decoder = LogFileDecoder(obj.uri, expect_gzip=obj.key.endswith(".gz"))
+    async with response["Body"] as body:
+        while chunk := await body.read(CHUNK_SIZE):
+            decoder.feed(chunk)
+    return await parse_log_async(decoder.finish(), obj.uri)
+
+
+# --- the tailer ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TailerConfig:
+    queue_url: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    wait_time_s: int = 20
+    """SQS long polling (0-20 s)."""
+    max_messages: int = 10
+    max_concurrent_downloads: int = 8
+    max_messages_in_flight: int = 32
+    visibility_timeout_s: int | None = None
+    """Override the queue's visibility timeout for received messages."""
+
+
+@dataclass
+class TailerStats:
+    messages: int = 0
+    deleted: int = 0
+    files: int = 0
+    events: int = 0
+    skipped: int = 0
+    rejected_files: int = 0
+    rejected_records: int = 0
+    retried: int = 0
+    """Messages left in the queue after a transient failure."""
+    idle_polls: int = 0
+    errors: list[str] = field(default_factory=list)
+    """The latest 100 errors."""
+
+
+class TailerError(CloudinvError):
+    """The tailer cannot run (its queue is missing or not readable)."""
+
+
+class _Transient(Exception):
+    """A failure that may pass: leave the message for another try."""
+
+
+class CloudTrailTailer:
+    """Receive, process and delete SQS messages until stopped (see module docstring)."""
+
+    def __init__(
+        self,
+        config: TailerConfig,
+        publisher: CloudTrailPublisher,
+        rejections: RejectionLog,
+        *,
+        session: AioSession | None = None,
+    ) -> None:
+        self.config = config
+        self.publisher = publisher
+        self.rejections = rejections
+        self.stats = TailerStats()
+        self._session = session or get_session()
+        self._downloads = asyncio.Semaphore(config.max_concurrent_downloads)
+        self._in_flight = asyncio.Semaphore(config.max_messages_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sqs: Any = None
+        self._s3: Any = None
+
+    @contextlib.asynccontextmanager
+    async def _clients(self) -> AsyncIterator[None]:
+        aio_config = AioConfig(
+            retries={"mode": "standard", "max_attempts": 5},
+            max_pool_connections=self.config.max_concurrent_downloads + 4,
+            read_timeout=max(60, self.config.wait_time_s + 10),
+        )
+        common: dict[str, Any] = {
+            "region_name": self.config.region,
+            "endpoint_url": self.config.endpoint_url,
+            "config": aio_config,
+        }
+        async with (
+            self._session.create_client("sqs", **common) as sqs,
+            self._session.create_client("s3", **common) as s3,
+        ):
+            self._sqs, self._s3 = sqs, s3
+            try:
+                yield
+            finally:
+                self._sqs = self._s3 = None
+
+    async def run(
+        self, stop: asyncio.Event | None = None, *, until_idle: bool = False
+    ) -> TailerStats:
+        """Poll until ``stop`` is set (or cancelled); with ``until_idle``, return after the
+        first empty receive once nothing is in flight. In-flight messages finish first."""
+        stop = stop or asyncio.Event()
+        async with self._clients():
+            await self._check_queue()
+            try:
+                while not stop.is_set():
+                    received = await self._receive(stop)
+                    if received == 0:
+                        self.stats.idle_polls += 1
+                        if until_idle:
+                            await self._drain()
+                            if await self._receive(stop, peek=True) == 0:
+                                break
+            finally:
+                await self._drain()
+        return self.stats
+
+    async def _check_queue(self) -> None:
+        try:
+            await self._sqs.get_queue_attributes(
+                QueueUrl=self.config.queue_url, AttributeNames=["QueueArn"]
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+                raise TailerError(
+                    f"SQS queue {self.config.queue_url} does not exist: check the CloudTrail "
+                    "queue URL (and region)"
+                ) from None
+            raise TailerError(f"cannot use SQS queue {self.config.queue_url}: {exc}") from None
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _receive(self, stop: asyncio.Event, *, peek: bool = False) -> int:
+        kwargs: dict[str, Any] = {
+            "QueueUrl": self.config.queue_url,
+            "MaxNumberOfMessages": self.config.max_messages,
+            "WaitTimeSeconds": 0 if peek else self.config.wait_time_s,
+        }
+        if self.config.visibility_timeout_s is not None:
+            kwargs["VisibilityTimeout"] = self.config.visibility_timeout_s
+        receive = asyncio.ensure_future(self._sqs.receive_message(**kwargs))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            # A stop request must not wait out a 20 s long poll.
+            await asyncio.wait({receive, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not receive.done():
+            receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ClientError, BotoCoreError):
+                await receive
+            return 0
+        try:
+            response = receive.result()
+        except (ClientError, BotoCoreError) as exc:
+            self._note(f"receive: {exc}")
+            log.warning("cloudtrail: cannot receive from %s: %s", self.config.queue_url, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=5)
+            return 0
+        messages = response.get("Messages", [])
+        for message in messages:
+            await self._in_flight.acquire()
+            task = asyncio.create_task(self._handle(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        return len(messages)
+
+    def _note(self, error: str) -> None:
+        self.stats.errors = [*self.stats.errors[-99:], error]
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._in_flight.release()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("cloudtrail: message handling failed: %r", exc)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        self.stats.messages += 1
+        message_id = message.get("MessageId", "?")
+        work = classify_message(message.get("Body", ""), message_id)
+        results = await asyncio.gather(
+            *(self._do(item, message_id) for item in work), return_exceptions=True
+        )
+        transient = [r for r in results if isinstance(r, BaseException)]
+        if transient:
+            self.stats.retried += 1
+            self._note(f"message {message_id}: {transient[0]}")
+            log.warning(
+                "cloudtrail: message %s left in the queue for a retry: %s", message_id, transient[0]
+            )
+            return
+        await self._delete(message)
+
+    async def _do(self, item: Work, message_id: str) -> None:
+        if isinstance(item, Skip):
+            self.stats.skipped += 1
+            log.debug("cloudtrail: skipped %s (%s)", message_id, item.reason)
+        elif isinstance(item, Unrecognized):
+            await self._reject(f"sqs:{message_id}", item.reason)
+        elif isinstance(item, InlineRecords):
+            parsed = await asyncio.to_thread(encode_records, item.records, item.source)
+            await self._publish(parsed)
+        else:
+            await self._process_object(item)
+
+    async def _process_object(self, obj: S3Object) -> None:
+        async with self._downloads:
+            try:
+                parsed = await read_s3_log(self._s3, obj)
+            except RejectedFileError as exc:
+                await self._reject(exc.source, exc.reason)
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in _GONE:
+                    await self._reject(obj.uri, f"cannot read from S3: {code}")
+                    return
+                raise _Transient(f"{obj.uri}: {exc}") from exc
+            except (TimeoutError, BotoCoreError, OSError) as exc:
+                raise _Transient(f"{obj.uri}: {exc!r}") from exc
+        self.stats.files += 1
+        await self._publish(parsed)
+
+    async def _publish(self, parsed: ParsedLog) -> None:
+        if parsed.bad_records:
+            self.stats.rejected_records += len(parsed.bad_records)
+            await self.rejections.record(
+                parsed.source,
+                parsed.bad_records_reason(),
+                records=len(parsed.bad_records),
+            )
+        await self.publisher.publish(parsed.messages)
+        self.stats.events += len(parsed.messages)
+
+    async def _reject(self, source: str, reason: str) -> None:
+        self.stats.rejected_files += 1
+        await self.rejections.record(source, reason)
+
+    async def _delete(self, message: dict[str, Any]) -> None:
+        try:
+            await self._sqs.delete_message(
+                QueueUrl=self.config.queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+            self.stats.deleted += 1
+        except (ClientError, BotoCoreError) as exc:
+            # Received again later; the sinks are idempotent.
+            self._note(f"delete: {exc}")
+            log.warning("cloudtrail: cannot delete message: %s", exc)
+
+
+async def tail(
+    queue_url: str,
+    *,
+    kafka_client_kwargs: dict[str, Any],
+    topic_prefix: str,
+    data_dir: Path | None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    stop: asyncio.Event | None = None,
+    until_idle: bool = False,
+    **options: Any,
+) -> TailerStats:
+    """Run a tailer with its own Kafka producer until ``stop`` is set or the task is
+    cancelled. ``options`` are further :class:`TailerConfig` fields."""
+    config = TailerConfig(queue_url=queue_url, region=region, endpoint_url=endpoint_url, **options)
+    async with CloudTrailPublisher(kafka_client_kwargs, topic_prefix) as publisher:
+        tailer = CloudTrailTailer(config, publisher, RejectionLog(data_dir))
+        return await tailer.run(stop, until_idle=until_idle)

@@ -1,0 +1,1 @@
+"""Sinks: where versions, changes, events and alerts are kept (local SQLite + Parquet, S3, DynamoDB)."""

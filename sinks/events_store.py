@@ -1,0 +1,952 @@
+"""The CloudTrail events store: every event once, activity aggregates, and the queries the
+API serves (events by principal, service, account, time, event name and request
+parameters; principals; services; hourly and daily activity).
+
+SQLite in WAL mode at ``<data dir>/store/events.sqlite3``. Writes go through one writer
+thread, reads through a small pool of read-only connections, so the event loop never waits
+on SQLite and readers never wait on the writer.
+
+Counting once: :meth:`EventsStore.write_batch` stages a batch, drops the events already
+stored (by ``event_id``), and in the same transaction inserts the rest and adds exactly
+those to the aggregates. A replayed batch, or the same log file delivered twice, changes
+nothing. Aggregates are therefore derived from the deduplicated store, never from the raw
+stream.
+
+Times are stored as epoch milliseconds (UTC). Ranges are ``[since, until)``; a ``date``
+given as ``until`` means "through the end of that day" (the replaced tool excluded it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cloudinv.codec import encode
+from cloudinv.models import CloudTrailEvent, Principal, UtcDatetime
+
+__all__ = [
+    "EVENTS_STORE_FILE",
+    "ActivityBucket",
+    "ActivityUpdate",
+    "EventFilters",
+    "EventPage",
+    "EventsStore",
+    "EventsStoreError",
+    "Granularity",
+    "PrincipalSummary",
+    "ServiceSummary",
+    "WriteResult",
+    "events_store_path",
+    "flatten_params",
+]
+
+EVENTS_STORE_FILE = Path("store") / "events.sqlite3"
+Granularity = Literal["hour", "day"]
+_BUCKET_MS: dict[str, int] = {"hour": 3_600_000, "day": 86_400_000}
+_MAX_PARAMS = 64
+_MAX_PARAM_VALUE = 256
+
+
+def events_store_path(data_dir: Path) -> Path:
+    return data_dir / EVENTS_STORE_FILE
+
+
+class EventsStoreError(Exception):
+    """The store cannot do what was asked (closed, bad cursor, bad arguments)."""
+
+
+# --- what the queries return ---------------------------------------------------------------
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EventPage(_Record):
+    """Events, newest first; pass ``next_cursor`` back for the next page."""
+
+    items: list[CloudTrailEvent]
+    next_cursor: str | None = Field(default=None, description="None on the last page")
+
+
+class PrincipalSummary(_Record):
+    label: str = Field(description="The principal's key: ARN, root:<account> or service")
+    type: str | None = None
+    name: str | None = None
+    arn: str | None = None
+    account_id: str
+    events: int
+    errors: int
+    writes: int
+    first_seen: UtcDatetime
+    last_seen: UtcDatetime
+
+
+class ServiceSummary(_Record):
+    service: str
+    events: int
+    errors: int
+    writes: int
+
+
+class ActivityBucket(_Record):
+    """Activity of one principal or service (or all) in one hour or day."""
+
+    start: UtcDatetime
+    events: int
+    errors: int
+    writes: int
+    reads: int
+    by_event_name: dict[str, int] = Field(default_factory=dict)
+
+
+class ActivityUpdate(_Record):
+    """An aggregate after a batch: the new totals of one bucket of one principal or service
+    in one account. Published on the activity topic, keyed by ``kind:key``."""
+
+    granularity: Granularity
+    kind: Literal["principal", "service"]
+    key: str
+    account_id: str
+    bucket: ActivityBucket
+
+    @property
+    def topic_key(self) -> str:
+        return f"{self.kind}:{self.key}"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    received: int
+    inserted: int
+    updates: list[ActivityUpdate]
+    rejected: list[str] = field(default_factory=list)
+    """Why messages of the batch that are not CloudTrail events were left out."""
+
+
+@dataclass(frozen=True)
+class EventFilters:
+    """The filters of :meth:`EventsStore.events` and :meth:`EventsStore.count`.
+
+    ``params`` maps a dotted path into the request parameters (list items share their
+    list's path, e.g. ``instancesSet.items.instanceId``) to the value as text.
+    """
+
+    principal: str | None = None
+    user_name: str | None = None
+    service: str | None = None
+    event_name: str | None = None
+    account_id: str | None = None
+    region: str | None = None
+    errors_only: bool = False
+    read_only: bool | None = None
+    since: datetime | date | None = None
+    until: datetime | date | None = None
+    params: tuple[tuple[str, str], ...] = ()
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT NOT NULL UNIQUE,
+    event_time INTEGER NOT NULL,
+    account_id TEXT NOT NULL,
+    region TEXT NOT NULL,
+    service TEXT NOT NULL,
+    event_name TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    principal_name TEXT,
+    read_only INTEGER,
+    error_code TEXT,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events(event_time);
+CREATE INDEX IF NOT EXISTS events_by_principal ON events(principal, event_time);
+CREATE INDEX IF NOT EXISTS events_by_service ON events(service, event_time);
+CREATE INDEX IF NOT EXISTS events_by_account ON events(account_id, event_time);
+CREATE INDEX IF NOT EXISTS events_by_name ON events(event_name, event_time);
+CREATE INDEX IF NOT EXISTS events_by_user ON events(principal_name, event_time);
+CREATE TABLE IF NOT EXISTS event_params (
+    path TEXT NOT NULL,
+    value TEXT NOT NULL,
+    event_rowid INTEGER NOT NULL,
+    PRIMARY KEY (path, value, event_rowid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS activity (
+    granularity TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    event_name TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    writes INTEGER NOT NULL,
+    PRIMARY KEY (granularity, kind, key, account_id, bucket, event_name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS activity_by_bucket ON activity(granularity, kind, bucket);
+CREATE TABLE IF NOT EXISTS principals (
+    label TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    type TEXT,
+    name TEXT,
+    arn TEXT,
+    events INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    writes INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (label, account_id)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = (
+    "event_id, event_time, account_id, region, service, event_name, principal, "
+    "principal_name, read_only, error_code, body"
+)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def _ms(value: datetime) -> int:
+    """Epoch milliseconds, floored exactly (integer arithmetic, no float rounding)."""
+    return (value - _EPOCH) // _ONE_MS
+
+
+def _from_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def _bound_ms(value: datetime | date | None, *, end: bool) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return _ms(moment)
+    day = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return _ms(day + timedelta(days=1) if end else day)
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def flatten_params(params: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Scalar leaves of request parameters as (dotted path, text value), list items under
+    their list's path; at most 64 leaves, values longer than 256 characters left out."""
+    out: list[tuple[str, str]] = []
+
+    def walk(value: Any, path: str) -> None:
+        if len(out) >= _MAX_PARAMS:
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, path)
+        elif value is not None and path:
+            text = _param_text(value)
+            if len(text) <= _MAX_PARAM_VALUE:
+                out.append((path, text))
+
+    walk(params or {}, "")
+    return list(dict.fromkeys(out))
+
+
+def _row(event: CloudTrailEvent) -> tuple[Any, ...]:
+    p = event.principal
+    return (
+        event.event_id,
+        _ms(event.event_time),
+        event.account_id,
+        event.region,
+        event.service,
+        event.event_name,
+        p.label,
+        p.name,
+        None if event.read_only is None else int(event.read_only),
+        event.error_code,
+        encode(event),
+        p.type,
+        p.arn,
+    )
+
+
+_EVENT_FIELDS = frozenset(CloudTrailEvent.model_fields)
+_PRINCIPAL_FIELDS = frozenset(Principal.model_fields)
+_PRINCIPAL_DEFAULTS = {name: None for name in _PRINCIPAL_FIELDS}
+_LABEL: Callable[[Any], str] = vars(Principal)["label"].fget
+_REQUIRED_STR = ("event_id", "event_time", "event_source", "service", "event_name", "region")
+_OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
+    "source_ip": str,
+    "user_agent": str,
+    "read_only": bool,
+    "error_code": str,
+    "error_message": str,
+    "event_type": str,
+    "resources": list,
+    "request_parameters": dict,
+    "response_elements": dict,
+    "source_file": str,
+}
+
+
+def _row_from_json(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    """A row straight from an encoded event (the wire format of the CloudTrail topic),
+    checked field by field without building the model: the worker's hot path."""
+    d = orjson.loads(data)
+    if not isinstance(d, dict) or not d.keys() <= _EVENT_FIELDS:
+        raise ValueError("not a CloudTrailEvent object")
+    for name in _REQUIRED_STR:
+        if not isinstance(d.get(name), str):
+            raise ValueError(f"{name} missing or not a string")
+    if not isinstance(d.get("account_id"), str):
+        raise ValueError("account_id missing or not a string")
+    for name, kind in _OPTIONAL_TYPES.items():
+        value = d.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise ValueError(f"{name} has the wrong type")
+    raw_principal = d.get("principal")
+    if not isinstance(raw_principal, dict) or not raw_principal.keys() <= _PRINCIPAL_FIELDS:
+        raise ValueError("principal missing or malformed")
+    if not all(v is None or isinstance(v, str) for v in raw_principal.values()):
+        raise ValueError("principal fields must be strings")
+    # Principal.label itself, on a plain namespace: the one definition, without building
+    # a model per event.
+    principal = SimpleNamespace(**(_PRINCIPAL_DEFAULTS | raw_principal))
+    label: str = _LABEL(principal)
+    moment = datetime.fromisoformat(d["event_time"])
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    read_only = d.get("read_only")
+    row = (
+        d["event_id"],
+        _ms(moment),
+        d["account_id"],
+        d["region"],
+        d["service"],
+        d["event_name"],
+        label,
+        principal.name,
+        None if read_only is None else int(read_only),
+        d.get("error_code"),
+        bytes(data),
+        principal.type,
+        principal.arn,
+    )
+    return row, d.get("request_parameters")
+
+
+Prepared = tuple[tuple[Any, ...], list[tuple[str, str]]]
+"""One event's row and its request-parameter (path, value) pairs."""
+
+
+def _prepare(batch: Sequence[CloudTrailEvent | bytes]) -> tuple[dict[str, Prepared], list[str]]:
+    """Rows by event id (the first of any duplicates in the batch), and the reasons for the
+    messages that are not events."""
+    prepared: dict[str, Prepared] = {}
+    rejected: list[str] = []
+    for item in batch:
+        if isinstance(item, CloudTrailEvent):
+            row, request = _row(item), item.request_parameters
+        else:
+            try:
+                row, request = _row_from_json(item)
+            except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+                # Not in the fast path's shape: the model decides, and names the problem.
+                try:
+                    event = CloudTrailEvent.model_validate_json(item)
+                except ValidationError as exc:
+                    rejected.append(f"not a CloudTrailEvent: {exc.errors()[0]}")
+                    continue
+                row, request = _row(event), event.request_parameters
+        if row[0] not in prepared:
+            prepared[row[0]] = (row, flatten_params(request))
+    return prepared, rejected
+
+
+AggregateKey = tuple[str, str, str, str, int, str]
+"""(granularity, kind, key, account, bucket start ms, event name)"""
+
+
+def _aggregates(rows: Iterable[tuple[Any, ...]]) -> dict[AggregateKey, list[int]]:
+    """Events, errors and writes per aggregate key, over new rows only."""
+    out: dict[AggregateKey, list[int]] = {}
+    for row in rows:
+        event_time, account, service, name, principal = row[1], row[2], row[4], row[5], row[6]
+        error = int(row[9] is not None)
+        write = int(row[8] == 0)
+        for granularity, size in _BUCKET_MS.items():
+            bucket = event_time - event_time % size
+            for kind, key in (("principal", principal), ("service", service)):
+                agg_key = (granularity, kind, key, account, bucket, name)
+                counts = out.get(agg_key)
+                if counts is None:
+                    out[agg_key] = [1, error, write]
+                else:
+                    counts[0] += 1
+                    counts[1] += error
+                    counts[2] += write
+    return out
+
+
+def _principal_rows(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    out: dict[tuple[str, str], list[Any]] = {}
+    for row in rows:
+        key = (row[6], row[2])
+        error, write, event_time = int(row[9] is not None), int(row[8] == 0), row[1]
+        entry = out.get(key)
+        if entry is None:
+            out[key] = [row[11], row[7], row[12], 1, error, write, event_time, event_time]
+        else:
+            entry[3] += 1
+            entry[4] += error
+            entry[5] += write
+            entry[6] = min(entry[6], event_time)
+            entry[7] = max(entry[7], event_time)
+    return [(label, account, *values) for (label, account), values in out.items()]
+
+
+# --- cursors -------------------------------------------------------------------------------
+
+
+def _encode_cursor(event_time: int, rowid: int) -> str:
+    return base64.urlsafe_b64encode(f"{event_time}:{rowid}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode()).decode()
+        event_time, rowid = raw.split(":")
+        return int(event_time), int(rowid)
+    except (ValueError, UnicodeDecodeError):
+        raise EventsStoreError(f"cursor {cursor!r} is not one this store returned") from None
+
+
+# --- the store -----------------------------------------------------------------------------
+
+
+class EventsStore:
+    """See the module docstring. ``await open()`` before use; ``readonly`` for the API."""
+
+    def __init__(self, path: Path, *, readonly: bool = False, readers: int = 4) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._readers = readers
+        self._writer: sqlite3.Connection | None = None
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the database and schema if needed; safe to call again."""
+        if self._open:
+            return
+        self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="events-read")
+        if not self.readonly:
+            self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="events-write")
+            await self._run_write(self._open_writer)
+        else:
+            await asyncio.to_thread(self._create_schema)
+        self._open = True
+
+    async def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        writer_pool, self._writer_pool = self._writer_pool, None
+        reader_pool, self._reader_pool = self._reader_pool, None
+        if writer_pool is not None:
+            await asyncio.get_running_loop().run_in_executor(writer_pool, self._close_writer)
+            await asyncio.to_thread(writer_pool.shutdown, wait=True)
+        if reader_pool is not None:
+            # Waits for queries in flight; their connections close after them.
+            await asyncio.to_thread(reader_pool.shutdown, wait=True)
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        self._local = threading.local()
+
+    async def __aenter__(self) -> EventsStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _create_schema(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(_SCHEMA)
+        finally:
+            conn.close()
+
+    def _open_writer(self) -> None:
+        self._create_schema()
+        conn = self._connect()
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -65536")
+        self._writer = conn
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _run_write(self, fn: Any, *args: Any) -> Any:
+        if self._writer_pool is None:
+            raise EventsStoreError("the events store is read-only or closed")
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, *args)
+
+    async def _run_read(self, fn: Any, *args: Any) -> Any:
+        if not self._open or self._reader_pool is None:
+            raise EventsStoreError("the events store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, fn, *args)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def write_batch(self, batch: Sequence[CloudTrailEvent | bytes]) -> WriteResult:
+        """Store new events and add them (only them) to the aggregates, in one transaction.
+
+        Items are events or their wire encoding (the CloudTrail topic's bytes, parsed in the
+        writer thread). Returns how many were new, the aggregate buckets they changed, and
+        why any item that is not an event was left out.
+        """
+        if not batch:
+            return WriteResult(0, 0, [])
+        result: WriteResult = await self._run_write(self._write_batch, list(batch))
+        return result
+
+    def _write_batch(self, batch: list[CloudTrailEvent | bytes]) -> WriteResult:
+        conn = self._writer
+        if conn is None:
+            raise EventsStoreError("the events store is closed")
+        prepared, rejected = _prepare(batch)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            existing = _existing_ids(conn, list(prepared))
+            new = sorted(
+                (v for k, v in prepared.items() if k not in existing), key=lambda v: v[0][1]
+            )
+            updates: list[ActivityUpdate] = []
+            if new:
+                # Explicit rowids (we hold the write lock) so parameters need no lookup.
+                (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()
+                conn.executemany(
+                    f"INSERT INTO events (rowid, {_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                    [(top + 1 + i, *row[:11]) for i, (row, _) in enumerate(new)],
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO event_params (path, value, event_rowid) "
+                    "VALUES (?, ?, ?)",
+                    [
+                        (path, value, top + 1 + i)
+                        for i, (_, params) in enumerate(new)
+                        for path, value in params
+                    ],
+                )
+                updates = self._aggregate(conn, [row for row, _ in new])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return WriteResult(
+            received=len(batch), inserted=len(new), updates=updates, rejected=rejected
+        )
+
+    @staticmethod
+    def _aggregate(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[ActivityUpdate]:
+        """Add new rows to the aggregates; return the touched buckets' new totals."""
+        aggregates = _aggregates(rows)
+        conn.executemany(
+            "INSERT INTO activity (granularity, kind, key, account_id, bucket, event_name, "
+            "events, errors, writes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET events = events + excluded.events, "
+            "errors = errors + excluded.errors, writes = writes + excluded.writes",
+            [(*key, *counts) for key, counts in aggregates.items()],
+        )
+        conn.executemany(
+            "INSERT INTO principals (label, account_id, type, name, arn, events, errors, "
+            "writes, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET events = events + excluded.events, "
+            "errors = errors + excluded.errors, writes = writes + excluded.writes, "
+            "first_seen = min(first_seen, excluded.first_seen), "
+            "last_seen = max(last_seen, excluded.last_seen), "
+            "type = coalesce(type, excluded.type), name = coalesce(name, excluded.name), "
+            "arn = coalesce(arn, excluded.arn)",
+            _principal_rows(rows),
+        )
+        updates = []
+        for granularity, kind, key, account, bucket in dict.fromkeys(k[:5] for k in aggregates):
+            names = conn.execute(
+                "SELECT event_name, events, errors, writes FROM activity WHERE granularity = ? "
+                "AND kind = ? AND key = ? AND account_id = ? AND bucket = ?",
+                (granularity, kind, key, account, bucket),
+            ).fetchall()
+            updates.append(
+                ActivityUpdate(
+                    granularity=granularity,
+                    kind=kind,
+                    key=key,
+                    account_id=account,
+                    bucket=_bucket(bucket, names),
+                )
+            )
+        return updates
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def events(
+        self,
+        *,
+        principal: str | None = None,
+        user_name: str | None = None,
+        service: str | None = None,
+        event_name: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        errors_only: bool = False,
+        read_only: bool | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        params: Mapping[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> EventPage:
+        """Matching events, newest first; ``limit`` 1-10,000. Filters are equalities (see
+        :class:`EventFilters`); ``params`` maps dotted request-parameter paths to values."""
+        if not 1 <= limit <= 10_000:
+            raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
+        filters = EventFilters(
+            principal=principal,
+            user_name=user_name,
+            service=service,
+            event_name=event_name,
+            account_id=account_id,
+            region=region,
+            errors_only=errors_only,
+            read_only=read_only,
+            since=since,
+            until=until,
+            params=tuple((params or {}).items()),
+        )
+        page: EventPage = await self._run_read(self._events, filters, limit, cursor)
+        return page
+
+    def _events(self, filters: EventFilters, limit: int, cursor: str | None) -> EventPage:
+        where, args = _where(filters)
+        if cursor:
+            event_time, rowid = _decode_cursor(cursor)
+            where.append("(e.event_time < ? OR (e.event_time = ? AND e.rowid < ?))")
+            args += [event_time, event_time, rowid]
+        sql = (
+            f"SELECT e.rowid, e.event_time, e.body FROM events e {_clause(where)} "
+            "ORDER BY e.event_time DESC, e.rowid DESC LIMIT ?"
+        )
+        rows = self._reader().execute(sql, [*args, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [CloudTrailEvent.model_validate_json(body) for _, _, body in rows]
+        next_cursor = _encode_cursor(rows[-1][1], rows[-1][0]) if more and rows else None
+        return EventPage(items=items, next_cursor=next_cursor)
+
+    async def count(
+        self,
+        *,
+        principal: str | None = None,
+        user_name: str | None = None,
+        service: str | None = None,
+        event_name: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        errors_only: bool = False,
+        read_only: bool | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> int:
+        """How many events match (the same filters as :meth:`events`)."""
+        filters = EventFilters(
+            principal=principal,
+            user_name=user_name,
+            service=service,
+            event_name=event_name,
+            account_id=account_id,
+            region=region,
+            errors_only=errors_only,
+            read_only=read_only,
+            since=since,
+            until=until,
+            params=tuple((params or {}).items()),
+        )
+        n: int = await self._run_read(self._count, filters)
+        return n
+
+    def _count(self, filters: EventFilters) -> int:
+        where, args = _where(filters)
+        row = self._reader().execute(f"SELECT count(*) FROM events e {_clause(where)}", args)
+        return int(row.fetchone()[0])
+
+    async def event(self, event_id: str) -> CloudTrailEvent | None:
+        found: CloudTrailEvent | None = await self._run_read(self._event, event_id)
+        return found
+
+    def _event(self, event_id: str) -> CloudTrailEvent | None:
+        row = (
+            self._reader()
+            .execute("SELECT body FROM events WHERE event_id = ?", (event_id,))
+            .fetchone()
+        )
+        return CloudTrailEvent.model_validate_json(row[0]) if row else None
+
+    async def principals(self, *, account_id: str | None = None) -> list[PrincipalSummary]:
+        """Every principal seen (per account), most active first."""
+        found: list[PrincipalSummary] = await self._run_read(self._principals, account_id)
+        return found
+
+    def _principals(self, account_id: str | None) -> list[PrincipalSummary]:
+        sql = (
+            "SELECT label, type, name, arn, account_id, events, errors, writes, first_seen, "
+            "last_seen FROM principals"
+        )
+        args: list[Any] = []
+        if account_id is not None:
+            sql += " WHERE account_id = ?"
+            args.append(account_id)
+        sql += " ORDER BY events DESC, label"
+        return [
+            PrincipalSummary(
+                label=label,
+                type=kind,
+                name=name,
+                arn=arn,
+                account_id=account,
+                events=events,
+                errors=errors,
+                writes=writes,
+                first_seen=_from_ms(first),
+                last_seen=_from_ms(last),
+            )
+            for label, kind, name, arn, account, events, errors, writes, first, last in (
+                self._reader().execute(sql, args).fetchall()
+            )
+        ]
+
+    async def services(
+        self,
+        *,
+        account_id: str | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+    ) -> list[ServiceSummary]:
+        """Event counts per service (from the daily aggregates: whole days), busiest first."""
+        found: list[ServiceSummary] = await self._run_read(self._services, account_id, since, until)
+        return found
+
+    def _services(
+        self, account_id: str | None, since: datetime | date | None, until: datetime | date | None
+    ) -> list[ServiceSummary]:
+        where = ["granularity = 'day'", "kind = 'service'"]
+        args: list[Any] = []
+        _range(where, args, "bucket", since, until, _BUCKET_MS["day"])
+        if account_id is not None:
+            where.append("account_id = ?")
+            args.append(account_id)
+        rows = self._reader().execute(
+            "SELECT key, sum(events), sum(errors), sum(writes) FROM activity "
+            f"{_clause(where)} GROUP BY key ORDER BY sum(events) DESC, key",
+            args,
+        )
+        return [
+            ServiceSummary(service=key, events=events, errors=errors, writes=writes)
+            for key, events, errors, writes in rows.fetchall()
+        ]
+
+    async def activity(
+        self,
+        *,
+        principal: str | None = None,
+        service: str | None = None,
+        account_id: str | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        granularity: Granularity = "hour",
+    ) -> list[ActivityBucket]:
+        """Per-bucket activity of one principal or one service (or, with neither, of
+        everything), oldest bucket first. Buckets with no events are left out."""
+        if principal is not None and service is not None:
+            raise EventsStoreError("activity: give a principal or a service, not both")
+        if granularity not in _BUCKET_MS:
+            raise EventsStoreError(f"granularity must be 'hour' or 'day', got {granularity!r}")
+        found: list[ActivityBucket] = await self._run_read(
+            self._activity, principal, service, account_id, since, until, granularity
+        )
+        return found
+
+    def _activity(
+        self,
+        principal: str | None,
+        service: str | None,
+        account_id: str | None,
+        since: datetime | date | None,
+        until: datetime | date | None,
+        granularity: str,
+    ) -> list[ActivityBucket]:
+        kind, key = ("principal", principal) if principal is not None else ("service", service)
+        where = ["granularity = ?", "kind = ?"]
+        args: list[Any] = [granularity, kind]
+        if key is not None:
+            where.append("key = ?")
+            args.append(key)
+        if account_id is not None:
+            where.append("account_id = ?")
+            args.append(account_id)
+        _range(where, args, "bucket", since, until, _BUCKET_MS[granularity])
+        rows = self._reader().execute(
+            "SELECT bucket, event_name, sum(events), sum(errors), sum(writes) FROM activity "
+            f"{_clause(where)} GROUP BY bucket, event_name ORDER BY bucket",
+            args,
+        )
+        grouped: dict[int, list[tuple[str, int, int, int]]] = {}
+        for bucket, name, events, errors, writes in rows.fetchall():
+            grouped.setdefault(bucket, []).append((name, events, errors, writes))
+        return [_bucket(bucket, names) for bucket, names in grouped.items()]
+
+    async def parameter_paths(self, *, limit: int = 1000) -> list[str]:
+        """Request-parameter paths that can be filtered on (``EventFilters.params``)."""
+        found: list[str] = await self._run_read(self._parameter_paths, limit)
+        return found
+
+    def _parameter_paths(self, limit: int) -> list[str]:
+        rows = self._reader().execute(
+            "SELECT DISTINCT path FROM event_params ORDER BY path LIMIT ?", (limit,)
+        )
+        return [path for (path,) in rows.fetchall()]
+
+
+def _bucket(start_ms: int, names: Iterable[tuple[str, int, int, int]]) -> ActivityBucket:
+    by_name: dict[str, int] = {}
+    events = errors = writes = 0
+    for name, n, e, w in names:
+        by_name[name] = by_name.get(name, 0) + n
+        events, errors, writes = events + n, errors + e, writes + w
+    return ActivityBucket(
+        start=_from_ms(start_ms),
+        events=events,
+        errors=errors,
+        writes=writes,
+        reads=events - writes,
+        by_event_name=by_name,
+    )
+
+
+def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        rows = conn.execute(
+            f"SELECT event_id FROM events WHERE event_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        found.update(event_id for (event_id,) in rows)
+    return found
+
+
+def _clause(where: list[str]) -> str:
+    return f"WHERE {' AND '.join(where)}" if where else ""
+
+
+def _range(
+    where: list[str],
+    args: list[Any],
+    column: str,
+    since: datetime | date | None,
+    until: datetime | date | None,
+    bucket_ms: int,
+) -> None:
+    """Buckets overlapping ``[since, until)``."""
+    low = _bound_ms(since, end=False)
+    high = _bound_ms(until, end=True)
+    if low is not None:
+        where.append(f"{column} > ?")
+        args.append(low - bucket_ms)
+    if high is not None:
+        where.append(f"{column} < ?")
+        args.append(high)
+
+
+def _where(f: EventFilters) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (
+        ("principal", f.principal),
+        ("principal_name", f.user_name),
+        ("service", f.service),
+        ("event_name", f.event_name),
+        ("account_id", f.account_id),
+        ("region", f.region),
+    ):
+        if value is not None:
+            where.append(f"e.{column} = ?")
+            args.append(value)
+    if f.errors_only:
+        where.append("e.error_code IS NOT NULL")
+    if f.read_only is not None:
+        where.append("e.read_only = ?")
+        args.append(int(f.read_only))
+    low = _bound_ms(f.since, end=False)
+    high = _bound_ms(f.until, end=True)
+    if low is not None:
+        where.append("e.event_time >= ?")
+        args.append(low)
+    if high is not None:
+        where.append("e.event_time < ?")
+        args.append(high)
+    for path, value in f.params:
+        where.append(
+            "e.rowid IN (SELECT event_rowid FROM event_params WHERE path = ? AND value = ?)"
+        )
+        args += [path, value]
+    return where, args
