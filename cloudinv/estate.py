@@ -177,6 +177,32 @@ async def account_session(
 # What to build and what was built
 
 
+ESTATE_TYPES: tuple[str, ...] = (
+    "AWS::EC2::Instance",
+    "AWS::EC2::SecurityGroup",
+    "AWS::EC2::Volume",
+    "AWS::EC2::Snapshot",
+    "AWS::EC2::VPC",
+    "AWS::EC2::Subnet",
+    "AWS::EC2::NetworkInterface",
+    "AWS::EC2::InternetGateway",
+    "AWS::EC2::RouteTable",
+    "AWS::EC2::NetworkAcl",
+    "AWS::RDS::DBInstance",
+    "AWS::RDS::DBSnapshot",
+    "AWS::ElasticLoadBalancingV2::LoadBalancer",
+    "AWS::ElasticLoadBalancingV2::TargetGroup",
+    "AWS::ElasticLoadBalancing::LoadBalancer",
+    "AWS::IAM::User",
+    "AWS::IAM::Role",
+    "AWS::IAM::Group",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::S3::Bucket",
+)
+"""The resource types the simulated estate holds: what the demo scans on schedule (the other
+registered types would only find nothing, slowly, in moto)."""
+
+
 class EstateCounts(BaseModel):
     """How many of each resource: per account-region unless marked per account."""
 

@@ -22,13 +22,16 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from aiobotocore.session import get_session
 
 from cloudinv.estate import MOTO_CREDENTIALS as _MOTO_CREDENTIALS
-from cloudinv.estate import AccountSession, ChangeAction, EstateChange, EstateInfo, account_session
+from cloudinv.estate import AccountSession, ChangeAction, EstateChange, EstateInfo
 
 log = logging.getLogger(__name__)
 
 TRAIL_REGION = "us-east-1"
+LOG_ARCHIVE_ACCOUNT = "123456789012"
+"""moto's default account: where base credentials land."""
 
 # Who makes the demo's changes: a few people and an automation role, so activity
 # dashboards have more than one principal.
@@ -205,12 +208,20 @@ class EstateTrail:
         self.files_delivered = 0
 
     async def setup(self) -> TrailLocation:
-        """Create the trail bucket and queue (in the first account) and the notification."""
-        account = next(iter(self.info.accounts))
-        self._session = await account_session(
-            self.info.accounts[account].role_arn,
+        """Create the trail bucket, its queue and the notification in the log-archive account.
+
+        As in an AWS organization, the trail's bucket lives in a dedicated account (moto's
+        default account, reached with the base credentials) and every member account's logs
+        land there under ``AWSLogs/<account>/``.
+        """
+        account = LOG_ARCHIVE_ACCOUNT
+        self._session = AccountSession(
+            account_id=account,
+            role_arn="",
+            credentials=_MOTO_CREDENTIALS,
+            expiration=None,
             endpoint_url=self.endpoint_url,
-            base=_MOTO_CREDENTIALS,
+            session=get_session(),
         )
         bucket = f"cloudinv-demo-trail-{account}"
         async with self._session.client("sqs", TRAIL_REGION) as sqs:

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     computed_field,
+    model_serializer,
     model_validator,
 )
 
@@ -199,6 +200,17 @@ class JsonPatchOp(_Message):
     from_: str | None = Field(default=None, alias="from")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_serializer(mode="plain")
+    def _rfc6902(self) -> dict[str, Any]:
+        # Only the members RFC 6902 defines for each op: "value" for add/replace/test (where
+        # null is a real value), "from" for move/copy.
+        out: dict[str, Any] = {"op": self.op, "path": self.path}
+        if self.op in ("add", "replace", "test"):
+            out["value"] = self.value
+        if self.op in ("move", "copy"):
+            out["from"] = self.from_
+        return out
 
 
 class Attribution(_Message):

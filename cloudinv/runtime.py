@@ -74,6 +74,8 @@ class Runtime:
     scheduler: Any = None
     """producers.schedule.ScanScheduler once the producers run."""
     _estate: Any = None
+    _trail: Any = None
+    reactor: Any = None
     _worker: ChildProcess | None = None
 
     @property
@@ -121,6 +123,7 @@ class Runtime:
         if self.options.with_worker:
             await self._step("stream worker", self._start_worker)
         await self._step("producers", self._start_producers)
+        await self._step("CloudTrail", self._start_cloudtrail)
         await self._step("API", self._start_api)
         if self.options.mode == "demo":
             await self._step("estate changes", self._start_mutator)
@@ -221,10 +224,15 @@ class Runtime:
         assert self.aws_endpoint_url is not None
         mutator = EstateMutator(self.aws_endpoint_url, self._estate)
         stop = asyncio.Event()
+        trail = self._trail
 
         async def run() -> None:
             try:
-                await mutator.run(self.options.mutate_interval_s, stop)
+                await mutator.run(
+                    self.options.mutate_interval_s,
+                    stop,
+                    on_change=trail.on_change if trail is not None else None,
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -282,12 +290,18 @@ class Runtime:
         await publisher.start()
         self._stops.append(("publisher", publisher.stop))
         interval = self.options.scan_interval_s or self.settings.scan_interval_s
+        types: list[str] | None = None
+        if self.options.mode == "demo":
+            from cloudinv.estate import ESTATE_TYPES
+
+            types = list(ESTATE_TYPES)
         scheduler = ScanScheduler(
             aws,
             publisher,
             interval_s=interval,
             type_intervals_s=self.settings.scan_type_intervals_s,
             access=access,
+            types=types,
         )
         self.scheduler = scheduler
         stop = asyncio.Event()
@@ -296,7 +310,78 @@ class Runtime:
             await scheduler.run(stop)
 
         self._tasks.append(asyncio.create_task(run(), name="scan-scheduler"))
-        return f"{len(scheduler.registry.all())} resource types, every {interval:g}s"
+        return f"{len(scheduler.types)} resource types, every {interval:g}s"
+
+    async def _start_cloudtrail(self) -> str:
+        """The tailer (SQS → CloudTrail topic) and the reactor (write events → re-describe).
+
+        In the demo the estate writes its own trail (``cloudinv.estate_trail``) to a bucket
+        in the log-archive account whose notifications feed the tailer's queue.
+        """
+        from cloudinv.kafka import client_kwargs
+        from producers.cloudtrail.tailer import tail
+        from producers.reactor import ChangeReactor
+
+        queue_urls = list(self.settings.cloudtrail.queue_urls)
+        region = self.settings.cloudtrail.region
+        endpoint = self.settings.aws.effective_endpoint()
+        if self.options.mode == "demo":
+            from cloudinv.estate_trail import TRAIL_REGION, EstateTrail
+
+            assert self.aws_endpoint_url is not None
+            trail = EstateTrail(self.aws_endpoint_url, self._estate)
+            where = await trail.setup()
+            self._trail = trail
+            self._run_task("demo-trail", trail.run)
+            queue_urls, region, endpoint = [where.queue_url], TRAIL_REGION, self.aws_endpoint_url
+        if not queue_urls:
+            return "no queue configured (cloudtrail.queue_urls)"
+        kafka = client_kwargs(self.settings.kafka, self.kafka_bootstrap)
+        for url in queue_urls:
+
+            async def run_tailer(stop: asyncio.Event, url: str = url) -> None:
+                await tail(
+                    url,
+                    kafka_client_kwargs=kafka,
+                    topic_prefix=self.settings.kafka.topic_prefix,
+                    data_dir=self.data_dir,
+                    endpoint_url=endpoint,
+                    region=region,
+                    stop=stop,
+                )
+
+            self._run_task(f"tailer {url}", run_tailer)
+        detail = f"tailing {len(queue_urls)} queue(s)"
+        if self.settings.cloudtrail.react and self.scheduler is not None:
+            reactor = ChangeReactor(
+                self.scheduler.aws,
+                self.scheduler.publisher,
+                kafka,
+                self.settings.kafka.topic_prefix,
+                access=self.scheduler.access,
+            )
+            self.reactor = reactor
+            self._run_task("reactor", reactor.run)
+            detail += ", re-describing what write events touch"
+        return detail
+
+    def _run_task(self, name: str, body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        """Run ``body(stop)`` until the runtime stops; a crash is logged, not fatal."""
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            try:
+                await body(stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s stopped with an error", name)
+
+        async def request_stop() -> None:
+            stop.set()
+
+        self._stops.append((name, request_stop))
+        self._tasks.append(asyncio.create_task(run(), name=name))
 
     async def _start_api(self) -> str:
         from api.app import create_app
@@ -347,6 +432,14 @@ class Runtime:
                 "snapshots_published": stats.snapshots,
                 "failed_scopes": stats.failed_scopes,
                 "last_round_s": round(stats.last.seconds, 2) if stats.last else None,
+            }
+        if self.reactor is not None:
+            r = self.reactor.stats
+            out["reactor"] = {
+                "events": r.events,
+                "rescans": r.rescans,
+                "attributed_snapshots": r.attributed,
+                "failures": r.failures,
             }
         return out
 

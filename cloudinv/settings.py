@@ -193,6 +193,70 @@ class ApiSettings(_Section):
     tokens: list[ApiToken] = Field(default_factory=list)
 
 
+class WebhookSettings(_Section):
+    url: SecretStr = Field(description="where alerts are POSTed (Slack URLs are secrets)")
+    format: Literal["generic", "slack"] = Field(
+        default="generic",
+        description="'generic': the alert notification as JSON; 'slack': incoming-webhook text",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: SecretStr) -> SecretStr:
+        if not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+class AlertSettings(_Section):
+    rules_dir: Path | None = Field(
+        default=None, description="Directory of *.yaml rule files, added to the built-in pack"
+    )
+    builtin_rules: bool = Field(default=True, description="Load the built-in rule pack")
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    sns_topic_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
+    )
+    retry_first_delay_s: float = Field(
+        default=2.0, gt=0, description="First retry delay of a failed delivery"
+    )
+    retry_max_delay_s: float = Field(
+        default=60.0, gt=0, description="Retry delays double up to this (destinations down a while)"
+    )
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class CloudTrailSettings(_Section):
+    queue_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="SQS queues receiving the trail bucket's S3 notifications (or EventBridge "
+        "CloudTrail events); empty: no live CloudTrail",
+    )
+    region: str | None = Field(default=None, description="Region of the queues (else from URL)")
+    react: bool = Field(
+        default=True,
+        description="Re-describe resources named by write events at once, with attribution",
+    )
+
+    @field_validator("queue_urls", mode="before")
+    @classmethod
+    def _split_queues(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _split_list(value)
+        return value
+
+    @field_validator("queue_urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        bad = [u for u in value if not re.match(r"^https?://\S+/\d{12}/[\w.-]+$", u)]
+        if bad:
+            raise ValueError(
+                "expected SQS queue URLs like "
+                f"https://sqs.us-east-1.amazonaws.com/123456789012/name, got {bad}"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     """The effective configuration of one cloudinv process."""
 
@@ -207,6 +271,8 @@ class Settings(BaseSettings):
     aws: AwsSettings = Field(default_factory=AwsSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    cloudtrail: CloudTrailSettings = Field(default_factory=CloudTrailSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     scan_interval_s: Annotated[int, Field(ge=5)] = 900

@@ -258,8 +258,8 @@ class ChangeReactor:
         return attributed
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._consumer.start()
         try:
+            await self._consumer.start()
             while not stop.is_set():
                 batch = await self._consumer.getmany(timeout_ms=int(self.debounce_s * 1000))
                 events: list[CloudTrailEvent] = []

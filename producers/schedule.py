@@ -60,6 +60,7 @@ class ScanScheduler:
         type_intervals_s: Mapping[str, float] | None = None,
         access: AwsAccess | None = None,
         registry: Registry | None = None,
+        types: list[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.aws = aws
@@ -70,6 +71,11 @@ class ScanScheduler:
         self.type_intervals_s = dict(type_intervals_s or {})
         for name in self.type_intervals_s:
             self.registry.get(name)  # unknown type names fail at start, with close matches
+        self.types = (
+            [self.registry.get(t).cfn_type for t in types]
+            if types
+            else [s.cfn_type for s in self.registry.all()]
+        )
         self._clock = clock
         self._next_due: dict[str, float] = {}
         self.stats = SchedulerStats()
@@ -79,11 +85,7 @@ class ScanScheduler:
 
     def due_types(self) -> list[str]:
         now = self._clock()
-        return [
-            spec.cfn_type
-            for spec in self.registry.all()
-            if self._next_due.get(spec.cfn_type, 0.0) <= now
-        ]
+        return [t for t in self.types if self._next_due.get(t, 0.0) <= now]
 
     async def run_round(self, types: list[str] | None = None) -> RoundSummary:
         """Scan ``types`` (default: every due type) once and publish everything."""

@@ -8,6 +8,7 @@ Kafka. Both write ``<data dir>/demo.json`` and stop everything on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,12 @@ def _configure_logging(settings: Settings, role: str) -> None:
 
 
 async def run_demo(args: argparse.Namespace) -> int:
+    # The demo only ever talks to its simulated AWS: whatever credentials the environment
+    # holds are replaced by moto's dummy ones for this process and its children.
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(name, None)
+    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
     base = load_settings(args.config)
     settings = load_settings(args.config, **_merge(_sections(base), _overrides(args)))
     _configure_logging(settings, "demo")

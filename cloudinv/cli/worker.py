@@ -45,9 +45,6 @@ def run_worker(args: argparse.Namespace) -> int:
     # Faust's Worker owns the event loop and signal handling (SIGTERM/SIGINT stop it cleanly).
     from faust import Worker
 
-    from cloudinv.logs import make_handlers
-
-    handlers = make_handlers("worker", settings.log_level, settings.log_format, None)
-    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True, loghandlers=handlers[-1:])
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()
     return 0
