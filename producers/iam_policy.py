@@ -68,8 +68,12 @@ ENGINE_CALLS: tuple[ApiCall, ...] = (
     ApiCall("sts", "GetCallerIdentity"),
     # AwsAccess.enabled_regions, made in each member account when aws.regions = "all".
     ApiCall("ec2", "DescribeRegions"),
+    # producers/reports/snapshots.py: EFS recovery points, one file system at a time.
+    ApiCall("backup", "ListRecoveryPointsByResource"),
+    # producers/reports/s3_metrics.py: bucket sizes and object counts, per bucket region.
+    ApiCall("cloudwatch", "GetMetricData"),
 )
-"""Calls the engine and the credential code make in an inventoried account besides the
+"""Calls the engine, the credential code and the reports make in an inventoried account besides the
 registered types' own."""
 
 

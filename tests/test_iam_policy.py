@@ -140,8 +140,14 @@ ACTION_RE = re.compile(r"^([a-z0-9-]+):([A-Za-z0-9]+)$")
 
 
 def registered_operations() -> set[tuple[str, str]]:
-    """(client, operation) of every call a scan makes, read straight off the specs."""
-    operations = {("sts", "GetCallerIdentity"), ("ec2", "DescribeRegions")}
+    """(client, operation) of every call a scan or report makes, read off the specs, plus
+    the engine's own calls and the reports' (EFS recovery points, S3 metrics)."""
+    operations = {
+        ("sts", "GetCallerIdentity"),
+        ("ec2", "DescribeRegions"),
+        ("backup", "ListRecoveryPointsByResource"),
+        ("cloudwatch", "GetMetricData"),
+    }
     for spec in REGISTRY.all():
         operations.add((spec.service, spec.list_operation))
         operations.update((spec.service, detail.operation) for detail in spec.details)

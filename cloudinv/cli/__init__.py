@@ -28,6 +28,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudinv.cli.scan",
     "cloudinv.cli.cloudtrail",
     "cloudinv.cli.iam_policy",
+    "cloudinv.cli.report",
+    "cloudinv.cli.rules",
+    "cloudinv.cli.baseline",
 )
 
 
