@@ -73,6 +73,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rejected.add_argument("--data-dir", type=Path)
     rejected.set_defaults(handler=show_rejected)
 
+    setup = sub.add_parser(
+        "setup",
+        help="create the SQS queue, S3 notification and EventBridge rule that feed the tailer",
+        description="Deliver a trail bucket's new log files (S3 notifications) and CloudTrail "
+        "API calls (EventBridge, seconds fresh) to one SQS queue that `cloudinv up` tails. "
+        "With --dry-run, print the calls instead of making them.",
+    )
+    setup.add_argument("--bucket", required=True, help="the trail's S3 bucket")
+    setup.add_argument("--queue-name", default="cloudinv-cloudtrail", help="SQS queue to create")
+    setup.add_argument("--account-id", required=True, help="account of the bucket and queue")
+    setup.add_argument("--region", required=True, help="region of the bucket and queue")
+    setup.add_argument("--dry-run", action="store_true", help="print what would be created")
+    setup.add_argument("--endpoint-url", help="AWS endpoint override (moto, LocalStack)")
+    setup.set_defaults(handler=run_setup)
+
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: running instance)")
@@ -226,4 +241,38 @@ async def show_rejected(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for rejection in await read_rejections(settings.data_dir, args.limit):
         print(f"{rejection.at}  {rejection.source}  {rejection.reason}")
+    return 0
+
+
+async def run_setup(args: argparse.Namespace) -> int:
+    """Print (``--dry-run``) or make the calls of the CloudTrail delivery plan, in order."""
+    from aiobotocore.session import get_session
+    from botocore import xform_name
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from producers.cloudtrail_setup import cloudtrail_setup_plan
+
+    try:
+        plan = cloudtrail_setup_plan(args.bucket, args.queue_name, args.account_id, args.region)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.dry_run:
+        for step, action in enumerate(plan, 1):
+            print(f"## step {step} of {len(plan)}")
+            print(action.describe())
+            print()
+        return 0
+    session = get_session()
+    for step, action in enumerate(plan, 1):
+        async with session.create_client(
+            action.service, region_name=args.region, endpoint_url=args.endpoint_url
+        ) as client:
+            try:
+                await getattr(client, xform_name(action.operation))(**action.params)
+            except (ClientError, BotoCoreError) as exc:
+                raise CloudinvError(
+                    f"step {step} ({action.service}:{action.operation}) failed: {exc}; "
+                    "steps before it were applied, re-running is safe"
+                ) from None
+        print(f"✓ {action.service}:{action.operation} — {action.description}")
     return 0

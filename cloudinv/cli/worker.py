@@ -7,6 +7,7 @@ consumer group, and a worker that dies has its partitions and table state taken 
 from __future__ import annotations
 
 import argparse
+import os
 
 from cloudinv.errors import ConfigError
 from cloudinv.settings import load_settings
@@ -41,6 +42,10 @@ def run_worker(args: argparse.Namespace) -> int:
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
     )
+    if args.config:
+        # Stages that read their own sections (alerts) load settings themselves: point them
+        # at the same file.
+        os.environ["CLOUDINV_CONFIG"] = str(args.config)
     app = build_worker_app(config)
     # Faust's Worker owns the event loop and signal handling (SIGTERM/SIGINT stop it cleanly).
     from faust import Worker
