@@ -27,6 +27,11 @@ demo: $(STAMP_EMBEDDED)
 test: $(STAMP_DEV)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: screenshots
+# PNGs of every UI page at 1280x800 and 420x900 in screenshots/ (needs Debian's chromium).
+screenshots: $(STAMP_DEV)
+	$(BIN)/python tools/screenshots.py --out screenshots
+
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

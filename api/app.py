@@ -32,6 +32,7 @@ from api.endpoints import (
 )
 from api.openapi import build_openapi, render_docs
 from api.problems import problem
+from api.ui import setup_ui
 from cloudinv import __version__
 from cloudinv.connection import RunningComponent
 from cloudinv.metrics import Metrics
@@ -55,10 +56,12 @@ class Status(BaseModel):
 
 @dataclass
 class Stores:
-    """What the API reads. ``inventory``: versions, changes, scans; ``events``: CloudTrail."""
+    """What the API reads. ``inventory``: versions, changes, scans; ``events``: CloudTrail;
+    ``alerts``: alerts, their notifications and baselines."""
 
     inventory: Any = None
     events: Any = None
+    alerts: Any = None
 
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -178,18 +181,24 @@ async def errors_and_metrics(
 
 async def _local_stores(app: web.Application) -> AsyncIterator[None]:
     """Open the local stores of the data directory for the app's lifetime."""
+    from sinks.alerts_store import AlertsStore
     from sinks.events_store import EventsStore, events_store_path
     from sinks.sqlite_store import SqliteStore
 
     data_dir = app[SETTINGS_KEY].data_dir
     inventory = SqliteStore.in_data_dir(data_dir)
     events = EventsStore(events_store_path(data_dir))
+    alerts = AlertsStore.in_data_dir(data_dir)
     await inventory.open()
     try:
         await events.open()
-        app[STORES_KEY] = Stores(inventory=inventory, events=events)
         try:
-            yield
+            await alerts.open()
+            app[STORES_KEY] = Stores(inventory=inventory, events=events, alerts=alerts)
+            try:
+                yield
+            finally:
+                await alerts.close()
         finally:
             await events.close()
     finally:
@@ -221,6 +230,10 @@ def create_app(
     app[STORES_KEY] = stores or Stores()
     if open_local_stores:
         app.cleanup_ctx.append(_local_stores)
+    from api.routes_feed import close_feeds
+
+    # Open SSE streams never end by themselves: end them so shutdown does not wait them out.
+    app.on_shutdown.append(close_feeds)
     seen: set[tuple[str, str]] = set()
     for ep in ENDPOINTS:
         if (ep.method, ep.path) in seen:
@@ -230,4 +243,5 @@ def create_app(
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs)
     app.router.add_get("/metrics", metrics)
+    setup_ui(app)
     return app

@@ -151,7 +151,9 @@ def wants_csv(request: web.Request, query: BaseModel | None) -> bool:
 
 def json_bytes(model: Any) -> bytes:
     if isinstance(model, BaseModel):
-        return orjson.dumps(model.model_dump(mode="json", by_alias=True))
+        # Straight to JSON bytes in pydantic-core: about twice as fast as model_dump + orjson
+        # on large pages, with the same output.
+        return model.__pydantic_serializer__.to_json(model, by_alias=True)
     return orjson.dumps(model)
 
 

@@ -14,6 +14,13 @@ from api.problems import Problem
 from cloudinv import __version__
 
 REF = "#/components/schemas/{model}"
+_PATH_PARAM = re.compile(r"{(\w+)(?::[^{}]*(?:{[^{}]*}[^{}]*)*)?}")
+"""A path template parameter, with or without an aiohttp regex (``{key:.+}``)."""
+
+
+def openapi_path(path: str) -> str:
+    """The OpenAPI form of an aiohttp path: ``/r/{key:.+}`` -> ``/r/{key}``."""
+    return _PATH_PARAM.sub(r"{\1}", path)
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +33,7 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
 
 def _parameters(ep: Endpoint) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
-    for name in re.findall(r"{(\w+)}", ep.path):
+    for name in _PATH_PARAM.findall(ep.path):
         params.append(
             {
                 "name": name,
@@ -105,7 +112,7 @@ def build_openapi() -> dict[str, Any]:
         }
         if not ep.open:
             operation["security"] = [{"bearer": []}]
-        paths.setdefault(ep.path, {})[ep.method.lower()] = operation
+        paths.setdefault(openapi_path(ep.path), {})[ep.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {

@@ -298,4 +298,7 @@ class CloudTrailEvent(_Message):
     resources: list[EventResource] = Field(default_factory=list)
     request_parameters: dict[str, Any] | None = None
     response_elements: dict[str, Any] | None = None
+    additional_event_data: dict[str, Any] | None = Field(
+        default=None, description="e.g. MFAUsed and LoginTo of a ConsoleLogin"
+    )
     source_file: str | None = Field(default=None, description="S3 URI or path it was read from")

@@ -175,6 +175,7 @@ class ChangeReactor:
         registry: Registry | None = None,
         group_id: str = "cloudinv-reactor",
         debounce_s: float = 1.0,
+        auto_offset_reset: str = "latest",
     ) -> None:
         self.aws = aws
         self.publisher = publisher
@@ -184,7 +185,7 @@ class ChangeReactor:
         self._consumer = AIOKafkaConsumer(
             topic_name(Topic.CLOUDTRAIL, topic_prefix),
             group_id=group_id,
-            auto_offset_reset="latest",
+            auto_offset_reset=auto_offset_reset,
             enable_auto_commit=False,
             **consumer_kwargs,
         )

@@ -1,1 +1,4 @@
-"""Sinks: where versions, changes, events and alerts are kept (local SQLite + Parquet, S3, DynamoDB)."""
+"""Sinks: where versions, changes, scans, CloudTrail events and alerts are kept.
+
+Today: local SQLite stores (WAL) under the data directory; alert deliveries (webhooks, SNS).
+"""

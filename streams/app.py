@@ -79,4 +79,14 @@ def build_worker_app(config: StreamConfig) -> faust.App:
 
     app = create_app(config)
     inventory.bind(app, config)
+    from streams import changes
+
+    # Versions, changes and scans go to the local SQLite store under config.data_dir.
+    changes.bind(app, config)
+    from streams import activity
+
+    activity.bind(app, config)
+    from streams import alerts
+
+    alerts.bind(app, config)  # rules, webhooks and SNS from the settings (env / cloudinv.toml)
     return app

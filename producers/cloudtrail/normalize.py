@@ -272,6 +272,7 @@ def normalize_record(record: dict[str, Any], source_file: str | None = None) -> 
         resources=_resources(record.get("resources")),
         request_parameters=_as_object(record.get("requestParameters")),
         response_elements=_as_object(response),
+        additional_event_data=_as_object(record.get("additionalEventData")),
         source_file=source_file,
     )
 

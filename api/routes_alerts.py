@@ -1,0 +1,355 @@
+"""Alerts, drift and rules: ``GET /v1/alerts``, ``GET /v1/alerts/stream`` (Server-Sent
+Events), ``GET /v1/alerts/{id}``, ``GET /v1/drift`` and ``GET /v1/rules``.
+
+Every read goes through the caller's account scope: a token limited to some accounts never
+sees another account's alert, drift item or notification.
+
+The alert stream tails the alerts store's notifications (each opening and resolution) in
+order; each event's ``id`` is the notification's sequence number. A client reconnecting with
+``Last-Event-ID`` (or ``last_event_id``) first receives what it missed, then the live ones,
+without gap or duplicate: the stream is one ordered read of the store, so catching up and
+following are the same loop. Alerts are few, so each client polls the store itself
+(``POLL_INTERVAL_S``) rather than sharing a poller as the change feed does.
+
+With no alerts store given to the app, the one of the inventory store's data directory
+(``<data_dir>/store/alerts.sqlite3``) is opened on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+from weakref import WeakKeyDictionary
+
+from aiohttp import web
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
+
+from api.app import SETTINGS_KEY
+from api.endpoints import BadRequest, NotFound, Page, PageQuery, Query, endpoint
+from api.routes_common import (
+    AccountId,
+    AccountView,
+    ResourceTypeName,
+    account_view,
+    decode_cursor,
+    encode_cursor,
+    inventory_store,
+    store_cursor_errors,
+    stores,
+)
+from sinks.alerts_store import (
+    SEVERITIES,
+    Alert,
+    AlertFilters,
+    AlertNotification,
+    AlertsStore,
+    AlertStatus,
+    DriftItem,
+    compute_drift,
+)
+from streams.rules import Rule, load_rules
+
+log = logging.getLogger(__name__)
+
+TAGS = ["alerts"]
+POLL_INTERVAL_S = 0.25
+HEARTBEAT_S = 15.0
+WRITE_TIMEOUT_S = 30.0
+PAGE = 500
+RETRY_MS = 2000
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+def _severities(value: Any) -> Any:
+    parts = value if isinstance(value, list) else [value]
+    names: list[str] = []
+    for part in parts:
+        if not isinstance(part, str):
+            raise ValueError("expected severities, comma-separated")
+        for name in part.split(","):
+            if name.strip() not in SEVERITIES:
+                raise ValueError(
+                    f"{name.strip()!r} is not a severity: expected {', '.join(SEVERITIES)}, "
+                    "comma-separated"
+                )
+            names.append(name.strip())
+    return tuple(dict.fromkeys(names))
+
+
+_SEVERITY_PATTERN = "(" + "|".join(SEVERITIES) + ")"
+Severities = Annotated[
+    tuple[str, ...],
+    BeforeValidator(_severities),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^{_SEVERITY_PATTERN}(,{_SEVERITY_PATTERN})*$",
+            "description": "info, low, medium, high or critical; several comma-separated",
+        }
+    ),
+]
+RuleId = Annotated[
+    str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,79}$", description="a rule id (GET /v1/rules)")
+]
+
+
+class AlertFilterQuery(Query):
+    severity: Severities | None = None
+    rule: RuleId | None = None
+    account: AccountId | None = None
+
+
+class AlertsQuery(AlertFilterQuery, PageQuery):
+    status: AlertStatus | None = Field(default=None, description="open or resolved")
+    type: ResourceTypeName | None = None
+    key: str | None = Field(default=None, min_length=1, description="one resource key (ARN)")
+
+
+class AlertStreamQuery(AlertFilterQuery):
+    last_event_id: int | None = Field(
+        default=None, ge=0, description="resume after this event id (as Last-Event-ID does)"
+    )
+
+
+class DriftQuery(PageQuery):
+    type: ResourceTypeName | None = None
+    account: AccountId | None = None
+
+
+class RuleProblemInfo(BaseModel):
+    file: str
+    rule_id: str | None = None
+    line: int | None = None
+    problem: str
+
+
+class RuleCatalog(BaseModel):
+    items: list[Rule]
+    problems: list[RuleProblemInfo] = Field(
+        default_factory=list, description="Rules rejected: file, rule id and what is wrong"
+    )
+
+
+# -- the store --------------------------------------------------------------------------------
+
+_FALLBACK: WeakKeyDictionary[web.Application, AlertsStore] = WeakKeyDictionary()
+
+
+def alerts_store(request: web.Request) -> AlertsStore:
+    store = stores(request).alerts
+    if store is not None:
+        return store  # type: ignore[no-any-return]
+    fallback = _FALLBACK.get(request.app)
+    if fallback is None:
+        from sinks.sqlite_store import SqliteStore
+
+        inventory = stores(request).inventory
+        if not isinstance(inventory, SqliteStore):
+            raise web.HTTPServiceUnavailable(reason="no alerts store is configured")
+        data_dir = Path(inventory.path).parent.parent
+        fallback = _FALLBACK[request.app] = AlertsStore.in_data_dir(data_dir)
+    return fallback
+
+
+def _filters(view: AccountView, query: AlertFilterQuery, **more: Any) -> AlertFilters:
+    return AlertFilters(
+        severities=query.severity,
+        rule_id=query.rule,
+        account_ids=view.accounts,
+        **more,
+    )
+
+
+# -- alerts -----------------------------------------------------------------------------------
+
+
+@endpoint(
+    "GET",
+    "/v1/alerts",
+    summary="Alerts raised by the rules, most recently opened first",
+    query=AlertsQuery,
+    response=Page[Alert],
+    tags=TAGS,
+    csv_items=True,
+)
+async def list_alerts(request: web.Request, query: AlertsQuery) -> Page[Alert]:
+    view = account_view(request, query.account)
+    state = decode_cursor(query.cursor, "alerts")
+    if view.empty:
+        return Page[Alert](items=[])
+    cursor = state.get("s") if state else None
+    if cursor is not None and not isinstance(cursor, str):
+        raise BadRequest("cursor", "cursor is damaged", "the next_cursor of a previous page")
+    filters = _filters(view, query, status=query.status, resource_type=query.type, key=query.key)
+    with store_cursor_errors():
+        page = await alerts_store(request).alerts(filters, limit=query.limit, cursor=cursor)
+    next_cursor = encode_cursor("alerts", s=page.next_cursor) if page.next_cursor else None
+    return Page[Alert](items=page.items, next_cursor=next_cursor)
+
+
+def _frame(notification: AlertNotification) -> bytes:
+    data = notification.__pydantic_serializer__.to_json(notification)
+    return b"id: %d\nevent: alert\ndata: %s\n\n" % (notification.seq, data)
+
+
+def _last_event_id(request: web.Request, query: AlertStreamQuery) -> int | None:
+    header = request.headers.get("Last-Event-ID")
+    if header is None or not header.strip():
+        return query.last_event_id
+    text = header.strip()
+    if not text.isdigit():
+        raise BadRequest(
+            "Last-Event-ID", f"Last-Event-ID {text[:40]!r} is not an id of this stream", "an id"
+        )
+    return int(text)
+
+
+@endpoint(
+    "GET",
+    "/v1/alerts/stream",
+    summary="Alert openings and resolutions as Server-Sent Events; resume with Last-Event-ID",
+    query=AlertStreamQuery,
+    tags=TAGS,
+    raw=True,
+)
+async def alert_stream(request: web.Request, query: AlertStreamQuery) -> web.StreamResponse:
+    last = _last_event_id(request, query)
+    view = account_view(request, query.account)
+    store = alerts_store(request)
+    severities, rule = query.severity, query.rule
+
+    def wanted(n: AlertNotification) -> bool:
+        alert = n.alert
+        return (
+            view.allows(alert.account_id)
+            and (severities is None or alert.severity in severities)
+            and (rule is None or alert.rule_id == rule)
+        )
+
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    try:
+        await _stream(request, response, store, wanted, last)
+    except (ConnectionError, TimeoutError) as exc:
+        log.debug("alert stream client left: %r", exc)
+    return response
+
+
+async def _stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    store: AlertsStore,
+    wanted: Any,
+    last: int | None,
+) -> None:
+    async def send(data: bytes) -> None:
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            await response.write(data)
+
+    await send(b"retry: %d\n\n" % RETRY_MS)
+    head = await store.head()
+    if last is None:
+        last = head
+        await send(b"id: %d\n\n" % last)
+    else:
+        last = min(last, head)
+    last_write = time.monotonic()
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        batch = await store.notifications_after(last, PAGE)
+        if batch:
+            frames = [_frame(n) for n in batch if wanted(n)]
+            last = batch[-1].seq
+            if frames:
+                await send(b"".join(frames))
+                last_write = time.monotonic()
+            if len(batch) == PAGE:
+                continue
+        if time.monotonic() - last_write >= HEARTBEAT_S:
+            await send(b": keepalive\n\n")
+            last_write = time.monotonic()
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+@endpoint(
+    "GET",
+    "/v1/alerts/{alert_id:[0-9a-f]{32}}",
+    summary="One alert",
+    response=Alert,
+    tags=TAGS,
+    path_params={"alert_id": "the alert's id (32 hex characters)"},
+)
+async def get_alert(request: web.Request, _: None) -> Alert:
+    alert = await alerts_store(request).alert(request.match_info["alert_id"])
+    if alert is None or not account_view(request).allows(alert.account_id):
+        raise NotFound(f"no alert {request.match_info['alert_id']}")
+    return alert
+
+
+# -- drift ------------------------------------------------------------------------------------
+
+
+@endpoint(
+    "GET",
+    "/v1/drift",
+    summary="Resources that differ from their pinned baseline (cloudinv baseline pin), by key",
+    query=DriftQuery,
+    response=Page[DriftItem],
+    tags=TAGS,
+    csv_items=True,
+)
+async def list_drift(request: web.Request, query: DriftQuery) -> Page[DriftItem]:
+    view = account_view(request, query.account)
+    state = decode_cursor(query.cursor, "drift")
+    after = state.get("a") if state else None
+    if after is not None and not isinstance(after, str):
+        raise BadRequest("cursor", "cursor is damaged", "the next_cursor of a previous page")
+    if view.empty:
+        return Page[DriftItem](items=[])
+    items = await compute_drift(
+        alerts_store(request),
+        inventory_store(request),
+        resource_type=query.type,
+        account_ids=view.accounts,
+    )
+    if after is not None:
+        items = [item for item in items if item.key > after]
+    page = items[: query.limit]
+    more = len(items) > query.limit
+    next_cursor = encode_cursor("drift", a=page[-1].key) if more and page else None
+    return Page[DriftItem](items=page, next_cursor=next_cursor)
+
+
+# -- rules ------------------------------------------------------------------------------------
+
+
+@endpoint(
+    "GET",
+    "/v1/rules",
+    summary="The alert rules in force (built-in pack and rules_dir), and any rejected ones",
+    response=RuleCatalog,
+    tags=TAGS,
+)
+async def list_rules(request: web.Request, _: None) -> RuleCatalog:
+    settings = request.app[SETTINGS_KEY].alerts
+    rules = await asyncio.to_thread(load_rules, settings.rules_dir, builtin=settings.builtin_rules)
+    return RuleCatalog(
+        items=rules.rules,
+        problems=[
+            RuleProblemInfo(file=p.file, rule_id=p.rule_id, line=p.line, problem=p.problem)
+            for p in rules.problems
+        ],
+    )

@@ -1,0 +1,107 @@
+"""The web UI's static files: ``GET /`` (the page) and ``GET /ui/<file>`` (its modules, styles).
+
+The UI is plain HTML, CSS and ES modules shipped as package data under ``api/ui/``; nothing
+is built and nothing is loaded from elsewhere, so it works without an internet connection.
+The files are open (no token): they hold no data. Every datum the page shows comes from the
+``/v1`` API with the same bearer token scripts use, which the page asks for once and keeps in
+``sessionStorage`` (or reads from a ``#token=`` URL fragment, which never reaches a server).
+
+:func:`setup_ui` registers the routes and a middleware, placed before authentication, that
+lets requests for these routes through without a token. Only routes this module registered
+are let through, so a mistake elsewhere cannot open a data endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+__all__ = ["UI_DIR", "setup_ui"]
+
+UI_DIR = (Path(__file__).resolve().parent / "ui").resolve()
+
+_CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+
+# The page talks only to its own origin; inline SVG is built through the DOM, not markup.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    # Revalidate every time: a new release must never run with an old module next to it.
+    "Cache-Control": "no-cache",
+}
+
+_UI_RESOURCES = web.AppKey("ui_resources", frozenset)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _file_response(request: web.Request, path: Path) -> web.StreamResponse:
+    content_type = _CONTENT_TYPES.get(path.suffix.lower())
+    if content_type is None or not path.is_file():
+        raise web.HTTPNotFound()
+    stat = path.stat()
+    etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={**_HEADERS, "ETag": etag})
+    text = content_type.startswith("text/") or content_type.endswith(("+xml", "/json"))
+    return web.Response(
+        body=path.read_bytes(),
+        content_type=content_type,
+        charset="utf-8" if text else None,
+        headers={**_HEADERS, "ETag": etag},
+    )
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return _file_response(request, UI_DIR / "index.html")
+
+
+async def ui_file(request: web.Request) -> web.StreamResponse:
+    relative = request.match_info["path"]
+    target = (UI_DIR / relative).resolve()
+    # Only files under the UI directory, whatever ``..`` or links the path holds.
+    if not target.is_relative_to(UI_DIR) or any(p.startswith(".") for p in Path(relative).parts):
+        raise web.HTTPNotFound()
+    return _file_response(request, target)
+
+
+@web.middleware
+async def _ui_is_open(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Serve the UI's own routes without the authentication that follows in the chain."""
+    route = request.match_info.route
+    if route.resource is not None and route.resource in request.app[_UI_RESOURCES]:
+        return await request.match_info.handler(request)
+    return await handler(request)
+
+
+def setup_ui(app: web.Application) -> None:
+    """Register ``/``, ``/ui/`` and ``/ui/<file>`` as open routes of ``app``.
+
+    Call it after the app's middlewares are set: the opening middleware goes just before
+    the authentication middleware (the last one), after error handling and metrics.
+    """
+    routes = [
+        app.router.add_get("/", index, name="ui-index"),
+        app.router.add_get("/ui", index, name="ui-index-bare"),
+        app.router.add_get("/ui/", index, name="ui-index-slash"),
+        app.router.add_get("/ui/{path:.+}", ui_file, name="ui-file"),
+    ]
+    app[_UI_RESOURCES] = frozenset(r.resource for r in routes)
+    position = max(len(app.middlewares) - 1, 0)
+    app.middlewares.insert(position, _ui_is_open)

@@ -1,0 +1,189 @@
+// #/alerts?severity=&status=open|resolved|all : what is alerting, and drift from the baseline.
+//
+// Open alerts by severity (live: the alert stream refreshes the list when one opens or
+// resolves), drift against the pinned baseline, and the rules in force. Each part says
+// clearly when this server does not offer it (an endpoint answering 404).
+
+import { get, getAll, stream } from '../api.js';
+import { announce, badge, debounce, empty, h, replace, section, table, unavailable } from '../dom.js';
+import { hBars } from '../charts.js';
+import { num, time, typeLabel } from '../format.js';
+import { resourceHref } from '../nav.js';
+
+export const SEVERITIES = ['critical', 'high', 'medium', 'low', 'info'];
+const ALERT_ROWS = 50;
+const SEVERITY_COLOR = { critical: 'sev-critical', high: 'sev-high', medium: 'sev-medium', low: 'sev-low', info: 'sev-info' };
+
+export async function render(view, ctx) {
+  const { params, signal } = ctx;
+  const severity = params.get('severity') || '';
+  const status = ['open', 'resolved', 'all'].includes(params.get('status')) ? params.get('status') : 'open';
+  ctx.title('Alerts and drift');
+
+  const pill = h('span', { class: 'pill connecting', id: 'alerts-status', role: 'status' }, 'Connecting…');
+  const overview = h('div', { class: 'card', id: 'alerts-overview' });
+  const list = h('div', { class: 'card', id: 'alerts-list' });
+  const drift = h('div', { class: 'card', id: 'drift' });
+  const rules = h('div', { class: 'card', id: 'rules' });
+  replace(
+    view,
+    h('div', { class: 'page-head row' }, h('h1', { tabindex: '-1' }, 'Alerts and drift'), h('div', { class: 'head-actions' }, pill)),
+    overview,
+    list,
+    drift,
+    rules,
+  );
+
+  let available = true;
+  const loadAlerts = async () => {
+    let open;
+    try {
+      open = await getAll('/v1/alerts', { status: 'open' }, { max: 5000, signal });
+    } catch (err) {
+      if (err.unavailable) {
+        available = false;
+        replace(overview, h('h2', {}, 'Open alerts'), unavailable('Alerts', err));
+        replace(list, '');
+        list.hidden = true;
+        return;
+      }
+      throw err;
+    }
+    const counts = Object.fromEntries(SEVERITIES.map((s) => [s, 0]));
+    const byRule = new Map();
+    for (const a of open.items) {
+      counts[a.severity] = (counts[a.severity] || 0) + 1;
+      const r = byRule.get(a.rule_id) || { label: a.title, value: 0, severity: a.severity };
+      r.value += 1;
+      byRule.set(a.rule_id, r);
+    }
+    replace(
+      overview,
+      h('h2', {}, 'Open alerts by severity'),
+      h(
+        'div',
+        { class: 'tiles severity-tiles', id: 'severity-tiles' },
+        SEVERITIES.map((s) => h(
+          'a',
+          { class: ['tile', 'sev', `sev-${s}`, severity === s ? 'active' : null], href: ctx.href('alerts', '', { severity: severity === s ? '' : s, status }), 'aria-current': severity === s ? 'true' : null, dataset: { severity: s, count: String(counts[s]) } },
+          h('span', { class: 'tile-value' }, num(counts[s])),
+          h('span', { class: 'tile-label' }, s),
+        )),
+      ),
+      byRule.size
+        ? hBars({ title: 'Open alerts by rule', items: [...byRule.values()].sort((a, b) => b.value - a.value).slice(0, 10).map((r) => ({ ...r, colorClass: SEVERITY_COLOR[r.severity] })), id: 'rules-bars' })
+        : empty('Nothing is alerting.', 'Alerts open when a rule matches a resource, a change or an event.'),
+    );
+
+    const shown = status === 'open' ? open.items : (await getAll('/v1/alerts', { status: status === 'all' ? '' : status }, { max: 2000, signal })).items;
+    const filtered = severity ? shown.filter((a) => a.severity === severity) : shown;
+    const statusLinks = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Status' },
+      ['open', 'resolved', 'all'].map((s) => h('a', { href: ctx.href('alerts', '', { severity, status: s }), 'aria-current': s === status ? 'true' : null, class: s === status ? 'active' : null }, s)));
+    const heading = h('div', { class: 'row' }, h('h2', {}, `${status === 'all' ? 'All' : status[0].toUpperCase() + status.slice(1)} alerts${severity ? ` (${severity})` : ''}`), statusLinks);
+    const order = (a) => SEVERITIES.indexOf(a.severity);
+    filtered.sort((a, b) => order(a) - order(b) || new Date(b.opened_at) - new Date(a.opened_at));
+    const limit = Number(list.dataset.limit || ALERT_ROWS);
+    const more = filtered.length > limit
+      ? h('button', { type: 'button', class: 'more', id: 'alerts-more', onclick: () => { list.dataset.limit = String(limit + 500); loadAlerts().catch(() => {}); } }, `Show more (${num(limit)} of ${num(filtered.length)} shown)`)
+      : null;
+    replace(list, heading, filtered.length ? table(
+      [
+        { label: 'Severity', cell: (a) => badge(a.severity) },
+        { label: 'Alert', className: 'wrap', cell: (a) => [h('strong', {}, a.title), h('div', { class: 'muted small mono' }, a.rule_id)] },
+        { label: 'Resource', cell: (a) => [h('a', { href: resourceHref(a.key, { tab: 'alerts' }) }, a.name || a.key.split(/[:/]/).pop()), a.resource_type ? h('div', { class: 'muted small' }, typeLabel(a.resource_type)) : null] },
+        { label: 'Account', className: 'mono', cell: (a) => a.account_id },
+        { label: 'Region', cell: (a) => a.region },
+        { label: 'Opened', className: 'nowrap', cell: (a) => time(a.opened_at, { seconds: false }) },
+        { label: 'Status', cell: (a) => (a.status === 'resolved' ? [badge('resolved'), h('div', { class: 'muted small' }, time(a.resolved_at, { seconds: false }))] : badge('open')) },
+        { label: 'Seen', className: 'num', cell: (a) => `${num(a.occurrences)}×` },
+      ],
+      filtered.slice(0, limit),
+      { caption: 'Alerts', rowAttrs: (a) => ({ dataset: { alertId: a.alert_id, severity: a.severity } }) },
+    ) : empty(severity ? `No ${status === 'all' ? '' : status} ${severity} alerts.` : `No ${status === 'all' ? '' : status} alerts.`), more);
+  };
+
+  const alertsLoad = section(overview, 'Alerts', loadAlerts);
+
+  const driftLoad = section(drift, 'Drift', async () => {
+    const heading = h('h2', {}, 'Drift against the baseline');
+    let page;
+    try {
+      page = await getAll('/v1/drift', {}, { max: 2000, signal });
+    } catch (err) {
+      if (err.unavailable) return [heading, unavailable('Drift', err)];
+      throw err;
+    }
+    if (!page.items.length) return [heading, empty('Nothing has drifted from the baseline.', 'Pin a baseline with `cloudinv baseline pin`; resources that differ from it are listed here.')];
+    const kinds = {};
+    for (const d of page.items) kinds[d.drift] = (kinds[d.drift] || 0) + 1;
+    return [
+      heading,
+      h('p', { class: 'lede' }, Object.entries(kinds).map(([k, n]) => [badge(k), ` ${num(n)} `])),
+      table(
+        [
+          { label: 'Resource', cell: (d) => h('a', { href: resourceHref(d.key) }, d.name || d.key.split(/[:/]/).pop()) },
+          { label: 'Type', cell: (d) => typeLabel(d.resource_type) },
+          { label: 'Account', className: 'mono', cell: (d) => d.account_id },
+          { label: 'Region', cell: (d) => d.region },
+          { label: 'Drift', cell: (d) => badge(d.drift) },
+          { label: 'Baseline pinned', className: 'nowrap', cell: (d) => (d.pinned_at ? time(d.pinned_at, { seconds: false }) : '—') },
+          { label: 'Changed paths', className: 'wrap', cell: (d) => (d.changed_paths || []).slice(0, 4).map((p) => h('code', {}, p)) },
+        ],
+        page.items.slice(0, 500),
+        { caption: 'Drift' },
+      ),
+      page.truncated || page.items.length > 500 ? h('p', { class: 'muted' }, 'The first 500 are shown.') : null,
+    ];
+  });
+
+  const rulesLoad = section(rules, 'Rules', async () => {
+    const heading = h('h2', {}, 'Rules in force');
+    let catalog;
+    try {
+      catalog = await get('/v1/rules', null, { signal });
+    } catch (err) {
+      if (err.unavailable) return [heading, unavailable('Rules', err)];
+      throw err;
+    }
+    const active = catalog.items.filter((r) => !r.disabled);
+    return [
+      heading,
+      h('p', {}, `${num(active.length)} rules in force`, catalog.items.length > active.length ? `, ${num(catalog.items.length - active.length)} disabled` : '', '.'),
+      catalog.problems && catalog.problems.length
+        ? h('div', { class: 'banner warn', role: 'alert' }, h('strong', {}, `${catalog.problems.length} rules were rejected:`), h('ul', {}, catalog.problems.map((p) => h('li', {}, h('code', {}, `${p.file}${p.line ? `:${p.line}` : ''}`), ` ${p.rule_id || ''} — ${p.problem}`))))
+        : null,
+      h('details', {}, h('summary', {}, 'Show the rules'), table(
+        [
+          { label: 'Severity', cell: (r) => badge(r.severity) },
+          { label: 'Rule', className: 'wrap', cell: (r) => [h('strong', {}, r.title), h('div', { class: 'muted small mono' }, r.id)] },
+          { label: 'Looks at', cell: (r) => `${r.kind}${r.resource_type ? ` · ${typeLabel(r.resource_type)}` : ''}` },
+        ],
+        catalog.items,
+        { caption: 'Rules' },
+      )),
+    ];
+  });
+
+  // Live: an alert opening or resolving refreshes the list.
+  const refresh = debounce(() => { if (available) loadAlerts().catch(() => {}); }, 800);
+  let streamState = 'connecting';
+  const live = stream('/v1/alerts/stream', {}, {
+    onEvent: (event) => {
+      if (event.type !== 'alert') return;
+      try {
+        const n = JSON.parse(event.data);
+        announce(`Alert ${n.kind}: ${n.alert.title}`);
+      } catch { /* still refresh */ }
+      refresh();
+    },
+    onStatus: (st) => {
+      if (st === 'closed' && streamState === 'unavailable') return;
+      streamState = st;
+      pill.textContent = { connecting: 'Connecting…', live: '● Live', reconnecting: 'Reconnecting…', unavailable: 'No live alerts', closed: 'Stopped', unauthorized: 'Signed out' }[st] || st;
+      pill.className = `pill ${st}`;
+    },
+  });
+
+  await Promise.allSettled([alertsLoad, driftLoad, rulesLoad]);
+  return () => live.close();
+}

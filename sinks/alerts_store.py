@@ -1,0 +1,1126 @@
+"""The alerts store: open and resolved alerts, their notifications, the delivery outbox, and
+baselines, in one SQLite file in WAL mode (``<data_dir>/store/alerts.sqlite3``).
+
+Alert state lives here, not in a Faust table, so that a restarted worker (or the embedded
+demo, whose broker forgets every topic) knows which alerts are open.
+
+How an alert moves. Rule evaluation (:mod:`streams.rules`) turns each change or CloudTrail
+event into :class:`Observation` s, one per applicable rule; :meth:`AlertsStore.apply` applies
+a batch in one transaction:
+
+- ``opens`` and no open alert of (rule, resource): an alert opens (its ``opening`` counts the
+  openings of that pair), with an ``opened`` notification;
+- ``holds`` false and an open alert: it is resolved, with a ``resolved`` notification;
+- ``opens`` and an open alert: only ``occurrences`` and ``last_seen_at`` move.
+
+Replays and late data. Each (rule, resource) keeps a mark: the time and cause (change id or
+CloudTrail event id) of the last observation that opened, touched or resolved its alert (an
+observation that finds nothing open and opens nothing changes nothing and writes nothing).
+An observation older than the mark, or
+with the mark's own cause, is ignored, so a change replayed after a crash (at-least-once
+delivery) never reopens a resolved alert and a late ``StopLogging`` older than the
+``StartLogging`` already seen changes nothing.
+
+Delivery (durable outbox). Every notification gets one outbox row per configured
+destination in the same transaction. Dispatchers (:mod:`sinks.webhooks`) deliver each
+destination's rows in order, leasing the head row so two worker processes never send it
+twice at once, and reschedule it with backoff when the destination is down. A row leaves the
+outbox only once its destination acknowledged it.
+
+Baselines. :func:`pin_baseline` records the current version of every resource of a scope
+(type, account, region; any left out means all) as approved; :func:`compute_drift` lists
+every resource of the pinned scopes whose configuration differs from its baseline, with the
+JSON Patch from baseline to now, and created and deleted resources.
+
+Schema (``PRAGMA user_version`` = 1); times are INTEGER microseconds since the epoch, UTC::
+
+    alerts(alert_id PK, rule_id, key, account_id, resource_type, region, severity, status,
+           opened_at, resolved_at, body)      -- body: the Alert, JSON
+      alerts_open UNIQUE (rule_id, key) WHERE status = 'open'
+    notifications(seq PK AUTOINCREMENT, notification_id UNIQUE, alert_id, kind, at,
+                  account_id, rule_id, severity, body)   -- the alert as notified
+    marks(rule_id, key, at, cause)           PK (rule_id, key)
+    outbox(id PK AUTOINCREMENT, destination, seq, state pending|delivered|dead, attempts,
+           next_attempt_at, lease_until, last_error, delivered_at)  UNIQUE (destination, seq)
+    baselines(key PK, resource_type, account_id, region, name, config_hash, configuration,
+              change_id, valid_from, pinned_at)
+    pins(pin_id PK, resource_type, account_id, region, pinned_at, count)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloudinv.models import JsonPatchOp, UtcDatetime, utcnow
+from sinks.sqlite_store import from_us, to_us
+from sinks.store import InventoryStore, ResourceVersion, StoreError
+
+__all__ = [
+    "ALERTS_FILE",
+    "SEVERITIES",
+    "Alert",
+    "AlertFilters",
+    "AlertNotification",
+    "AlertPage",
+    "AlertStatus",
+    "AlertsStore",
+    "BaselineEntry",
+    "BaselineScope",
+    "DriftItem",
+    "Observation",
+    "OutboxItem",
+    "OutboxWait",
+    "Pin",
+    "RuleKind",
+    "Severity",
+    "alert_id",
+    "compute_drift",
+    "pin_baseline",
+]
+
+ALERTS_FILE = Path("store") / "alerts.sqlite3"
+"""Where the alerts store lives, relative to the data directory."""
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
+AlertStatus = Literal["open", "resolved"]
+RuleKind = Literal["state", "change", "event"]
+NotificationKind = Literal["opened", "resolved"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id      TEXT PRIMARY KEY,
+    rule_id       TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    account_id    TEXT NOT NULL,
+    resource_type TEXT,
+    region        TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    opened_at     INTEGER NOT NULL,
+    resolved_at   INTEGER,
+    body          BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts (rule_id, key) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS alerts_by_pair ON alerts (rule_id, key);
+CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (opened_at, alert_id);
+CREATE INDEX IF NOT EXISTS alerts_by_account ON alerts (account_id, opened_at, alert_id);
+
+CREATE TABLE IF NOT EXISTS notifications (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    notification_id TEXT NOT NULL UNIQUE,
+    alert_id        TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    at              INTEGER NOT NULL,
+    account_id      TEXT NOT NULL,
+    rule_id         TEXT NOT NULL,
+    severity        TEXT NOT NULL,
+    body            BLOB NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS marks (
+    rule_id TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    cause   TEXT NOT NULL,
+    PRIMARY KEY (rule_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination     TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until     INTEGER,
+    last_error      TEXT,
+    delivered_at    INTEGER,
+    UNIQUE (destination, seq)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (destination, id) WHERE state = 'pending';
+
+CREATE TABLE IF NOT EXISTS baselines (
+    key           TEXT PRIMARY KEY,
+    resource_type TEXT NOT NULL,
+    account_id    TEXT NOT NULL,
+    region        TEXT NOT NULL,
+    name          TEXT,
+    config_hash   TEXT NOT NULL,
+    configuration BLOB NOT NULL,
+    change_id     TEXT NOT NULL,
+    valid_from    INTEGER NOT NULL,
+    pinned_at     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS baselines_by_scope ON baselines (resource_type, account_id, region);
+CREATE INDEX IF NOT EXISTS baselines_by_account ON baselines (account_id);
+
+CREATE TABLE IF NOT EXISTS pins (
+    pin_id        TEXT PRIMARY KEY,
+    resource_type TEXT,
+    account_id    TEXT,
+    region        TEXT,
+    pinned_at     INTEGER NOT NULL,
+    count         INTEGER NOT NULL
+);
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Alert(_Record):
+    """One opening of one rule on one resource, open until something clears it."""
+
+    alert_id: str = Field(description="Deterministic: rule, resource key and opening cause")
+    rule_id: str
+    title: str
+    severity: Severity
+    kind: RuleKind = Field(description="state, change or event: what the rule looks at")
+    status: AlertStatus
+    key: str = Field(description="The resource key (ARN), or what the event rule names")
+    resource_type: str | None = None
+    account_id: str
+    region: str
+    name: str | None = None
+    opening: int = Field(description="1 for the first opening of this (rule, resource), ...")
+    opened_at: UtcDatetime
+    opened_by: str = Field(description="The change id or CloudTrail event id that opened it")
+    last_seen_at: UtcDatetime
+    occurrences: int = Field(description="Observations that matched while it was open")
+    resolved_at: UtcDatetime | None = None
+    resolved_by: str | None = Field(
+        default=None, description="The change id or event id that cleared it"
+    )
+    detail: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What matched: the condition's result, and the change or event summary",
+    )
+
+
+class AlertNotification(_Record):
+    """An alert opened or resolved: what the alerts topic, webhooks, SNS and the SSE stream
+    carry. ``seq`` grows with every notification (the stream's event id)."""
+
+    notification_id: str = Field(description="<alert_id>:<kind>; the idempotency key")
+    seq: int
+    kind: NotificationKind
+    at: UtcDatetime
+    alert: Alert
+
+
+class AlertPage(_Record):
+    items: list[Alert]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one rule saw in one change or event (see the module docstring)."""
+
+    rule_id: str
+    title: str
+    severity: Severity
+    kind: RuleKind
+    key: str
+    account_id: str
+    region: str
+    opens: bool
+    """The rule fires: open an alert unless one is open."""
+    holds: bool
+    """The alerted condition still holds: ``False`` resolves an open alert."""
+    at: datetime
+    cause: str
+    resource_type: str | None = None
+    name: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def alert_id(rule_id: str, key: str, cause: str) -> str:
+    return hashlib.sha256(f"{rule_id}\n{key}\n{cause}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class AlertFilters:
+    status: AlertStatus | None = None
+    severities: tuple[str, ...] | None = None
+    rule_id: str | None = None
+    account_ids: tuple[str, ...] | None = None
+    resource_type: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A leased outbox row: deliver ``notification`` to ``destination``, then report."""
+
+    id: int
+    destination: str
+    attempts: int
+    notification: AlertNotification
+
+
+@dataclass(frozen=True)
+class OutboxWait:
+    """The destination's head row is not due yet (backing off, or leased elsewhere)."""
+
+    until: datetime
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines
+
+
+@dataclass(frozen=True)
+class BaselineScope:
+    """Which resources a pin covers: a filter left ``None`` means any."""
+
+    resource_type: str | None = None
+    account_id: str | None = None
+    region: str | None = None
+
+    def matches(self, resource_type: str, account_id: str, region: str) -> bool:
+        return (
+            (self.resource_type is None or self.resource_type == resource_type)
+            and (self.account_id is None or self.account_id == account_id)
+            and (self.region is None or self.region == region)
+        )
+
+    def contains(self, other: BaselineScope) -> bool:
+        """Every resource ``other`` covers, this covers too."""
+        return all(
+            mine is None or mine == theirs
+            for mine, theirs in (
+                (self.resource_type, other.resource_type),
+                (self.account_id, other.account_id),
+                (self.region, other.region),
+            )
+        )
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("resource_type", self.resource_type),
+            ("account_id", self.account_id),
+            ("region", self.region),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return (" AND ".join(clauses) or "1"), params
+
+    def label(self) -> str:
+        return (
+            ", ".join(
+                f"{name}={value}"
+                for name, value in (
+                    ("type", self.resource_type),
+                    ("account", self.account_id),
+                    ("region", self.region),
+                )
+                if value is not None
+            )
+            or "everything"
+        )
+
+
+class Pin(_Record):
+    pin_id: str
+    resource_type: str | None = None
+    account_id: str | None = None
+    region: str | None = None
+    pinned_at: UtcDatetime
+    count: int = Field(description="Resources recorded as the approved state")
+
+    @property
+    def scope(self) -> BaselineScope:
+        return BaselineScope(self.resource_type, self.account_id, self.region)
+
+
+class BaselineEntry(_Record):
+    key: str
+    resource_type: str
+    account_id: str
+    region: str
+    name: str | None = None
+    config_hash: str
+    configuration: dict[str, Any]
+    change_id: str
+    valid_from: UtcDatetime
+    pinned_at: UtcDatetime
+
+
+DriftKind = Literal["created", "modified", "deleted"]
+
+
+class DriftItem(_Record):
+    """One resource whose configuration is not its pinned baseline."""
+
+    key: str
+    resource_type: str
+    account_id: str
+    region: str
+    name: str | None = None
+    drift: DriftKind = Field(description="created (no baseline), modified, or deleted since")
+    pinned_at: UtcDatetime | None = Field(default=None, description="When the baseline was pinned")
+    baseline_hash: str | None = None
+    current_hash: str | None = None
+    current_since: UtcDatetime | None = Field(
+        default=None, description="Start of the current version"
+    )
+    changed_paths: list[str] = Field(default_factory=list)
+    patch: list[JsonPatchOp] = Field(
+        default_factory=list, description="RFC 6902 from the baseline to the current version"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+class AlertsStore:
+    """Alerts, notifications, outbox and baselines on one SQLite file (WAL).
+
+    SQLite runs on threads owned by the store: one writer with one connection, and reader
+    threads each with their own connection. Other processes (the API, the CLI, more
+    workers) may open the same file.
+    """
+
+    def __init__(self, path: Path, *, reader_threads: int = 2) -> None:
+        self.path = Path(path)
+        self._reader_threads = reader_threads
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_conns: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> AlertsStore:
+        return cls(Path(data_dir) / ALERTS_FILE)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._closed:
+                raise StoreError(f"alerts store {self.path} is closed")
+            if self._writer is not None:
+                return
+            writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts-write")
+            try:
+                await asyncio.get_running_loop().run_in_executor(writer, self._open_writer)
+            except BaseException:
+                writer.shutdown(wait=False)
+                raise
+            self._writer = writer
+            self._readers = ThreadPoolExecutor(
+                max_workers=self._reader_threads, thread_name_prefix="alerts-read"
+            )
+
+    def _open_writer(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self.path)
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this cloudinv "
+                    f"({SCHEMA_VERSION}): upgrade cloudinv or use another data directory"
+                )
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        self._write_conn = conn
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            if self._closed:
+                return
+            self._closed = True
+            writer, readers = self._writer, self._readers
+            self._writer = self._readers = None
+        if writer is None or readers is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(None, self._shutdown, writer, readers)
+
+    def _shutdown(self, writer: ThreadPoolExecutor, readers: ThreadPoolExecutor) -> None:
+        writer.shutdown(wait=True)
+        readers.shutdown(wait=True)
+        with self._lock:
+            conns = [*self._read_conns]
+            self._read_conns.clear()
+        if self._write_conn is not None:
+            conns.append(self._write_conn)
+            self._write_conn = None
+        for conn in conns:
+            conn.close()
+
+    async def __aenter__(self) -> AlertsStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            await self.open()
+        writer = self._writer
+        if writer is None:
+            raise StoreError(f"alerts store {self.path} is closed")
+
+        def run() -> T:
+            conn = self._write_conn
+            if conn is None:
+                raise StoreError(f"alerts store {self.path} is closed")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await asyncio.get_running_loop().run_in_executor(writer, run)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            await self.open()
+        readers = self._readers
+        if readers is None:
+            raise StoreError(f"alerts store {self.path} is closed")
+        return await asyncio.get_running_loop().run_in_executor(readers, self._run_read, fn)
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+            with self._lock:
+                self._read_conns.append(conn)
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    # -- alerts ----------------------------------------------------------------------------
+
+    async def apply(
+        self, observations: Sequence[Observation], destinations: Sequence[str] = ()
+    ) -> list[AlertNotification]:
+        """Apply observations in order in one transaction; returns the notifications made
+        (each already queued in the outbox for every destination)."""
+        if not observations:
+            return []
+        now = to_us(utcnow())
+        return await self._write(lambda conn: _apply(conn, observations, destinations, now))
+
+    async def alerts(
+        self, filters: AlertFilters | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> AlertPage:
+        """Alerts, most recently opened first."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        f = filters or AlertFilters()
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("status", f.status),
+            ("rule_id", f.rule_id),
+            ("resource_type", f.resource_type),
+            ("key", f.key),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        for column, values in (("severity", f.severities), ("account_id", f.account_ids)):
+            if values is not None:
+                if not values:
+                    return AlertPage(items=[])
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params += list(values)
+        if cursor is not None:
+            opened, ident = _parse_cursor(cursor)
+            where.append("(opened_at, alert_id) < (?, ?)")
+            params += [opened, ident]
+        sql = (
+            "SELECT opened_at, alert_id, body FROM alerts"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY opened_at DESC, alert_id DESC LIMIT ?"
+        )
+        params.append(limit + 1)
+
+        def run(conn: sqlite3.Connection) -> list[tuple[int, str, bytes]]:
+            return list(conn.execute(sql, params))
+
+        rows = await self._read(run)
+        items = [Alert.model_validate_json(row[2]) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = f"{last[0]}:{last[1]}"
+        return AlertPage(items=items, next_cursor=next_cursor)
+
+    async def alert(self, alert_id: str) -> Alert | None:
+        def run(conn: sqlite3.Connection) -> Alert | None:
+            row = conn.execute("SELECT body FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+            return None if row is None else Alert.model_validate_json(row[0])
+
+        return await self._read(run)
+
+    async def open_alerts(self, rule_id: str | None = None) -> list[Alert]:
+        def run(conn: sqlite3.Connection) -> list[Alert]:
+            if rule_id is None:
+                rows = conn.execute("SELECT body FROM alerts WHERE status = 'open'")
+            else:
+                rows = conn.execute(
+                    "SELECT body FROM alerts WHERE status = 'open' AND rule_id = ?", (rule_id,)
+                )
+            return [Alert.model_validate_json(r[0]) for r in rows]
+
+        return await self._read(run)
+
+    # -- notifications (the SSE stream) ------------------------------------------------------
+
+    async def head(self) -> int:
+        """The newest notification's sequence number (0 when there is none)."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT max(seq) FROM notifications").fetchone()[0] or 0)
+
+        return await self._read(run)
+
+    async def notifications_after(self, seq: int, limit: int = 500) -> list[AlertNotification]:
+        """Up to ``limit`` notifications after ``seq``, in order."""
+
+        def run(conn: sqlite3.Connection) -> list[AlertNotification]:
+            rows = conn.execute(
+                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (seq, limit),
+            )
+            return [_notification(row) for row in rows]
+
+        return await self._read(run)
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    async def claim(self, destination: str, lease_s: float) -> OutboxItem | OutboxWait | None:
+        """Lease the oldest undelivered notification of ``destination``.
+
+        ``None``: nothing pending. :class:`OutboxWait`: the head row is backing off or leased
+        by another dispatcher; try again at ``until``.
+        """
+        lease_us = int(lease_s * 1_000_000)
+
+        def run(conn: sqlite3.Connection) -> OutboxItem | OutboxWait | None:
+            now = to_us(utcnow())
+            row = conn.execute(
+                "SELECT id, seq, attempts, next_attempt_at, lease_until FROM outbox "
+                "WHERE destination = ? AND state = 'pending' ORDER BY id LIMIT 1",
+                (destination,),
+            ).fetchone()
+            if row is None:
+                return None
+            item_id, seq, attempts, next_at, lease_until = row
+            if next_at > now:
+                return OutboxWait(from_us(next_at))
+            if lease_until is not None and lease_until > now:
+                return OutboxWait(from_us(lease_until))
+            conn.execute(
+                "UPDATE outbox SET lease_until = ? WHERE id = ?", (now + lease_us, item_id)
+            )
+            found = conn.execute(
+                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE seq = ?", (seq,)
+            ).fetchone()
+            if found is None:  # cannot happen: both are written in one transaction
+                conn.execute("UPDATE outbox SET state = 'dead' WHERE id = ?", (item_id,))
+                return OutboxWait(from_us(now))
+            return OutboxItem(item_id, destination, attempts, _notification(found))
+
+        return await self._write(run)
+
+    async def delivered(self, item_id: int) -> None:
+        now = to_us(utcnow())
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET state = 'delivered', delivered_at = ?, lease_until = NULL, "
+                "attempts = attempts + 1 WHERE id = ?",
+                (now, item_id),
+            )
+        )
+
+    async def retry_later(self, item_id: int, error: str, at: datetime) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, "
+                "lease_until = NULL, last_error = ? WHERE id = ?",
+                (to_us(at), error[:1000], item_id),
+            )
+        )
+
+    async def give_up(self, item_id: int, error: str) -> None:
+        """The destination refused the notification for good (e.g. HTTP 400): keep the row
+        as ``dead`` so the refusal stays visible, and move on."""
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET state = 'dead', attempts = attempts + 1, lease_until = NULL, "
+                "last_error = ? WHERE id = ?",
+                (error[:1000], item_id),
+            )
+        )
+
+    async def prune_delivered(self, before: datetime) -> int:
+        """Forget outbox rows delivered before ``before`` (the notifications stay)."""
+        cutoff = to_us(before)
+
+        def run(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?", (cutoff,)
+            )
+            return int(cursor.rowcount)
+
+        return await self._write(run)
+
+    async def outbox_counts(self) -> dict[tuple[str, str], int]:
+        """(destination, state) → rows."""
+
+        def run(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+            rows = conn.execute(
+                "SELECT destination, state, count(*) FROM outbox GROUP BY destination, state"
+            )
+            return {(r[0], r[1]): int(r[2]) for r in rows}
+
+        return await self._read(run)
+
+    # -- baselines ---------------------------------------------------------------------------
+
+    async def pin(
+        self, scope: BaselineScope, versions: Sequence[ResourceVersion], pinned_at: datetime
+    ) -> Pin:
+        """Replace the baselines of ``scope`` by ``versions`` (its current resources)."""
+        at = to_us(pinned_at)
+        stray = [
+            v.key for v in versions if not scope.matches(v.resource_type, v.account_id, v.region)
+        ]
+        if stray:
+            raise ValueError(f"{len(stray)} version(s) outside the pinned scope, e.g. {stray[0]}")
+        pin_id = hashlib.sha256(f"{scope.label()}\n{at}".encode()).hexdigest()[:16]
+        rows = [
+            (
+                v.key,
+                v.resource_type,
+                v.account_id,
+                v.region,
+                v.name,
+                v.config_hash,
+                orjson.dumps(v.configuration),
+                v.change_id,
+                to_us(v.valid_from),
+                at,
+            )
+            for v in versions
+        ]
+
+        def run(conn: sqlite3.Connection) -> Pin:
+            where, params = scope.where()
+            conn.execute(f"DELETE FROM baselines WHERE {where}", params)
+            conn.executemany(
+                "INSERT OR REPLACE INTO baselines (key, resource_type, account_id, region, name, "
+                "config_hash, configuration, change_id, valid_from, pinned_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            for old in _pins(conn):
+                if scope.contains(old.scope):
+                    conn.execute("DELETE FROM pins WHERE pin_id = ?", (old.pin_id,))
+            conn.execute(
+                "INSERT INTO pins (pin_id, resource_type, account_id, region, pinned_at, count) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (pin_id, scope.resource_type, scope.account_id, scope.region, at, len(rows)),
+            )
+            return Pin(
+                pin_id=pin_id,
+                resource_type=scope.resource_type,
+                account_id=scope.account_id,
+                region=scope.region,
+                pinned_at=pinned_at,
+                count=len(rows),
+            )
+
+        return await self._write(run)
+
+    async def pins(self) -> list[Pin]:
+        return await self._read(_pins)
+
+    async def baselines(
+        self, *, resource_type: str | None = None, account_ids: Sequence[str] | None = None
+    ) -> list[BaselineEntry]:
+        where: list[str] = []
+        params: list[Any] = []
+        if resource_type is not None:
+            where.append("resource_type = ?")
+            params.append(resource_type)
+        if account_ids is not None:
+            if not account_ids:
+                return []
+            where.append(f"account_id IN ({', '.join('?' * len(account_ids))})")
+            params += list(account_ids)
+        sql = (
+            "SELECT key, resource_type, account_id, region, name, config_hash, configuration, "
+            "change_id, valid_from, pinned_at FROM baselines"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY key"
+        )
+
+        def run(conn: sqlite3.Connection) -> list[BaselineEntry]:
+            return [
+                BaselineEntry(
+                    key=r[0],
+                    resource_type=r[1],
+                    account_id=r[2],
+                    region=r[3],
+                    name=r[4],
+                    config_hash=r[5],
+                    configuration=orjson.loads(r[6]),
+                    change_id=r[7],
+                    valid_from=from_us(r[8]),
+                    pinned_at=from_us(r[9]),
+                )
+                for r in conn.execute(sql, params)
+            ]
+
+        return await self._read(run)
+
+
+_NOTIFICATION_COLUMNS = "seq, notification_id, kind, at, body"
+
+
+def _notification(row: Sequence[Any]) -> AlertNotification:
+    return AlertNotification(
+        seq=row[0],
+        notification_id=row[1],
+        kind=row[2],
+        at=from_us(row[3]),
+        alert=Alert.model_validate_json(row[4]),
+    )
+
+
+def _pins(conn: sqlite3.Connection) -> list[Pin]:
+    return [
+        Pin(
+            pin_id=r[0],
+            resource_type=r[1],
+            account_id=r[2],
+            region=r[3],
+            pinned_at=from_us(r[4]),
+            count=r[5],
+        )
+        for r in conn.execute(
+            "SELECT pin_id, resource_type, account_id, region, pinned_at, count FROM pins "
+            "ORDER BY pinned_at"
+        )
+    ]
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        opened, ident = cursor.split(":", 1)
+        return int(opened), ident
+    except ValueError:
+        raise StoreError(
+            f"bad alerts cursor {cursor!r}: pass back next_cursor of a previous page"
+        ) from None
+
+
+def _apply(
+    conn: sqlite3.Connection,
+    observations: Sequence[Observation],
+    destinations: Sequence[str],
+    now: int,
+) -> list[AlertNotification]:
+    notifications: list[AlertNotification] = []
+    for obs in observations:
+        at = to_us(obs.at)
+        mark = conn.execute(
+            "SELECT at, cause FROM marks WHERE rule_id = ? AND key = ?", (obs.rule_id, obs.key)
+        ).fetchone()
+        if mark is not None and (at < mark[0] or mark[1] == obs.cause):
+            continue  # a replay, or older than what was already applied
+        row = conn.execute(
+            "SELECT body FROM alerts WHERE rule_id = ? AND key = ? AND status = 'open'",
+            (obs.rule_id, obs.key),
+        ).fetchone()
+        if row is None and not (obs.opens and obs.holds):
+            # Nothing open and nothing to open: the mark left by the last alert's opening or
+            # resolution already guards against replays, so the common case writes nothing.
+            continue
+        conn.execute(
+            "INSERT OR REPLACE INTO marks (rule_id, key, at, cause) VALUES (?, ?, ?, ?)",
+            (obs.rule_id, obs.key, at, obs.cause),
+        )
+        if row is not None:
+            alert = Alert.model_validate_json(row[0])
+            if not obs.holds:
+                resolved = alert.model_copy(
+                    update={"status": "resolved", "resolved_at": obs.at, "resolved_by": obs.cause}
+                )
+                _save(conn, resolved)
+                notifications.append(_notify(conn, resolved, "resolved", obs.at, destinations, now))
+            elif obs.opens:
+                seen = alert.model_copy(
+                    update={
+                        "occurrences": alert.occurrences + 1,
+                        "last_seen_at": max(alert.last_seen_at, obs.at),
+                    }
+                )
+                _save(conn, seen)
+        elif obs.opens and obs.holds:
+            openings = conn.execute(
+                "SELECT count(*) FROM alerts WHERE rule_id = ? AND key = ?", (obs.rule_id, obs.key)
+            ).fetchone()[0]
+            alert = Alert(
+                alert_id=alert_id(obs.rule_id, obs.key, obs.cause),
+                rule_id=obs.rule_id,
+                title=obs.title,
+                severity=obs.severity,
+                kind=obs.kind,
+                status="open",
+                key=obs.key,
+                resource_type=obs.resource_type,
+                account_id=obs.account_id,
+                region=obs.region,
+                name=obs.name,
+                opening=int(openings) + 1,
+                opened_at=obs.at,
+                opened_by=obs.cause,
+                last_seen_at=obs.at,
+                occurrences=1,
+                detail=obs.detail,
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO alerts (alert_id, rule_id, key, account_id, resource_type, "
+                "region, severity, status, opened_at, resolved_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, NULL, ?)",
+                (
+                    alert.alert_id,
+                    alert.rule_id,
+                    alert.key,
+                    alert.account_id,
+                    alert.resource_type,
+                    alert.region,
+                    alert.severity,
+                    at,
+                    alert.model_dump_json().encode(),
+                ),
+            )
+            notifications.append(_notify(conn, alert, "opened", obs.at, destinations, now))
+    return notifications
+
+
+def _save(conn: sqlite3.Connection, alert: Alert) -> None:
+    conn.execute(
+        "UPDATE alerts SET status = ?, resolved_at = ?, body = ? WHERE alert_id = ?",
+        (
+            alert.status,
+            None if alert.resolved_at is None else to_us(alert.resolved_at),
+            alert.model_dump_json().encode(),
+            alert.alert_id,
+        ),
+    )
+
+
+def _notify(
+    conn: sqlite3.Connection,
+    alert: Alert,
+    kind: NotificationKind,
+    at: datetime,
+    destinations: Sequence[str],
+    now: int,
+) -> AlertNotification:
+    notification_id = f"{alert.alert_id}:{kind}"
+    cursor = conn.execute(
+        "INSERT INTO notifications (notification_id, alert_id, kind, at, account_id, rule_id, "
+        "severity, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            notification_id,
+            alert.alert_id,
+            kind,
+            to_us(at),
+            alert.account_id,
+            alert.rule_id,
+            alert.severity,
+            alert.model_dump_json().encode(),
+        ),
+    )
+    seq = int(cursor.lastrowid or 0)
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox (destination, seq, state, attempts, next_attempt_at) "
+        "VALUES (?, ?, 'pending', 0, ?)",
+        [(destination, seq, now) for destination in destinations],
+    )
+    return AlertNotification(
+        notification_id=notification_id, seq=seq, kind=kind, at=at, alert=alert
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines and drift over the inventory store
+
+_PAGE = 1000
+
+
+async def _current(inventory: InventoryStore, scope: BaselineScope) -> list[ResourceVersion]:
+    versions: list[ResourceVersion] = []
+    after_key: str | None = None
+    while True:
+        page = await inventory.list_as_of(
+            resource_type=scope.resource_type,
+            account_id=scope.account_id,
+            region=scope.region,
+            limit=_PAGE,
+            after_key=after_key,
+        )
+        versions += page
+        if len(page) < _PAGE:
+            return versions
+        after_key = page[-1].key
+
+
+async def pin_baseline(
+    alerts: AlertsStore,
+    inventory: InventoryStore,
+    scope: BaselineScope,
+    *,
+    pinned_at: datetime | None = None,
+) -> Pin:
+    """Record the current versions of ``scope`` as its approved state."""
+    versions = await _current(inventory, scope)
+    return await alerts.pin(scope, versions, pinned_at or utcnow())
+
+
+def _narrow(
+    pin: BaselineScope, resource_type: str | None, account_ids: Sequence[str] | None
+) -> list[BaselineScope]:
+    """The parts of a pinned scope a drift query reads (none if they do not overlap)."""
+    if resource_type is not None and pin.resource_type not in (None, resource_type):
+        return []
+    rtype = resource_type or pin.resource_type
+    if account_ids is None:
+        return [BaselineScope(rtype, pin.account_id, pin.region)]
+    if pin.account_id is not None:
+        return [pin] if pin.account_id in account_ids else []
+    return [BaselineScope(rtype, account, pin.region) for account in account_ids]
+
+
+async def compute_drift(
+    alerts: AlertsStore,
+    inventory: InventoryStore,
+    *,
+    resource_type: str | None = None,
+    account_ids: Sequence[str] | None = None,
+) -> list[DriftItem]:
+    """Every resource of the pinned scopes (narrowed by type and accounts) that differs from
+    its baseline: modified (with the patch), deleted, or created since; ordered by key."""
+    from streams.diff import changed_paths, json_patch
+
+    current: dict[str, ResourceVersion] = {}
+    for pin in await alerts.pins():
+        for scope in _narrow(pin.scope, resource_type, account_ids):
+            for version in await _current(inventory, scope):
+                current[version.key] = version
+    baselines = {
+        b.key: b
+        for b in await alerts.baselines(resource_type=resource_type, account_ids=account_ids)
+    }
+    items: list[DriftItem] = []
+    for key in sorted(current.keys() | baselines.keys()):
+        base, now = baselines.get(key), current.get(key)
+        if base is not None and now is not None:
+            if base.config_hash == now.config_hash:
+                continue
+            patch = json_patch(base.configuration, now.configuration)
+            items.append(_drift_item(now, "modified", base, patch, changed_paths(patch)))
+        elif base is not None:
+            patch = json_patch(base.configuration, None)
+            items.append(
+                DriftItem(
+                    key=key,
+                    resource_type=base.resource_type,
+                    account_id=base.account_id,
+                    region=base.region,
+                    name=base.name,
+                    drift="deleted",
+                    pinned_at=base.pinned_at,
+                    baseline_hash=base.config_hash,
+                    changed_paths=changed_paths(patch),
+                    patch=patch,
+                )
+            )
+        elif now is not None:
+            patch = json_patch(None, now.configuration)
+            items.append(_drift_item(now, "created", None, patch, changed_paths(patch)))
+    return items
+
+
+def _drift_item(
+    now: ResourceVersion,
+    kind: DriftKind,
+    base: BaselineEntry | None,
+    patch: list[JsonPatchOp],
+    paths: list[str],
+) -> DriftItem:
+    return DriftItem(
+        key=now.key,
+        resource_type=now.resource_type,
+        account_id=now.account_id,
+        region=now.region,
+        name=now.name,
+        drift=kind,
+        pinned_at=None if base is None else base.pinned_at,
+        baseline_hash=None if base is None else base.config_hash,
+        current_hash=now.config_hash,
+        current_since=now.valid_from,
+        changed_paths=paths,
+        patch=patch,
+    )

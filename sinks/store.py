@@ -1,0 +1,226 @@
+"""The inventory store interface: versions, changes and scan history, as the API queries them.
+
+Every backend (the local SQLite store of the embedded mode, later S3 Parquet or DynamoDB)
+implements :class:`InventoryStore`. Writers are the sink agents of ``streams.changes``;
+readers are the API and the change detector, which warms its per-key state from
+:meth:`InventoryStore.latest` so that a restarted worker does not report old changes again.
+
+Model of the data:
+
+- A **version** is one configuration of one resource, valid over ``[valid_from, valid_to)``;
+  ``valid_to`` is ``None`` while it is current. Each change closes the key's open version (at
+  the change's ``captured_at``) and, unless it is a deletion, opens a new one. A deleted
+  resource therefore has no open version; its last version's ``valid_to`` is the deletion time.
+- A **change** is a :class:`~cloudinv.models.ChangeEvent`, stored once per ``change_id``.
+- A **scan** is the record of one :class:`~cloudinv.models.ScanManifest` (keys not kept).
+
+Writes are idempotent: replaying a batch of changes or scans leaves the store as it was.
+All timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloudinv.models import (
+    AccountId,
+    ChangeEvent,
+    ChangeType,
+    ResourceType,
+    ScanError,
+    ScanManifest,
+    ScanStatus,
+    UtcDatetime,
+)
+
+__all__ = [
+    "ChangeFilters",
+    "ChangePage",
+    "InventoryStore",
+    "ResourceVersion",
+    "ScanRecord",
+    "StoreError",
+]
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (closed, unreadable, bad cursor)."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ResourceVersion(_Record):
+    """One configuration of one resource over ``[valid_from, valid_to)``."""
+
+    key: str
+    resource_type: ResourceType
+    resource_id: str
+    account_id: AccountId
+    region: str
+    name: str | None = None
+    configuration: dict[str, Any]
+    config_hash: str = Field(description="Hash of the normalized configuration (after_hash)")
+    valid_from: UtcDatetime
+    valid_to: UtcDatetime | None = Field(default=None, description="None while current")
+    change_id: str = Field(description="The change that opened this version")
+
+    @property
+    def is_current(self) -> bool:
+        return self.valid_to is None
+
+
+class ScanRecord(_Record):
+    """The stored history of one scan of one scope (manifests without their key lists)."""
+
+    scan_id: str
+    account_id: AccountId
+    region: str
+    resource_type: ResourceType
+    status: ScanStatus
+    started_at: UtcDatetime
+    finished_at: UtcDatetime
+    count: int
+    errors: list[ScanError] = Field(default_factory=list)
+
+    @classmethod
+    def from_manifest(cls, manifest: ScanManifest) -> ScanRecord:
+        return cls(
+            scan_id=manifest.scan_id,
+            account_id=manifest.account_id,
+            region=manifest.region,
+            resource_type=manifest.resource_type,
+            status=manifest.status,
+            started_at=manifest.started_at,
+            finished_at=manifest.finished_at,
+            count=manifest.count,
+            errors=list(manifest.errors),
+        )
+
+
+@dataclass(frozen=True)
+class ChangeFilters:
+    """Optional equality filters of :meth:`InventoryStore.changes`; ``None`` means any."""
+
+    key: str | None = None
+    resource_type: str | None = None
+    account_id: str | None = None
+    region: str | None = None
+    change_types: tuple[ChangeType, ...] | None = None
+
+
+class ChangePage(_Record):
+    """One page of changes, oldest first; pass ``next_cursor`` back for the next page."""
+
+    items: list[ChangeEvent]
+    next_cursor: str | None = Field(default=None, description="None on the last page")
+
+
+@runtime_checkable
+class InventoryStore(Protocol):
+    """Versions, changes and scans of the inventory. Every method is a coroutine.
+
+    Implementations must not block the event loop, must make :meth:`as_of` and
+    :meth:`list_as_of` indexed lookups (not scans of the whole history), and must make
+    :meth:`put_changes` and :meth:`record_scans` idempotent.
+    """
+
+    async def open(self) -> None:
+        """Create or migrate the storage; safe to call again."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; further calls raise :class:`StoreError`."""
+        ...
+
+    # -- writes (the sink agents) ---------------------------------------------------------
+
+    async def put_changes(self, batch: Sequence[ChangeEvent]) -> int:
+        """Store changes in order and move versions accordingly, in one transaction.
+
+        A change whose ``change_id`` is already stored is skipped, as is one that would not
+        move the key's state (a replayed or re-detected change: its ``after_hash`` is the
+        open version's hash, or a deletion of a key with no open version, or one captured
+        before the open version began). Returns how many changes were applied.
+        """
+        ...
+
+    async def record_scans(self, batch: Sequence[ScanManifest]) -> int:
+        """Record scan manifests (one row per scan id and scope; a replay overwrites)."""
+        ...
+
+    # -- reads (the API) -------------------------------------------------------------------
+
+    async def current(self, key: str) -> ResourceVersion | None:
+        """The open version of ``key``; ``None`` if unknown or deleted."""
+        ...
+
+    async def as_of(self, key: str, at: datetime) -> ResourceVersion | None:
+        """The version of ``key`` valid at ``at``; ``None`` if it did not exist then."""
+        ...
+
+    async def list_as_of(
+        self,
+        *,
+        at: datetime | None = None,
+        resource_type: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        limit: int = 1000,
+        after_key: str | None = None,
+    ) -> list[ResourceVersion]:
+        """Every resource matching the filters as it was at ``at`` (now if ``None``).
+
+        Ordered by key; page with ``after_key`` = the last key of the previous page.
+        """
+        ...
+
+    async def history(self, key: str) -> list[ResourceVersion]:
+        """Every version of ``key``, oldest first."""
+        ...
+
+    async def changes(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: ChangeFilters | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> ChangePage:
+        """Changes captured in ``[since, until)``, ordered by capture time."""
+        ...
+
+    async def scans(
+        self,
+        *,
+        account_id: str | None = None,
+        region: str | None = None,
+        resource_type: str | None = None,
+        scan_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[ScanRecord]:
+        """Scan history, most recently finished first."""
+        ...
+
+    # -- the change detector ---------------------------------------------------------------
+
+    async def current_keys_in_scope(
+        self, account_id: str, region: str, resource_type: str
+    ) -> set[str]:
+        """Keys with an open version in one (account, region, type) scope."""
+        ...
+
+    async def latest(self, keys: Sequence[str]) -> dict[str, ResourceVersion]:
+        """The most recent version of each key, open or closed (closed = deleted then).
+
+        Keys never stored are absent from the result.
+        """
+        ...

@@ -1,0 +1,295 @@
+"""Inventory, diff, change and metadata endpoints over a real server, against what the real
+pipeline stored (see :mod:`tests.api_helpers`: moto estate -> scan engine -> broker -> Faust
+change stage -> SQLite store; one attributed change written with ``put_changes``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
+
+
+@pytest.fixture(scope="module")
+async def data(
+    broker: str, moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> PipelineData:
+    return await pipeline_data(broker, moto_endpoint, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+async def api(data: PipelineData) -> AsyncIterator[Api]:
+    async with running_api(data.data_dir, {"admin": None}) as running:
+        yield running
+
+
+def iso(moment: Any) -> str:
+    return quote(moment.isoformat().replace("+00:00", "Z"))
+
+
+def enc(key: str) -> str:
+    return quote(key, safe="")
+
+
+async def all_pages(api: Api, path: str, scope: str = "admin") -> list[dict[str, Any]]:
+    """Every item of a paged list, following next_cursor; no item may come twice."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    sep = "&" if "?" in path else "?"
+    for _ in range(1000):
+        url = path + (f"{sep}cursor={cursor}" if cursor else "")
+        status, body, _ = await api.get(url, scope)
+        assert status == 200, body
+        items += body["items"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return items
+    raise AssertionError("paging did not end")
+
+
+def expected_now(data: PipelineData, account: str) -> set[str]:
+    keys = set(data.first_keys[account])
+    if account == data.a.id:
+        keys.discard(data.terminated)
+    if account == data.b.id:
+        keys.add(data.created)
+    return keys
+
+
+# -- resources -------------------------------------------------------------------------------
+
+
+async def test_resources_now_and_as_of_a_past_time(api: Api, data: PipelineData) -> None:
+    for account in data.accounts:
+        now = await all_pages(api, f"/v1/resources?account={account}&limit=2")
+        assert [r["key"] for r in now] == sorted(expected_now(data, account))
+        then = await all_pages(api, f"/v1/resources?account={account}&at={iso(data.between)}")
+        assert {r["key"] for r in then} == data.first_keys[account]
+    everything = await all_pages(api, "/v1/resources?limit=3")
+    assert len(everything) == len({r["key"] for r in everything})
+    assert {r["key"] for r in everything} == set().union(
+        *(expected_now(data, a) for a in data.accounts)
+    )
+    # Before anything was scanned, nothing existed.
+    status, body, _ = await api.get("/v1/resources?at=2020-01-01")
+    assert status == 200 and body == {"items": [], "next_cursor": None}
+
+
+async def test_resources_by_type_region_and_text(api: Api, data: PipelineData) -> None:
+    instances = await all_pages(
+        api, f"/v1/resources?type=aws::ec2::instance&account={data.a.id}&region=us-east-1"
+    )
+    assert {r["resource_type"] for r in instances} == {"AWS::EC2::Instance"}
+    assert {r["resource_id"] for r in instances} == set(data.a.instances[1:])
+    # Tags are read from the configuration and searched: env=prod only in account A.
+    assert all({"Key": "env", "Value": "prod"} in r["configuration"]["Tags"] for r in instances)
+    prod = await all_pages(api, "/v1/resources?q=PROD&limit=1")
+    assert {r["key"] for r in prod} == {r["key"] for r in instances}
+    by_tag_value = await all_pages(api, "/v1/resources?q=green")
+    assert [r["key"] for r in by_tag_value] == [data.bucket]
+    by_id = await all_pages(api, f"/v1/resources?q={data.a.instances[1]}")
+    assert [r["resource_id"] for r in by_id] == [data.a.instances[1]]
+    buckets = await all_pages(api, "/v1/resources?type=AWS::S3::Bucket")
+    assert {r["region"] for r in buckets} == {"global"}
+
+
+async def test_unknown_parameter_bad_type_and_bad_cursor_are_400(api: Api) -> None:
+    cases = {
+        "/v1/resources?colour=red": "colour",
+        "/v1/resources?type=AWS::EC2::Instanse": "type",
+        "/v1/resources?account=12": "account",
+        "/v1/resources?at=yesterday": "at",
+        "/v1/resources?at=2026-13-01": "at",
+        "/v1/resources?cursor=not-a-cursor": "cursor",
+        "/v1/resources?limit=0": "limit",
+        "/v1/resources?format=xml": "format",
+        "/v1/changes?cursor=eyJrIjoiZGlmZiJ9": "cursor",  # a cursor of another endpoint
+        "/v1/changes?since=2026-11-02&until=2026-11-01": "since",
+        "/v1/changes?change_type=renamed": "change_type",
+        "/v1/diff": "from",
+        "/v1/diff?from=2026-11-02&to=2026-11-01T23:00:00Z": "from",
+        "/v1/scans?status=lost": "status",
+    }
+    for path, parameter in cases.items():
+        status, body, resp = await api.get(path)
+        assert status == 400, (path, body)
+        assert resp.content_type == "application/problem+json"
+        assert body["parameter"] == parameter, (path, body)
+    _, body, _ = await api.get("/v1/resources?type=AWS::EC2::Instanse")
+    assert "AWS::EC2::Instance" in body["detail"]
+
+
+async def test_csv_by_accept_header_or_format(api: Api, data: PipelineData) -> None:
+    path = f"/v1/resources?account={data.a.id}&type=AWS::EC2::Instance"
+    for kwargs, url in (({"headers": {"Accept": "text/csv"}}, path), ({}, path + "&format=csv")):
+        status, text, resp = await api.get(url, **kwargs)
+        assert status == 200 and resp.content_type == "text/csv"
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert {r["resource_id"] for r in rows} == set(data.a.instances[1:])
+        assert all(r["configuration"].startswith("{") for r in rows)
+
+
+async def test_one_resource_by_encoded_or_plain_key(api: Api, data: PipelineData) -> None:
+    for path in (f"/v1/resources/{enc(data.sg)}", f"/v1/resources/{data.sg}"):
+        status, body, _ = await api.get(path)
+        assert status == 200, body
+        assert body["key"] == data.sg
+        assert [p["FromPort"] for p in body["configuration"]["IpPermissions"]] == [22, 443]
+    status, body, _ = await api.get(f"/v1/resources/{enc(data.sg)}?at={iso(data.between)}")
+    assert [p["FromPort"] for p in body["configuration"]["IpPermissions"]] == [443]
+    # The terminated instance existed between the scans, not now.
+    status, body, _ = await api.get(f"/v1/resources/{enc(data.terminated)}")
+    assert status == 404 and "no resource" in body["detail"]
+    status, body, _ = await api.get(f"/v1/resources/{enc(data.terminated)}?at={iso(data.between)}")
+    assert status == 200 and body["valid_to"] is not None
+    status, _, _ = await api.get("/v1/resources/arn%3Aaws%3As3%3A%3A%3Anothing-here")
+    assert status == 404
+
+
+async def test_history_has_every_version_its_change_and_attribution(
+    api: Api, data: PipelineData
+) -> None:
+    history = await all_pages(api, f"/v1/resources/{enc(data.sg)}/history?limit=1")
+    assert [h["change_type"] for h in history] == ["created", "modified", "modified"]
+    assert [h["version"]["change_id"] for h in history] == [h["change_id"] for h in history]
+    assert history[1]["patch"][0]["value"]["FromPort"] == 22
+    assert history[0]["attribution"] is None
+    assert history[2]["attribution"]["principal_name"] == "alice"
+    assert history[2]["changed_paths"] == ["/Description"]
+    gone = await all_pages(api, f"/v1/resources/{enc(data.terminated)}/history")
+    assert [h["change_type"] for h in gone] == ["created", "deleted"]
+    assert gone[1]["version"] is None
+    status, _, _ = await api.get("/v1/resources/arn%3Aaws%3Aec2%3A%3Anope/history")
+    assert status == 404
+
+
+async def test_resource_diff_between_two_times(api: Api, data: PipelineData) -> None:
+    status, body, _ = await api.get(
+        f"/v1/resources/{enc(data.sg)}/diff?from={iso(data.between)}"
+        f"&to={iso(data.attributed.captured_at - timedelta(microseconds=1))}"
+    )
+    assert status == 200, body
+    assert body["change"] == "modified"
+    assert [(op["op"], op["value"]["FromPort"]) for op in body["patch"]] == [("add", 22)]
+    status, body, _ = await api.get(f"/v1/resources/{enc(data.terminated)}/diff?from=2020-01-01")
+    assert body["change"] == "absent"
+    status, body, _ = await api.get(
+        f"/v1/resources/{enc(data.terminated)}/diff?from={iso(data.between)}"
+    )
+    assert body["change"] == "deleted" and body["after"] is None
+    status, body, _ = await api.get(f"/v1/resources/{enc(data.created)}/diff?from=2020-01-01")
+    assert body["change"] == "created" and body["before"] is None
+    status, body, _ = await api.get(
+        f"/v1/resources/{enc(data.sg)}/diff?from={iso(data.between)}&to=2020-01-01"
+    )
+    assert status == 400 and body["parameter"] == "from"
+
+
+async def test_diff_lists_created_deleted_and_modified(api: Api, data: PipelineData) -> None:
+    until_scan = iso(data.attributed.captured_at - timedelta(microseconds=1))
+    entries = await all_pages(api, f"/v1/diff?from={iso(data.between)}&to={until_scan}&limit=1")
+    assert {e["key"]: e["change"] for e in entries} == {
+        data.terminated: "deleted",
+        data.created: "created",
+        data.sg: "modified",
+        data.bucket: "modified",
+    }
+    by_key = {e["key"]: e for e in entries}
+    assert by_key[data.created]["configuration"]["InstanceId"] in data.created
+    assert by_key[data.terminated]["configuration"]["InstanceId"] in data.terminated
+    assert [op["path"] for op in by_key[data.bucket]["patch"]] == by_key[data.bucket][
+        "changed_paths"
+    ]
+    # Filters; and a window with only the attributed change.
+    only_a = await all_pages(
+        api, f"/v1/diff?from={iso(data.between)}&to={until_scan}&account={data.a.id}"
+    )
+    assert {e["key"] for e in only_a} == {data.terminated, data.sg, data.bucket}
+    sgs = await all_pages(api, f"/v1/diff?from={iso(data.between)}&type=AWS::EC2::SecurityGroup")
+    assert [e["key"] for e in sgs] == [data.sg]
+    later = await all_pages(api, f"/v1/diff?from={until_scan}")
+    assert [(e["key"], e["changed_paths"]) for e in later] == [(data.sg, ["/Description"])]
+    status, body, _ = await api.get(f"/v1/diff?from={iso(data.between)}&format=csv")
+    assert status == 200 and body.startswith("key,")
+
+
+# -- changes ------------------------------------------------------------------------------------
+
+
+async def test_changes_by_time_type_account_change_type_and_principal(
+    api: Api, data: PipelineData
+) -> None:
+    since = iso(data.second_started)
+    second = await all_pages(api, f"/v1/changes?since={since}&limit=2")
+    assert {(c["key"], c["change_type"]) for c in second} == {
+        (data.terminated, "deleted"),
+        (data.created, "created"),
+        (data.sg, "modified"),
+        (data.bucket, "modified"),
+        (data.attributed.key, "modified"),
+    }
+    everything = await all_pages(api, "/v1/changes?limit=7")
+    first_count = sum(len(keys) for keys in data.first_keys.values())
+    assert len(everything) == first_count + 5
+    assert [c["captured_at"] for c in everything] == sorted(c["captured_at"] for c in everything)
+    deleted = await all_pages(api, "/v1/changes?change_type=deleted")
+    assert [c["key"] for c in deleted] == [data.terminated]
+    two_kinds = await all_pages(api, f"/v1/changes?since={since}&change_type=created,deleted")
+    assert {c["key"] for c in two_kinds} == {data.terminated, data.created}
+    b_only = await all_pages(api, f"/v1/changes?since={since}&account={data.b.id}")
+    assert [c["key"] for c in b_only] == [data.created]
+    sgs = await all_pages(api, "/v1/changes?type=AWS::EC2::SecurityGroup&limit=1")
+    assert {c["resource_type"] for c in sgs} == {"AWS::EC2::SecurityGroup"}
+    by_principal = await all_pages(api, "/v1/changes?principal=alice&limit=1")
+    assert [c["change_id"] for c in by_principal] == [data.attributed.change_id]
+    by_arn = await all_pages(
+        api, f"/v1/changes?principal={quote(data.attributed.attribution.principal_arn or '')}"
+    )
+    assert [c["change_id"] for c in by_arn] == [data.attributed.change_id]
+    key_only = await all_pages(api, f"/v1/changes?key={enc(data.sg)}")
+    assert len(key_only) == 3
+
+
+async def test_an_end_date_is_inclusive(api: Api, data: PipelineData) -> None:
+    day = data.second_started.date().isoformat()
+    whole_day = await all_pages(api, f"/v1/changes?since={day}&until={day}")
+    first_count = sum(len(keys) for keys in data.first_keys.values())
+    assert len(whole_day) == first_count + 5
+    before = (data.second_started.date() - timedelta(days=1)).isoformat()
+    assert await all_pages(api, f"/v1/changes?until={before}") == []
+
+
+# -- metadata -----------------------------------------------------------------------------------
+
+
+async def test_types_accounts_and_scans(api: Api, data: PipelineData) -> None:
+    types = {t["type"]: t for t in await all_pages(api, "/v1/types?limit=10")}
+    assert len(types) >= 60 and all(t["registered"] for t in types.values())
+    instances = sum(len(expected_now(data, a) & _instances(data, a)) for a in data.accounts)
+    assert types["AWS::EC2::Instance"]["resources"] == instances
+    assert types["AWS::S3::Bucket"]["resources"] == 3
+    accounts = {a["account_id"]: a for a in await all_pages(api, "/v1/accounts")}
+    assert set(accounts) == set(data.accounts)
+    for account in data.accounts:
+        assert accounts[account]["resources"] == len(expected_now(data, account))
+        assert accounts[account]["last_scan_at"] is not None
+    assert accounts[data.a.id]["events"] == len(data.events[data.a.id])
+    assert accounts[data.c.id]["events"] == 0
+    scans = await all_pages(api, "/v1/scans?limit=4")
+    assert len(scans) == 2 * 3 * 3  # two scans x three accounts x three types
+    assert [s["finished_at"] for s in scans] == sorted(
+        (s["finished_at"] for s in scans), reverse=True
+    )
+    mine = await all_pages(api, f"/v1/scans?account={data.a.id}&type=AWS::S3::Bucket")
+    assert len(mine) == 2 and all(s["status"] == "complete" for s in mine)
+    assert await all_pages(api, "/v1/scans?status=failed") == []
+
+
+def _instances(data: PipelineData, account: str) -> set[str]:
+    return {k for k in expected_now(data, account) if ":instance/" in k}
