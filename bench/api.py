@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from cloudinv.models import CloudTrailEvent, Principal, ResourceSnapshot  # noqa: E402
 
-FIXTURE = REPO.parent / "shared/fixtures/cloudtrail/sample-cloudtrail-event.json"
+FIXTURE = REPO / "tests/data/cloudtrail/sample-cloudtrail-event.json"
 T0 = datetime(2026, 10, 1, 0, 0, tzinfo=UTC)
 ACCOUNTS = [f"{100000000000 + i:012d}" for i in range(20)]
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-2"]

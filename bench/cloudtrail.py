@@ -47,7 +47,7 @@ from streams.activity import BATCH_SIZE, BATCH_WITHIN_S, bind
 from streams.app import StreamConfig, create_app
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURE = REPO.parent / "shared/fixtures/cloudtrail/sample-cloudtrail-event.json"
+FIXTURE = REPO / "tests/data/cloudtrail/sample-cloudtrail-event.json"
 ACCOUNT = "111100000000"
 REGION = "us-east-1"
 

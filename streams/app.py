@@ -74,19 +74,17 @@ def topic(app: faust.App, config: StreamConfig, which: Topic) -> faust.TopicT:
 
 
 def build_worker_app(config: StreamConfig) -> faust.App:
-    """The app with every stage's agents bound: what ``cloudinv worker`` runs."""
-    from streams import inventory
+    """The app with every stage's agents bound: what ``cloudinv worker`` runs.
+
+    ``streams.inventory`` (per-type snapshot counts through a repartition) is not bound here:
+    it reads every snapshot a second time and would cap the worker at its pace, and the store
+    already answers counts (/v1/types).
+    """
+    from streams import activity, alerts, changes
 
     app = create_app(config)
-    inventory.bind(app, config)
-    from streams import changes
-
     # Versions, changes and scans go to the local SQLite store under config.data_dir.
     changes.bind(app, config)
-    from streams import activity
-
     activity.bind(app, config)
-    from streams import alerts
-
     alerts.bind(app, config)  # rules, webhooks and SNS from the settings (env / cloudinv.toml)
     return app

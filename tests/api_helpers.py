@@ -52,7 +52,7 @@ from streams.app import create_app as create_stream_app
 from streams.changes import ChangeDetector
 
 FIXTURE = (
-    Path(__file__).resolve().parents[2] / "shared/fixtures/cloudtrail/sample-cloudtrail-event.json"
+    Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
 )
 FIXTURE_ACCOUNT = "111100000000"
 TYPES = ["AWS::EC2::Instance", "AWS::EC2::SecurityGroup", "AWS::S3::Bucket"]

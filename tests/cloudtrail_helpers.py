@@ -18,7 +18,7 @@ from cloudinv.kafka import ensure_topics
 from cloudinv.settings import KafkaSettings
 
 FIXTURE = (
-    Path(__file__).resolve().parents[2] / "shared/fixtures/cloudtrail/sample-cloudtrail-event.json"
+    Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
 )
 ACCOUNT = "111100000000"
 

@@ -23,7 +23,7 @@ from producers.cloudtrail.normalize import (
 )
 
 FIXTURE = (
-    Path(__file__).resolve().parents[2] / "shared/fixtures/cloudtrail/sample-cloudtrail-event.json"
+    Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
 )
 
 
