@@ -505,6 +505,7 @@ def print_connection(info: ConnectionInfo, console: Console) -> None:
     out.print(f"[bold green]cloudinv {info.mode} is running[/]", highlight=False)
     out.print(f"  API        {info.api_url}   (health: {info.api_url}/healthz)", highlight=False)
     out.print(f"  API token  {info.api_token}", highlight=False)
+    out.print(f"  web UI     {info.api_url}/#token={info.api_token}", highlight=False)
     out.print(
         f"  try        curl -H 'Authorization: Bearer {info.api_token}' {info.api_url}/v1/status",
         highlight=False,

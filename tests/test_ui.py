@@ -95,6 +95,22 @@ class Api:
             if cursor is None:
                 return items
 
+    def vpcs(self) -> int:
+        types = self.get("/v1/types")["items"]
+        return next((t["resources"] for t in types if t["type"] == "AWS::EC2::VPC"), 0)
+
+    def first_scan_stored(self) -> bool:
+        """A scan round finished and its VPCs (which the demo never changes) are all stored:
+        the same count three times over two seconds."""
+        rounds = self.get("/v1/status").get("stats", {}).get("scans", {}).get("rounds", 1)
+        if not rounds:
+            return False
+        seen = []
+        for _ in range(3):
+            seen.append(self.vpcs())
+            time.sleep(1)
+        return seen[0] > 0 and len(set(seen)) == 1
+
     def wait_for(self, what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
         deadline = time.monotonic() + timeout
         while True:
@@ -132,6 +148,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             time.sleep(0.2)
         running = Api(json.loads((data / "demo.json").read_text()))
         running.wait_for("resources", lambda: running.get("/v1/resources", limit=1)["items"])
+        running.wait_for("a settled first scan", running.first_scan_stored, timeout=60)
         yield running
     finally:
         if proc.poll() is None:
@@ -264,9 +281,7 @@ def test_sign_in_asks_for_the_token_once_and_rejects_a_wrong_one(browser: Any, a
 def test_inventory_shows_counts_and_moves_back_in_time(tab: Page, api: Api) -> None:
     tab.sign_in("/inventory")
     # Types with counts: a type the estate does not change matches the API exactly.
-    vpcs = next(
-        t["resources"] for t in api.get("/v1/types")["items"] if t["type"] == "AWS::EC2::VPC"
-    )
+    vpcs = api.vpcs()
     assert vpcs > 0
     assert count_of(tab.page, '#type-list a[data-type="AWS::EC2::VPC"]') == vpcs
     now_total = count_of(tab.page, "#resource-total")
@@ -343,10 +358,7 @@ def test_resource_page_history_and_diff(tab: Page, api: Api) -> None:
     assert tab.page.locator("#history-list > li").count() == len(history) >= 2
 
     # The diff of that change: the changed path is a highlighted row on both sides.
-    tab.click_and_wait(f'#history-list li[data-change-id="{change["change_id"]}"] a >> nth=0')
-    if tab.hash_params() != {"tab": "diff", "change": change["change_id"]}:
-        tab.page.screenshot(path="/tmp/ui-fail.png", full_page=True)
-        print("HASH", tab.page.evaluate("location.hash"))
+    tab.click_and_wait(f'#history-list li[data-change-id="{change["change_id"]}"] a.diff-link')
     assert tab.hash_params() == {"tab": "diff", "change": change["change_id"]}
     changed = tab.page.locator("table.diff tr.diff-row:not(.same)")
     assert changed.count() > 0
@@ -360,25 +372,34 @@ def test_resource_page_history_and_diff(tab: Page, api: Api) -> None:
 
 
 def test_live_feed_shows_a_change_as_it_happens(tab: Page, api: Api) -> None:
-    tab.sign_in("/feed")
+    tab.sign_in("/feed?change_type=modified")
     tab.page.wait_for_selector("#feed-status.live")
     assert tab.page.locator('#feed-list li[data-live="1"]').count() == 0
-    # The estate changes every 2 s and is scanned every 10 s: a change arrives by itself.
-    arrived = tab.page.wait_for_selector('#feed-list li[data-live="1"]', timeout=40000)
+    # The estate changes every 2 s; CloudTrail names who did it, and the change is described
+    # again at once: an attributed modification arrives by itself.
+    arrived = tab.page.wait_for_selector(
+        '#feed-list li[data-live="1"]:has(a.principal-link)', timeout=40000
+    )
     change_id = arrived.get_attribute("data-change-id")
     key = arrived.get_attribute("data-key")
-    stored = api.get("/v1/changes", key=key, limit=1000)["items"]
-    assert change_id in {c["change_id"] for c in stored}
-    # Newest first, and its diff is one click away.
-    assert tab.page.locator("#feed-list li").first.get_attribute("data-live") == "1"
+    stored = {c["change_id"]: c for c in api.get("/v1/changes", key=key, limit=1000)["items"]}
+    assert stored[change_id]["change_type"] == "modified"  # the filter went to the server
+    # Its attribution links to the principal's page, its diff is one click away.
+    who = stored[change_id]["attribution"]
+    principal = arrived.query_selector("a.principal-link")
+    assert principal is not None
+    expected = urllib.parse.quote(who["principal_arn"] or who["principal_name"], safe="")
+    assert principal.get_attribute("href") == f"#/principal/{expected}"
+    assert who["event_name"] in arrived.inner_text()
     diff_link = arrived.query_selector("a.diff-link")
     assert diff_link is not None
     assert f"change={change_id}" in (diff_link.get_attribute("href") or "")
     before = tab.rendered()
     diff_link.click()
     tab.wait_rendered(before)
-    tab.page.wait_for_selector("table.diff")
+    tab.page.wait_for_selector("table.diff tr.diff-row:not(.same)")
     assert tab.hash_params()["change"] == change_id
+    assert who["event_name"] in tab.page.inner_text("#diff-attribution")
 
 
 def test_activity_dashboard_and_a_principals_chart(tab: Page, api: Api) -> None:

@@ -70,7 +70,7 @@ def api_get(base: str, token: str, path: str, **params: Any) -> Any:
 
 
 @contextmanager
-def running_demo(data_dir: Path | None, log_dir: Path) -> Iterator[dict[str, Any]]:
+def running_demo(data_dir: Path | None) -> Iterator[dict[str, Any]]:
     """The connection info of a demo: a running one (data_dir given) or a new one."""
     if data_dir is not None:
         yield json.loads((data_dir / "demo.json").read_text())
@@ -79,7 +79,7 @@ def running_demo(data_dir: Path | None, log_dir: Path) -> Iterator[dict[str, Any
     data = work / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDINV_")}
     env["PYTHONUNBUFFERED"] = "1"
-    stderr = (log_dir / "demo.stderr").open("w")
+    stderr = (work / "demo.stderr").open("w")
     proc = subprocess.Popen(
         [*DEMO_COMMAND, "--data-dir", str(data)],
         cwd=REPO,
@@ -91,9 +91,9 @@ def running_demo(data_dir: Path | None, log_dir: Path) -> Iterator[dict[str, Any
         deadline = time.monotonic() + 90
         while not (data / "demo.json").exists():
             if proc.poll() is not None:
-                raise SystemExit(f"the demo exited with {proc.returncode}; see {stderr.name}")
+                raise SystemExit(f"the demo exited with {proc.returncode}:\n{_tail(stderr.name)}")
             if time.monotonic() > deadline:
-                raise SystemExit(f"the demo did not start in 90 s; see {stderr.name}")
+                raise SystemExit(f"the demo did not start in 90 s:\n{_tail(stderr.name)}")
             time.sleep(0.2)
         yield json.loads((data / "demo.json").read_text())
     finally:
@@ -106,6 +106,10 @@ def running_demo(data_dir: Path | None, log_dir: Path) -> Iterator[dict[str, Any
                 proc.wait()
         stderr.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _tail(path: str, lines: int = 30) -> str:
+    return "\n".join(Path(path).read_text().splitlines()[-lines:])
 
 
 def wait_for_data(base: str, token: str, timeout: float = 120) -> dict[str, Any]:
@@ -126,7 +130,8 @@ def wait_for_data(base: str, token: str, timeout: float = 120) -> dict[str, Any]
                 for c in modified["items"]
                 if c["resource_type"] in ("AWS::EC2::SecurityGroup", "AWS::EC2::Instance")
             ]
-            change = (preferred or modified["items"])[-1]
+            attributed = [c for c in preferred if c.get("attribution")]
+            change = (attributed or preferred or modified["items"])[-1]
             return {"change": change, "principal": principals[0]["label"]}
         if time.monotonic() > deadline:
             raise SystemExit("the demo has no resources, changes and CloudTrail events yet")
@@ -243,7 +248,7 @@ def main() -> int:
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
     args.out.mkdir(parents=True, exist_ok=True)
-    with running_demo(args.connect, args.out) as info:
+    with running_demo(args.connect) as info:
         return shoot(info, args.out)
 
 

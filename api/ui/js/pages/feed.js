@@ -173,7 +173,9 @@ function changeRow(c, fresh) {
         h('a', { href: resourceHref(c.key, { tab: 'diff', change: c.change_id }), class: 'diff-link' }, c.change_type === 'modified' ? 'Diff' : c.change_type === 'created' ? 'Configuration' : 'Last configuration'),
         label
           ? h('span', { class: 'who' }, 'by ', h('a', { href: principalHref(label), class: 'principal-link' }, principalShort(label)), ` via ${who.event_name}`)
-          : h('a', { href: resourceHref(c.key, { tab: 'diff', change: c.change_id }), class: 'who-link', title: 'No attribution recorded: match CloudTrail events' }, 'Who did it?'),
+          : c.change_type !== 'created'
+            ? h('a', { href: resourceHref(c.key, { tab: 'diff', change: c.change_id }), class: 'who-link', title: 'No attribution recorded: match CloudTrail events' }, 'Who did it?')
+            : null,
       ),
     ),
   );

@@ -140,7 +140,7 @@ function renderHistory(panel, { key, history }) {
       h(
         'div',
         { class: 'history-links' },
-        h('a', { href: diffHref(e) }, e.change_type === 'modified' ? 'View diff' : e.change_type === 'created' ? 'View initial configuration' : 'View what was deleted'),
+        h('a', { href: diffHref(e), class: 'diff-link' }, e.change_type === 'modified' ? 'View diff' : e.change_type === 'created' ? 'View initial configuration' : 'View what was deleted'),
         e.version ? h('a', { href: resourceHref(key, { tab: 'config', at: e.version.valid_from }) }, 'Configuration at this version') : null,
       ),
     )),
