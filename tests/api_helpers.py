@@ -51,9 +51,7 @@ from streams.app import StreamConfig
 from streams.app import create_app as create_stream_app
 from streams.changes import ChangeDetector
 
-FIXTURE = (
-    Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
-)
+FIXTURE = Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
 FIXTURE_ACCOUNT = "111100000000"
 TYPES = ["AWS::EC2::Instance", "AWS::EC2::SecurityGroup", "AWS::S3::Bucket"]
 ATTRIBUTED_BY = "arn:aws:iam::{account}:user/alice"

@@ -17,9 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from cloudinv.kafka import ensure_topics
 from cloudinv.settings import KafkaSettings
 
-FIXTURE = (
-    Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
-)
+FIXTURE = Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
 ACCOUNT = "111100000000"
 
 

@@ -22,9 +22,7 @@ from producers.cloudtrail.normalize import (
     unwrap_eventbridge,
 )
 
-FIXTURE = (
-    Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
-)
+FIXTURE = Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
 
 
 @pytest.fixture(scope="module")
