@@ -12,4 +12,5 @@ from api import (  # noqa: F401  (each module registers its endpoints on import)
     routes_feed,
     routes_inventory,
     routes_meta,
+    routes_reports,
 )
