@@ -13,6 +13,7 @@ are let through, so a mistake elsewhere cannot open a data endpoint.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -51,17 +52,26 @@ _UI_RESOURCES = web.AppKey("ui_resources", frozenset)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _file_response(request: web.Request, path: Path) -> web.StreamResponse:
-    content_type = _CONTENT_TYPES.get(path.suffix.lower())
-    if content_type is None or not path.is_file():
-        raise web.HTTPNotFound()
+def _load(path: Path) -> tuple[str, bytes] | None:
+    """ETag and bytes of a UI file, or None if there is no such file (runs in a thread)."""
+    if not path.is_file():
+        return None
     stat = path.stat()
-    etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    return f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"', path.read_bytes()
+
+
+async def _file_response(request: web.Request, path: Path) -> web.StreamResponse:
+    content_type = _CONTENT_TYPES.get(path.suffix.lower())
+    # File access happens in a thread: nothing blocks the event loop the API shares with feeds.
+    loaded = await asyncio.to_thread(_load, path) if content_type is not None else None
+    if content_type is None or loaded is None:
+        raise web.HTTPNotFound()
+    etag, body = loaded
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={**_HEADERS, "ETag": etag})
     text = content_type.startswith("text/") or content_type.endswith(("+xml", "/json"))
     return web.Response(
-        body=path.read_bytes(),
+        body=body,
         content_type=content_type,
         charset="utf-8" if text else None,
         headers={**_HEADERS, "ETag": etag},
@@ -69,7 +79,7 @@ def _file_response(request: web.Request, path: Path) -> web.StreamResponse:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    return _file_response(request, UI_DIR / "index.html")
+    return await _file_response(request, UI_DIR / "index.html")
 
 
 async def ui_file(request: web.Request) -> web.StreamResponse:
@@ -78,7 +88,7 @@ async def ui_file(request: web.Request) -> web.StreamResponse:
     # Only files under the UI directory, whatever ``..`` or links the path holds.
     if not target.is_relative_to(UI_DIR) or any(p.startswith(".") for p in Path(relative).parts):
         raise web.HTTPNotFound()
-    return _file_response(request, target)
+    return await _file_response(request, target)
 
 
 @web.middleware
