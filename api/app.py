@@ -23,6 +23,7 @@ from api.endpoints import (
     BadRequest,
     Endpoint,
     NotFound,
+    ServiceUnavailable,
     endpoint,
     json_bytes,
     parse_query,
@@ -114,6 +115,17 @@ async def docs(request: web.Request) -> web.Response:
     return web.Response(text=render_docs(build_openapi()), content_type="text/html")
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 once the store the endpoints read is open, else 503 (open, no token:
+    load balancers and orchestrators probe it)."""
+    if request.app[STORES_KEY].inventory is None:
+        return web.json_response(
+            {"status": "not ready", "role": "api", "reason": "the store is not open"},
+            status=503,
+        )
+    return web.json_response({"status": "ready", "role": "api"})
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         text=request.app[METRICS_KEY].render(),
@@ -139,7 +151,9 @@ def _wrap(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             )
         except NotFound as exc:
             return problem(404, "Not Found", str(exc))
-        if ep.raw:
+        except ServiceUnavailable as exc:
+            return problem(503, "Service Unavailable", str(exc))
+        if ep.raw or isinstance(result, web.StreamResponse):
             assert isinstance(result, web.StreamResponse)
             return result
         if ep.csv_items and wants_csv(request, query):
@@ -165,6 +179,8 @@ async def errors_and_metrics(
             response = problem(404, "Not Found", f"no endpoint {request.path}; see /docs")
         elif exc.status == 405:
             response = problem(405, "Method Not Allowed", f"{request.method} {request.path}")
+        elif exc.status >= 400:
+            response = problem(exc.status, exc.reason, exc.text or exc.reason)
         else:
             raise
     except Exception:
@@ -183,10 +199,11 @@ async def _local_stores(app: web.Application) -> AsyncIterator[None]:
     """Open the local stores of the data directory for the app's lifetime."""
     from sinks.alerts_store import AlertsStore
     from sinks.events_store import EventsStore, events_store_path
-    from sinks.sqlite_store import SqliteStore
+    from sinks.factory import inventory_store
 
     data_dir = app[SETTINGS_KEY].data_dir
-    inventory = SqliteStore.in_data_dir(data_dir)
+    # storage.targets with "dynamodb": the DynamoDB store, else SQLite in the data directory.
+    inventory = inventory_store(app[SETTINGS_KEY], data_dir)
     events = EventsStore(events_store_path(data_dir))
     alerts = AlertsStore.in_data_dir(data_dir)
     await inventory.open()
@@ -243,5 +260,9 @@ def create_app(
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/readyz", readyz)
+    from api.routes_reports import setup_reports
+
+    setup_reports(app, settings)
     setup_ui(app)
     return app

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
@@ -61,6 +61,8 @@ class Endpoint:
     raw: bool = False
     """The handler returns its own web.StreamResponse (SSE, HTML)."""
     path_params: dict[str, str] = field(default_factory=dict)
+    csv: bool = False
+    """The handler answers ``text/csv`` itself (``format=csv`` / ``Accept: text/csv``)."""
 
 
 ENDPOINTS: list[Endpoint] = []
@@ -78,6 +80,7 @@ def endpoint(
     open: bool = False,
     raw: bool = False,
     path_params: dict[str, str] | None = None,
+    csv: bool = False,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ENDPOINTS.append(
@@ -93,6 +96,7 @@ def endpoint(
                 open=open,
                 raw=raw,
                 path_params=path_params or {},
+                csv=csv,
             )
         )
         return handler
@@ -128,6 +132,10 @@ class NotFound(Exception):
     pass
 
 
+class ServiceUnavailable(Exception):
+    """Something the endpoint needs (a store, AWS access) is not available: a 503."""
+
+
 def validation_problem(exc: ValidationError) -> web.Response:
     err = exc.errors()[0]
     parameter = ".".join(str(p) for p in err["loc"]) or None
@@ -149,7 +157,56 @@ def wants_csv(request: web.Request, query: BaseModel | None) -> bool:
     return "text/csv" in request.headers.get("Accept", "")
 
 
+class JsonFields(Protocol):
+    """An item that gives its JSON object's fields itself, some as ``orjson.Fragment`` of
+    stored JSON, such that ``orjson.dumps(fields, option=OPT_UTC_Z)`` is the model's JSON."""
+
+    def json_fields(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class RawPage:
+    """A :class:`Page` of stored items, sent without a model round trip: the stored JSON
+    goes into the response as it is. ``to_model`` makes an item's model (for CSV)."""
+
+    raw: Sequence[JsonFields]
+    next_cursor: str | None
+    to_model: Callable[[Any], BaseModel]
+
+    @property
+    def items(self) -> list[BaseModel]:
+        return [self.to_model(item) for item in self.raw]
+
+    def json_body(self) -> bytes:
+        return orjson.dumps(
+            {"items": [item.json_fields() for item in self.raw], "next_cursor": self.next_cursor},
+            option=orjson.OPT_UTC_Z,
+        )
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One stored item sent as :class:`RawPage` sends its items."""
+
+    raw: JsonFields
+
+    def json_body(self) -> bytes:
+        return orjson.dumps(self.raw.json_fields(), option=orjson.OPT_UTC_Z)
+
+
+@dataclass(frozen=True)
+class RawJson:
+    """A response body the store wrote itself, already in the declared response's JSON."""
+
+    body: bytes
+
+    def json_body(self) -> bytes:
+        return self.body
+
+
 def json_bytes(model: Any) -> bytes:
+    if isinstance(model, RawPage | RawItem | RawJson):
+        return model.json_body()
     if isinstance(model, BaseModel):
         # Straight to JSON bytes in pydantic-core: about twice as fast as model_dump + orjson
         # on large pages, with the same output.

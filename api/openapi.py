@@ -84,7 +84,7 @@ def build_openapi() -> dict[str, Any]:
             content: dict[str, Any] = {
                 "application/json": {"schema": _schema(ep.response, components)}
             }
-            if ep.csv_items:
+            if ep.csv_items or ep.csv:
                 content["text/csv"] = {"schema": {"type": "string"}}
             responses["200"] = {"description": "OK", "content": content}
         elif ep.raw:
@@ -103,6 +103,11 @@ def build_openapi() -> dict[str, Any]:
             }
         if "{" in ep.path:
             responses["404"] = {"description": "Not found", "content": problem_content}
+        if not ep.open:
+            responses["503"] = {
+                "description": "A store or the AWS access the endpoint needs is not available",
+                "content": problem_content,
+            }
         operation: dict[str, Any] = {
             "summary": ep.summary,
             "operationId": ep.handler.__name__,

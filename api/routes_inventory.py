@@ -19,10 +19,21 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from api.endpoints import NotFound, Page, PageQuery, Query, endpoint
+from api.endpoints import (
+    NotFound,
+    Page,
+    PageQuery,
+    Query,
+    RawItem,
+    RawJson,
+    RawPage,
+    endpoint,
+    wants_csv,
+)
 from api.routes_common import (
     AccountId,
     AccountView,
@@ -40,7 +51,7 @@ from api.routes_common import (
     merge_by_key,
     store_cursor_errors,
 )
-from cloudinv.models import Attribution, ChangeEvent, ChangeType, JsonPatchOp, UtcDatetime
+from cloudinv.models import Attribution, ChangeType, JsonPatchOp, UtcDatetime
 from sinks.store import ChangeFilters, ResourceVersion
 from streams.diff import changed_paths, json_patch
 
@@ -197,7 +208,7 @@ def matches(version: ResourceVersion, needle: str) -> bool:
 
 
 async def _list_batch(
-    store: Any,
+    list_as_of: Any,
     view: AccountView,
     *,
     at: datetime | None,
@@ -205,10 +216,13 @@ async def _list_batch(
     region: str | None,
     after_key: str | None,
     size: int,
-) -> tuple[list[ResourceVersion], bool]:
-    """Up to ``size`` versions after ``after_key`` in key order, and whether more may follow."""
+) -> tuple[list[Any], bool]:
+    """Up to ``size`` versions after ``after_key`` in key order, and whether more may follow.
+
+    ``list_as_of`` is the store's ``list_as_of`` or, where it has it, ``list_as_of_stored``
+    (the same rows with their configurations left as stored JSON)."""
     if not view.filtered:
-        got: list[ResourceVersion] = await store.list_as_of(
+        got: list[Any] = await list_as_of(
             at=at,
             resource_type=resource_type,
             account_id=view.single,
@@ -221,7 +235,7 @@ async def _list_batch(
     assert view.accounts is not None
     lists = await asyncio.gather(
         *(
-            store.list_as_of(
+            list_as_of(
                 at=at,
                 resource_type=resource_type,
                 account_id=account,
@@ -235,6 +249,10 @@ async def _list_batch(
     return merge_by_key(lists, key=lambda v: v.key, limit=size)
 
 
+def _to_version(item: Any) -> ResourceVersion:
+    return item if isinstance(item, ResourceVersion) else item.to_version()
+
+
 @endpoint(
     "GET",
     "/v1/resources",
@@ -244,7 +262,9 @@ async def _list_batch(
     tags=TAGS,
     csv_items=True,
 )
-async def list_resources(request: web.Request, query: ResourcesQuery) -> Page[ResourceVersion]:
+async def list_resources(
+    request: web.Request, query: ResourcesQuery
+) -> Page[ResourceVersion] | RawPage | RawJson:
     view = account_view(request, query.account)
     state = decode_cursor(query.cursor, "resources")
     after_key = cursor_str(state, "after")
@@ -252,11 +272,39 @@ async def list_resources(request: web.Request, query: ResourcesQuery) -> Page[Re
         return Page[ResourceVersion](items=[])
     store = inventory_store(request)
     needle = query.q.lower() if query.q else None
+    list_json = getattr(store, "list_as_of_json", None)
+    if (
+        list_json is not None
+        and needle is None
+        and not view.filtered
+        and not wants_csv(request, query)
+    ):
+        # The page as the store writes it: no Python work per version at all.
+        body, count, last_key = await list_json(
+            at=query.at,
+            resource_type=query.type,
+            account_id=view.single,
+            region=query.region,
+            limit=query.limit,
+            after_key=after_key,
+        )
+        cursor = encode_cursor("resources", after=last_key) if count >= query.limit else None
+        return RawJson(b'{"items":' + body + b',"next_cursor":' + orjson.dumps(cursor) + b"}")
+    # Stored rows when the store offers them: the page is sent without parsing, validating
+    # and encoding every configuration again (most of a page's cost otherwise).
+    list_stored = getattr(store, "list_as_of_stored", None)
+    list_as_of = list_stored or store.list_as_of
     size = query.limit if needle is None else max(query.limit, _Q_BATCH)
-    items: list[ResourceVersion] = []
+    items: list[Any] = []
+
+    def page(next_cursor: str | None) -> Page[ResourceVersion] | RawPage:
+        if list_stored is not None:
+            return RawPage(raw=items, next_cursor=next_cursor, to_model=_to_version)
+        return Page[ResourceVersion](items=items, next_cursor=next_cursor)
+
     while True:
         got, more = await _list_batch(
-            store,
+            list_as_of,
             view,
             at=query.at,
             resource_type=query.type,
@@ -266,15 +314,14 @@ async def list_resources(request: web.Request, query: ResourcesQuery) -> Page[Re
         )
         for i, version in enumerate(got):
             after_key = version.key
-            if needle is not None and not matches(version, needle):
+            if needle is not None and not matches(_to_version(version), needle):
                 continue
             items.append(version)
             if len(items) == query.limit:
                 rest = more or i < len(got) - 1
-                cursor = encode_cursor("resources", after=version.key) if rest else None
-                return Page[ResourceVersion](items=items, next_cursor=cursor)
+                return page(encode_cursor("resources", after=version.key) if rest else None)
         if not more:
-            return Page[ResourceVersion](items=items)
+            return page(None)
 
 
 # -- one resource (suffix routes first: the key pattern would take them) ------------------------
@@ -379,16 +426,22 @@ async def resource_diff(request: web.Request, query: ResourceDiffQuery) -> Resou
     tags=TAGS,
     path_params={"key": KEY_HELP},
 )
-async def get_resource(request: web.Request, query: AtQuery) -> ResourceVersion:
+async def get_resource(request: web.Request, query: AtQuery) -> ResourceVersion | RawItem:
     key = request.match_info["key"]
     store = inventory_store(request)
-    version: ResourceVersion | None = (
-        await store.as_of(key, query.at) if query.at is not None else await store.current(key)
-    )
+    version: Any
+    if hasattr(store, "as_of_stored"):  # the stored row, sent as it is (see list_resources)
+        version = await (
+            store.as_of_stored(key, query.at) if query.at is not None else store.current_stored(key)
+        )
+    else:
+        version = (
+            await store.as_of(key, query.at) if query.at is not None else await store.current(key)
+        )
     if version is None or not account_view(request).allows(version.account_id):
         when = f" at {query.at.isoformat()}" if query.at is not None else ""
         raise NotFound(f"no resource {key!r}{when}")
-    return version
+    return version if isinstance(version, ResourceVersion) else RawItem(version)
 
 
 # -- diffs between two times --------------------------------------------------------------------
@@ -396,10 +449,28 @@ async def get_resource(request: web.Request, query: AtQuery) -> ResourceVersion:
 
 @dataclass
 class _Span:
-    """The first and the last change of one key in a window."""
+    """The first and the last change of one key in a window, as the JSON objects of their
+    ChangeEvents (a diff reads a few fields of each: parsing is all it needs)."""
 
-    first: ChangeEvent
-    last: ChangeEvent
+    first: dict[str, Any]
+    last: dict[str, Any]
+
+
+async def _window_changes(
+    store: Any, *, since: datetime, until: datetime, filters: ChangeFilters, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One batch of changes as ChangeEvent JSON objects; stored JSON when the store has it."""
+    stored = getattr(store, "changes_stored", None)
+    if stored is not None:
+        events, next_cursor = await stored(
+            since=since, until=until, filters=filters, limit=_DIFF_SCAN_BATCH, cursor=cursor
+        )
+        parsed: list[dict[str, Any]] = orjson.loads(events)
+        return parsed, next_cursor
+    page = await store.changes(
+        since=since, until=until, filters=filters, limit=_DIFF_SCAN_BATCH, cursor=cursor
+    )
+    return [c.model_dump(mode="json") for c in page.items], page.next_cursor
 
 
 async def changes_in_window(
@@ -416,24 +487,20 @@ async def changes_in_window(
     spans: dict[str, _Span] = {}
     cursor: str | None = None
     while True:
-        page = await store.changes(
-            since=after(start),
-            until=after(end),
-            filters=filters,
-            limit=_DIFF_SCAN_BATCH,
-            cursor=cursor,
+        changes, cursor = await _window_changes(
+            store, since=after(start), until=after(end), filters=filters, cursor=cursor
         )
-        for change in page.items:
-            if not view.allows(change.account_id):
+        for change in changes:
+            if not view.allows(change["account_id"]):
                 continue
-            span = spans.get(change.key)
+            key = change["key"]
+            span = spans.get(key)
             if span is None:
-                spans[change.key] = _Span(change, change)
+                spans[key] = _Span(change, change)
             else:
                 span.last = change
-        if page.next_cursor is None:
+        if cursor is None:
             return spans
-        cursor = page.next_cursor
 
 
 def diff_entry(span: _Span) -> DiffEntry | None:
@@ -442,24 +509,32 @@ def diff_entry(span: _Span) -> DiffEntry | None:
     The state at the window's start is what its first change left (``before_hash``,
     ``prior_configuration``); the state at its end is what the last one made."""
     first, last = span.first, span.last
-    before_hash, after_hash = first.before_hash, last.after_hash
+    before_hash, after_hash = first.get("before_hash"), last.get("after_hash")
     if before_hash == after_hash:
         return None  # created and deleted within the window, or changed back
     entry: dict[str, Any] = {
-        "key": last.key,
-        "resource_type": last.resource_type,
-        "resource_id": last.resource_id,
-        "account_id": last.account_id,
-        "region": last.region,
-        "name": last.name,
+        "key": last["key"],
+        "resource_type": last["resource_type"],
+        "resource_id": last["resource_id"],
+        "account_id": last["account_id"],
+        "region": last["region"],
+        "name": last.get("name"),
         "before_hash": before_hash,
         "after_hash": after_hash,
     }
     if before_hash is None:
-        return DiffEntry(change="created", configuration=last.configuration, **entry)
+        return DiffEntry(change="created", configuration=last.get("configuration"), **entry)
     if after_hash is None:
-        return DiffEntry(change="deleted", configuration=first.prior_configuration, **entry)
-    patch = json_patch(first.prior_configuration, last.configuration)
+        return DiffEntry(change="deleted", configuration=first.get("prior_configuration"), **entry)
+    if first is last:
+        # One change in the window: its own patch is from the state before to the state after.
+        return DiffEntry(
+            change="modified",
+            patch=last.get("patch") or [],
+            changed_paths=last.get("changed_paths") or [],
+            **entry,
+        )
+    patch = json_patch(first.get("prior_configuration"), last.get("configuration"))
     return DiffEntry(change="modified", patch=patch, changed_paths=changed_paths(patch), **entry)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import logging
 import os
 import sys
@@ -202,7 +203,11 @@ class PassResult:
 
 
 async def bench_agent(
-    count: int, partitions: int, workdir: Path, with_inventory: bool
+    count: int,
+    partitions: int,
+    workdir: Path,
+    with_inventory: bool,
+    profile: str | None = None,
 ) -> list[PassResult]:
     from cloudinv.embedded import EmbeddedBroker
     from streams import inventory
@@ -245,7 +250,10 @@ async def bench_agent(
                 str(count),
             )
             target = start_count + count
+            profiler = cProfile.Profile() if kind == profile else None
             first = await _wait_for(lambda: stats.snapshots > start_count, poll=0.001)  # noqa: B023
+            if profiler is not None:
+                profiler.enable()
             last = await _wait_for(lambda: stats.snapshots >= target, poll=0.005, timeout=600)  # noqa: B023
             if await child.wait() != 0:
                 raise SystemExit(f"producer of pass {kind} failed")
@@ -260,6 +268,10 @@ async def bench_agent(
                     timeout=600,
                 )
                 sink_rate = count / (stored[0] - first[0])
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(f"changes-{kind}.prof")
+                print(f"profile of pass {kind} written to changes-{kind}.prof", flush=True)
             results.append(PassResult(kind, done / wall, done / cpu, sink_rate))
         expected_changes = 2 * count
         if stats.changes != expected_changes:
@@ -391,6 +403,11 @@ def main() -> None:
         default="asyncio",
         help="event loop of the worker (uvloop must be installed)",
     )
+    parser.add_argument(
+        "--profile",
+        choices=KINDS,
+        help="write a cProfile of the worker during this pass to changes-<pass>.prof",
+    )
     parser.add_argument("--produce", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
@@ -405,7 +422,9 @@ def main() -> None:
     if not args.detector_only:
         print("real agent (Tansu broker, Faust worker, SQLite store) ...", flush=True)
         with tempfile.TemporaryDirectory(prefix="cloudinv-bench-") as tmp:
-            work = bench_agent(args.count, args.partitions, Path(tmp), args.with_inventory)
+            work = bench_agent(
+                args.count, args.partitions, Path(tmp), args.with_inventory, args.profile
+            )
             if args.loop == "uvloop":
                 import uvloop  # type: ignore[import-not-found,unused-ignore]
 

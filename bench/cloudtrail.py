@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gzip
 import os
 import resource
@@ -131,6 +132,7 @@ async def run_cloudinv(
     partitions: int,
     batch_size: int,
     within_s: float,
+    profile: str | None = None,
 ) -> tuple[Result, float]:
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     await ensure_topics(
@@ -146,6 +148,7 @@ async def run_cloudinv(
     )
     app = create_app(config)
     stage = bind(app, config, batch_size=batch_size, within_s=within_s)
+    writer_cpu = _time_writer_thread(stage.store)
     await app.start()
     tailer = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -181,12 +184,19 @@ async def run_cloudinv(
         await asyncio.to_thread(upload, s3, bucket, files)
         total = sum(f.events for f in files) + warm.events
         print("  tailer + worker running …", file=sys.stderr)
+        profiler = cProfile.Profile() if profile else None
         cpu0 = time.process_time()
         t0 = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         tailer.send_signal(signal.SIGCONT)
         await _until(lambda: stage.stats.inserted >= total, tailer)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
+        if profiler is not None and profile is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        print(f"  measured: {wall:.2f} s wall, worker {cpu:.2f} CPU-s", file=sys.stderr)
     finally:
         if tailer.returncode is None:
             tailer.send_signal(signal.SIGCONT)
@@ -202,10 +212,28 @@ async def run_cloudinv(
     assert stored == aggregated == total, (stored, aggregated, total)
     print(
         f"  worker: {stage.stats.batches} batches, {stage.stats.updates_published} aggregate "
-        "updates published",
+        f"updates published; store writer thread {writer_cpu[0]:.2f} CPU-s of the worker's "
+        f"{cpu:.2f}",
         file=sys.stderr,
     )
     return Result(total - warm.events, wall, cpu), usage.ru_utime + usage.ru_stime
+
+
+def _time_writer_thread(store: EventsStore) -> list[float]:
+    """Sum the store writer thread's CPU time (``time.thread_time``) over its batch writes,
+    to split the worker's CPU between the store and the Faust stream."""
+    total = [0.0]
+    write = store._write_batch
+
+    def timed(batch: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return write(batch)
+        finally:
+            total[0] += time.thread_time() - t0
+
+    store._write_batch = timed  # type: ignore[method-assign]
+    return total
 
 
 async def _until(condition: Any, tailer: asyncio.subprocess.Process) -> None:
@@ -311,6 +339,7 @@ async def main(args: argparse.Namespace) -> int:
             args.partitions,
             args.batch_size,
             args.within,
+            args.profile,
         )
         old: Result | None = None
         if not args.skip_old:
@@ -352,6 +381,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--within", type=float, default=BATCH_WITHIN_S, help="batch wait (s)")
     parser.add_argument("--skip-old", action="store_true", help="measure cloudinv only")
     parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of the worker (this process); uvloop must be installed",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="cProfile the worker's event loop thread during the measured run into FILE "
+        "(slows it down; the figures of such a run are not the benchmark's)",
+    )
+    parser.add_argument(
         "--old-files",
         type=int,
         default=None,
@@ -361,4 +402,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parse_args())))
+    arguments = parse_args()
+    if arguments.loop == "uvloop":
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        sys.exit(uvloop.run(main(arguments)))
+    sys.exit(asyncio.run(main(arguments)))

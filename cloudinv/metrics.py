@@ -7,6 +7,7 @@ serves them at ``/metrics``. Labels are plain keyword arguments.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -30,6 +31,17 @@ def _fmt_labels(key: LabelKey, extra: Iterable[tuple[str, str]] = ()) -> str:
     return "{" + body + "}"
 
 
+def _num(value: float) -> str:
+    """A sample value at full precision (``:g`` would print 1795471502.2 as 1.79547e+09)."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
 @dataclass
 class Counter:
     name: str
@@ -42,7 +54,7 @@ class Counter:
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        lines += [f"{self.name}{_fmt_labels(k)} {v:g}" for k, v in sorted(self.values.items())]
+        lines += [f"{self.name}{_fmt_labels(k)} {_num(v)}" for k, v in sorted(self.values.items())]
         return lines
 
 
@@ -61,7 +73,7 @@ class Gauge:
         if self.callback is not None:
             values.update(self.callback())
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
-        lines += [f"{self.name}{_fmt_labels(k)} {v:g}" for k, v in sorted(values.items())]
+        lines += [f"{self.name}{_fmt_labels(k)} {_num(v)}" for k, v in sorted(values.items())]
         return lines
 
 
@@ -87,7 +99,7 @@ class Histogram:
                 running += count
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
                 lines.append(f"{self.name}_bucket{_fmt_labels(key, [('le', le)])} {running}")
-            lines.append(f"{self.name}_sum{_fmt_labels(key)} {self.sums[key]:g}")
+            lines.append(f"{self.name}_sum{_fmt_labels(key)} {_num(self.sums[key])}")
             lines.append(f"{self.name}_count{_fmt_labels(key)} {running}")
         return lines
 

@@ -25,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -60,18 +61,48 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM"]
+_MSK_HOST_RE = re.compile(r"\.kafka(?:-serverless)?\.([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d)\.")
+
+
 class KafkaSettings(_Section):
     bootstrap: str = Field(
         default=EMBEDDED,
         description="'embedded' (start a local broker) or host:port[,host:port] / kafka://host:port",
     )
     topic_prefix: str = Field(default="cloudinv", pattern=r"^[A-Za-z0-9._-]*$")
+    consumer_group: str = Field(
+        default="cloudinv",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Consumer group (Faust app id) the stream workers share: every worker "
+        "of one deployment uses the same; two deployments on one cluster need two",
+    )
     partitions: int = Field(default=4, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=10)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None,
+        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with sasl_username/password), or "
+        "AWS_MSK_IAM (OAUTHBEARER signed with the AWS credential chain; needs SASL_SSL)",
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    msk_region: str | None = Field(
+        default=None,
+        description="Region of the MSK cluster for AWS_MSK_IAM (else read from the bootstrap "
+        "host names, e.g. b-1.x.kafka.eu-west-1.amazonaws.com)",
+    )
+    ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA bundle to verify the brokers (default: system CAs)"
+    )
+    ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate for mutual TLS"
+    )
+    ssl_keyfile: Path | None = Field(default=None, description="PEM private key of ssl_certfile")
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = Field(
+        default=True, description="Verify that broker certificates name the host connected to"
+    )
 
     @field_validator("bootstrap")
     @classmethod
@@ -87,6 +118,66 @@ class KafkaSettings(_Section):
                 )
         return value
 
+    @field_validator("msk_region")
+    @classmethod
+    def _msk_region(cls, value: str | None) -> str | None:
+        if value is not None and not _REGION_RE.match(value):
+            raise ValueError("expected an AWS region name like us-east-1")
+        return value
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _pem_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        mechanism = self.sasl_mechanism
+        if sasl and mechanism is None:
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM)"
+            )
+        if mechanism is not None and not sasl:
+            raise ValueError(
+                f"sasl_mechanism {mechanism} needs security_protocol SASL_SSL "
+                f"(or SASL_PLAINTEXT), not {self.security_protocol}"
+            )
+        if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
+            not self.sasl_username or not self.sasl_password
+        ):
+            raise ValueError(f"sasl_mechanism {mechanism} needs sasl_username and sasl_password")
+        if mechanism == "OAUTHBEARER":
+            raise ValueError(
+                "OAUTHBEARER needs a token source: the one cloudinv provides is AWS MSK IAM "
+                "(sasl_mechanism = 'AWS_MSK_IAM')"
+            )
+        if mechanism == "AWS_MSK_IAM":
+            if self.security_protocol != "SASL_SSL":
+                raise ValueError("sasl_mechanism AWS_MSK_IAM needs security_protocol SASL_SSL")
+            if self.msk_iam_region() is None:
+                raise ValueError(
+                    "sasl_mechanism AWS_MSK_IAM needs msk_region (the cluster's region), or "
+                    "bootstrap host names of the form *.kafka.<region>.amazonaws.com"
+                )
+        tls_files = [
+            name
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+            if getattr(self, name) is not None
+        ]
+        if tls_files and not tls:
+            raise ValueError(
+                f"{', '.join(tls_files)} only apply with security_protocol SSL or SASL_SSL, "
+                f"not {self.security_protocol}"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the client certificate)")
+        return self
+
     @property
     def is_embedded(self) -> bool:
         return self.bootstrap == EMBEDDED
@@ -96,6 +187,35 @@ class KafkaSettings(_Section):
         if self.is_embedded:
             raise ConfigError("kafka.bootstrap is 'embedded': start the runtime to get an address")
         return [s.strip() for s in self.bootstrap.removeprefix("kafka://").split(",")]
+
+    def msk_iam_region(self) -> str | None:
+        """The region to sign MSK IAM tokens for: ``msk_region``, else the bootstrap hosts'."""
+        if self.msk_region:
+            return self.msk_region
+        match = _MSK_HOST_RE.search(self.bootstrap)
+        return match[1] if match else None
+
+
+class MetricsSettings(_Section):
+    """The health and metrics endpoints of the producers and worker roles (the API serves
+    its own on its port)."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the role endpoints listen on (0.0.0.0 in a container)",
+    )
+    worker_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of `cloudinv worker`'s /metrics, /healthz, /readyz; unset or 0: off",
+    )
+    producers_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of `cloudinv producers`' /metrics, /healthz, /readyz; unset or 0: off",
+    )
 
 
 class AccountRole(_Section):
@@ -164,7 +284,27 @@ class StorageSettings(_Section):
     )
     s3_bucket: str | None = None
     s3_prefix: str = "cloudinv"
+    s3_region: str | None = Field(
+        default=None, description="Region of s3_bucket (default: the AWS SDK's region)"
+    )
+    warehouse_flush_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Parquet warehouse: changes are buffered this long (or 20,000) per file",
+    )
+    warehouse_snapshot_interval_s: float = Field(
+        default=3600.0,
+        ge=1,
+        description="Parquet warehouse: today's full snapshot is rewritten this often",
+    )
     dynamodb_table_prefix: str = "cloudinv"
+    dynamodb_region: str | None = Field(
+        default=None, description="Region of the DynamoDB tables (default: AWS_DEFAULT_REGION)"
+    )
+    dynamodb_endpoint_url: str | None = Field(
+        default=None, description="DynamoDB endpoint override (default: aws.endpoint_url)"
+    )
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -237,6 +377,12 @@ class CloudTrailSettings(_Section):
         default=True,
         description="Re-describe resources named by write events at once, with attribution",
     )
+    verify_digests: bool = Field(
+        default=False,
+        description="Check each CloudTrail digest file that lands: its log files' SHA-256, "
+        "the digest chain and (when CloudTrail's public key can be had) its signature; "
+        "problems are listed by `cloudinv cloudtrail rejected`",
+    )
 
     @field_validator("queue_urls", mode="before")
     @classmethod
@@ -273,6 +419,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     cloudtrail: CloudTrailSettings = Field(default_factory=CloudTrailSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     scan_interval_s: Annotated[int, Field(ge=5)] = 900
@@ -366,6 +513,11 @@ def describe_validation_error(exc: ValidationError, toml_file: Path | None = Non
             what = "unknown setting"
         else:
             what = err["msg"].removeprefix("Value error, ")
+        if isinstance(value, dict):
+            # A rule across a section's keys: its input is the whole section, secrets and
+            # all, so name the section instead of printing it.
+            lines.append(f"invalid config {key}: {what} (set in {_where(toml_file)} or {env}__*)")
+            continue
         shown = "********" if _looks_secret(key) else repr(value)
         lines.append(
             f"invalid config {key} = {shown}: {what} (set in {_where(toml_file)} or {env})"

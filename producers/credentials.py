@@ -14,15 +14,23 @@ throttling and transient errors) and the configured endpoint (``aws.endpoint_url
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, ClassVar
 
+import aiobotocore.session
+import aiohttp
+from aiobotocore.client import AioClientCreator
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioDeferredRefreshableCredentials
-from aiobotocore.session import AioSession, ClientCreatorContext, get_session
+from aiobotocore.httpsession import AIOHTTPSession
+from aiobotocore.session import AioSession, get_session
 
 from cloudinv.errors import CloudinvError
 from cloudinv.settings import AccountRole, AwsSettings
@@ -65,21 +73,168 @@ class AccountTarget:
 
 
 def client_config(
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS, *, max_pool: int = 10, emulator: bool = False
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    *,
+    max_pool: int = 10,
+    emulator: bool = False,
+    connections: SharedConnections | None = None,
 ) -> AioConfig:
     """Standard retry mode; service models loaded in a thread, not on the event loop.
 
     Emulators behind one custom endpoint (moto, LocalStack) need path-style S3 addressing:
-    ``bucket.localhost`` does not resolve.
+    ``bucket.localhost`` does not resolve. With ``connections``, clients send through that
+    shared pool, and the caller has warmed the loader for their services (see
+    :meth:`AwsAccess.warm_up`), so creating a client does not hop to a thread.
     """
+    extra: dict[str, Any] = {}
+    if connections is not None:
+        extra["http_session_cls"] = connections.http_session_cls
     return AioConfig(
         retries={"mode": "standard", "max_attempts": max_attempts},
-        warm_up_loader_caches=True,
+        warm_up_loader_caches=connections is None,
         max_pool_connections=max_pool,
         connect_timeout=10,
         read_timeout=60,
         s3={"addressing_style": "path"} if emulator else None,
+        **extra,
     )
+
+
+class _PooledHTTPSession(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's HTTP session, sending through a :class:`SharedConnections` pool.
+
+    Closing the client leaves the pool open: the pool belongs to whoever made it.
+    """
+
+    pool: ClassVar[SharedConnections]
+
+    async def _get_session(self, proxy_url: str | None) -> aiohttp.ClientSession:
+        return await self.pool.session(proxy_url, self)
+
+
+class SharedConnections:
+    """One HTTP connection pool for many aiobotocore clients (a whole scan).
+
+    aiobotocore gives every client its own pool, so a scan that makes a client per (account,
+    region, service) opens, and TLS-handshakes, new connections for each of them, and
+    closes them with the client. Clients of the same regional endpoint (every account's EC2
+    client in eu-west-1) reuse each other's keep-alive connections here instead. The pool
+    holds at most ``limit`` connections; call :meth:`close` when the clients are done.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
+        self._lock = asyncio.Lock()
+        self.http_session_cls: type[AIOHTTPSession] = type(
+            "PooledHTTPSession", (_PooledHTTPSession,), {"pool": self}
+        )
+
+    async def session(
+        self, proxy_url: str | None, template: AIOHTTPSession
+    ) -> aiohttp.ClientSession:
+        """The pool's aiohttp session for ``proxy_url``; the first client's settings (TLS
+        verification, timeouts) make it, and every client of one scan shares them."""
+        session = self._sessions.get(proxy_url)
+        if session is not None:
+            return session
+        async with self._lock:
+            session = self._sessions.get(proxy_url)
+            if session is None:
+                template._max_pool_connections = self.limit
+                connector = await template._create_connector(proxy_url)
+                session = aiohttp.ClientSession(
+                    connector=connector,
+                    timeout=template._timeout,
+                    skip_auto_headers={"CONTENT-TYPE"},
+                    auto_decompress=False,
+                )
+                self._sessions[proxy_url] = session
+            return session
+
+    async def close(self) -> None:
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for session in sessions:
+            await session.close()
+
+
+class SharedModels:
+    """Service models and client classes shared by every client one :class:`AwsAccess` makes.
+
+    botocore builds a new ``ServiceModel`` and a new client class (one method per
+    operation: about 700 for EC2) for every client, and each new model starts with cold
+    shape caches that every response parse then fills again. A scan makes a client per
+    (account, region, service), so that repeated work was a third of its CPU time. The
+    models and classes depend only on the service, its API version and the client-class
+    hooks of a plain session, which are the same for every session an ``AwsAccess`` creates.
+    """
+
+    def __init__(self) -> None:
+        self.service_models: dict[tuple[str, str | None], Any] = {}
+        self.client_classes: dict[tuple[str, str], type] = {}
+
+
+_shared_models: ContextVar[SharedModels | None] = ContextVar("cloudinv_shared_models", default=None)
+
+
+class _SharingClientCreator(AioClientCreator):  # type: ignore[misc]
+    """aiobotocore's client creator, reusing a :class:`SharedModels` when one is in context
+    (only while :meth:`AwsAccess.client` creates a client); otherwise exactly the original."""
+
+    def _load_service_model(self, service_name: str, api_version: str | None = None) -> Any:
+        shared = _shared_models.get()
+        if shared is None:
+            return super()._load_service_model(service_name, api_version)
+        key = (service_name, api_version)
+        model = shared.service_models.get(key)
+        if model is None:
+            model = shared.service_models[key] = super()._load_service_model(
+                service_name, api_version
+            )
+        return model
+
+    async def _create_client_class(self, service_name: str, service_model: Any) -> type:
+        shared = _shared_models.get()
+        if shared is None:
+            return await super()._create_client_class(service_name, service_model)  # type: ignore[no-any-return]
+        key = (service_name, service_model.api_version)
+        cls = shared.client_classes.get(key)
+        if cls is None:
+            cls = shared.client_classes[key] = await super()._create_client_class(
+                service_name, service_model
+            )
+        return cls
+
+
+# aiobotocore's session names its creator class at client creation; the subclass behaves
+# as the original unless a SharedModels is in context. Left alone if aiobotocore changes.
+if getattr(aiobotocore.session, "AioClientCreator", None) is AioClientCreator:
+    aiobotocore.session.AioClientCreator = _SharingClientCreator
+
+
+class _SharedModelsClient:
+    """A client context whose creation reuses ``models``."""
+
+    def __init__(self, context: Any, models: SharedModels) -> None:
+        self._context = context
+        self._models = models
+
+    async def __aenter__(self) -> Any:
+        token = _shared_models.set(self._models)
+        try:
+            return await self._context.__aenter__()
+        finally:
+            _shared_models.reset(token)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        result: bool | None = await self._context.__aexit__(exc_type, exc, tb)
+        return result
 
 
 def partition_of(arn: str) -> str:
@@ -107,7 +262,10 @@ class AwsAccess:
         self.home_region = home_region
         self.config = client_config(max_attempts, emulator=endpoint_url is not None)
         self.base_session = base_session or get_session()
+        self.max_attempts = max_attempts
         self._role_credentials: dict[tuple[str, str | None], AioDeferredRefreshableCredentials] = {}
+        self._warm: set[str] = set()
+        self.models = SharedModels()
 
     @classmethod
     def from_settings(cls, aws: AwsSettings, **kwargs: Any) -> AwsAccess:
@@ -118,11 +276,36 @@ class AwsAccess:
             kwargs.setdefault("max_attempts", int(attempts))
         return cls(endpoint_url=aws.effective_endpoint(), home_region=home, **kwargs)
 
-    def client(self, session: AioSession, service: str, region: str) -> ClientCreatorContext:
+    def client(
+        self, session: AioSession, service: str, region: str, config: AioConfig | None = None
+    ) -> AbstractAsyncContextManager[Any]:
         """An aiobotocore client (an async context manager) for one service and region."""
-        return session.create_client(
-            service, region_name=region, endpoint_url=self.endpoint_url, config=self.config
+        context = session.create_client(
+            service,
+            region_name=region,
+            endpoint_url=self.endpoint_url,
+            config=config or self.config,
         )
+        return _SharedModelsClient(context, self.models)
+
+    def pooled_config(self, connections: SharedConnections) -> AioConfig:
+        """The client settings, sending through ``connections``; warm the services' models
+        with :meth:`warm_up` before creating clients with it."""
+        return client_config(
+            self.max_attempts,
+            max_pool=connections.limit,
+            emulator=self.endpoint_url is not None,
+            connections=connections,
+        )
+
+    async def warm_up(self, service: str) -> None:
+        """Read ``service``'s models into the shared loader, in a thread, once per process
+        of this access: client creation then finds them in memory."""
+        if service in self._warm:
+            return
+        # Two first callers at once both read in threads: harmless, the loader caches.
+        await asyncio.to_thread(self.base_session.warm_up_loader_caches, service)
+        self._warm.add(service)
 
     def session(self, target: AccountTarget) -> AioSession:
         """A session whose clients reach ``target``'s account."""

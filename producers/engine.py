@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from aiobotocore.session import AioSession
+
 from cloudinv.models import GLOBAL_REGION, ResourceSnapshot, ScanError, ScanManifest, utcnow
 from cloudinv.settings import AwsSettings
 from producers.collect import Scope, ScopeCollector, to_scan_error
-from producers.credentials import AccountTarget, AwsAccess
+from producers.credentials import AccountTarget, AwsAccess, SharedConnections
 from producers.registry import Registry, default_registry
 from producers.spec import ResourceSpec
 
@@ -154,23 +156,32 @@ class _ClientGroup:
     """The clients of one (account, client region), closed when its last scope ends."""
 
     def __init__(
-        self, access: AwsAccess, target: AccountTarget, client_region: str, scopes: int
+        self,
+        run: _ScanRun,
+        target: AccountTarget,
+        client_region: str,
+        scopes: int,
     ) -> None:
-        self.access = access
+        self.run = run
+        self.access = run.access
         self.target = target
         self.client_region = client_region
-        self._session = access.session(target)
+        self._session = run.sessions.acquire(target)
         self._clients: dict[str, Any] = {}
         self._service_limits: dict[str, asyncio.Semaphore] = {}
         self._stack = AsyncExitStack()
         self._lock = asyncio.Lock()
         self._remaining = scopes
+        self._closed = False
 
     async def client(self, service: str) -> Any:
         async with self._lock:
             client = self._clients.get(service)
             if client is None:
-                context = self.access.client(self._session, service, self.client_region)
+                await self.access.warm_up(service)
+                context = self.access.client(
+                    self._session, service, self.client_region, self.run.client_config
+                )
                 client = await self._stack.enter_async_context(context)
                 self._clients[service] = client
             return client
@@ -190,7 +201,11 @@ class _ClientGroup:
         return True
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._clients.clear()
+        self.run.sessions.release(self.target)
         try:
             await self._stack.aclose()
         except Exception:
@@ -201,6 +216,33 @@ class _ClientGroup:
                 self.client_region,
                 exc_info=True,
             )
+
+
+class _AccountSessions:
+    """One aiobotocore session per account while any of its client groups is open.
+
+    A session is costly to build (its event hooks and configuration chain) and carries the
+    account's credentials, so the groups of one account share it; it is dropped when the
+    last one closes, so memory stays flat however many accounts a scan covers.
+    """
+
+    def __init__(self, access: AwsAccess) -> None:
+        self._access = access
+        self._sessions: dict[str, tuple[AioSession, int]] = {}
+
+    def acquire(self, target: AccountTarget) -> AioSession:
+        session, users = self._sessions.get(target.account_id, (None, 0))
+        if session is None:
+            session = self._access.session(target)
+        self._sessions[target.account_id] = (session, users + 1)
+        return session
+
+    def release(self, target: AccountTarget) -> None:
+        session, users = self._sessions[target.account_id]
+        if users <= 1:
+            del self._sessions[target.account_id]
+        else:
+            self._sessions[target.account_id] = (session, users - 1)
 
 
 @dataclass(frozen=True)
@@ -239,6 +281,11 @@ class _ScanRun:
         self._requests = asyncio.Semaphore(options.max_concurrency)
         self._groups: set[_ClientGroup] = set()
         self._offered_regions: dict[tuple[str, str], frozenset[str]] = {}
+        self.sessions = _AccountSessions(access)
+        # Every client of the run sends through one pool: the clients of one regional
+        # endpoint (each account's EC2 in eu-west-1) reuse each other's connections.
+        self.connections = SharedConnections(limit=max(10, options.max_concurrency))
+        self.client_config = access.pooled_config(self.connections)
 
     async def items(self) -> AsyncGenerator[ScanItem, None]:
         workers = [asyncio.create_task(self._worker()) for _ in range(self.options.max_concurrency)]
@@ -257,6 +304,7 @@ class _ScanRun:
             await asyncio.gather(conductor, *workers, return_exceptions=True)
             for group in list(self._groups):
                 await group.close()
+            await self.connections.close()
 
     async def _conduct(self, workers: list[asyncio.Task[None]]) -> None:
         """Plan every scope, then wait for the workers; the consumer always hears the end."""
@@ -276,21 +324,35 @@ class _ScanRun:
         global_specs = [s for s in self.specs if s.global_service]
         regional_specs = [s for s in self.specs if not s.global_service]
         for target in self.targets:
-            if global_specs:
-                await self._plan_group(
-                    target, GLOBAL_REGION, target.global_region, global_specs, global_type=True
-                )
-            if not regional_specs:
-                continue
+            # Hold the account's session while planning it, so that its groups share one
+            # even when an early group ends before the next is planned.
+            self.sessions.acquire(target)
             try:
-                regions = await self.access.regions_for(target, self.regions)
-            except Exception as exc:
-                await self._fail_unplanned(target, regional_specs, to_scan_error(exc, None))
-                continue
-            for region in regions:
-                here = [s for s in regional_specs if await self._offered(target, s, region)]
-                if here:
-                    await self._plan_group(target, region, region, here, global_type=False)
+                await self._plan_account(target, global_specs, regional_specs)
+            finally:
+                self.sessions.release(target)
+
+    async def _plan_account(
+        self,
+        target: AccountTarget,
+        global_specs: list[ResourceSpec],
+        regional_specs: list[ResourceSpec],
+    ) -> None:
+        if global_specs:
+            await self._plan_group(
+                target, GLOBAL_REGION, target.global_region, global_specs, global_type=True
+            )
+        if not regional_specs:
+            return
+        try:
+            regions = await self.access.regions_for(target, self.regions)
+        except Exception as exc:
+            await self._fail_unplanned(target, regional_specs, to_scan_error(exc, None))
+            return
+        for region in regions:
+            here = [s for s in regional_specs if await self._offered(target, s, region)]
+            if here:
+                await self._plan_group(target, region, region, here, global_type=False)
 
     async def _plan_group(
         self,
@@ -301,7 +363,7 @@ class _ScanRun:
         *,
         global_type: bool,
     ) -> None:
-        group = _ClientGroup(self.access, target, client_region, len(specs))
+        group = _ClientGroup(self, target, client_region, len(specs))
         self._groups.add(group)
         if self.options.on_scopes_planned is not None:
             self.options.on_scopes_planned(len(specs))

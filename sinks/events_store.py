@@ -34,7 +34,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudinv.codec import encode
-from cloudinv.models import CloudTrailEvent, Principal, UtcDatetime
+from cloudinv.models import CloudTrailEvent, EventResource, Principal, UtcDatetime
 
 __all__ = [
     "EVENTS_STORE_FILE",
@@ -57,6 +57,7 @@ Granularity = Literal["hour", "day"]
 _BUCKET_MS: dict[str, int] = {"hour": 3_600_000, "day": 86_400_000}
 _MAX_PARAMS = 64
 _MAX_PARAM_VALUE = 256
+_PAGE_SIZE = 16384
 
 
 def events_store_path(data_dir: Path) -> Path:
@@ -294,8 +295,19 @@ _EVENT_FIELDS = frozenset(CloudTrailEvent.model_fields)
 _PRINCIPAL_FIELDS = frozenset(Principal.model_fields)
 _PRINCIPAL_DEFAULTS = {name: None for name in _PRINCIPAL_FIELDS}
 _LABEL: Callable[[Any], str] = vars(Principal)["label"].fget
-_REQUIRED_STR = ("event_id", "event_time", "event_source", "service", "event_name", "region")
-_OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
+_REQUIRED = frozenset(
+    ("event_id", "event_time", "event_source", "service", "event_name", "region", "account_id")
+) | {"principal", "resources"}
+"""Fields the fast path needs present and not null (``resources`` is a list, maybe empty)."""
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "event_id": str,
+    "event_time": str,
+    "event_source": str,
+    "service": str,
+    "event_name": str,
+    "region": str,
+    "account_id": str,
+    "principal": dict,
     "source_ip": str,
     "user_agent": str,
     "read_only": bool,
@@ -305,30 +317,42 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "resources": list,
     "request_parameters": dict,
     "response_elements": dict,
+    "additional_event_data": dict,
     "source_file": str,
 }
+if _FIELD_TYPES.keys() != _EVENT_FIELDS:  # pragma: no cover - caught by any test run
+    raise RuntimeError("every CloudTrailEvent field needs a type in events_store._FIELD_TYPES")
+_RESOURCE_FIELDS = frozenset(EventResource.model_fields)
+
+
+class _NotFastPath(ValueError):
+    """The message is not in the shape the fast path takes; the model decides."""
 
 
 def _row_from_json(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
     """A row straight from an encoded event (the wire format of the CloudTrail topic),
-    checked field by field without building the model: the worker's hot path."""
+    type-checked field by field without building the model: the worker's hot path. Anything
+    unusual raises :class:`_NotFastPath`, and the model then decides (and names the
+    problem), so this check only has to be strict, not explanatory."""
     d = orjson.loads(data)
-    if not isinstance(d, dict) or not d.keys() <= _EVENT_FIELDS:
-        raise ValueError("not a CloudTrailEvent object")
-    for name in _REQUIRED_STR:
-        if not isinstance(d.get(name), str):
-            raise ValueError(f"{name} missing or not a string")
-    if not isinstance(d.get("account_id"), str):
-        raise ValueError("account_id missing or not a string")
-    for name, kind in _OPTIONAL_TYPES.items():
-        value = d.get(name)
-        if value is not None and not isinstance(value, kind):
-            raise ValueError(f"{name} has the wrong type")
-    raw_principal = d.get("principal")
-    if not isinstance(raw_principal, dict) or not raw_principal.keys() <= _PRINCIPAL_FIELDS:
-        raise ValueError("principal missing or malformed")
-    if not all(v is None or isinstance(v, str) for v in raw_principal.values()):
-        raise ValueError("principal fields must be strings")
+    if d.__class__ is not dict or not _REQUIRED <= d.keys() <= _EVENT_FIELDS:
+        raise _NotFastPath
+    types = _FIELD_TYPES
+    for name, value in d.items():
+        if value is not None and not isinstance(value, types[name]):
+            raise _NotFastPath
+    raw_principal = d["principal"]
+    if not raw_principal.keys() <= _PRINCIPAL_FIELDS:
+        raise _NotFastPath
+    for value in raw_principal.values():
+        if value is not None and value.__class__ is not str:
+            raise _NotFastPath
+    for resource in d["resources"]:
+        if resource.__class__ is not dict or not resource.keys() <= _RESOURCE_FIELDS:
+            raise _NotFastPath
+        for value in resource.values():
+            if value is not None and value.__class__ is not str:
+                raise _NotFastPath
     # Principal.label itself, on a plain namespace: the one definition, without building
     # a model per event.
     principal = SimpleNamespace(**(_PRINCIPAL_DEFAULTS | raw_principal))
@@ -348,7 +372,7 @@ def _row_from_json(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any] | None]
         principal.name,
         None if read_only is None else int(read_only),
         d.get("error_code"),
-        bytes(data),
+        data if data.__class__ is bytes else bytes(data),
         principal.type,
         principal.arn,
     )
@@ -508,6 +532,11 @@ class EventsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         try:
+            # Takes effect only while the file is new (before WAL mode): 16 KiB pages cost
+            # about 15% less CPU per stored event than the 4 KiB default (fewer b-tree
+            # splits and WAL frames for the same rows; bench/cloudtrail.py), and an event
+            # page is still one read.
+            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(_SCHEMA)
         finally:

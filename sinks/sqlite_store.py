@@ -51,7 +51,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+from pydantic import TypeAdapter
 
+from cloudinv.change_wire import encode_change
 from cloudinv.models import ChangeEvent, ScanManifest
 from sinks.store import (
     ChangeFilters,
@@ -61,7 +63,7 @@ from sinks.store import (
     StoreError,
 )
 
-__all__ = ["STORE_FILE", "SqliteStore", "from_us", "to_us"]
+__all__ = ["STORE_FILE", "SqliteStore", "StoredVersion", "from_us", "to_us"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ STORE_FILE = Path("store") / "inventory.sqlite3"
 SCHEMA_VERSION = 1
 MIN_SQLITE = (3, 33, 0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CHANGE_LIST = TypeAdapter(list[ChangeEvent])
 _ONE_US = timedelta(microseconds=1)
 _IN_CHUNK = 500
 T = TypeVar("T")
@@ -138,6 +141,33 @@ _VERSION_COLUMNS = (
 )
 
 
+def _iso_sql(column: str) -> str:
+    """SQL for an integer-microseconds time as pydantic writes a UTC datetime: ISO 8601,
+    ``Z``, the fraction only when there is one."""
+    return (
+        f"strftime('%Y-%m-%dT%H:%M:%S', {column} / 1000000, 'unixepoch') || "
+        f"CASE WHEN {column} % 1000000 = 0 THEN '' "
+        f"ELSE printf('.%06d', {column} % 1000000) END || 'Z'"
+    )
+
+
+_VERSION_JSON = (
+    # Concatenated, not json_object(): the stored configuration is JSON already and goes in
+    # as it is, where json() would parse every one of them again.
+    """'{"key":' || json_quote(key) || ',"resource_type":' || json_quote(resource_type)"""
+    """ || ',"resource_id":' || json_quote(resource_id)"""
+    """ || ',"account_id":' || json_quote(account_id) || ',"region":' || json_quote(region)"""
+    """ || ',"name":' || json_quote(name)"""
+    """ || ',"configuration":' || CAST(configuration AS TEXT)"""
+    """ || ',"config_hash":' || json_quote(config_hash)"""
+    f""" || ',"valid_from":"' || {_iso_sql("valid_from")} || '"'"""
+    f""" || ',"valid_to":' || CASE WHEN valid_to IS NULL THEN 'null'"""
+    f""" ELSE '"' || {_iso_sql("valid_to")} || '"' END"""
+    """ || ',"change_id":' || json_quote(change_id) || '}'"""
+)
+"""One version as the JSON object :class:`ResourceVersion` serializes to, written by SQLite."""
+
+
 def to_us(value: datetime) -> int:
     """A timezone-aware datetime as integer microseconds since the epoch (naive = UTC)."""
     if value.tzinfo is None:
@@ -150,7 +180,9 @@ def from_us(value: int) -> datetime:
 
 
 def _version(row: sqlite3.Row | tuple[Any, ...]) -> ResourceVersion:
-    return ResourceVersion(
+    # Rows were validated on the way in (put_changes takes ChangeEvents): building the model
+    # without validating again halves the cost of a page of versions.
+    return ResourceVersion.model_construct(
         key=row[0],
         resource_type=row[1],
         resource_id=row[2],
@@ -163,6 +195,78 @@ def _version(row: sqlite3.Row | tuple[Any, ...]) -> ResourceVersion:
         valid_to=None if row[9] is None else from_us(row[9]),
         change_id=row[10],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """A version row as stored, its configuration still the stored JSON text.
+
+    What the API sends for key lookups and list pages: :meth:`json_fields` puts the
+    configuration into the response as it is (``orjson.Fragment``), so a page of versions
+    is neither parsed nor validated nor encoded again. :meth:`to_version` gives the model.
+    """
+
+    key: str
+    resource_type: str
+    resource_id: str
+    account_id: str
+    region: str
+    name: str | None
+    configuration_json: bytes
+    config_hash: str
+    valid_from_us: int
+    valid_to_us: int | None
+    change_id: str
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> StoredVersion:
+        return cls(
+            key=row[0],
+            resource_type=row[1],
+            resource_id=row[2],
+            account_id=row[3],
+            region=row[4],
+            name=row[5],
+            configuration_json=bytes(row[6]),
+            config_hash=row[7],
+            valid_from_us=row[8],
+            valid_to_us=row[9],
+            change_id=row[10],
+        )
+
+    def to_version(self) -> ResourceVersion:
+        return _version(
+            (
+                self.key,
+                self.resource_type,
+                self.resource_id,
+                self.account_id,
+                self.region,
+                self.name,
+                self.configuration_json,
+                self.config_hash,
+                self.valid_from_us,
+                self.valid_to_us,
+                self.change_id,
+            )
+        )
+
+    def json_fields(self) -> dict[str, Any]:
+        """The fields of :class:`ResourceVersion` in its order, ready for ``orjson.dumps``
+        with ``OPT_UTC_Z`` (which gives the same bytes as the model's own JSON)."""
+        return {
+            "key": self.key,
+            "resource_type": self.resource_type,
+            "resource_id": self.resource_id,
+            "account_id": self.account_id,
+            "region": self.region,
+            "name": self.name,
+            "configuration": orjson.Fragment(self.configuration_json),
+            "config_hash": self.config_hash,
+            "valid_from": from_us(self.valid_from_us),
+            "valid_to": None if self.valid_to_us is None else from_us(self.valid_to_us),
+            "change_id": self.change_id,
+        }
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -292,15 +396,20 @@ class SqliteStore:
 
         return await asyncio.get_running_loop().run_in_executor(writer, run)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
+        """Run ``fn`` on a reader thread inside one read transaction, so that every query
+        of ``fn`` sees the same snapshot. ``single``: ``fn`` runs one statement, which is a
+        transaction of its own; BEGIN and COMMIT would only add two SQLite steps, each of
+        which gives up the GIL and may wait to take it back (see _json_query)."""
         if self._readers is None:
             await self.open()
         readers = self._readers
         if readers is None:
             raise StoreError(f"store {self.path} is closed")
-        return await asyncio.get_running_loop().run_in_executor(readers, self._run_read, fn)
+        run = self._run_single if single else self._run_read
+        return await asyncio.get_running_loop().run_in_executor(readers, run, fn)
 
-    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = _connect(self.path)
@@ -308,19 +417,25 @@ class SqliteStore:
             self._local.conn = conn
             with self._lock:
                 self._read_conns.append(conn)
-        # One read transaction per call: every query of fn sees the same snapshot.
+        return conn
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._reader_conn()
         conn.execute("BEGIN")
         try:
             return fn(conn)
         finally:
             conn.execute("COMMIT")
 
+    def _run_single(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self._reader_conn())
+
     # -- writes ----------------------------------------------------------------------------
 
     async def put_changes(self, batch: Sequence[ChangeEvent]) -> int:
         if not batch:
             return 0
-        rows = [(change, change.model_dump_json(by_alias=True)) for change in batch]
+        rows = [(change, encode_change(change).decode()) for change in batch]
         return await self._write(lambda conn: _apply_changes(conn, rows))
 
     async def record_scans(self, batch: Sequence[ScanManifest]) -> int:
@@ -355,19 +470,30 @@ class SqliteStore:
     # -- reads -----------------------------------------------------------------------------
 
     async def current(self, key: str) -> ResourceVersion | None:
-        def run(conn: sqlite3.Connection) -> ResourceVersion | None:
+        stored = await self.current_stored(key)
+        return None if stored is None else stored.to_version()
+
+    async def current_stored(self, key: str) -> StoredVersion | None:
+        """:meth:`current` with the configuration left as stored JSON."""
+
+        def run(conn: sqlite3.Connection) -> StoredVersion | None:
             row = conn.execute(
                 f"SELECT {_VERSION_COLUMNS} FROM versions WHERE key = ? AND valid_to IS NULL",
                 (key,),
             ).fetchone()
-            return None if row is None else _version(row)
+            return None if row is None else StoredVersion.from_row(row)
 
-        return await self._read(run)
+        return await self._read(run, single=True)
 
     async def as_of(self, key: str, at: datetime) -> ResourceVersion | None:
+        stored = await self.as_of_stored(key, at)
+        return None if stored is None else stored.to_version()
+
+    async def as_of_stored(self, key: str, at: datetime) -> StoredVersion | None:
+        """:meth:`as_of` with the configuration left as stored JSON."""
         t = to_us(at)
 
-        def run(conn: sqlite3.Connection) -> ResourceVersion | None:
+        def run(conn: sqlite3.Connection) -> StoredVersion | None:
             row = conn.execute(
                 f"SELECT {_VERSION_COLUMNS} FROM versions "
                 "WHERE key = ? AND valid_from <= ? ORDER BY valid_from DESC LIMIT 1",
@@ -375,9 +501,9 @@ class SqliteStore:
             ).fetchone()
             if row is None or (row[9] is not None and row[9] <= t):
                 return None
-            return _version(row)
+            return StoredVersion.from_row(row)
 
-        return await self._read(run)
+        return await self._read(run, single=True)
 
     async def list_as_of(
         self,
@@ -389,6 +515,27 @@ class SqliteStore:
         limit: int = 1000,
         after_key: str | None = None,
     ) -> list[ResourceVersion]:
+        rows = await self.list_as_of_stored(
+            at=at,
+            resource_type=resource_type,
+            account_id=account_id,
+            region=region,
+            limit=limit,
+            after_key=after_key,
+        )
+        return [row.to_version() for row in rows]
+
+    async def list_as_of_stored(
+        self,
+        *,
+        at: datetime | None = None,
+        resource_type: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        limit: int = 1000,
+        after_key: str | None = None,
+    ) -> list[StoredVersion]:
+        """:meth:`list_as_of` with the configurations left as stored JSON."""
         sql, params = list_as_of_query(
             at=at,
             resource_type=resource_type,
@@ -398,10 +545,44 @@ class SqliteStore:
             after_key=after_key,
         )
 
-        def run(conn: sqlite3.Connection) -> list[ResourceVersion]:
-            return [_version(row) for row in conn.execute(sql, params)]
+        def run(conn: sqlite3.Connection) -> list[StoredVersion]:
+            return [StoredVersion.from_row(row) for row in conn.execute(sql, params).fetchall()]
 
-        return await self._read(run)
+        return await self._read(run, single=True)
+
+    async def list_as_of_json(
+        self,
+        *,
+        at: datetime | None = None,
+        resource_type: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        limit: int = 1000,
+        after_key: str | None = None,
+    ) -> tuple[bytes, int, str | None]:
+        """:meth:`list_as_of` as SQLite writes it: the JSON array of the versions (each as
+        :class:`ResourceVersion` serializes), how many, and the last key.
+
+        The page is one value built by SQLite, so the read is one step: a row-at-a-time
+        read gives up Python's GIL at every row and, when the event loop is busy, waits up
+        to the interpreter's switch interval to take it back, each time (see _json_query).
+        """
+        sql, params = list_as_of_query(
+            at=at,
+            resource_type=resource_type,
+            account_id=account_id,
+            region=region,
+            limit=limit,
+            after_key=after_key,
+            columns=f"key, {_VERSION_JSON} AS j",
+        )
+        page_sql = f"SELECT '[' || group_concat(j, ',') || ']', count(*), max(key) FROM ({sql})"
+
+        def run(conn: sqlite3.Connection) -> tuple[bytes, int, str | None]:
+            items, count, last = conn.execute(page_sql, params).fetchone()
+            return (items or "[]").encode(), int(count), last
+
+        return await self._read(run, single=True)
 
     async def history(self, key: str) -> list[ResourceVersion]:
         def run(conn: sqlite3.Connection) -> list[ResourceVersion]:
@@ -411,7 +592,7 @@ class SqliteStore:
             )
             return [_version(row) for row in rows]
 
-        return await self._read(run)
+        return await self._read(run, single=True)
 
     async def changes(
         self,
@@ -422,6 +603,22 @@ class SqliteStore:
         limit: int = 100,
         cursor: str | None = None,
     ) -> ChangePage:
+        events, next_cursor = await self.changes_stored(
+            since=since, until=until, filters=filters, limit=limit, cursor=cursor
+        )
+        return ChangePage(items=_CHANGE_LIST.validate_json(events), next_cursor=next_cursor)
+
+    async def changes_stored(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: ChangeFilters | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[bytes, str | None]:
+        """:meth:`changes` as stored: the JSON array of the ChangeEvents (made by SQLite in
+        one step, see :meth:`list_as_of_json`), and the next cursor."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         where: list[str] = []
@@ -449,23 +646,34 @@ class SqliteStore:
         if f.change_types is not None:
             where.append(f"change_type IN ({', '.join('?' * len(f.change_types))})")
             params += list(f.change_types)
+        # The page's rows are chosen on index entries alone, then read: where the order is
+        # not an index's (one account, any type), SQLite sorts small entries, not events.
         sql = (
-            "SELECT captured_at, seq, event FROM changes"
+            "SELECT captured_at, seq, event FROM changes WHERE seq IN (SELECT seq FROM changes"
             + (f" WHERE {' AND '.join(where)}" if where else "")
-            + " ORDER BY captured_at, seq LIMIT ?"
+            + " ORDER BY captured_at, seq LIMIT ?) ORDER BY captured_at, seq"
         )
         params.append(limit + 1)
+        # One more row than the page says whether another page follows; row numbers (in
+        # the page's order) keep it out of the array and find the cursor's row.
+        page_sql = (
+            "SELECT '[' || coalesce(group_concat(CASE WHEN rn <= ? THEN event END, ','), '')"
+            " || ']', count(*), max(CASE WHEN rn = ? THEN captured_at END),"
+            " max(CASE WHEN rn = ? THEN seq END)"
+            " FROM (SELECT captured_at, seq, CAST(event AS TEXT) AS event,"
+            f" row_number() OVER () AS rn FROM ({sql}))"
+        )
+        page_params = [limit, limit, limit, *params]
 
-        def run(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
-            return list(conn.execute(sql, params))
+        def run(conn: sqlite3.Connection) -> tuple[str, int, int | None, int | None]:
+            row: tuple[str, int, int | None, int | None] = conn.execute(
+                page_sql, page_params
+            ).fetchone()
+            return row
 
-        rows = await self._read(run)
-        items = [ChangeEvent.model_validate_json(row[2]) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            next_cursor = f"{last[0]}:{last[1]}"
-        return ChangePage(items=items, next_cursor=next_cursor)
+        page = await self._read(run, single=True)
+        next_cursor = f"{page[2]}:{page[3]}" if page[1] > limit else None
+        return page[0].encode(), next_cursor
 
     async def scans(
         self,
@@ -572,6 +780,7 @@ def list_as_of_query(
     region: str | None,
     limit: int,
     after_key: str | None,
+    columns: str = _VERSION_COLUMNS,
 ) -> tuple[str, list[Any]]:
     """The SQL of :meth:`SqliteStore.list_as_of` (exposed so tests can check its plan)."""
     if limit < 1:
@@ -595,9 +804,7 @@ def list_as_of_query(
     if after_key is not None:
         where.append("key > ?")
         params.append(after_key)
-    sql = (
-        f"SELECT {_VERSION_COLUMNS} FROM versions WHERE {' AND '.join(where)} ORDER BY key LIMIT ?"
-    )
+    sql = f"SELECT {columns} FROM versions WHERE {' AND '.join(where)} ORDER BY key LIMIT ?"
     params.append(limit)
     return sql, params
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import faust
 
 from cloudinv.codec import schema_for
+from cloudinv.kafka import faust_credentials
+from cloudinv.settings import KafkaSettings
 from cloudinv.topics import Topic, topic_name
 
 
@@ -27,6 +29,8 @@ class StreamConfig:
     partitions: int = 4
     replication_factor: int = 1
     fast_rebalance: bool = True
+    kafka: KafkaSettings | None = None
+    """The ``[kafka]`` settings, for TLS / SASL / MSK IAM credentials (None: plaintext)."""
 
 
 def create_app(config: StreamConfig) -> faust.App:
@@ -44,6 +48,10 @@ def create_app(config: StreamConfig) -> faust.App:
             broker_heartbeat_interval=1.0,
             consumer_max_fetch_size=4 * 1024 * 1024,
         )
+    if config.kafka is not None:
+        credentials = faust_credentials(config.kafka)
+        if credentials is not None:
+            extra["broker_credentials"] = credentials
     datadir = config.data_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -80,11 +88,15 @@ def build_worker_app(config: StreamConfig) -> faust.App:
     it reads every snapshot a second time and would cap the worker at its pace, and the store
     already answers counts (/v1/types).
     """
-    from streams import activity, alerts, changes
+    from streams import activity, alerts, changes, warehouse
 
     app = create_app(config)
-    # Versions, changes and scans go to the local SQLite store under config.data_dir.
-    changes.bind(app, config)
+    # Versions, changes and scans go to the store of storage.targets: DynamoDB, or the local
+    # SQLite store under config.data_dir.
+    from sinks.factory import inventory_store_factory
+
+    changes.bind(app, config, store_factory=inventory_store_factory(config.data_dir))
     activity.bind(app, config)
     alerts.bind(app, config)  # rules, webhooks and SNS from the settings (env / cloudinv.toml)
+    warehouse.bind(app, config)  # Parquet changes and daily snapshots, per storage.targets
     return app

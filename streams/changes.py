@@ -64,6 +64,7 @@ import orjson
 from mode import Service
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cloudinv.change_wire import decode_change, encode_change
 from cloudinv.models import (
     AccountId,
     ChangeEvent,
@@ -77,6 +78,7 @@ from cloudinv.models import (
 )
 from cloudinv.topics import Topic, topic_name
 from sinks.store import InventoryStore, ResourceVersion, StoreError
+from streams import batch_delivery
 from streams.app import StreamConfig
 from streams.diff import (
     NormalizationRules,
@@ -501,8 +503,12 @@ def bind(
     deletions = app.topic(deletions_name, **raw)
     # Raw bytes everywhere: this stage decodes what it reads itself, so that a message it
     # cannot read is logged and skipped instead of stopping the agent.
-    changes = app.topic(topic_name(Topic.CHANGES, config.topic_prefix), **raw)
+    changes_name = topic_name(Topic.CHANGES, config.topic_prefix)
+    changes = app.topic(changes_name, **raw)
     scans = app.topic(topic_name(Topic.SCANS, config.topic_prefix), **raw)
+    # The two hot topics skip Faust's per-message delivery (streams.batch_delivery); None
+    # with a transport it does not support, and the agents read their streams.
+    queues = batch_delivery.enable(app, (snapshots_name, changes_name)) or {}
     stage = ChangeStage(
         detector=detector,
         store=service,
@@ -520,30 +526,36 @@ def bind(
     app.on_partitions_revoked.connect(on_revoked)
 
     async def emit(emitted: list[ChangeEvent]) -> None:
-        # Not awaited one by one: sent in a burst, then acknowledged together before the
-        # batch's offsets can be committed.
+        # Not awaited one by one: handed to the producer in a burst, then acknowledged
+        # together before the batch's offsets can be committed.
+        if not emitted:
+            return
+        send = app.producer.send
         futures = [
-            await changes.send(
-                key=c.key.encode(), value=c.model_dump_json(by_alias=True).encode(), force=True
-            )
+            await send(changes_name, c.key.encode(), encode_change(c), None, None, None)
             for c in emitted
         ]
-        if futures:
-            await asyncio.gather(*futures)
+        await asyncio.gather(*futures)
+
+    async def compare_snapshots(messages: Sequence[Any]) -> None:
+        await _compare(detector, service, _decode(detector, messages, _decode_snapshot), emit)
+        stage.detect_batches += 1
 
     async def detect_changes(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(DETECT_BATCH, within=DETECT_WINDOW_S):
-            await _compare(detector, service, _decode(detector, events, _decode_snapshot), emit)
-            stage.detect_batches += 1
+        await _consume(
+            stream, queues.get(snapshots_name), DETECT_BATCH, DETECT_WINDOW_S, compare_snapshots
+        )
 
     async def apply_deletions(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(DETECT_BATCH, within=DETECT_WINDOW_S):
-            items = _decode(detector, events, DeletionRequest.model_validate_json)
+            messages = [event.message for event in events]
+            items = _decode(detector, messages, DeletionRequest.model_validate_json)
             await _compare(detector, service, items, emit)
 
     async def apply_scans(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(SCANS_BATCH, within=SCANS_WINDOW_S):
-            manifests = list(_decode(detector, events, ScanManifest.model_validate_json))
+            messages = [event.message for event in events]
+            manifests = list(_decode(detector, messages, ScanManifest.model_validate_json))
             store = await service.get()
             stage.recorded_scans += await _retrying("record scans", store.record_scans, manifests)
             futures = []
@@ -559,12 +571,14 @@ def bind(
             if futures:
                 await asyncio.gather(*futures)
 
+    async def put_changes(messages: Sequence[Any]) -> None:
+        batch = list(_decode(detector, messages, decode_change))
+        store = await service.get()
+        await _retrying("store changes", store.put_changes, batch)
+        stage.stored_changes += len(batch)
+
     async def store_changes(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(SINK_BATCH, within=SINK_WINDOW_S):
-            batch = list(_decode(detector, events, ChangeEvent.model_validate_json))
-            store = await service.get()
-            await _retrying("store changes", store.put_changes, batch)
-            stage.stored_changes += len(batch)
+        await _consume(stream, queues.get(changes_name), SINK_BATCH, SINK_WINDOW_S, put_changes)
 
     stage.detect_agent = app.agent(snapshots_in, name="detect_changes", concurrency=1)(
         detect_changes
@@ -589,16 +603,34 @@ def _decode_snapshot(value: bytes) -> dict[str, Any]:
     return data
 
 
+async def _consume(
+    stream: faust.StreamT[bytes],
+    queue: batch_delivery.BatchQueue | None,
+    limit: int,
+    within: float,
+    handle: Callable[[Sequence[Any]], Awaitable[None]],
+) -> None:
+    """Hand batches of raw messages to ``handle``, acknowledging each batch after it."""
+    if queue is None:
+        # Faust's own delivery: take_events acknowledges a batch when the next is asked for.
+        async for events in stream.take_events(limit, within=within):
+            await handle([event.message for event in events])
+        return
+    while True:
+        batch = await queue.get(limit)
+        await handle(batch.messages)
+        queue.ack(batch)
+
+
 def _decode(
-    detector: ChangeDetector, events: Sequence[Any], decode: Callable[[bytes], D]
+    detector: ChangeDetector, messages: Sequence[Any], decode: Callable[[bytes], D]
 ) -> Iterator[D]:
-    """Decode each event's value; an undecodable one is logged, counted and skipped."""
-    for event in events:
+    """Decode each message's value; an undecodable one is logged, counted and skipped."""
+    for message in messages:
         try:
-            yield decode(event.value)
+            yield decode(message.value)
         except (ValueError, ValidationError) as exc:
             detector.stats.invalid += 1
-            message = event.message
             log.warning(
                 "skipping undecodable message %s[%s]@%s: %s",
                 message.topic,

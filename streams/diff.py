@@ -117,6 +117,7 @@ SET_FIELDS: frozenset[str] = frozenset(
 
 _SET_SUFFIXES = ("Ids", "Arns", "ARNs")
 _SCALARS = (str, int, float, bool, type(None))
+_CONTAINERS = (dict, list)
 
 
 @dataclass(frozen=True)
@@ -212,14 +213,15 @@ def _drop_path(value: Any, segments: tuple[tuple[str, bool], ...]) -> Any:
 
 
 def _canonical(value: Any, field_name: str | None, rules: NormalizationRules) -> Any:
-    # Scalars are returned as they are without a call: most leaves are scalars.
+    # Scalars are returned as they are without a call: most leaves are scalars. (A tuple,
+    # not ``dict | list``: isinstance with a union type is several times slower.)
     if isinstance(value, dict):
         return {
-            k: _canonical(v, k, rules) if isinstance(v, dict | list) else v
+            k: _canonical(v, k, rules) if isinstance(v, _CONTAINERS) else v
             for k, v in value.items()
         }
     if isinstance(value, list):
-        items = [_canonical(v, None, rules) if isinstance(v, dict | list) else v for v in value]
+        items = [_canonical(v, None, rules) if isinstance(v, _CONTAINERS) else v for v in value]
         if field_name is None or field_name in rules.ordered_lists or len(items) < 2:
             return items
         return _order_list(items, field_name, rules)
@@ -250,8 +252,13 @@ def _identity_field(items: list[dict[str, Any]]) -> str | None:
             return None
     for candidate in IDENTITY_FIELDS:
         if candidate in common:
-            values = {canonical_json(item[candidate]) for item in items}
-            if len(values) == len(items):
+            values = [item[candidate] for item in items]
+            if all(type(v) is str for v in values):
+                # Strings are distinct as JSON exactly when they are distinct as strings.
+                distinct = len(set(values))
+            else:
+                distinct = len({canonical_json(v) for v in values})
+            if distinct == len(items):
                 return candidate
     return None
 
@@ -290,7 +297,7 @@ def _same(a: Any, b: Any) -> bool:
         return True
     if type(a) is not type(b) or a != b:
         return False
-    if isinstance(a, dict | list):
+    if isinstance(a, _CONTAINERS):
         # Equal by Python's rules; the canonical bytes also tell true from 1 and 1 from 1.0.
         return canonical_json(a) == canonical_json(b)
     return True

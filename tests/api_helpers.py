@@ -374,7 +374,7 @@ async def pipeline_data(
 class Api:
     base: str
     app: Any
-    inventory: SqliteStore
+    inventory: Any  # SqliteStore unless running_api was given another store
     events: EventsStore
     tokens: dict[str, str]
     """Scope name -> bearer token: ``admin`` (every account), ``a`` (account A only) and
@@ -397,8 +397,13 @@ class Api:
 
 
 @asynccontextmanager
-async def running_api(data_dir: Path, scopes: dict[str, list[str] | None]) -> AsyncIterator[Api]:
-    """A real server on 127.0.0.1 over the stores in ``data_dir``; a token per scope."""
+async def running_api(
+    data_dir: Path, scopes: dict[str, list[str] | None], inventory: Any | None = None
+) -> AsyncIterator[Api]:
+    """A real server on 127.0.0.1 over the stores in ``data_dir``; a token per scope.
+
+    ``inventory``: an open inventory store to serve instead of the SQLite one of
+    ``data_dir`` (the caller opens and closes it)."""
     tokens: dict[str, str] = {}
     configured = []
     for name, accounts in scopes.items():
@@ -406,9 +411,11 @@ async def running_api(data_dir: Path, scopes: dict[str, list[str] | None]) -> As
         tokens[name] = token
         configured.append(ApiToken(sha256=SecretStr(digest), name=name, accounts=accounts))
     settings = Settings(api={"tokens": configured})
-    inventory = SqliteStore.in_data_dir(data_dir)
+    owned = inventory is None
+    if inventory is None:
+        inventory = SqliteStore.in_data_dir(data_dir)
+        await inventory.open()
     events = EventsStore(events_store_path(data_dir), readonly=True)
-    await inventory.open()
     await events.open()
     app = create_app(settings, {"mode": "test"}, stores=Stores(inventory=inventory, events=events))
     server = TestServer(app, host="127.0.0.1")
@@ -418,7 +425,8 @@ async def running_api(data_dir: Path, scopes: dict[str, list[str] | None]) -> As
     finally:
         await server.close()
         await events.close()
-        await inventory.close()
+        if owned:
+            await inventory.close()
 
 
 # -- Server-Sent Events ------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -195,11 +194,13 @@ class FakeService:
 
 
 class Event:
-    """What the agent reads from Faust: a value and the message it came in."""
+    """What the agent reads from Faust: a message's raw value and where it came from."""
 
     def __init__(self, value: bytes) -> None:
         self.value = value
-        self.message = SimpleNamespace(topic="t", partition=0, offset=0)
+        self.topic = "t"
+        self.partition = 0
+        self.offset = 0
 
 
 def wire(snapshot: ResourceSnapshot) -> Event:

@@ -31,6 +31,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudinv.cli.report",
     "cloudinv.cli.rules",
     "cloudinv.cli.baseline",
+    "cloudinv.cli.athena",
+    "cloudinv.cli.sql",
 )
 
 

@@ -53,6 +53,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     backfill.add_argument("--concurrency", type=int, default=8, help="files read at once")
     backfill.add_argument("--restart", action="store_true", help="forget completed files first")
+    backfill.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check the range's log files against CloudTrail's digest files (SHA-256, "
+        "digest chain, signatures) and record missing or changed files (S3 only)",
+    )
+    backfill.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with --verify: a PEM or DER public key for digest signatures, used before "
+        "CloudTrail's ListPublicKeys (repeatable)",
+    )
     _connection_flags(backfill)
     backfill.set_defaults(handler=run_backfill)
 
@@ -64,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tail.add_argument("--until-idle", action="store_true", help="stop once the queue is empty")
     tail.add_argument(
         "--wait-seconds", type=int, default=20, help="SQS long-polling wait (0-20, default 20)"
+    )
+    tail.add_argument(
+        "--verify-digests",
+        action="store_true",
+        default=None,
+        help="check each digest file that lands (default: cloudtrail.verify_digests)",
     )
     _connection_flags(tail)
     tail.set_defaults(handler=run_tail)
@@ -151,6 +172,9 @@ async def run_backfill(args: argparse.Namespace) -> int:
         raise ConfigError(f"--to {args.end} is before --from {args.start}")
     if args.path is not None and not args.path.exists():
         raise CloudinvError(f"--path {args.path} does not exist")
+    if args.verify and args.path is not None:
+        raise ConfigError("--verify checks digests in S3: use it with --bucket")
+    local_keys = _public_keys(args.public_key)
     target = _target(args)
     resume = ResumeFile(target.data_dir / RESUME_FILE)
     if args.restart:
@@ -204,13 +228,72 @@ async def run_backfill(args: argparse.Namespace) -> int:
         f"{stats.rejected_records} rejected record(s)"
         + (f", {stats.failed} failed (run again to retry them)" if stats.failed else "")
     )
-    return 1 if stats.failed else 0
+    problems = 0
+    if args.verify:
+        problems = await _verify(args, target, rejections, local_keys, console)
+    return 1 if stats.failed or problems else 0
+
+
+def _public_keys(paths: list[Path]) -> Any:
+    from producers.cloudtrail.digest import StaticPublicKeys
+
+    if not paths:
+        return None
+    try:
+        return StaticPublicKeys.from_files(p.read_bytes() for p in paths)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--public-key: cannot read an RSA public key: {exc}") from None
+
+
+async def _verify(
+    args: argparse.Namespace, target: _Target, rejections: Any, local_keys: Any, console: Console
+) -> int:
+    """Check the range's digests; print a summary; return how many problems were found."""
+    from aiobotocore.session import get_session
+
+    from producers.cloudtrail.digest import (
+        CloudTrailPublicKeys,
+        DigestUnavailableError,
+        DigestVerifier,
+    )
+
+    session = get_session()
+    keys = CloudTrailPublicKeys(session, endpoint_url=target.endpoint_url, local=local_keys)
+    async with session.create_client(
+        "s3", region_name=args.region, endpoint_url=target.endpoint_url
+    ) as s3:
+        verifier = DigestVerifier(s3, rejections, keys, concurrency=args.concurrency)
+        try:
+            stats = await verifier.verify_range(args.bucket, args.prefix, args.start, args.end)
+        except DigestUnavailableError as exc:
+            raise CloudinvError(f"verify: cannot read from S3: {exc}") from None
+    console.print(
+        f"verify: {stats.digests} digest(s), {stats.valid_log_files} of {stats.log_files} log "
+        f"file(s) valid, {stats.signatures_verified} signature(s) verified"
+        + (
+            f", {stats.signatures_unchecked} unchecked (no public key)"
+            if stats.signatures_unchecked
+            else ""
+        )
+        + f"; {len(stats.findings)} integrity problem(s)"
+        + (" (see `cloudinv cloudtrail rejected`)" if stats.findings else ""),
+        soft_wrap=True,
+        markup=False,
+    )
+    for finding in stats.findings[:20]:
+        console.print(
+            f"  {finding.source}  {finding.reason}", markup=False, highlight=False, soft_wrap=True
+        )
+    return len(stats.findings)
 
 
 async def run_tail(args: argparse.Namespace) -> int:
     from producers.cloudtrail.tailer import tail
 
     target = _target(args)
+    verify = args.verify_digests
+    if verify is None:
+        verify = _settings(args).cloudtrail.verify_digests
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -226,6 +309,7 @@ async def run_tail(args: argparse.Namespace) -> int:
         stop=stop,
         until_idle=args.until_idle,
         wait_time_s=args.wait_seconds,
+        verify_digests=verify,
     )
     print(
         f"tail: {stats.messages} message(s), {stats.files} file(s), {stats.events} events, "

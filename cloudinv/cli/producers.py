@@ -15,6 +15,7 @@ from typing import Any
 from cloudinv.connection import require_running_instance
 from cloudinv.kafka import client_kwargs, ensure_topics
 from cloudinv.logs import configure_logging
+from cloudinv.role_server import ProducersProbe, RoleServer
 from cloudinv.settings import load_settings
 
 
@@ -39,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds between scans (default scan_interval_s, 900)",
     )
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides kafka.bootstrap)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve /healthz, /readyz and /metrics on this port (overrides "
+        "metrics.producers_port; 0: off)",
+    )
     parser.set_defaults(handler=run_producers)
 
 
@@ -56,28 +64,48 @@ async def run_producers(args: argparse.Namespace) -> int:
         overrides["aws"] = aws
     if args.interval:
         overrides["scan_interval_s"] = args.interval
+    if args.metrics_port is not None:
+        overrides["metrics"] = {"producers_port": args.metrics_port}
     settings = load_settings(args.config, **overrides)
     configure_logging("producers", settings.log_level, settings.log_format)
     bootstrap = args.bootstrap
     if bootstrap is None and settings.kafka.is_embedded:
         bootstrap = require_running_instance(settings.data_dir).kafka_bootstrap
-    await ensure_topics(settings.kafka, bootstrap)
     publisher = KafkaPublisher(
         client_kwargs(settings.kafka, bootstrap), settings.kafka.topic_prefix
     )
-    await publisher.start()
+    scheduler = ScanScheduler(
+        settings.aws,
+        publisher,
+        interval_s=settings.scan_interval_s,
+        type_intervals_s=settings.scan_type_intervals_s,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    probe = ProducersProbe(scheduler, publisher)
+    server: RoleServer | None = None
+    if settings.metrics.producers_port:
+        # Up before Kafka is reached, so /healthz answers (and /readyz says why not ready)
+        # while the producer connects.
+        server = RoleServer("producers", probe)
+        await server.start(settings.metrics.host, settings.metrics.producers_port)
     try:
-        scheduler = ScanScheduler(
-            settings.aws,
-            publisher,
-            interval_s=settings.scan_interval_s,
-            type_intervals_s=settings.scan_type_intervals_s,
-        )
-        await scheduler.run(stop)
+        await ensure_topics(settings.kafka, bootstrap)
+        await publisher.start()
+        probe.connected = True
+        try:
+            probe.loop_task = asyncio.create_task(scheduler.run(stop), name="scan-scheduler")
+            watcher = asyncio.create_task(probe.watch(stop), name="scan-watcher")
+            await asyncio.wait([probe.loop_task, watcher], return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            await watcher
+            await probe.loop_task
+        finally:
+            probe.connected = False
+            await publisher.stop()
     finally:
-        await publisher.stop()
+        if server is not None:
+            await server.stop()
     return 0

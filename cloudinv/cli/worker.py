@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from cloudinv.errors import ConfigError
 from cloudinv.settings import load_settings
@@ -21,13 +22,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "address (the demo sets it for the worker it starts).",
     )
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides kafka.bootstrap)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve /healthz, /readyz and /metrics on this port (overrides "
+        "metrics.worker_port; 0: off)",
+    )
     parser.set_defaults(handler=run_worker)
 
 
 def run_worker(args: argparse.Namespace) -> int:
     from streams.app import StreamConfig, build_worker_app
 
-    overrides = {"kafka": {"bootstrap": args.bootstrap}} if args.bootstrap else {}
+    overrides: dict[str, Any] = {"kafka": {"bootstrap": args.bootstrap}} if args.bootstrap else {}
+    if args.metrics_port is not None:
+        overrides["metrics"] = {"worker_port": args.metrics_port}
     settings = load_settings(args.config, **overrides)
     if settings.kafka.is_embedded:
         raise ConfigError(
@@ -38,15 +48,23 @@ def run_worker(args: argparse.Namespace) -> int:
     config = StreamConfig(
         bootstrap=settings.kafka.bootstrap,
         data_dir=settings.data_dir,
+        app_id=settings.kafka.consumer_group,
         topic_prefix=settings.kafka.topic_prefix,
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
+        kafka=settings.kafka,
     )
     if args.config:
         # Stages that read their own sections (alerts) load settings themselves: point them
         # at the same file.
         os.environ["CLOUDINV_CONFIG"] = str(args.config)
     app = build_worker_app(config)
+    if settings.metrics.worker_port:
+        from cloudinv.role_server import WorkerRoleServer
+
+        app.add_dependency(
+            WorkerRoleServer(app, settings.metrics.host, settings.metrics.worker_port)
+        )
     # Faust's Worker owns the event loop and signal handling (SIGTERM/SIGINT stop it cleanly).
     from faust import Worker
 

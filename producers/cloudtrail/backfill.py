@@ -53,7 +53,6 @@ RESUME_FILE = Path("cloudtrail") / "backfill-done.txt"
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 _ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
-_REGION_LEVEL = re.compile(r"(^|/)CloudTrail/[a-z0-9-]+/$")
 
 Progress = Callable[[str, ParsedLog | None], None]
 """Called once per file: its source and what was read (``None`` if skipped or rejected)."""
@@ -119,11 +118,14 @@ async def _common_prefixes(s3: Any, bucket: str, prefix: str) -> list[str]:
     return out
 
 
-async def find_region_prefixes(s3: Any, bucket: str, prefix: str = "") -> list[str]:
-    """Every ``.../CloudTrail/<region>/`` prefix under ``prefix`` (accounts, org trails)."""
+async def find_region_prefixes(
+    s3: Any, bucket: str, prefix: str = "", *, folder: str = "CloudTrail"
+) -> list[str]:
+    """Every ``.../<folder>/<region>/`` prefix under ``prefix`` (accounts, org trails):
+    log files under ``CloudTrail``, digests under ``CloudTrail-Digest``."""
     base = prefix.strip("/")
     base = f"{base}/" if base else ""
-    if _REGION_LEVEL.search(base):
+    if re.search(rf"(^|/){re.escape(folder)}/[a-z0-9-]+/$", base):
         return [base]
     found: list[str] = []
     pending = [base]
@@ -131,13 +133,9 @@ async def find_region_prefixes(s3: Any, bucket: str, prefix: str = "") -> list[s
         current = pending.pop()
         for child in await _common_prefixes(s3, bucket, current):
             segment = child[len(current) : -1]
-            if current == "CloudTrail/" or current.endswith("/CloudTrail/"):
+            if current == f"{folder}/" or current.endswith(f"/{folder}/"):
                 found.append(child)
-            elif (
-                segment in ("AWSLogs", "CloudTrail")
-                or _ACCOUNT.match(segment)
-                or _ORG.match(segment)
-            ):
+            elif segment in ("AWSLogs", folder) or _ACCOUNT.match(segment) or _ORG.match(segment):
                 pending.append(child)
     return sorted(found)
 

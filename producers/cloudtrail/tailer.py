@@ -3,9 +3,11 @@
 Two kinds of SQS message are understood, on the same or separate queues:
 
 - S3 event notifications for new log files (directly, or wrapped by SNS; CloudTrail's own
-  SNS notification ``{"s3Bucket", "s3ObjectKey": [...]}`` too). Keys are URL-decoded; digest
-  files and ``s3:TestEvent`` are skipped. Each file is streamed from S3 (bounded concurrency),
-  gunzipped when it is gzip, parsed, normalized and published.
+  SNS notification ``{"s3Bucket", "s3ObjectKey": [...]}`` too). Keys are URL-decoded;
+  ``s3:TestEvent`` is skipped, and so are digest files unless ``verify_digests`` is set, in
+  which case each is checked (:mod:`producers.cloudtrail.digest`). Each log file is
+  streamed from S3 (bounded concurrency), gunzipped when it is gzip, parsed, normalized and
+  published.
 - CloudTrail events delivered by EventBridge: the body is an EventBridge envelope whose
   ``detail`` is the CloudTrail record.
 
@@ -36,6 +38,12 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudinv.errors import CloudinvError
+from producers.cloudtrail.digest import (
+    CloudTrailPublicKeys,
+    DigestUnavailableError,
+    DigestVerifier,
+    PublicKeys,
+)
 from producers.cloudtrail.logfile import (
     LogFileDecoder,
     ParsedLog,
@@ -50,6 +58,7 @@ from producers.cloudtrail.publish import CloudTrailPublisher
 
 __all__ = [
     "CloudTrailTailer",
+    "DigestObject",
     "InlineRecords",
     "S3Object",
     "Skip",
@@ -83,6 +92,14 @@ class S3Object:
 
 
 @dataclass(frozen=True)
+class DigestObject:
+    """A CloudTrail digest file to check (only when digests are verified)."""
+
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
 class InlineRecords:
     """CloudTrail records carried in the message itself (EventBridge)."""
 
@@ -100,11 +117,14 @@ class Unrecognized:
     reason: str
 
 
-Work = S3Object | InlineRecords | Skip | Unrecognized
+Work = S3Object | DigestObject | InlineRecords | Skip | Unrecognized
 
 
-def classify_message(body: str | bytes, message_id: str = "?") -> list[Work]:
-    """What one SQS message body asks the tailer to do (pure; no I/O)."""
+def classify_message(
+    body: str | bytes, message_id: str = "?", *, verify_digests: bool = False
+) -> list[Work]:
+    """What one SQS message body asks the tailer to do (pure; no I/O). Digest files are
+    skipped, or with ``verify_digests`` checked (:class:`DigestObject`)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -113,14 +133,14 @@ def classify_message(body: str | bytes, message_id: str = "?") -> list[Work]:
         return [Unrecognized("message body is not a JSON object")]
     # S3 → SNS → SQS (without raw delivery): the S3 document is a string in "Message".
     if doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
-        return classify_message(doc["Message"], message_id)
+        return classify_message(doc["Message"], message_id, verify_digests=verify_digests)
     if doc.get("Event") == "s3:TestEvent":
         return [Skip("s3:TestEvent")]
     if isinstance(doc.get("Records"), list):
-        return [_s3_record(r) for r in doc["Records"]] or [Skip("no records")]
+        return [_s3_record(r, verify_digests) for r in doc["Records"]] or [Skip("no records")]
     if isinstance(doc.get("s3ObjectKey"), list) and isinstance(doc.get("s3Bucket"), str):
         # CloudTrail's own SNS notification: keys are not URL-encoded there.
-        return [_object(doc["s3Bucket"], key) for key in doc["s3ObjectKey"]]
+        return [_object(doc["s3Bucket"], key, verify_digests) for key in doc["s3ObjectKey"]]
     if "detail-type" in doc and "detail" in doc:
         record = unwrap_eventbridge(doc)
         if record is None:
@@ -135,7 +155,7 @@ def classify_message(body: str | bytes, message_id: str = "?") -> list[Work]:
     ]
 
 
-def _s3_record(record: Any) -> Work:
+def _s3_record(record: Any, verify_digests: bool) -> Work:
     if not isinstance(record, dict) or not isinstance(record.get("s3"), dict):
         return Unrecognized("S3 notification record without s3")
     name = str(record.get("eventName", ""))
@@ -146,12 +166,12 @@ def _s3_record(record: Any) -> Work:
         key = unquote_plus(record["s3"]["object"]["key"])
     except (KeyError, TypeError):
         return Unrecognized("S3 notification record without bucket name or object key")
-    return _object(bucket, key)
+    return _object(bucket, key, verify_digests)
 
 
-def _object(bucket: str, key: str) -> Work:
+def _object(bucket: str, key: str, verify_digests: bool = False) -> Work:
     if is_digest_key(key):
-        return Skip("digest file")
+        return DigestObject(bucket, key) if verify_digests else Skip("digest file")
     if key.endswith("/"):
         return Skip("folder marker")
     return S3Object(bucket, key)
@@ -185,6 +205,9 @@ class TailerConfig:
     max_messages_in_flight: int = 32
     visibility_timeout_s: int | None = None
     """Override the queue's visibility timeout for received messages."""
+    verify_digests: bool = False
+    """Check each digest file that lands (its log files' SHA-256, the chain, the signature
+    when CloudTrail's public key can be had) and record what is wrong as rejections."""
 
 
 @dataclass
@@ -199,6 +222,8 @@ class TailerStats:
     retried: int = 0
     """Messages left in the queue after a transient failure."""
     idle_polls: int = 0
+    digests_checked: int = 0
+    integrity_findings: int = 0
     errors: list[str] = field(default_factory=list)
     """The latest 100 errors."""
 
@@ -221,6 +246,7 @@ class CloudTrailTailer:
         rejections: RejectionLog,
         *,
         session: AioSession | None = None,
+        public_keys: PublicKeys | None = None,
     ) -> None:
         self.config = config
         self.publisher = publisher
@@ -232,6 +258,8 @@ class CloudTrailTailer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sqs: Any = None
         self._s3: Any = None
+        self._public_keys = public_keys
+        self._verifier: DigestVerifier | None = None
 
     @contextlib.asynccontextmanager
     async def _clients(self) -> AsyncIterator[None]:
@@ -250,10 +278,16 @@ class CloudTrailTailer:
             self._session.create_client("s3", **common) as s3,
         ):
             self._sqs, self._s3 = sqs, s3
+            if self.config.verify_digests:
+                keys = self._public_keys or CloudTrailPublicKeys(
+                    self._session, endpoint_url=self.config.endpoint_url
+                )
+                self._verifier = DigestVerifier(s3, self.rejections, keys)
             try:
                 yield
             finally:
                 self._sqs = self._s3 = None
+                self._verifier = None
 
     async def run(
         self, stop: asyncio.Event | None = None, *, until_idle: bool = False
@@ -342,7 +376,9 @@ class CloudTrailTailer:
     async def _handle(self, message: dict[str, Any]) -> None:
         self.stats.messages += 1
         message_id = message.get("MessageId", "?")
-        work = classify_message(message.get("Body", ""), message_id)
+        work = classify_message(
+            message.get("Body", ""), message_id, verify_digests=self.config.verify_digests
+        )
         results = await asyncio.gather(
             *(self._do(item, message_id) for item in work), return_exceptions=True
         )
@@ -362,6 +398,8 @@ class CloudTrailTailer:
             log.debug("cloudtrail: skipped %s (%s)", message_id, item.reason)
         elif isinstance(item, Unrecognized):
             await self._reject(f"sqs:{message_id}", item.reason)
+        elif isinstance(item, DigestObject):
+            await self._verify_digest(item)
         elif isinstance(item, InlineRecords):
             parsed = await asyncio.to_thread(encode_records, item.records, item.source)
             await self._publish(parsed)
@@ -385,6 +423,16 @@ class CloudTrailTailer:
                 raise _Transient(f"{obj.uri}: {exc!r}") from exc
         self.stats.files += 1
         await self._publish(parsed)
+
+    async def _verify_digest(self, item: DigestObject) -> None:
+        if self._verifier is None:  # pragma: no cover - classify_message needs verify_digests
+            return
+        try:
+            findings = await self._verifier.verify_digest(item.bucket, item.key)
+        except DigestUnavailableError as exc:
+            raise _Transient(str(exc)) from exc
+        self.stats.digests_checked += 1
+        self.stats.integrity_findings += len(findings)
 
     async def _publish(self, parsed: ParsedLog) -> None:
         if parsed.bad_records:

@@ -1,0 +1,1096 @@
+"""The inventory store on DynamoDB: versions, changes and scan history (``storage.targets``
+containing ``dynamodb``).
+
+Every read is a ``Query`` or a ``GetItem``; nothing here ever calls ``Scan``. Calls go through
+aiobotocore (never blocking the event loop), with botocore's standard retry mode for throttling
+and errors, plus retries of our own for what botocore does not retry: unprocessed items of
+``BatchWriteItem`` and throttled or conflicting transactions.
+
+Tables (``<prefix>-versions``, ``-changes``, ``-scans``, ``-meta``; on-demand billing; created by
+:meth:`DynamoStore.open` when missing, checked when present). Times are integer microseconds
+since the epoch, UTC; JSON documents are stored as binary (zlib-compressed above 32 KiB)::
+
+    versions  PK key (S)  SK vf (N, valid_from)
+              attributes: vt (N, valid_to; absent while current), acct, scope ("acct|type"),
+              rt, rid, region, name, hash, cid (the opening change), cfg (B)
+              oa, os: copies of acct and scope present only while the version is open
+      GSI all_by_account   acct  / key   every version of an account, in key order
+      GSI all_by_scope     scope / key   every version of a type in an account, in key order
+      GSI open_by_account  oa    / key   sparse: open versions only
+      GSI open_by_scope    os    / key   sparse: open versions only
+    changes   PK pk (S, "YYYY-MM-DD#shard")  SK sk (S, "captured_us#commit_seq#change_id")
+              attributes: key, acct, aday ("acct#YYYY-MM-DD"), rt, region, ct, ev (B)
+      GSI by_key           key   / sk    one resource's changes in time order
+      GSI by_account_day   aday  / sk    one account's changes of one day in time order
+    scans     PK id (S, "scan_id|acct|region|type")
+              attributes: acct, ord ("(BIG - finished_us)#scan_id#region#type"), status, ...
+      GSI by_account       acct  / ord   an account's scans, most recently finished first
+    meta      PK kind (S)  SK value (S)   registries: kind "account" (every account with
+              versions or scans), kind "day" (every day with changes)
+
+Access patterns (all Query unless said):
+
+- ``current(key)``, ``as_of(key, T)``: versions, ``key = K AND vf <= T``, newest first,
+  ``Limit 1``, then ``vt > T`` checked on the one item. ``history``: versions ``key = K``.
+  ``latest(keys)``: one such query per key, concurrently.
+- ``list_as_of`` now: ``open_by_scope`` (type given) or ``open_by_account``, ``key > after``,
+  region filtered server side. At a past T: ``all_by_scope`` / ``all_by_account`` filtered on
+  ``vf <= T AND (vt absent OR vt > T)``. Without an account filter, one query per account of the
+  ``meta`` registry, merged by key.
+- ``changes``: ``by_key`` when a key is given; ``by_account_day`` per day when an account is;
+  else the shards of each day of the ``meta`` day registry in the range, merged by ``sk``. The
+  range and the cursor are conditions on ``sk``; other filters are filter expressions.
+- ``scans``: ``by_account`` per account (the registry's when none is given), merged.
+- ``current_keys_in_scope``: ``open_by_scope`` with a region filter, keys only.
+
+Tradeoffs, chosen deliberately:
+
+- "Everything of type Y in account Z at T" reads every version of the scope's keys (not only
+  those valid at T) and filters them server side: read cost grows with the number of versions
+  per key, not with the age of T. The alternatives cost more where it matters: time-bucketed
+  copies (one item per resource per day) multiply writes and storage by the retention in days;
+  sort keys on valid_from cannot express "valid_from <= T < valid_to" as one range. The current
+  state, the most frequent question, reads only open versions (sparse indexes).
+- Index partitions are one account (or account and type): a single account with very heavy
+  churn is bounded by one index partition's write rate (about 1,000 items/s). Changes are
+  spread over ``change_shards`` partitions per day for the same reason.
+- Each change is applied atomically with ``TransactWriteItems``: the previous version closed,
+  the new one put and the change recorded, so a crash never leaves two open versions or a
+  version without its change. Changes of different keys share transactions (up to 100 items,
+  4 MB); successive changes of one key go in successive transactions, in order. Replays are
+  skipped by the same state checks as the SQLite store (see :mod:`sinks.store`).
+- Index reads are eventually consistent (DynamoDB's rule); reads by key use strongly
+  consistent reads of the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import heapq
+import logging
+import random
+import re
+import time
+import zlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+from botocore.exceptions import ClientError
+
+from cloudinv.models import ChangeEvent, ScanManifest
+from sinks.store import (
+    ChangeFilters,
+    ChangePage,
+    ResourceVersion,
+    ScanRecord,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from cloudinv.settings import Settings
+
+__all__ = ["DynamoStats", "DynamoStore", "table_names"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Item = dict[str, Any]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_BIG = 10**19
+_COMPRESS_ABOVE = 32 * 1024
+_MAX_ITEM = 400 * 1024
+_TX_ITEMS = 100
+_TX_BYTES = 3_500_000
+_BATCH_WRITE = 25
+_CONFLICT_RETRIES = 5
+_THROTTLE_RETRIES = 10
+_CURSOR_RE = re.compile(r"\d{20}#\d{26}#.+")
+_RETRYABLE_REASONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict"}
+
+VERSIONS, CHANGES, SCANS, META = "versions", "changes", "scans", "meta"
+
+
+def table_names(prefix: str) -> dict[str, str]:
+    """The four table names for a prefix (``cloudinv`` -> ``cloudinv-versions`` ...)."""
+    sep = "" if not prefix or prefix[-1] in "-_." else "-"
+    return {name: f"{prefix}{sep}{name}" for name in (VERSIONS, CHANGES, SCANS, META)}
+
+
+@dataclass(frozen=True)
+class _TableSpec:
+    attributes: dict[str, str]
+    key: tuple[str, str | None]
+    indexes: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+_SPECS: dict[str, _TableSpec] = {
+    VERSIONS: _TableSpec(
+        attributes={"key": "S", "vf": "N", "acct": "S", "scope": "S", "oa": "S", "os": "S"},
+        key=("key", "vf"),
+        indexes={
+            "all_by_account": ("acct", "key"),
+            "all_by_scope": ("scope", "key"),
+            "open_by_account": ("oa", "key"),
+            "open_by_scope": ("os", "key"),
+        },
+    ),
+    CHANGES: _TableSpec(
+        attributes={"pk": "S", "sk": "S", "key": "S", "aday": "S"},
+        key=("pk", "sk"),
+        indexes={"by_key": ("key", "sk"), "by_account_day": ("aday", "sk")},
+    ),
+    SCANS: _TableSpec(
+        attributes={"id": "S", "acct": "S", "ord": "S"},
+        key=("id", None),
+        indexes={"by_account": ("acct", "ord")},
+    ),
+    META: _TableSpec(attributes={"kind": "S", "value": "S"}, key=("kind", "value")),
+}
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def to_us(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _ONE_US
+
+
+def from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _day(us: int) -> str:
+    return from_us(us).date().isoformat()
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _pack(document: Any) -> bytes:
+    raw = orjson.dumps(document)
+    return zlib.compress(raw, 6) if len(raw) > _COMPRESS_ABOVE else raw
+
+
+def _unpack(data: bytes) -> Any:
+    # JSON never starts with "x" (0x78), a zlib stream always does at the level used.
+    return orjson.loads(zlib.decompress(data) if data[:1] == b"x" else data)
+
+
+def _item_size(item: Item) -> int:
+    size = 0
+    for name, value in item.items():
+        size += len(name)
+        for kind, v in value.items():
+            size += len(v) if kind in ("S", "B", "N") and isinstance(v, str | bytes) else 1
+    return size
+
+
+def _version(item: Item) -> ResourceVersion:
+    return ResourceVersion(
+        key=item["key"]["S"],
+        resource_type=item["rt"]["S"],
+        resource_id=item["rid"]["S"],
+        account_id=item["acct"]["S"],
+        region=item["region"]["S"],
+        name=item["name"]["S"] if "name" in item else None,
+        configuration=_unpack(item["cfg"]["B"]),
+        config_hash=item["hash"]["S"],
+        valid_from=from_us(int(item["vf"]["N"])),
+        valid_to=from_us(int(item["vt"]["N"])) if "vt" in item else None,
+        change_id=item["cid"]["S"],
+    )
+
+
+def _encode_cursor(sk: str) -> str:
+    return "c1." + base64.urlsafe_b64encode(sk.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    bad = StoreError(f"bad changes cursor {cursor!r}: pass back next_cursor of a previous page")
+    if not cursor.startswith("c1."):
+        raise bad
+    body = cursor[3:]
+    try:
+        sk = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not _CURSOR_RE.fullmatch(sk):
+        raise bad
+    return sk
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+@dataclass
+class DynamoStats:
+    """Counters of what the store did (retries are the interesting ones)."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    """Operations sent, by name (``Query``, ``TransactWriteItems``...), retries included."""
+    unprocessed_retries: int = 0
+    transaction_retries: int = 0
+    conflict_reruns: int = 0
+    oversize_skipped: int = 0
+
+
+@dataclass
+class _Head:
+    """A key's most recent version while a batch is being planned."""
+
+    vf: int
+    vt: int | None
+    config_hash: str
+    change_id: str
+    stored: bool
+
+
+@dataclass
+class _KeyChunk:
+    """Operations of one key that must be applied together, and how many changes they hold."""
+
+    key: str
+    ops: list[Item] = field(default_factory=list)
+    changes: int = 0
+    size: int = 0
+
+
+class _Conflict(Exception):
+    def __init__(self, applied: int) -> None:
+        super().__init__("a conditional check failed: the store moved under the batch")
+        self.applied = applied
+
+
+class DynamoStore:
+    """:class:`~sinks.store.InventoryStore` on four DynamoDB tables (see the module docstring)."""
+
+    def __init__(
+        self,
+        table_prefix: str = "cloudinv",
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        change_shards: int = 4,
+        max_concurrency: int = 16,
+        create_tables: bool = True,
+        retry_attempts: int = 10,
+    ) -> None:
+        if change_shards < 1:
+            raise ValueError(f"change_shards must be at least 1, got {change_shards}")
+        self.table_prefix = table_prefix
+        self.tables = table_names(table_prefix)
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.change_shards = change_shards
+        self.create_tables = create_tables
+        self.stats = DynamoStats()
+        self._retry_attempts = retry_attempts
+        self._max_concurrency = max_concurrency
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+        self._known: set[tuple[str, str]] = set()
+        """Registry entries (kind, value) this process knows are stored."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DynamoStore:
+        storage = settings.storage
+        return cls(
+            storage.dynamodb_table_prefix,
+            region=storage.dynamodb_region,
+            endpoint_url=storage.dynamodb_endpoint_url or settings.aws.effective_endpoint(),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._closed:
+                raise StoreError(f"DynamoDB store {self.table_prefix!r} is closed")
+            if self._client is not None:
+                return
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
+
+            config = AioConfig(
+                retries={"mode": "standard", "max_attempts": self._retry_attempts},
+                max_pool_connections=self._max_concurrency,
+                connect_timeout=10,
+                read_timeout=60,
+            )
+            stack = contextlib.AsyncExitStack()
+            try:
+                client = await stack.enter_async_context(
+                    get_session().create_client(
+                        "dynamodb",
+                        region_name=self.region,
+                        endpoint_url=self.endpoint_url,
+                        config=config,
+                    )
+                )
+                client.meta.events.register("before-call.dynamodb", self._count_call)
+                for name in (VERSIONS, CHANGES, SCANS, META):
+                    await self._ensure_table(client, name)
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._stack, self._client = stack, client
+
+    def _count_call(self, model: Any, **_: Any) -> None:
+        self.stats.calls[model.name] += 1
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            if self._closed:
+                return
+            self._closed = True
+            stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> DynamoStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _ensure_table(self, client: Any, name: str) -> None:
+        table, spec = self.tables[name], _SPECS[name]
+        try:
+            described = (await client.describe_table(TableName=table))["Table"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise StoreError(f"DynamoDB table {table}: {exc}") from exc
+            if not self.create_tables:
+                raise StoreError(f"DynamoDB table {table} does not exist") from None
+            described = await self._create_table(client, table, spec)
+        deadline = time.monotonic() + 300
+        while not _active(described):
+            if time.monotonic() > deadline:
+                raise StoreError(f"DynamoDB table {table} did not become ACTIVE in 5 minutes")
+            await asyncio.sleep(0.2)
+            described = (await client.describe_table(TableName=table))["Table"]
+        _check_table(table, spec, described)
+
+    async def _create_table(self, client: Any, table: str, spec: _TableSpec) -> Item:
+        def key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
+            schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+            if range_key is not None:
+                schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+            return schema
+
+        params: dict[str, Any] = {
+            "TableName": table,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [
+                {"AttributeName": a, "AttributeType": t} for a, t in spec.attributes.items()
+            ],
+            "KeySchema": key_schema(*spec.key),
+        }
+        if spec.indexes:
+            params["GlobalSecondaryIndexes"] = [
+                {
+                    "IndexName": index,
+                    "KeySchema": key_schema(h, r),
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+                for index, (h, r) in spec.indexes.items()
+            ]
+        try:
+            log.info("creating DynamoDB table %s", table)
+            return dict((await client.create_table(**params))["TableDescription"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise StoreError(f"cannot create DynamoDB table {table}: {exc}") from exc
+            # Another process created it first.
+            return dict((await client.describe_table(TableName=table))["Table"])
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def _call(self, operation: str, **params: Any) -> Item:
+        if self._client is None:
+            await self.open()
+        client = self._client
+        if client is None:
+            raise StoreError(f"DynamoDB store {self.table_prefix!r} is closed")
+        async with self._semaphore:
+            result: Item = await getattr(client, operation)(**params)
+            return result
+
+    async def _query(self, **params: Any) -> AsyncIterator[list[Item]]:
+        """Pages of a Query, following LastEvaluatedKey."""
+        while True:
+            page = await self._call("query", **params)
+            yield page.get("Items", [])
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return
+            params["ExclusiveStartKey"] = last
+
+    async def _query_until(self, want: int, **params: Any) -> list[Item]:
+        """Items of a Query (filters applied) until ``want`` of them or the end."""
+        items: list[Item] = []
+        params.setdefault("Limit", min(1000, max(want, 50)))
+        async for page in self._query(**params):
+            items += page
+            if len(items) >= want:
+                return items[:want]
+        return items
+
+    async def _gather(self, calls: Sequence[Awaitable[T]]) -> list[T]:
+        return list(await asyncio.gather(*calls))
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def put_changes(self, batch: Sequence[ChangeEvent]) -> int:
+        if not batch:
+            return 0
+        applied = 0
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                return applied + await self._apply(batch)
+            except _Conflict as conflict:
+                # Part of the batch is stored, and a condition failed: the store moved (a
+                # second writer of the same keys). Planning again from what is stored now
+                # skips what was applied, by the same checks as a replay.
+                applied += conflict.applied
+                self.stats.conflict_reruns += 1
+                log.warning("DynamoDB store: conflicting write, planning the batch again")
+                await asyncio.sleep(_backoff(attempt))
+        raise StoreError(
+            f"DynamoDB store: a batch of {len(batch)} changes kept conflicting with another "
+            f"writer ({_CONFLICT_RETRIES} attempts)"
+        )
+
+    async def _apply(self, batch: Sequence[ChangeEvent]) -> int:
+        keys = list(dict.fromkeys(change.key for change in batch))
+        heads = await self._heads(keys)
+        commit = time.time_ns() // 1000
+        seen: set[str] = set()
+        plans: dict[str, list[_KeyChunk]] = {}
+        open_ops: dict[str, tuple[Item, int]] = {}
+        """key -> the put of its in-batch open version (closed in place by a later change)
+        and the index of that put's chunk."""
+        registry: set[tuple[str, str]] = set()
+
+        for index, change in enumerate(batch):
+            if change.change_id in seen:
+                continue
+            key = change.key
+            t = to_us(change.captured_at)
+            head = heads.get(key)
+            current = head if head is not None and head.vt is None else None
+            if change.change_type == "deleted":
+                if current is None or t <= current.vf:
+                    continue
+            else:
+                if change.after_hash is None or change.configuration is None:
+                    log.warning(
+                        "change %s (%s of %s) has no configuration or after_hash: not stored",
+                        change.change_id,
+                        change.change_type,
+                        key,
+                    )
+                    continue
+                if current is not None:
+                    if current.config_hash == change.after_hash or t <= current.vf:
+                        continue
+                elif head is not None and head.vt is not None and t < head.vt:
+                    continue  # a re-creation older than the deletion already stored
+            version_op = None
+            if change.change_type != "deleted":
+                version_op = self._version_put(change, t)
+            row = self._change_put(change, t, commit, index)
+            ops = [op for op in (version_op, row) if op is not None]
+            if any(_item_size(op["Put"]["Item"]) > _MAX_ITEM for op in ops):
+                self.stats.oversize_skipped += 1
+                log.error(
+                    "change %s of %s is larger than a DynamoDB item (400 KB, compressed): "
+                    "not stored",
+                    change.change_id,
+                    key,
+                )
+                continue
+            chunks = plans.setdefault(key, [])
+            step_size = sum(_item_size(op["Put"]["Item"]) for op in ops)
+            if (
+                not chunks
+                or len(chunks[-1].ops) + 3 > _TX_ITEMS
+                or (chunks[-1].size + step_size > _TX_BYTES)
+            ):
+                chunks.append(_KeyChunk(key))
+            chunk = chunks[-1]
+            # Close what is open: in place when this batch opened it in the same chunk, else
+            # with an update (a stored version, or one put by an earlier chunk).
+            if current is not None:
+                pending = open_ops.pop(key, None)
+                if pending is not None and pending[1] == len(chunks) - 1:
+                    item = pending[0]["Put"]["Item"]
+                    item["vt"] = _n(t)
+                    item.pop("oa", None)
+                    item.pop("os", None)
+                else:
+                    chunk.ops.append(self._version_close(key, current, t))
+            chunk.ops += ops
+            chunk.changes += 1
+            chunk.size += step_size
+            if version_op is not None:
+                open_ops[key] = (version_op, len(chunks) - 1)
+                heads[key] = _Head(t, None, change.after_hash or "", change.change_id, False)
+            else:
+                assert current is not None
+                heads[key] = _Head(current.vf, t, current.config_hash, current.change_id, True)
+            seen.add(change.change_id)
+            registry.add(("account", change.account_id))
+            registry.add(("day", _day(t)))
+
+        if not plans:
+            return 0
+        await self._register(registry)
+        rounds = max(len(chunks) for chunks in plans.values())
+        applied = 0
+        for r in range(rounds):
+            chunks = [c[r] for c in plans.values() if len(c) > r]
+            results = await asyncio.gather(
+                *(self._transact(group) for group in _pack_transactions(chunks)),
+                return_exceptions=True,
+            )
+            conflict = False
+            for result in results:
+                if isinstance(result, _Conflict):
+                    conflict = True
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    applied += result
+            if conflict:
+                raise _Conflict(applied)
+        return applied
+
+    def _version_put(self, change: ChangeEvent, t: int) -> Item:
+        scope = f"{change.account_id}|{change.resource_type}"
+        item: Item = {
+            "key": _s(change.key),
+            "vf": _n(t),
+            "acct": _s(change.account_id),
+            "scope": _s(scope),
+            "oa": _s(change.account_id),
+            "os": _s(scope),
+            "rt": _s(change.resource_type),
+            "rid": _s(change.resource_id),
+            "region": _s(change.region),
+            "hash": _s(change.after_hash or ""),
+            "cid": _s(change.change_id),
+            "cfg": {"B": _pack(change.configuration)},
+        }
+        if change.name is not None:
+            item["name"] = _s(change.name)
+        return {
+            "Put": {
+                "TableName": self.tables[VERSIONS],
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(#k)",
+                "ExpressionAttributeNames": {"#k": "key"},
+            }
+        }
+
+    def _version_close(self, key: str, current: _Head, t: int) -> Item:
+        return {
+            "Update": {
+                "TableName": self.tables[VERSIONS],
+                "Key": {"key": _s(key), "vf": _n(current.vf)},
+                "UpdateExpression": "SET vt = :t REMOVE oa, os",
+                "ConditionExpression": "attribute_not_exists(vt) AND cid = :cid",
+                "ExpressionAttributeValues": {":t": _n(t), ":cid": _s(current.change_id)},
+            }
+        }
+
+    def _change_put(self, change: ChangeEvent, t: int, commit: int, index: int) -> Item:
+        day = _day(t)
+        shard = zlib.crc32(change.key.encode()) % self.change_shards
+        return {
+            "Put": {
+                "TableName": self.tables[CHANGES],
+                "Item": {
+                    "pk": _s(f"{day}#{shard}"),
+                    "sk": _s(f"{t:020d}#{commit:020d}{index:06d}#{change.change_id}"),
+                    "key": _s(change.key),
+                    "acct": _s(change.account_id),
+                    "aday": _s(f"{change.account_id}#{day}"),
+                    "rt": _s(change.resource_type),
+                    "region": _s(change.region),
+                    "ct": _s(change.change_type),
+                    "cid": _s(change.change_id),
+                    "ev": {"B": _pack(orjson.loads(change.model_dump_json(by_alias=True)))},
+                },
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    async def _transact(self, chunks: Sequence[_KeyChunk]) -> int:
+        """One TransactWriteItems of whole key chunks; returns the changes it applied."""
+        ops = [op for chunk in chunks for op in chunk.ops]
+        token = hashlib.sha256(orjson.dumps(ops, default=_bytes_hex)).hexdigest()[:36]
+        for attempt in range(_THROTTLE_RETRIES):
+            try:
+                await self._call(
+                    "transact_write_items", TransactItems=ops, ClientRequestToken=token
+                )
+                return sum(chunk.changes for chunk in chunks)
+            except ClientError as exc:
+                code = exc.response["Error"]["Code"]
+                if code != "TransactionCanceledException":
+                    raise StoreError(f"DynamoDB TransactWriteItems failed: {exc}") from exc
+                reasons = {
+                    r.get("Code") for r in exc.response.get("CancellationReasons", []) or []
+                } - {"None", None}
+                if "ConditionalCheckFailed" in reasons:
+                    raise _Conflict(0) from exc
+                if not reasons or reasons <= _RETRYABLE_REASONS:
+                    self.stats.transaction_retries += 1
+                    await asyncio.sleep(_backoff(attempt))
+                    continue
+                raise StoreError(f"DynamoDB transaction cancelled: {sorted(reasons)}") from exc
+        raise StoreError(
+            f"DynamoDB TransactWriteItems still throttled after {_THROTTLE_RETRIES} attempts"
+        )
+
+    async def _batch_write(self, table: str, items: Sequence[Item]) -> None:
+        """BatchWriteItem in requests of 25, retrying unprocessed items with backoff."""
+        requests = [{"PutRequest": {"Item": item}} for item in items]
+        for start in range(0, len(requests), _BATCH_WRITE):
+            pending = {table: requests[start : start + _BATCH_WRITE]}
+            for attempt in range(_THROTTLE_RETRIES + 1):
+                result = await self._call("batch_write_item", RequestItems=pending)
+                pending = result.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                if attempt == _THROTTLE_RETRIES:
+                    left = sum(len(v) for v in pending.values())
+                    raise StoreError(
+                        f"DynamoDB BatchWriteItem: {left} items of {table} still unprocessed "
+                        f"after {_THROTTLE_RETRIES} retries"
+                    )
+                self.stats.unprocessed_retries += 1
+                await asyncio.sleep(_backoff(attempt))
+
+    async def _register(self, entries: set[tuple[str, str]]) -> None:
+        new = sorted(entries - self._known)
+        if not new:
+            return
+        await self._batch_write(
+            self.tables[META], [{"kind": _s(kind), "value": _s(value)} for kind, value in new]
+        )
+        self._known.update(new)
+
+    async def record_scans(self, batch: Sequence[ScanManifest]) -> int:
+        if not batch:
+            return 0
+        items: dict[str, Item] = {}
+        for m in batch:
+            ident = f"{m.scan_id}|{m.account_id}|{m.region}|{m.resource_type}"
+            finished = to_us(m.finished_at)
+            items[ident] = {
+                "id": _s(ident),
+                "acct": _s(m.account_id),
+                "ord": _s(f"{_BIG - finished:020d}#{m.scan_id}#{m.region}#{m.resource_type}"),
+                "scan_id": _s(m.scan_id),
+                "region": _s(m.region),
+                "rt": _s(m.resource_type),
+                "status": _s(m.status),
+                "started": _n(to_us(m.started_at)),
+                "finished": _n(finished),
+                "count": _n(m.count),
+                "errors": {"B": orjson.dumps([e.model_dump(mode="json") for e in m.errors])},
+            }
+        await self._register({("account", m.account_id) for m in batch})
+        await self._batch_write(self.tables[SCANS], list(items.values()))
+        return len(batch)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _latest_item(
+        self, key: str, at: int | None = None, *, full: bool = True
+    ) -> Item | None:
+        names = {"#k": "key"}
+        values: dict[str, Any] = {":k": _s(key)}
+        condition = "#k = :k"
+        if at is not None:
+            condition += " AND vf <= :t"
+            values[":t"] = _n(at)
+        params: dict[str, Any] = {
+            "TableName": self.tables[VERSIONS],
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            "Limit": 1,
+            "ConsistentRead": True,
+        }
+        if not full:
+            params["ProjectionExpression"] = "vf, vt, #h, cid"
+            names["#h"] = "hash"
+        page = await self._call("query", **params)
+        items = page.get("Items", [])
+        return items[0] if items else None
+
+    async def _heads(self, keys: Sequence[str]) -> dict[str, _Head]:
+        items = await self._gather([self._latest_item(k, full=False) for k in keys])
+        return {
+            key: _Head(
+                vf=int(item["vf"]["N"]),
+                vt=int(item["vt"]["N"]) if "vt" in item else None,
+                config_hash=item["hash"]["S"],
+                change_id=item["cid"]["S"],
+                stored=True,
+            )
+            for key, item in zip(keys, items, strict=True)
+            if item is not None
+        }
+
+    async def current(self, key: str) -> ResourceVersion | None:
+        item = await self._latest_item(key)
+        return None if item is None or "vt" in item else _version(item)
+
+    async def as_of(self, key: str, at: datetime) -> ResourceVersion | None:
+        t = to_us(at)
+        item = await self._latest_item(key, t)
+        if item is None or ("vt" in item and int(item["vt"]["N"]) <= t):
+            return None
+        return _version(item)
+
+    async def history(self, key: str) -> list[ResourceVersion]:
+        out: list[ResourceVersion] = []
+        async for page in self._query(
+            TableName=self.tables[VERSIONS],
+            KeyConditionExpression="#k = :k",
+            ExpressionAttributeNames={"#k": "key"},
+            ExpressionAttributeValues={":k": _s(key)},
+            ConsistentRead=True,
+        ):
+            out += [_version(item) for item in page]
+        return out
+
+    async def latest(self, keys: Sequence[str]) -> dict[str, ResourceVersion]:
+        unique = list(dict.fromkeys(keys))
+        items = await self._gather([self._latest_item(k) for k in unique])
+        return {k: _version(item) for k, item in zip(unique, items, strict=True) if item}
+
+    async def _registry(self, kind: str, lo: str | None = None, hi: str | None = None) -> list[str]:
+        """Values of one registry of the meta table, optionally within ``[lo, hi]``."""
+        params: dict[str, Any] = {
+            "TableName": self.tables[META],
+            "KeyConditionExpression": "kind = :kind",
+            "ExpressionAttributeValues": {":kind": _s(kind)},
+            "ConsistentRead": True,
+        }
+        if lo is not None and hi is not None:
+            params["KeyConditionExpression"] += " AND #v BETWEEN :lo AND :hi"
+            params["ExpressionAttributeNames"] = {"#v": "value"}
+            params["ExpressionAttributeValues"].update({":lo": _s(lo), ":hi": _s(hi)})
+        out: list[str] = []
+        async for page in self._query(**params):
+            out += [item["value"]["S"] for item in page]
+        return out
+
+    async def list_as_of(
+        self,
+        *,
+        at: datetime | None = None,
+        resource_type: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        limit: int = 1000,
+        after_key: str | None = None,
+    ) -> list[ResourceVersion]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        t = None if at is None else to_us(at)
+        accounts = [account_id] if account_id is not None else await self._registry("account")
+        lists = await self._gather(
+            [self._list_account(a, resource_type, region, t, limit, after_key) for a in accounts]
+        )
+        merged = heapq.merge(*lists, key=lambda item: item["key"]["S"])
+        return [_version(item) for _, item in zip(range(limit), merged, strict=False)]
+
+    async def _list_account(
+        self,
+        account: str,
+        resource_type: str | None,
+        region: str | None,
+        t: int | None,
+        limit: int,
+        after_key: str | None,
+    ) -> list[Item]:
+        if resource_type is not None:
+            index = "open_by_scope" if t is None else "all_by_scope"
+            partition = ("os" if t is None else "scope", f"{account}|{resource_type}")
+        else:
+            index = "open_by_account" if t is None else "all_by_account"
+            partition = ("oa" if t is None else "acct", account)
+        names = {"#p": partition[0]}
+        values: dict[str, Any] = {":p": _s(partition[1])}
+        condition = "#p = :p"
+        if after_key is not None:
+            condition += " AND #k > :after"
+            names["#k"] = "key"
+            values[":after"] = _s(after_key)
+        filters = []
+        if region is not None:
+            filters.append("#r = :r")
+            names["#r"] = "region"
+            values[":r"] = _s(region)
+        if t is not None:
+            filters.append("vf <= :t AND (attribute_not_exists(vt) OR vt > :t)")
+            values[":t"] = _n(t)
+        params: dict[str, Any] = {
+            "TableName": self.tables[VERSIONS],
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        items = await self._query_until(limit + 1, **params)
+        # An index is eventually consistent: while a close propagates, two versions of a key
+        # may both look valid. Keep the newest, once.
+        out: list[Item] = []
+        for item in items:
+            if out and out[-1]["key"]["S"] == item["key"]["S"]:
+                if int(item["vf"]["N"]) > int(out[-1]["vf"]["N"]):
+                    out[-1] = item
+                continue
+            out.append(item)
+        return out[:limit]
+
+    async def current_keys_in_scope(
+        self, account_id: str, region: str, resource_type: str
+    ) -> set[str]:
+        keys: set[str] = set()
+        async for page in self._query(
+            TableName=self.tables[VERSIONS],
+            IndexName="open_by_scope",
+            KeyConditionExpression="os = :p",
+            FilterExpression="#r = :r",
+            ProjectionExpression="#k",
+            ExpressionAttributeNames={"#r": "region", "#k": "key"},
+            ExpressionAttributeValues={
+                ":p": _s(f"{account_id}|{resource_type}"),
+                ":r": _s(region),
+            },
+        ):
+            keys.update(item["key"]["S"] for item in page)
+        return keys
+
+    async def changes(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: ChangeFilters | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> ChangePage:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        f = filters or ChangeFilters()
+        lo = f"{max(to_us(since), 0):020d}" if since is not None else "0"
+        if cursor is not None:
+            # sk holds only digits, "#" and the change id: a space sorts before all of them.
+            lo = max(lo, _decode_cursor(cursor) + " ")
+        hi = "~"
+        if until is not None:
+            end = to_us(until)
+            if end <= 0:
+                return ChangePage(items=[])
+            hi = f"{end - 1:020d}~"
+        if lo > hi:
+            return ChangePage(items=[])
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":lo": _s(lo), ":hi": _s(hi)}
+        filters_ = []
+        # The partition is the key, else the account's day, else the day's shards; the
+        # account is a filter only when the key is the partition.
+        for attr, value in (
+            ("rt", f.resource_type),
+            ("region", f.region),
+            ("acct", f.account_id if f.key is not None else None),
+        ):
+            if value is not None:
+                names[f"#{attr}"] = attr
+                values[f":{attr}"] = _s(value)
+                filters_.append(f"#{attr} = :{attr}")
+        if f.change_types is not None:
+            if not f.change_types:
+                return ChangePage(items=[])
+            names["#ct"] = "ct"
+            placeholders = []
+            for i, ct in enumerate(f.change_types):
+                values[f":ct{i}"] = _s(ct)
+                placeholders.append(f":ct{i}")
+            filters_.append(f"#ct IN ({', '.join(placeholders)})")
+        need = limit + 1
+
+        async def stream(index: str | None, attr: str, value: str, want: int) -> list[Item]:
+            params: dict[str, Any] = {
+                "TableName": self.tables[CHANGES],
+                "KeyConditionExpression": "#pa = :pv AND sk BETWEEN :lo AND :hi",
+                "ExpressionAttributeNames": {**names, "#pa": attr},
+                "ExpressionAttributeValues": {**values, ":pv": _s(value)},
+            }
+            if index is not None:
+                params["IndexName"] = index
+            else:
+                params["ConsistentRead"] = True
+            if filters_:
+                params["FilterExpression"] = " AND ".join(filters_)
+            return await self._query_until(want, **params)
+
+        found: list[Item] = []
+        if f.key is not None:
+            found = await stream("by_key", "key", f.key, need)
+        else:
+            first_day = _day(int(lo[:20]))
+            last_day = "9999-12-31" if hi == "~" else _day(int(hi[:20]))
+            for day in await self._registry("day", first_day, last_day):
+                want = need - len(found)
+                if f.account_id is not None:
+                    got = await stream("by_account_day", "aday", f"{f.account_id}#{day}", want)
+                else:
+                    shards = await self._gather(
+                        [stream(None, "pk", f"{day}#{s}", want) for s in range(self.change_shards)]
+                    )
+                    got = list(heapq.merge(*shards, key=lambda item: item["sk"]["S"]))
+                found += got[:want]
+                if len(found) >= need:
+                    break
+        items = [ChangeEvent.model_validate(_unpack(item["ev"]["B"])) for item in found[:limit]]
+        next_cursor = _encode_cursor(found[limit - 1]["sk"]["S"]) if len(found) > limit else None
+        return ChangePage(items=items, next_cursor=next_cursor)
+
+    async def scans(
+        self,
+        *,
+        account_id: str | None = None,
+        region: str | None = None,
+        resource_type: str | None = None,
+        scan_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[ScanRecord]:
+        accounts = [account_id] if account_id is not None else await self._registry("account")
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        filters = []
+        for attr, value in (("region", region), ("rt", resource_type), ("scan_id", scan_id)):
+            if value is not None:
+                names[f"#{attr}"] = attr
+                values[f":{attr}"] = _s(value)
+                filters.append(f"#{attr} = :{attr}")
+        condition = "acct = :a"
+        if since is not None:
+            condition += " AND ord <= :since"
+            values[":since"] = _s(f"{_BIG - to_us(since):020d}~")
+
+        async def one(account: str) -> list[Item]:
+            params: dict[str, Any] = {
+                "TableName": self.tables[SCANS],
+                "IndexName": "by_account",
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": {**values, ":a": _s(account)},
+            }
+            if names:
+                params["ExpressionAttributeNames"] = names
+            if filters:
+                params["FilterExpression"] = " AND ".join(filters)
+            return await self._query_until(limit, **params)
+
+        lists = await self._gather([one(a) for a in accounts])
+        merged = heapq.merge(*lists, key=lambda item: item["ord"]["S"])
+        return [
+            ScanRecord(
+                scan_id=item["scan_id"]["S"],
+                account_id=item["acct"]["S"],
+                region=item["region"]["S"],
+                resource_type=item["rt"]["S"],
+                status=item["status"]["S"],
+                started_at=from_us(int(item["started"]["N"])),
+                finished_at=from_us(int(item["finished"]["N"])),
+                count=int(item["count"]["N"]),
+                errors=orjson.loads(item["errors"]["B"]),
+            )
+            for _, item in zip(range(limit), merged, strict=False)
+        ]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _backoff(attempt: int) -> float:
+    """Full-jitter exponential backoff: up to 50 ms, 100 ms, ... capped at 5 s."""
+    return random.uniform(0, min(5.0, 0.05 * 2**attempt))
+
+
+def _bytes_hex(value: Any) -> str:
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    raise TypeError(type(value).__name__)
+
+
+def _pack_transactions(chunks: Sequence[_KeyChunk]) -> list[list[_KeyChunk]]:
+    """Whole key chunks grouped into transactions of at most 100 items and ~3.5 MB."""
+    groups: list[list[_KeyChunk]] = []
+    items = size = 0
+    for chunk in chunks:
+        if groups and (items + len(chunk.ops) > _TX_ITEMS or size + chunk.size > _TX_BYTES):
+            groups.append([])
+            items = size = 0
+        if not groups:
+            groups.append([])
+        groups[-1].append(chunk)
+        items += len(chunk.ops)
+        size += chunk.size
+    return groups
+
+
+def _active(described: Item) -> bool:
+    if described.get("TableStatus") != "ACTIVE":
+        return False
+    return all(
+        i.get("IndexStatus", "ACTIVE") == "ACTIVE"
+        for i in described.get("GlobalSecondaryIndexes", [])
+    )
+
+
+def _check_table(table: str, spec: _TableSpec, described: Item) -> None:
+    key = {k["KeyType"]: k["AttributeName"] for k in described.get("KeySchema", [])}
+    if (key.get("HASH"), key.get("RANGE")) != spec.key:
+        raise StoreError(
+            f"DynamoDB table {table} has key {key}, expected HASH {spec.key[0]!r}"
+            + (f" and RANGE {spec.key[1]!r}" if spec.key[1] else "")
+            + ": is the table prefix shared with something else?"
+        )
+    present = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", []) or []}
+    missing = sorted(set(spec.indexes) - present)
+    if missing:
+        raise StoreError(f"DynamoDB table {table} lacks the global secondary indexes {missing}")

@@ -1,0 +1,207 @@
+"""Batch delivery: a topic's fetched messages handed over a fetch at a time, not one by one.
+
+Faust delivers every message on its own: the consumer's drain loop awaits a two-task
+``wait_first`` per message, the conductor builds an Event, the stream takes it from a queue
+and runs its processors, and ``take_events`` acknowledges each one. Measured on the snapshot
+topic that cost about 70 µs of CPU per message, three times what detecting an unchanged
+resource costs. For the few hot topics whose agents work on batches anyway,
+:func:`enable` swaps the app's consumer for :class:`BatchingConsumer`, which diverts their
+messages, one list per partition and fetch, to a :class:`BatchQueue` that the agent reads.
+Every other topic keeps Faust's per-message path, unchanged.
+
+Subscriptions, partition assignment (co-partitioned topics included), offsets and commits
+stay Faust's: the agent is still declared on its topic and never reads its stream. The agent
+acknowledges a batch with :meth:`BatchQueue.ack` once it is done with it; Faust commits acked
+offsets as usual. A rebalance drops batches not yet taken, and acknowledgments of batches
+taken before it are dropped too (the partition's new owner reads them again: delivery stays
+at least once, and the stages are idempotent).
+
+Only Faust's aiokafka transport is supported (the one cloudinv uses); with another,
+:func:`enable` returns ``None`` and the agent keeps reading its stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+__all__ = ["Batch", "BatchQueue", "BatchingConsumer", "enable"]
+
+log = logging.getLogger(__name__)
+
+QUEUE_BATCHES = 8
+"""Batches waiting per topic before the drain loop waits for the agent (back-pressure)."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages of one partition from one fetch, in offset order."""
+
+    messages: list[Any]
+    """Faust ``Message`` s: ``value`` (raw bytes), ``topic``, ``partition``, ``offset``."""
+    generation: int
+    """The consumer group generation they were fetched in."""
+
+
+class BatchQueue:
+    """The batches of one topic, for its agent."""
+
+    def __init__(self, app: faust.App, topic: str, maxsize: int = QUEUE_BATCHES) -> None:
+        self.app = app
+        self.topic = topic
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=maxsize)
+        self._held: Batch | None = None
+        self.delivered = 0
+        self.dropped_acks = 0
+
+    async def put(self, batch: Batch) -> None:
+        await self._queue.put(batch)
+
+    async def get(self, limit: int) -> Batch:
+        """The next batch, with the batches already waiting behind it, up to ``limit``."""
+        batch = self._held if self._held is not None else await self._queue.get()
+        self._held = None
+        queue = self._queue
+        while not queue.empty() and len(batch.messages) < limit:
+            more = queue.get_nowait()
+            if more.generation != batch.generation:
+                # Never mixed: the older part's acks are dropped, the newer part's are not.
+                self._held = more
+                break
+            batch = Batch(batch.messages + more.messages, batch.generation)
+        return batch
+
+    def clear(self) -> None:
+        """Drop batches not taken yet (their partitions are being revoked)."""
+        self._held = None
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def ack(self, batch: Batch) -> None:
+        """Mark ``batch`` done, so that Faust may commit its offsets.
+
+        Dropped if a rebalance began since it was fetched: the partitions may be another
+        worker's now, and it will read them again.
+        """
+        consumer = self.app.consumer
+        if batch.generation != self.app.consumer_generation_id or not consumer.flow_active:
+            self.dropped_acks += len(batch.messages)
+            return
+        ack = consumer.ack
+        for message in batch.messages:
+            ack(message)
+        self.delivered += len(batch.messages)
+
+
+class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    """Faust's aiokafka consumer, diverting the messages of some topics to batch queues."""
+
+    batch_queues: dict[str, BatchQueue]
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+        # Faust's Consumer._drain_messages (faust-streaming 0.15), with messages of topics
+        # in batch_queues collected per partition and put on their queue after each fetch.
+        queues: dict[str, BatchQueue] = getattr(self, "batch_queues", {})
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        flag_consumer_fetching = CONSUMER_FETCHING
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = getmany(timeout=1.0)
+                await self.sleep(0)
+                if not self.should_stop:
+                    generation = self.app.consumer_generation_id
+                    batches: dict[Any, list[Any]] = {}
+                    async for tp, message in ait:
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is not None and offset < r_offset:
+                            continue
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if tp.topic in queues:
+                            batches.setdefault(tp, []).append(message)
+                            set_read_offset(tp, offset)
+                            continue
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    for tp, messages in batches.items():
+                        # Abandoned if the flow stops (a rebalance) while the queue is full.
+                        await self.wait_first(
+                            queues[tp.topic].put(Batch(messages, generation)),
+                            self.suspend_flow.wait(),
+                        )
+                    unset_flag(flag_consumer_fetching)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(flag_consumer_fetching)
+
+
+def enable(app: faust.App, topics: Iterable[str]) -> dict[str, BatchQueue] | None:
+    """Deliver ``topics`` of ``app`` in batches; call before the app starts.
+
+    Returns a queue per topic, or ``None`` (nothing changed) when the app's transport is
+    not Faust's aiokafka one or its consumer already exists.
+    """
+    transport = app.transport
+    consumer_class = getattr(transport, "Consumer", None)
+    if app._consumer is not None or consumer_class is None:
+        log.info("batch delivery not enabled: the app's consumer already exists")
+        return None
+    if not issubclass(consumer_class, faust_aiokafka.Consumer):
+        log.info("batch delivery not enabled: transport %s", type(transport).__name__)
+        return None
+    if not issubclass(consumer_class, BatchingConsumer):
+        consumer_class = type("BatchingConsumer", (BatchingConsumer, consumer_class), {})
+        consumer_class.batch_queues = {}
+        transport.Consumer = consumer_class
+    queues = cast(dict[str, BatchQueue], consumer_class.batch_queues)
+    created: dict[str, BatchQueue] = {}
+    for topic in topics:
+        created[topic] = queues.setdefault(topic, BatchQueue(app, topic))
+
+    async def on_revoked(sender: Any, revoked: Any = None, **kwargs: Any) -> None:
+        for queue in created.values():
+            queue.clear()
+
+    app.on_partitions_revoked.connect(on_revoked, weak=False)
+    return created

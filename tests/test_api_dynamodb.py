@@ -1,0 +1,125 @@
+"""The inventory endpoints answered from the DynamoDB store (moto's server) over a real
+aiohttp server: the same tests as :mod:`tests.test_api_inventory`, imported so that they run
+here with this module's ``api`` fixture.
+
+The store holds what the real pipeline stored (see :mod:`tests.api_helpers`): every change
+and scan of the pipeline's SQLite store is written to a fresh DynamoDB store with
+``put_changes`` and ``record_scans``, in the order the SQLite store returns them, and the two
+stores are first checked to hold the same versions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cloudinv.models import ChangeEvent, ScanManifest
+from sinks.dynamodb_store import DynamoStore
+from sinks.sqlite_store import SqliteStore
+from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
+from tests.test_api_inventory import (
+    test_an_end_date_is_inclusive as test_an_end_date_is_inclusive,
+)
+from tests.test_api_inventory import (
+    test_changes_by_time_type_account_change_type_and_principal as test_changes_by_time_type_account_change_type_and_principal,  # noqa: E501
+)
+from tests.test_api_inventory import (
+    test_csv_by_accept_header_or_format as test_csv_by_accept_header_or_format,
+)
+from tests.test_api_inventory import (
+    test_diff_lists_created_deleted_and_modified as test_diff_lists_created_deleted_and_modified,
+)
+from tests.test_api_inventory import (
+    test_history_has_every_version_its_change_and_attribution as test_history_has_every_version_its_change_and_attribution,  # noqa: E501
+)
+from tests.test_api_inventory import (
+    test_one_resource_by_encoded_or_plain_key as test_one_resource_by_encoded_or_plain_key,
+)
+from tests.test_api_inventory import (
+    test_resource_diff_between_two_times as test_resource_diff_between_two_times,
+)
+from tests.test_api_inventory import (
+    test_resources_by_type_region_and_text as test_resources_by_type_region_and_text,
+)
+from tests.test_api_inventory import (
+    test_resources_now_and_as_of_a_past_time as test_resources_now_and_as_of_a_past_time,
+)
+from tests.test_api_inventory import (
+    test_types_accounts_and_scans as test_types_accounts_and_scans,
+)
+from tests.test_api_inventory import (
+    test_unknown_parameter_bad_type_and_bad_cursor_are_400 as test_unknown_parameter_bad_type_and_bad_cursor_are_400,  # noqa: E501
+)
+
+
+@pytest.fixture(scope="module")
+async def data(
+    broker: str, moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> PipelineData:
+    return await pipeline_data(broker, moto_endpoint, tmp_path_factory)
+
+
+async def copy_store(source: SqliteStore, target: DynamoStore) -> int:
+    """Every change and scan of ``source`` written to ``target``; returns the changes."""
+    changes: list[ChangeEvent] = []
+    cursor = None
+    while True:
+        page = await source.changes(limit=500, cursor=cursor)
+        changes += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    for start in range(0, len(changes), 40):
+        await target.put_changes(changes[start : start + 40])
+    scans = await source.scans(limit=100_000)
+    await target.record_scans(
+        [
+            # Scan records keep counts, not keys: keys stand in for the count.
+            ScanManifest(**s.model_dump(exclude={"count"}), keys=[f"k{i}" for i in range(s.count)])
+            for s in scans
+        ]
+    )
+    return len(changes)
+
+
+@pytest.fixture(scope="module")
+async def dynamo(data: PipelineData, moto_endpoint: str) -> AsyncIterator[DynamoStore]:
+    prefix = f"api{random.randrange(16**8):08x}"
+    async with (
+        DynamoStore(prefix, region="us-east-1", endpoint_url=moto_endpoint) as store,
+        SqliteStore.in_data_dir(data.data_dir) as local,
+    ):
+        copied = await copy_store(local, store)
+        assert copied > 0
+        # Both stores now hold the same versions and scans.
+        for account in data.accounts:
+            everything = await local.list_as_of(account_id=account, limit=100_000)
+            assert await store.list_as_of(account_id=account, limit=100_000) == everything
+            for version in everything:
+                assert await store.history(version.key) == await local.history(version.key)
+        assert await store.scans(limit=1000) == await local.scans(limit=1000)
+        yield store
+    assert "Scan" not in store.stats.calls, store.stats.calls
+
+
+@pytest.fixture(scope="module")
+async def api(data: PipelineData, dynamo: DynamoStore) -> AsyncIterator[Api]:
+    async with running_api(data.data_dir, {"admin": None, "a": [data.a.id]}, dynamo) as running:
+        assert running.inventory is dynamo
+        yield running
+
+
+async def test_a_limited_token_sees_only_its_account(api: Api, data: PipelineData) -> None:
+    status, body, _ = await api.get("/v1/resources?limit=1000", "a")
+    assert status == 200
+    assert {r["account_id"] for r in body["items"]} == {data.a.id}
+    status, body, _ = await api.get(f"/v1/resources?account={data.b.id}", "a")
+    assert status == 200 and body["items"] == []
+    status, body, _ = await api.get("/v1/changes?limit=1000", "a")
+    assert {c["account_id"] for c in body["items"]} == {data.a.id}
+    status, body, _ = await api.get(f"/v1/changes?account={data.b.id}", "a")
+    assert body["items"] == []
+    status, body, _ = await api.get(f"/v1/resources/{data.created.replace('/', '%2F')}", "a")
+    assert status in (403, 404)

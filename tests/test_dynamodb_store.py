@@ -1,0 +1,431 @@
+"""The DynamoDB inventory store against moto's server: the behavioural tests of the SQLite
+store run unchanged on it (imported below, so they are collected here with this module's
+``store`` fixture), plus what is particular to DynamoDB: table creation and checks, no Scan
+ever, replayed batches, batches larger than a transaction, throttling and unprocessed items."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from cloudinv.settings import Settings
+from sinks.dynamodb_store import DynamoStore, table_names
+from sinks.factory import inventory_store
+from sinks.sqlite_store import SqliteStore
+from sinks.store import ChangeFilters, InventoryStore, StoreError
+from streams.changes import ChangeDetector
+from tests.test_sqlite_store import (
+    ACCOUNT,
+    OTHER,
+    T0,
+    detect,
+    snap,
+)
+from tests.test_sqlite_store import (
+    test_changes_pages_and_filters as test_changes_pages_and_filters,
+)
+from tests.test_sqlite_store import (
+    test_deletion_closes_and_recreation_opens_a_new_version as test_deletion_closes_and_recreation_opens_a_new_version,  # noqa: E501
+)
+from tests.test_sqlite_store import (
+    test_list_as_of_filters_and_pages as test_list_as_of_filters_and_pages,
+)
+from tests.test_sqlite_store import (
+    test_replays_and_redetections_change_nothing as test_replays_and_redetections_change_nothing,
+)
+from tests.test_sqlite_store import (
+    test_scans_are_recorded_idempotently as test_scans_are_recorded_idempotently,
+)
+from tests.test_sqlite_store import (
+    test_versions_as_of_history_and_current as test_versions_as_of_history_and_current,
+)
+
+
+def prefix() -> str:
+    return f"t{random.randrange(16**8):08x}"
+
+
+@pytest.fixture
+async def store(moto_endpoint: str) -> AsyncIterator[DynamoStore]:
+    async with DynamoStore(prefix(), region="us-east-1", endpoint_url=moto_endpoint) as s:
+        yield s
+    # Whatever the test did, it never scanned a table.
+    assert "Scan" not in s.stats.calls, s.stats.calls
+    assert s.stats.calls["DescribeTable"] > 0  # the hook counting calls saw them
+
+
+async def test_it_is_an_inventory_store_and_creates_its_tables(
+    store: DynamoStore, moto_endpoint: str
+) -> None:
+    assert isinstance(store, InventoryStore)
+    described = {}
+    for name, table in table_names(store.table_prefix).items():
+        described[name] = await store._call("describe_table", TableName=table)
+    versions = described["versions"]["Table"]
+    assert versions["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert {i["IndexName"] for i in versions["GlobalSecondaryIndexes"]} == {
+        "all_by_account",
+        "all_by_scope",
+        "open_by_account",
+        "open_by_scope",
+    }
+    # Opening again finds and checks the tables instead of creating them.
+    async with DynamoStore(
+        store.table_prefix, region="us-east-1", endpoint_url=moto_endpoint
+    ) as again:
+        assert again.stats.calls["CreateTable"] == 0
+        assert again.stats.calls["DescribeTable"] == 4
+
+
+async def test_a_table_of_another_shape_is_refused(moto_endpoint: str) -> None:
+    name = prefix()
+    async with DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint) as s:
+        await s._call("delete_table", TableName=table_names(name)["scans"])
+        await s._call(
+            "create_table",
+            TableName=table_names(name)["scans"],
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+    with pytest.raises(StoreError, match=r"scans has key .*expected HASH 'id'"):
+        await DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint).open()
+    with pytest.raises(StoreError, match="does not exist"):
+        await DynamoStore(
+            prefix(), region="us-east-1", endpoint_url=moto_endpoint, create_tables=False
+        ).open()
+
+
+async def test_close_is_final(moto_endpoint: str) -> None:
+    s = DynamoStore(prefix(), region="us-east-1", endpoint_url=moto_endpoint)
+    await s.open()
+    await s.put_changes(detect(ChangeDetector(), snap(1, T0)))
+    await s.close()
+    await s.close()
+    with pytest.raises(StoreError, match="closed"):
+        await s.current("x")
+    async with DynamoStore(s.table_prefix, region="us-east-1", endpoint_url=moto_endpoint) as again:
+        assert await again.current(snap(1, T0).key) is not None
+
+
+async def test_same_answers_as_the_sqlite_store(store: DynamoStore, tmp_path: Any) -> None:
+    """One history written to both stores, every read compared."""
+    d = ChangeDetector()
+    batches = [
+        detect(d, *(snap(i, T0, account=ACCOUNT if i % 3 else OTHER, v=0) for i in range(12)))
+    ]
+    for step in range(1, 4):
+        at = T0 + timedelta(hours=step)
+        batches.append(
+            detect(
+                d,
+                *(
+                    snap(i, at, account=ACCOUNT if i % 3 else OTHER, v=step % 2 * i)
+                    for i in range(0, 12, step)
+                ),
+            )
+        )
+    async with SqliteStore.in_data_dir(tmp_path) as local:
+        for batch in batches:
+            assert await store.put_changes(batch) == await local.put_changes(batch)
+        keys = [snap(i, T0, account=ACCOUNT if i % 3 else OTHER).key for i in range(12)]
+        for key in keys:
+            assert await store.history(key) == await local.history(key)
+            for minutes in (-1, 0, 30, 60, 90, 150, 400):
+                at = T0 + timedelta(minutes=minutes)
+                assert await store.as_of(key, at) == await local.as_of(key, at)
+        assert await store.latest(keys) == await local.latest(keys)
+        for minutes in (-1, 0, 30, 90, 150, 400, None):
+            at = None if minutes is None else T0 + timedelta(minutes=minutes)
+            for account in (ACCOUNT, OTHER, None):
+                args: dict[str, Any] = {"at": at, "account_id": account}
+                assert await store.list_as_of(**args) == await local.list_as_of(**args)
+                assert await store.list_as_of(**args, limit=2, after_key=keys[3]) == (
+                    await local.list_as_of(**args, limit=2, after_key=keys[3])
+                )
+        for since in (None, T0 + timedelta(hours=1)):
+            for f in (None, ChangeFilters(account_id=OTHER), ChangeFilters(key=keys[0])):
+                ours = await store.changes(since=since, filters=f, limit=1000)
+                theirs = await local.changes(since=since, filters=f, limit=1000)
+                assert ours.items == theirs.items
+
+
+async def test_a_replayed_batch_is_skipped_without_new_writes(store: DynamoStore) -> None:
+    d = ChangeDetector()
+    batch = detect(d, *(snap(i, T0) for i in range(30)))
+    batch += detect(d, *(snap(i, T0 + timedelta(minutes=1), v=2) for i in range(0, 30, 2)))
+    assert await store.put_changes(batch) == 45
+    writes = store.stats.calls["TransactWriteItems"]
+    assert writes > 0
+    assert await store.put_changes(batch) == 0
+    assert await store.put_changes(list(reversed(batch))) == 0
+    assert store.stats.calls["TransactWriteItems"] == writes
+    page = await store.changes(limit=1000)
+    assert len(page.items) == 45 and len({c.change_id for c in page.items}) == 45
+
+
+async def test_many_changes_of_one_key_in_one_batch(store: DynamoStore) -> None:
+    """More changes of one key than a transaction holds: applied in order, in several."""
+    d = ChangeDetector()
+    batch = []
+    for minute in range(120):
+        batch += detect(d, snap(1, T0 + timedelta(minutes=minute), v=minute))
+    assert await store.put_changes(batch) == 120
+    history = await store.history(snap(1, T0).key)
+    assert [v.configuration["v"] for v in history] == list(range(120))
+    assert all(a.valid_to == b.valid_from for a, b in itertools.pairwise(history))
+    assert history[-1].valid_to is None
+    assert await store.current_keys_in_scope(ACCOUNT, "us-east-1", "AWS::EC2::SecurityGroup") == {
+        snap(1, T0).key
+    }
+    assert await store.put_changes(batch) == 0
+
+
+async def test_a_big_configuration_is_compressed_and_an_impossible_one_refused(
+    store: DynamoStore,
+) -> None:
+    d = ChangeDetector()
+    big = detect(d, snap(1, T0, blob="abc" * 100_000))
+    assert await store.put_changes(big) == 1
+    current = await store.current(snap(1, T0).key)
+    assert current is not None and len(current.configuration["blob"]) == 300_000
+    noise = random.Random(1).randbytes(600_000).hex()
+    huge = detect(d, snap(2, T0, blob=noise))
+    assert await store.put_changes(huge) == 0
+    assert store.stats.oversize_skipped == 1
+    assert await store.current(snap(2, T0).key) is None
+
+
+async def test_bad_cursor_and_limits(store: DynamoStore) -> None:
+    for bad in ("nonsense", "c1.bm9wZQ", "c1.!!!"):
+        with pytest.raises(StoreError, match="cursor"):
+            await store.changes(cursor=bad)
+    with pytest.raises(ValueError, match="limit"):
+        await store.list_as_of(limit=0)
+    with pytest.raises(ValueError, match="limit"):
+        await store.changes(limit=0)
+
+
+async def test_factory_chooses_by_storage_targets(moto_endpoint: str, tmp_path: Any) -> None:
+    local = inventory_store(Settings(storage={"data_dir": tmp_path}))
+    assert isinstance(local, SqliteStore) and local.path.is_relative_to(tmp_path)
+    remote = inventory_store(
+        Settings(
+            storage={
+                "targets": ["local", "dynamodb"],
+                "dynamodb_table_prefix": "cinv",
+                "dynamodb_region": "eu-west-1",
+            },
+            aws={"endpoint_url": moto_endpoint},
+        )
+    )
+    assert isinstance(remote, DynamoStore)
+    assert remote.tables["versions"] == "cinv-versions"
+    assert (remote.region, remote.endpoint_url) == ("eu-west-1", moto_endpoint)
+
+
+# -- throttling and unprocessed items, through a proxy in front of moto ------------------------
+
+
+class Throttler:
+    """A proxy to moto that throttles: the first ``n`` of each DynamoDB operation named in
+    ``fail`` are answered with a throttling error (for transactions, a cancellation whose
+    reasons are ThrottlingError), and BatchWriteItem requests are cut to their first item per
+    table, the rest answered as UnprocessedItems, ``n`` times."""
+
+    def __init__(self, upstream: str, n: int, fail: set[str]) -> None:
+        self.upstream = upstream
+        self.n = n
+        self.fail = fail
+        self.seen: dict[str, int] = {}
+        self.throttled: dict[str, int] = {}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        op = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
+        body = await request.read()
+        self.seen[op] = self.seen.get(op, 0) + 1
+        if op in self.fail and self.throttled.get(op, 0) < self.n:
+            self.throttled[op] = self.throttled.get(op, 0) + 1
+            if op == "TransactWriteItems":
+                n_items = len(orjson.loads(body)["TransactItems"])
+                error = {
+                    "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                    "message": "Transaction cancelled, please refer cancellation reasons",
+                    "CancellationReasons": [{"Code": "ThrottlingError"}] * n_items,
+                }
+            else:
+                error = {
+                    "__type": "com.amazonaws.dynamodb.v20120810#"
+                    "ProvisionedThroughputExceededException",
+                    "message": "throttled by the test proxy",
+                }
+            return web.Response(
+                status=400, body=orjson.dumps(error), content_type="application/x-amz-json-1.0"
+            )
+        unprocessed: dict[str, Any] = {}
+        if op == "BatchWriteItem" and self.throttled.get("unprocessed", 0) < self.n:
+            payload = orjson.loads(body)
+            for table, requests in payload["RequestItems"].items():
+                if len(requests) > 1:
+                    unprocessed[table] = requests[1:]
+                    payload["RequestItems"][table] = requests[:1]
+            if unprocessed:
+                self.throttled["unprocessed"] = self.throttled.get("unprocessed", 0) + 1
+                body = orjson.dumps(payload)
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "content-length", "transfer-encoding")
+        }
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(self.upstream + request.path, data=body, headers=headers) as upstream,
+        ):
+            data = await upstream.read()
+            if unprocessed and upstream.status == 200:
+                answer = orjson.loads(data)
+                answer["UnprocessedItems"] = unprocessed
+                data = orjson.dumps(answer)
+            return web.Response(
+                status=upstream.status, body=data, content_type="application/x-amz-json-1.0"
+            )
+
+
+@pytest.fixture
+async def throttler(moto_endpoint: str) -> AsyncIterator[tuple[Throttler, str]]:
+    proxy = Throttler(moto_endpoint, n=2, fail={"TransactWriteItems", "Query"})
+    app = web.Application(client_max_size=64 * 1024**2)
+    app.router.add_route("POST", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield proxy, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_throttling_and_unprocessed_items_are_retried(
+    throttler: tuple[Throttler, str],
+) -> None:
+    proxy, endpoint = throttler
+    async with DynamoStore(prefix(), region="us-east-1", endpoint_url=endpoint) as s:
+        d = ChangeDetector()
+        batch = detect(d, *(snap(i, T0, account=f"{i:012d}") for i in range(8)))
+        assert await s.put_changes(batch) == 8
+        # Accounts went to the registry with BatchWriteItem: cut short twice, retried.
+        assert proxy.throttled["unprocessed"] == 2 and s.stats.unprocessed_retries >= 2
+        # Transactions cancelled for throttling twice, then applied.
+        assert proxy.throttled["TransactWriteItems"] == 2 and s.stats.transaction_retries == 2
+        # Queries throttled: botocore's retries took them.
+        assert proxy.throttled["Query"] == 2
+        assert len(await s.list_as_of(at=T0)) == 8
+        assert await s.put_changes(batch) == 0
+        await asyncio.sleep(0)
+
+
+# -- the worker writes to DynamoDB when the settings say so -----------------------------------
+
+
+async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
+    broker: str,
+    moto_endpoint: str,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``build_worker_app`` with ``storage.targets = dynamodb`` from the environment:
+    snapshots and a complete manifest through the real broker, then a second scan that
+    modifies one resource and misses another, which is deleted."""
+    from datetime import UTC, datetime
+
+    from cloudinv.models import ScanManifest
+    from producers.publisher import KafkaPublisher
+    from streams.app import StreamConfig, build_worker_app
+
+    table_prefix = prefix()
+    monkeypatch.chdir(tmp_path)
+    for name, value in {
+        "TARGETS": "dynamodb",
+        "DYNAMODB_TABLE_PREFIX": table_prefix,
+        "DYNAMODB_REGION": "us-east-1",
+        "DYNAMODB_ENDPOINT_URL": moto_endpoint,
+    }.items():
+        monkeypatch.setenv(f"CLOUDINV_STORAGE__{name}", value)
+    account = f"3{random.randrange(10**10, 10**11)}"
+    config = StreamConfig(
+        bootstrap=broker,
+        data_dir=tmp_path,
+        app_id=f"test-dynamo-{account}",
+        topic_prefix=f"d{account}",
+        partitions=2,
+    )
+    app = build_worker_app(config)
+    rtype = "AWS::EC2::SecurityGroup"
+
+    async def scan(n: int, at: datetime, modified: int | None) -> None:
+        snaps = [snap(i, at, account=account, v=2 if i == modified else 1) for i in range(n)]
+        manifest = ScanManifest(
+            scan_id=f"scan-{at.isoformat()}",
+            account_id=account,
+            region="us-east-1",
+            resource_type=rtype,
+            status="complete",
+            started_at=at,
+            finished_at=at + timedelta(seconds=1),
+            keys=[s.key for s in snaps],
+        )
+        publisher = KafkaPublisher({"bootstrap_servers": broker}, config.topic_prefix)
+        await publisher.start()
+        try:
+            for item in [*snaps, manifest]:
+                await publisher.publish(item)
+        finally:
+            await publisher.stop()
+
+    async with DynamoStore(table_prefix, region="us-east-1", endpoint_url=moto_endpoint) as s:
+
+        async def wait_for(count: int) -> list[Any]:
+            async with asyncio.timeout(60):
+                while True:
+                    page = await s.changes(limit=100)
+                    if len(page.items) >= count:
+                        await asyncio.sleep(0.5)
+                        return (await s.changes(limit=100)).items
+                    await asyncio.sleep(0.2)
+
+        await app.start()
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    if app.consumer.assignment():
+                        break
+                    await asyncio.sleep(0.1)
+            first = datetime.now(UTC)
+            await scan(5, first, None)
+            assert [c.change_type for c in await wait_for(5)] == ["created"] * 5
+            second = datetime.now(UTC)
+            await scan(4, second, modified=2)
+            changes = await wait_for(7)
+        finally:
+            await app.stop()
+        assert sorted((c.change_type, c.resource_id) for c in changes[5:]) == [
+            ("deleted", "r-4"),
+            ("modified", "r-2"),
+        ]
+        assert await s.current_keys_in_scope(account, "us-east-1", rtype) == {
+            snap(i, first, account=account).key for i in range(4)
+        }
+        assert len(await s.scans(account_id=account)) == 2
+        # Nothing went to the local SQLite store.
+        assert not (tmp_path / "store" / "inventory.sqlite3").exists()

@@ -1,0 +1,255 @@
+"""Health, readiness and metrics of every role, over HTTP.
+
+The producers run as a real ``cloudinv producers`` process against the broker and moto;
+the worker's endpoints on real processes are exercised by ``tests/test_scaleout.py`` (two
+workers, partitions read from their /metrics); here the worker's readiness before it joins
+a group, the role server itself, and the API's /readyz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from cloudinv.metrics import Metrics
+from cloudinv.role_server import Probe, RoleServer, WorkerProbe
+from cloudinv.settings import load_settings
+from cloudinv.topics import Topic, topic_name
+from streams.app import StreamConfig, create_app
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _parse(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        yield session
+
+
+async def test_role_server_answers_health_readiness_and_metrics(
+    http: aiohttp.ClientSession,
+) -> None:
+    metrics = Metrics()
+    scans = metrics.counter("cloudinv_test_scans_total", "Scans")
+    state = {"ready": "warming up", "live": None}
+    refreshed = []
+
+    def collect() -> None:
+        refreshed.append(1)
+        scans.inc()
+
+    probe = Probe(
+        metrics, live=lambda: state["live"], ready=lambda: state["ready"], collect=collect
+    )
+    server = RoleServer("tester", probe)
+    port = await server.start("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with http.get(f"{base}/healthz") as resp:
+            assert (resp.status, await resp.json()) == (200, {"status": "ok", "role": "tester"})
+        async with http.get(f"{base}/readyz") as resp:
+            assert resp.status == 503
+            assert await resp.json() == {
+                "status": "not ready",
+                "role": "tester",
+                "reason": "warming up",
+            }
+        state["ready"] = None
+        async with http.get(f"{base}/readyz") as resp:
+            assert (resp.status, (await resp.json())["status"]) == (200, "ready")
+        async with http.get(f"{base}/metrics") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+            text = await resp.text()
+        assert "# TYPE cloudinv_test_scans_total counter" in text
+        values = _parse(text)
+        assert values["cloudinv_test_scans_total"] == 1 == len(refreshed)
+        assert values['cloudinv_process_uptime_seconds{role="tester"}'] >= 0
+        # A crashed role is neither live nor ready.
+        state["live"] = "the loop crashed"
+        for path in ("/healthz", "/readyz"):
+            async with http.get(f"{base}{path}") as resp:
+                assert resp.status == 503
+                assert (await resp.json())["reason"] == "the loop crashed"
+    finally:
+        await server.stop()
+
+
+async def test_role_server_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = RoleServer("worker", Probe(Metrics()))
+        with pytest.raises(
+            OSError, match=f"worker health and metrics endpoints on 127.0.0.1:{port}"
+        ):
+            await server.start("127.0.0.1", port)
+
+
+async def test_worker_is_not_ready_before_it_joins_the_group(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    app = create_app(StreamConfig(bootstrap="127.0.0.1:1", data_dir=tmp_path, app_id="probe"))
+    probe = WorkerProbe(app)
+    server = RoleServer("worker", probe)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["reason"] == "not yet joined the consumer group"
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            values = _parse(await resp.text())
+        assert values["cloudinv_worker_ready"] == 0
+        assert values["cloudinv_worker_consumer_lag_total"] == 0
+        assert values["cloudinv_worker_events_processed_total"] == 0
+    finally:
+        await server.stop()
+
+
+async def test_api_is_ready_once_its_store_is_open(tmp_path: Path) -> None:
+    from api.app import create_app as create_api
+
+    settings = load_settings(None, storage={"data_dir": str(tmp_path)})
+    async with TestClient(TestServer(create_api(settings))) as client:
+        resp = await client.get("/readyz")  # no token: probes are open
+        assert resp.status == 503
+        assert (await resp.json())["reason"] == "the store is not open"
+    async with TestClient(TestServer(create_api(settings, open_local_stores=True))) as client:
+        resp = await client.get("/readyz")
+        assert (resp.status, await resp.json()) == (200, {"status": "ready", "role": "api"})
+        assert (await client.get("/healthz")).status == 200
+
+
+async def _count_messages(broker: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the cluster metadata
+        ids = consumer.partitions_for_topic(topic) or set()
+        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
+        ends = await consumer.end_offsets(list(partitions))
+        begins = await consumer.beginning_offsets(list(partitions))
+        return sum(ends[tp] - begins[tp] for tp in partitions)
+    finally:
+        await consumer.stop()
+
+
+async def test_producers_process_serves_health_and_scan_metrics(
+    broker: str, moto_endpoint: str, unique: str, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    port = _free_port()
+    prefix = f"ph{unique}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "CLOUDINV_KAFKA__TOPIC_PREFIX": prefix,
+        "CLOUDINV_STORAGE__DATA_DIR": str(tmp_path / "data"),
+    }
+    log = tmp_path / "producers.log"
+    started = time.time()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cloudinv",
+                "producers",
+                "--bootstrap",
+                broker,
+                "--regions",
+                "us-east-1",
+                "--interval",
+                "3600",
+                "--metrics-port",
+                str(port),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        values: dict[str, float] = {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            try:
+                async with http.get(f"{base}/metrics") as resp:
+                    values = _parse(await resp.text())
+            except aiohttp.ClientError:
+                values = {}
+            if values.get("cloudinv_producers_scan_rounds_total", 0) >= 1:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            pytest.fail(f"no scan round completed; last metrics {values}\n{log.read_text()}")
+        async with http.get(f"{base}/readyz") as resp:
+            assert (resp.status, (await resp.json())["status"]) == (200, "ready")
+        async with http.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+        assert values["cloudinv_producers_ready"] == 1
+        assert started <= values["cloudinv_producers_last_scan_timestamp_seconds"] <= time.time()
+        assert values["cloudinv_producers_last_scan_duration_seconds"] > 0
+        # What the metrics say was published is what the topics hold.
+        snapshots = await _count_messages(broker, topic_name(Topic.SNAPSHOTS, prefix))
+        manifests = await _count_messages(broker, topic_name(Topic.SCANS, prefix))
+        assert snapshots > 0 and manifests > 0
+        assert values["cloudinv_producers_snapshots_published_total"] == snapshots
+        assert values["cloudinv_producers_manifests_published_total"] == manifests
+        assert values["cloudinv_producers_scan_rounds_failed_total"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()
+
+
+def test_producers_without_a_broker_fail_with_one_clear_line(tmp_path: Path) -> None:
+    dead = _free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "cloudinv", "producers", "--bootstrap", f"127.0.0.1:{dead}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "CLOUDINV_STORAGE__DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert f"cannot reach Kafka at 127.0.0.1:{dead} (PLAINTEXT)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,107 @@
+"""The warehouse sink agent in a real Faust worker against the real broker: changes sent to
+the changes topic become Parquet parts, and the daily snapshot is exported from the store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from aiokafka import AIOKafkaProducer
+
+from cloudinv.models import utcnow
+from cloudinv.settings import StorageSettings
+from cloudinv.topics import Topic, topic_name
+from sinks.sqlite_store import SqliteStore
+from streams import warehouse as warehouse_stage
+from streams.app import StreamConfig, create_app
+from tests.test_warehouse import change
+
+
+async def test_worker_writes_changes_and_the_daily_snapshot(
+    broker: str, unique: str, tmp_path: Path
+) -> None:
+    config = StreamConfig(
+        bootstrap=broker,
+        data_dir=tmp_path,
+        app_id=f"test-warehouse-{unique}",
+        topic_prefix=f"w{unique}",
+        partitions=2,
+    )
+    now = utcnow()
+    async with SqliteStore.in_data_dir(tmp_path) as seed:
+        await seed.put_changes([change(100 + i, at=now) for i in range(3)])
+
+    app = create_app(config)
+    stage = warehouse_stage.bind(
+        app,
+        config,
+        storage=StorageSettings(
+            data_dir=tmp_path,
+            targets=["local"],
+            warehouse_flush_s=0.3,
+            warehouse_snapshot_interval_s=600,
+        ),
+        changed_min_gap_s=0.5,
+    )
+    assert stage is not None
+    sent = [change(i, at=now) for i in range(5)]
+    await app.start()
+    try:
+        async with asyncio.timeout(60):
+            while stage.snapshot_runs < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        # What the store sink does with the changes about to be sent: the next export, soon
+        # after the warehouse wrote them (not after the 600 s interval), includes them.
+        async with SqliteStore.in_data_dir(tmp_path) as store:
+            await store.put_changes(sent)
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            for c in sent:
+                await producer.send_and_wait(
+                    topic_name(Topic.CHANGES, config.topic_prefix),
+                    value=c.model_dump_json().encode(),
+                    key=c.key.encode(),
+                )
+            await producer.send_and_wait(
+                topic_name(Topic.CHANGES, config.topic_prefix), value=b"not json", key=b"x"
+            )
+        finally:
+            await producer.stop()
+
+        root = tmp_path / "warehouse"
+        async with asyncio.timeout(60):
+            while stage.changes < len(sent) or stage.snapshot_runs < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    finally:
+        await app.stop()
+
+    day = now.date().isoformat()
+    change_parts = sorted(
+        (root / f"changes/resource_type=AWS::EC2::Instance/dt={day}").glob("part-p*-o*.parquet")
+    )
+    assert change_parts, "no changes part written"
+    ids = sorted(i for p in change_parts for i in pq.read_table(p).column("change_id").to_pylist())
+    assert ids == sorted(c.change_id for c in sent)
+    assert stage.undecodable == 1
+
+    snapshot = pq.read_table(
+        root / f"snapshots/resource_type=AWS::EC2::Instance/dt={day}/part-111111111111.parquet"
+    )
+    assert sorted(snapshot.column("resource_id").to_pylist()) == sorted(
+        [f"i-{i}" for i in range(5)] + ["i-100", "i-101", "i-102"]
+    )
+
+
+def test_the_worker_app_binds_the_sink_unless_no_parquet_target(tmp_path: Path) -> None:
+    from streams.app import build_worker_app
+
+    config = StreamConfig(bootstrap="127.0.0.1:9", data_dir=tmp_path, app_id="wh-bind")
+    app = build_worker_app(config)
+    assert any(name.endswith("warehouse_changes") for name in app.agents)
+
+    other = create_app(StreamConfig(bootstrap="127.0.0.1:9", data_dir=tmp_path, app_id="wh-no"))
+    none = warehouse_stage.bind(other, config, storage=StorageSettings(targets=["dynamodb"]))
+    assert none is None
+    assert not any(name.endswith("warehouse_changes") for name in other.agents)
