@@ -263,6 +263,6 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     from api.routes_reports import setup_reports
 
-    setup_reports(app, settings)
+    setup_reports(app, settings, app[RUNTIME_KEY])
     setup_ui(app)
     return app

@@ -13,11 +13,9 @@ Cursors are opaque to clients: base64url of a small JSON object naming what they
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import heapq
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema
 from api.app import STORES_KEY, Stores
 from api.auth import SCOPE_KEY, TokenScope
 from api.endpoints import BadRequest, parse_time
+from sinks.store import ChangeLog, LoggedChange
 
 __all__ = [
     "AccountId",
@@ -309,105 +308,22 @@ def merge_by_key(
     return merged[:limit], more or len(merged) > limit
 
 
-# -- direct reads of the SQLite inventory store -------------------------------------------------
+# -- the change log ------------------------------------------------------------------------------
+
+LogRow = LoggedChange
+"""One stored change in commit order (what the live feed tails)."""
 
 
-@dataclass(frozen=True, slots=True)
-class LogRow:
-    """One stored change in commit order: ``seq`` is the store's own sequence number."""
-
-    seq: int
-    key: str
-    resource_type: str
-    account_id: str
-    region: str
-    change_type: str
-    event: bytes
-    """The ChangeEvent as stored: compact JSON, as on the changes topic."""
-
-
-class SqliteInventoryReader:
-    """Two reads the :class:`~sinks.store.InventoryStore` interface does not offer yet, made
-    on the SQLite store's file (its schema is documented in :mod:`sinks.sqlite_store`, which
-    invites other processes to read it):
-
-    - changes in commit order (``seq``), which is what a live feed must tail: the store's
-      ``changes()`` orders by capture time, and a change captured earlier can be committed
-      later (a deletion carries its scan's start time; partitions are written in parallel),
-      so a tail by capture time would miss it;
-    - current resource counts per type, account and region, read from the index of open
-      versions instead of decoding every configuration.
-
-    Each call opens its own read-only connection on a worker thread (WAL readers never wait
-    on the writer), so nothing needs closing.
-    """
-
-    SCHEMA_VERSION = 1
-
-    def __init__(self, path: Any) -> None:
-        self.path = path
-
-    def _connect(self) -> Any:
-        conn = sqlite3.connect(self.path, timeout=30.0)
-        conn.execute("PRAGMA query_only = 1")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, self.SCHEMA_VERSION):
-            conn.close()
-            raise RuntimeError(
-                f"{self.path}: inventory schema version {version}, this API reads version "
-                f"{self.SCHEMA_VERSION}"
-            )
-        return conn
-
-    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        conn = self._connect()
-        try:
-            if not conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'changes'"
-            ).fetchone():
-                return []
-            return list(conn.execute(sql, params))
-        finally:
-            conn.close()
-
-    async def head(self) -> int:
-        """The newest change's sequence number (0 when there is none)."""
-        rows = await asyncio.to_thread(self._query, "SELECT max(seq) FROM changes", ())
-        return int(rows[0][0] or 0) if rows else 0
-
-    async def after(self, seq: int, limit: int) -> list[LogRow]:
-        """Up to ``limit`` changes committed after ``seq``, in commit order."""
-        rows = await asyncio.to_thread(
-            self._query,
-            "SELECT seq, key, resource_type, account_id, region, change_type, event "
-            "FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-            (seq, limit),
-        )
-        return [LogRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
-
-    async def current_counts(self) -> dict[tuple[str, str, str], int]:
-        """Open versions per (resource type, account, region)."""
-        rows = await asyncio.to_thread(
-            self._query,
-            "SELECT resource_type, account_id, region, count(*) FROM versions "
-            "WHERE valid_to IS NULL GROUP BY resource_type, account_id, region",
-            (),
-        )
-        return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
-
-
-def sqlite_reader(store: Any) -> SqliteInventoryReader | None:
-    """The direct reader of ``store`` when it is the local SQLite store."""
-    from sinks.sqlite_store import SqliteStore
-
-    return SqliteInventoryReader(store.path) if isinstance(store, SqliteStore) else None
+def change_log(store: Any) -> ChangeLog | None:
+    """``store`` when it can be tailed in commit order (:class:`~sinks.store.ChangeLog`)."""
+    return store if isinstance(store, ChangeLog) else None
 
 
 async def current_counts(store: Any) -> dict[tuple[str, str, str], int]:
     """Current resources per (type, account, region), whatever the store."""
-    reader = sqlite_reader(store)
-    if reader is not None:
-        return await reader.current_counts()
+    log = change_log(store)
+    if log is not None:
+        return await log.current_counts()
     counts: dict[tuple[str, str, str], int] = {}
     after_key: str | None = None
     while True:

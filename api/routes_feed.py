@@ -36,11 +36,11 @@ from api.routes_changes import ChangeFilterQuery
 from api.routes_common import (
     AccountView,
     LogRow,
-    SqliteInventoryReader,
     account_view,
+    change_log,
     inventory_store,
-    sqlite_reader,
 )
+from sinks.store import ChangeLog
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Subscriber:
 class ChangeFeed:
     """The one poller of an application and its subscribers."""
 
-    def __init__(self, reader: SqliteInventoryReader) -> None:
+    def __init__(self, reader: ChangeLog) -> None:
         self.reader = reader
         self.position = 0
         self._subscribers: set[Subscriber] = set()
@@ -128,7 +128,7 @@ class ChangeFeed:
         """A subscriber receiving every matching change after its ``start``."""
         async with self._lock:
             if self._task is None or self._task.done():
-                self.position = await self.reader.head()
+                self.position = await self.reader.change_log_head()
                 self._task = asyncio.create_task(self._run(), name="change-feed-poller")
         # No await between reading the position and joining: nothing falls in between.
         subscriber = Subscriber(start=self.position, match=match, limit=CLIENT_BUFFER)
@@ -148,7 +148,7 @@ class ChangeFeed:
         failing = False
         while self._subscribers:
             try:
-                rows = await self.reader.after(self.position, PAGE)
+                rows = await self.reader.change_log_after(self.position, PAGE)
             except Exception:
                 if not failing:  # once per outage, not every poll
                     log.exception("change feed: reading the store failed; retrying")
@@ -168,7 +168,7 @@ class ChangeFeed:
 _FEEDS: WeakKeyDictionary[web.Application, ChangeFeed] = WeakKeyDictionary()
 
 
-def feed_of(app: web.Application, reader: SqliteInventoryReader) -> ChangeFeed:
+def feed_of(app: web.Application, reader: ChangeLog) -> ChangeFeed:
     feed = _FEEDS.get(app)
     if feed is None:
         feed = _FEEDS[app] = ChangeFeed(reader)
@@ -211,7 +211,7 @@ class _Client:
 
 async def _catch_up(
     client: _Client,
-    reader: SqliteInventoryReader,
+    reader: ChangeLog,
     match: Callable[[LogRow], bool],
     last: int,
     upto: int | None,
@@ -219,7 +219,7 @@ async def _catch_up(
     """Send the matching changes after ``last`` (up to ``upto``, or until the store has no
     full page more); returns the position reached."""
     while True:
-        rows = await reader.after(last, PAGE)
+        rows = await reader.change_log_after(last, PAGE)
         if upto is not None:
             rows = [r for r in rows if r.seq <= upto]
         if not rows:
@@ -241,7 +241,7 @@ async def _stream(
     reader = feed.reader
     await client.send(b"retry: %d\n\n" % RETRY_MS)
     if last is not None:
-        head = await reader.head()
+        head = await reader.change_log_head()
         last = min(last, head)
         # The bulk of the backlog first, without holding a buffer for the live changes.
         last = await _catch_up(client, reader, match, last, None)
@@ -302,7 +302,7 @@ def _last_event_id(request: web.Request, query: FeedQuery) -> int | None:
 )
 async def change_stream(request: web.Request, query: FeedQuery) -> web.StreamResponse:
     last = _last_event_id(request, query)
-    reader = sqlite_reader(inventory_store(request))
+    reader = change_log(inventory_store(request))
     if reader is None:
         raise web.HTTPNotImplemented(reason="this inventory store cannot be tailed")
     match = FeedFilter(

@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 from api.endpoints import Query, ServiceUnavailable, endpoint, wants_csv
 from api.routes_common import AccountId, AccountView, Region, account_view, inventory_store
 from cloudinv.models import ResourceSnapshot, ScanManifest, utcnow
-from cloudinv.settings import Settings
+from cloudinv.settings import AwsSettings, Settings
 from producers.credentials import AccountDiscoveryError, AccountTarget, AwsAccess
 from producers.engine import ScanOptions
 from producers.reports import gaps_from_manifests
@@ -194,12 +194,18 @@ class S3MetricsReports:
 
     def __init__(
         self,
-        settings: Settings,
+        aws: AwsSettings,
+        access: AwsAccess | None = None,
+        *,
+        refuse: str | None = None,
         ttl_s: float = S3_METRICS_TTL_S,
         failure_ttl_s: float = S3_METRICS_FAILURE_TTL_S,
     ) -> None:
-        self._aws = settings.aws
-        self._access: AwsAccess | None = None
+        """``access``: the AWS access to use (default: made from ``aws``); ``refuse``: why
+        this process must not call AWS at all (every report is then a 503 saying so)."""
+        self._aws = aws
+        self._access = access
+        self._refuse = refuse
         self._buckets: _Expiring[_Buckets] = _Expiring(ttl_s, failure_ttl_s)
         self._reports: _Expiring[S3MetricsReport] = _Expiring(ttl_s, failure_ttl_s)
 
@@ -233,6 +239,8 @@ class S3MetricsReports:
         return build_s3_metrics_report(found.buckets, datapoints, month, utcnow(), gaps)
 
     async def _scan(self, view: AccountView) -> _Buckets:
+        if self._refuse is not None:
+            raise AwsUnavailable(self._refuse)
         access = self._aws_access()
         try:
             targets = await access.discover_accounts(self._aws)
@@ -268,8 +276,23 @@ class AwsUnavailable(Exception):
 S3_REPORTS_KEY = web.AppKey("s3_metrics_reports", S3MetricsReports)
 
 
-def setup_reports(app: web.Application, settings: Settings) -> None:
-    app[S3_REPORTS_KEY] = S3MetricsReports(settings)
+def setup_reports(
+    app: web.Application, settings: Settings, runtime: dict[str, Any] | None = None
+) -> None:
+    """The live reports' state. ``runtime["aws"]``, when the process scans too, is the
+    (settings, access) its producers use: the API reports with the same access. The demo
+    must never call real AWS: without its simulated AWS's access, it makes no live report."""
+    runtime = runtime or {}
+    scanning = runtime.get("aws")
+    if scanning is not None:
+        aws, access = scanning
+        app[S3_REPORTS_KEY] = S3MetricsReports(aws, access)
+    elif runtime.get("mode") == "demo":
+        app[S3_REPORTS_KEY] = S3MetricsReports(
+            settings.aws, refuse="the demo calls only its simulated AWS, which it did not pass"
+        )
+    else:
+        app[S3_REPORTS_KEY] = S3MetricsReports(settings.aws)
 
 
 def s3_metrics_csv(report: S3MetricsReport) -> str:

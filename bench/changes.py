@@ -34,6 +34,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,6 +209,7 @@ async def bench_agent(
     workdir: Path,
     with_inventory: bool,
     profile: str | None = None,
+    show_threads: bool = False,
 ) -> list[PassResult]:
     from cloudinv.embedded import EmbeddedBroker
     from streams import inventory
@@ -237,6 +239,7 @@ async def bench_agent(
         stats = stage.detector.stats
         for kind in KINDS:
             start_count, start_stored = stats.snapshots, stage.stored_changes
+            threads_before = thread_cpu()
             child = await asyncio.create_subprocess_exec(
                 sys.executable,
                 __file__,
@@ -250,7 +253,7 @@ async def bench_agent(
                 str(count),
             )
             target = start_count + count
-            profiler = cProfile.Profile() if kind == profile else None
+            profiler = cProfile.Profile(time.thread_time) if kind == profile else None
             first = await _wait_for(lambda: stats.snapshots > start_count, poll=0.001)  # noqa: B023
             if profiler is not None:
                 profiler.enable()
@@ -273,6 +276,8 @@ async def bench_agent(
                 profiler.dump_stats(f"changes-{kind}.prof")
                 print(f"profile of pass {kind} written to changes-{kind}.prof", flush=True)
             results.append(PassResult(kind, done / wall, done / cpu, sink_rate))
+            if show_threads:
+                print_thread_cpu(kind, threads_before, thread_cpu(), done)
         expected_changes = 2 * count
         if stats.changes != expected_changes:
             raise SystemExit(f"agent found {stats.changes} changes, expected {expected_changes}")
@@ -282,6 +287,33 @@ async def bench_agent(
         await app.stop()
         await broker.stop()
     return results
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each thread of this process, by thread name (Linux)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "other")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def print_thread_cpu(
+    kind: str, before: dict[str, float], after: dict[str, float], count: int
+) -> None:
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    parts = ", ".join(
+        f"{name} {seconds / count * 1e6:.0f} µs"
+        for name, seconds in sorted(used.items(), key=lambda kv: -kv[1])
+        if seconds > 0
+    )
+    print(f"  {kind}: CPU per snapshot by thread: {parts}", flush=True)
 
 
 async def _faust_floor(config: Any, total: int) -> PassResult:
@@ -408,6 +440,9 @@ def main() -> None:
         choices=KINDS,
         help="write a cProfile of the worker during this pass to changes-<pass>.prof",
     )
+    parser.add_argument(
+        "--threads", action="store_true", help="print each pass's CPU time per worker thread"
+    )
     parser.add_argument("--produce", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
@@ -423,7 +458,12 @@ def main() -> None:
         print("real agent (Tansu broker, Faust worker, SQLite store) ...", flush=True)
         with tempfile.TemporaryDirectory(prefix="cloudinv-bench-") as tmp:
             work = bench_agent(
-                args.count, args.partitions, Path(tmp), args.with_inventory, args.profile
+                args.count,
+                args.partitions,
+                Path(tmp),
+                args.with_inventory,
+                args.profile,
+                args.threads,
             )
             if args.loop == "uvloop":
                 import uvloop  # type: ignore[import-not-found,unused-ignore]

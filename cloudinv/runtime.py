@@ -402,6 +402,9 @@ class Runtime:
             "mode": self.options.mode,
             "components": self.components,
             "stats": self.stats,
+            # The AWS access the producers scan with (the demo's: its simulated AWS only),
+            # for the reports the API makes live (S3 metrics).
+            "aws": (self.scheduler.aws, self.scheduler.access) if self.scheduler else None,
         }
         app = create_app(settings, runtime, open_local_stores=True)
         runner = web.AppRunner(app, access_log=None)

@@ -305,6 +305,9 @@ class StorageSettings(_Section):
     dynamodb_endpoint_url: str | None = Field(
         default=None, description="DynamoDB endpoint override (default: aws.endpoint_url)"
     )
+    dynamodb_write_concurrency: int = Field(
+        default=4, ge=1, le=16, description="DynamoDB write requests in flight per process"
+    )
 
     @field_validator("targets", mode="before")
     @classmethod

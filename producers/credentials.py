@@ -124,6 +124,8 @@ class SharedConnections:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.opened = 0
+        """Connections opened so far."""
         self._sessions: dict[str | None, aiohttp.ClientSession] = {}
         self._lock = asyncio.Lock()
         self.http_session_cls: type[AIOHTTPSession] = type(
@@ -143,14 +145,20 @@ class SharedConnections:
             if session is None:
                 template._max_pool_connections = self.limit
                 connector = await template._create_connector(proxy_url)
+                tracing = aiohttp.TraceConfig()
+                tracing.on_connection_create_end.append(self._count_connection)
                 session = aiohttp.ClientSession(
                     connector=connector,
                     timeout=template._timeout,
                     skip_auto_headers={"CONTENT-TYPE"},
                     auto_decompress=False,
+                    trace_configs=[tracing],
                 )
                 self._sessions[proxy_url] = session
             return session
+
+    async def _count_connection(self, *_: Any) -> None:
+        self.opened += 1
 
     async def close(self) -> None:
         sessions = list(self._sessions.values())

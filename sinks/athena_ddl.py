@@ -113,8 +113,16 @@ def _columns(fields: Iterable[pa.Field], *extra: str) -> str:
     return ", ".join([*(f'"{f.name}"' for f in fields), *(f'"{e}"' for e in extra)])
 
 
-def view_defs(tables: Sequence[TableDef]) -> list[tuple[str, str]]:
-    """(name, SELECT) of every view over ``tables``; the SQL runs in Athena and DuckDB."""
+def view_defs(tables: Sequence[TableDef], database: str | None = None) -> list[tuple[str, str]]:
+    """(name, SELECT) of every view over ``tables``; the SQL runs in Athena and DuckDB.
+
+    With ``database``, the views name their tables in it (an Athena view resolves names
+    where it is queried from, not where it was created).
+    """
+
+    def ref(name: str) -> str:
+        return f'"{database}"."{name}"' if database else name
+
     views: list[tuple[str, str]] = []
     snapshot_cols = _columns(SNAPSHOT_COLUMNS, "resource_type", "dt")
     change_cols = _columns(CHANGE_COLUMNS, "resource_type", "dt")
@@ -122,7 +130,7 @@ def view_defs(tables: Sequence[TableDef]) -> list[tuple[str, str]]:
         (
             "snapshots_current",
             f"SELECT {snapshot_cols} FROM (SELECT s.*, max(s.dt) OVER "
-            "(PARTITION BY s.resource_type) AS latest_dt FROM snapshots s) t "
+            f"(PARTITION BY s.resource_type) AS latest_dt FROM {ref('snapshots')} s) t "
             "WHERE t.dt = t.latest_dt",
         )
     )
@@ -131,7 +139,7 @@ def view_defs(tables: Sequence[TableDef]) -> list[tuple[str, str]]:
             "snapshots_latest_per_day",
             f"SELECT {snapshot_cols} FROM (SELECT s.*, row_number() OVER (PARTITION BY "
             's.resource_type, s.dt, s."key" ORDER BY s.snapshot_at DESC) AS rn '
-            "FROM snapshots s) t WHERE t.rn = 1",
+            f"FROM {ref('snapshots')} s) t WHERE t.rn = 1",
         )
     )
     views.append(
@@ -139,7 +147,7 @@ def view_defs(tables: Sequence[TableDef]) -> list[tuple[str, str]]:
             "changes_latest_per_day",
             f"SELECT {change_cols} FROM (SELECT c.*, row_number() OVER (PARTITION BY "
             'c.resource_type, c.dt, c."key" ORDER BY c.captured_at DESC, c.detected_at DESC, '
-            "c.change_id DESC) AS rn FROM changes c) t WHERE t.rn = 1",
+            f"c.change_id DESC) AS rn FROM {ref('changes')} c) t WHERE t.rn = 1",
         )
     )
     for table in tables:
@@ -150,7 +158,7 @@ def view_defs(tables: Sequence[TableDef]) -> list[tuple[str, str]]:
             (
                 f"{table.name}_current",
                 f"SELECT {cols} FROM (SELECT s.*, max(s.dt) OVER () AS latest_dt "
-                f"FROM {table.name} s) t WHERE t.dt = t.latest_dt",
+                f"FROM {ref(table.name)} s) t WHERE t.dt = t.latest_dt",
             )
         )
     return views
@@ -219,7 +227,7 @@ def athena_ddl(
             f"PARTITIONED BY ({partitions})\nSTORED AS PARQUET\nLOCATION '{location}'\n"
             f"TBLPROPERTIES (\n{props}\n);"
         )
-    for name, select in view_defs(tables):
+    for name, select in view_defs(tables, database):
         target = f'"{database}"."{name}"' if database else f'"{name}"'
         statements.append(f"CREATE OR REPLACE VIEW {target} AS\n{select};")
     return "\n\n".join(statements) + "\n"

@@ -288,11 +288,17 @@ class DynamoStore:
         endpoint_url: str | None = None,
         change_shards: int = 4,
         max_concurrency: int = 16,
+        write_concurrency: int = 4,
         create_tables: bool = True,
         retry_attempts: int = 10,
     ) -> None:
         if change_shards < 1:
             raise ValueError(f"change_shards must be at least 1, got {change_shards}")
+        if not 1 <= write_concurrency <= max_concurrency:
+            raise ValueError(
+                f"write_concurrency must be in [1, max_concurrency={max_concurrency}], "
+                f"got {write_concurrency}"
+            )
         self.table_prefix = table_prefix
         self.tables = table_names(table_prefix)
         self.region = region
@@ -303,6 +309,9 @@ class DynamoStore:
         self._retry_attempts = retry_attempts
         self._max_concurrency = max_concurrency
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        # Writes in flight at once (transactions, batch writes). moto's server is not safe
+        # under concurrent writes (see tests/test_dynamodb_store.py): tests use 1.
+        self._writes = asyncio.Semaphore(write_concurrency)
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._open_lock = asyncio.Lock()
@@ -317,6 +326,7 @@ class DynamoStore:
             storage.dynamodb_table_prefix,
             region=storage.dynamodb_region,
             endpoint_url=storage.dynamodb_endpoint_url or settings.aws.effective_endpoint(),
+            write_concurrency=storage.dynamodb_write_concurrency,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -652,9 +662,10 @@ class DynamoStore:
         token = hashlib.sha256(orjson.dumps(ops, default=_bytes_hex)).hexdigest()[:36]
         for attempt in range(_THROTTLE_RETRIES):
             try:
-                await self._call(
-                    "transact_write_items", TransactItems=ops, ClientRequestToken=token
-                )
+                async with self._writes:
+                    await self._call(
+                        "transact_write_items", TransactItems=ops, ClientRequestToken=token
+                    )
                 return sum(chunk.changes for chunk in chunks)
             except ClientError as exc:
                 code = exc.response["Error"]["Code"]
@@ -680,7 +691,8 @@ class DynamoStore:
         for start in range(0, len(requests), _BATCH_WRITE):
             pending = {table: requests[start : start + _BATCH_WRITE]}
             for attempt in range(_THROTTLE_RETRIES + 1):
-                result = await self._call("batch_write_item", RequestItems=pending)
+                async with self._writes:
+                    result = await self._call("batch_write_item", RequestItems=pending)
                 pending = result.get("UnprocessedItems") or {}
                 if not pending:
                     break

@@ -58,6 +58,7 @@ from cloudinv.models import ChangeEvent, ScanManifest
 from sinks.store import (
     ChangeFilters,
     ChangePage,
+    LoggedChange,
     ResourceVersion,
     ScanRecord,
     StoreError,
@@ -762,6 +763,35 @@ class SqliteStore:
             return {row[0]: _version(row) for row in rows}
 
         return await self._read(run)
+
+    # -- the change log (sinks.store.ChangeLog: the live feed, counts) ------------------------
+
+    async def change_log_head(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0)
+
+        return await self._read(run, single=True)
+
+    async def change_log_after(self, seq: int, limit: int) -> list[LoggedChange]:
+        def run(conn: sqlite3.Connection) -> list[LoggedChange]:
+            rows = conn.execute(
+                "SELECT seq, key, resource_type, account_id, region, change_type, event "
+                "FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+            return [LoggedChange(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
+
+        return await self._read(run, single=True)
+
+    async def current_counts(self) -> dict[tuple[str, str, str], int]:
+        def run(conn: sqlite3.Connection) -> dict[tuple[str, str, str], int]:
+            rows = conn.execute(
+                "SELECT resource_type, account_id, region, count(*) FROM versions "
+                "WHERE valid_to IS NULL GROUP BY resource_type, account_id, region"
+            ).fetchall()
+            return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
+
+        return await self._read(run, single=True)
 
     async def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
         """SQLite's query plan for ``sql`` (tests check that lookups use the indexes)."""

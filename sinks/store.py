@@ -40,8 +40,10 @@ from cloudinv.models import (
 
 __all__ = [
     "ChangeFilters",
+    "ChangeLog",
     "ChangePage",
     "InventoryStore",
+    "LoggedChange",
     "ResourceVersion",
     "ScanRecord",
     "StoreError",
@@ -223,4 +225,39 @@ class InventoryStore(Protocol):
 
         Keys never stored are absent from the result.
         """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedChange:
+    """One stored change in commit order: ``seq`` is the store's own sequence number."""
+
+    seq: int
+    key: str
+    resource_type: str
+    account_id: str
+    region: str
+    change_type: str
+    event: bytes
+    """The ChangeEvent as stored: compact JSON, as on the changes topic."""
+
+
+@runtime_checkable
+class ChangeLog(Protocol):
+    """Optional, beside :class:`InventoryStore`: changes in the order they were committed,
+    which is what a live feed tails. :meth:`InventoryStore.changes` orders by capture time,
+    and a change captured earlier can be committed later (a deletion carries its scan's
+    start time; partitions are written in parallel), so a tail by capture time would miss
+    it. Also current resource counts, without reading every configuration."""
+
+    async def change_log_head(self) -> int:
+        """The newest change's sequence number (0 when there is none)."""
+        ...
+
+    async def change_log_after(self, seq: int, limit: int) -> list[LoggedChange]:
+        """Up to ``limit`` changes committed after ``seq``, in commit order."""
+        ...
+
+    async def current_counts(self) -> dict[tuple[str, str, str], int]:
+        """Current (open) versions per (resource type, account, region)."""
         ...

@@ -214,7 +214,7 @@ def _drop_path(value: Any, segments: tuple[tuple[str, bool], ...]) -> Any:
 
 def _canonical(value: Any, field_name: str | None, rules: NormalizationRules) -> Any:
     # Scalars are returned as they are without a call: most leaves are scalars. (A tuple,
-    # not ``dict | list``: isinstance with a union type is several times slower.)
+    # not ``dict | list``: isinstance with a union type is slower.)
     if isinstance(value, dict):
         return {
             k: _canonical(v, k, rules) if isinstance(v, _CONTAINERS) else v

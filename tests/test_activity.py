@@ -232,6 +232,16 @@ async def test_messages_that_are_not_events_are_left_out(
 ) -> None:
     bad_principal = orjson.loads(encode(events[0]))
     bad_principal["principal"] = {"type": 3}
+    wire = orjson.loads(encode(events[3]))
+    # Shapes the store's fast path must not take (the body is stored as it came, and the
+    # API validates it again on every read).
+    bad_nested = [
+        {**wire, "event_id": "r1", "resources": [{"arn": 5}]},
+        {**wire, "event_id": "r2", "resources": ["arn:aws:s3:::b"]},
+        {**wire, "event_id": "r3", "resources": None},
+        {**wire, "event_id": "r4", "additional_event_data": "MFAUsed"},
+        {**wire, "event_id": "r5", "event_time": "yesterday"},
+    ]
     async with EventsStore(tmp_path / "events.sqlite3") as store:
         result = await store.write_batch(
             [
@@ -240,10 +250,11 @@ async def test_messages_that_are_not_events_are_left_out(
                 orjson.dumps({**orjson.loads(encode(events[1])), "extra": True}),
                 orjson.dumps(bad_principal),
                 encode(events[2]),
+                *(orjson.dumps(b) for b in bad_nested),
             ]
         )
         assert result.inserted == 1
-        assert len(result.rejected) == 4
+        assert len(result.rejected) == 4 + len(bad_nested)
         assert all(r.startswith("not a CloudTrailEvent") for r in result.rejected)
         assert await store.count() == 1
 

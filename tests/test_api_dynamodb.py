@@ -88,7 +88,7 @@ async def copy_store(source: SqliteStore, target: DynamoStore) -> int:
 async def dynamo(data: PipelineData, moto_endpoint: str) -> AsyncIterator[DynamoStore]:
     prefix = f"api{random.randrange(16**8):08x}"
     async with (
-        DynamoStore(prefix, region="us-east-1", endpoint_url=moto_endpoint) as store,
+        DynamoStore(prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as store,
         SqliteStore.in_data_dir(data.data_dir) as local,
     ):
         copied = await copy_store(local, store)

@@ -7,12 +7,19 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
+import orjson
 import pytest
 
+from api.endpoints import Page, json_bytes
+from cloudinv.models import ChangeEvent, config_hash
+from sinks.sqlite_store import SqliteStore
+from sinks.store import ResourceVersion
 from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
 
 
@@ -150,6 +157,97 @@ async def test_one_resource_by_encoded_or_plain_key(api: Api, data: PipelineData
     assert status == 200 and body["valid_to"] is not None
     status, _, _ = await api.get("/v1/resources/arn%3Aaws%3As3%3A%3A%3Anothing-here")
     assert status == 404
+
+
+async def _raw(api: Api, path: str) -> bytes:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(api.base + path, headers=api.auth()) as resp,
+    ):
+        assert resp.status == 200 and resp.content_type == "application/json"
+        return await resp.read()
+
+
+async def test_pages_and_lookups_are_the_models_json_byte_for_byte(
+    api: Api, data: PipelineData
+) -> None:
+    """List pages and key lookups are written from the stored JSON (by SQLite, or with the
+    configuration spliced in), not through the models: they must be exactly what the models
+    serialize to, current versions and closed ones alike."""
+    store = api.inventory
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("", {}),
+        (f"account={data.a.id}&limit=2", {"account_id": data.a.id, "limit": 2}),
+        (f"at={iso(data.between)}", {"at": data.between}),
+        (
+            f"type=AWS::EC2::Instance&account={data.a.id}&at={iso(data.between)}",
+            {"resource_type": "AWS::EC2::Instance", "account_id": data.a.id, "at": data.between},
+        ),
+        ("region=nowhere-1", {"region": "nowhere-1"}),
+    ]
+    closed = 0
+    for query, kwargs in cases:
+        body = await _raw(api, f"/v1/resources?{query}")
+        at = kwargs.pop("at", None)
+        limit = kwargs.pop("limit", 100)
+        versions = await store.list_as_of(at=at, limit=limit, **kwargs)
+        cursor = orjson.loads(body)["next_cursor"]
+        assert (cursor is not None) == (len(versions) == limit), query
+        assert body == json_bytes(Page[ResourceVersion](items=versions, next_cursor=cursor))
+        closed += sum(v.valid_to is not None for v in versions)
+    assert closed > 0  # the terminated instance, as of before its deletion
+    lookups = [
+        (f"/v1/resources/{enc(data.sg)}", await store.current(data.sg)),
+        (
+            f"/v1/resources/{enc(data.terminated)}?at={iso(data.between)}",
+            await store.as_of(data.terminated, data.between),
+        ),
+    ]
+    for path, version in lookups:
+        assert version is not None
+        assert await _raw(api, path) == json_bytes(version)
+
+
+async def test_stored_json_of_unusual_versions(tmp_path: Path) -> None:
+    """No name, whole seconds (no fraction), text needing escapes, a closed version, an
+    empty page: the store's own JSON is the model's."""
+    moment = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    config = {
+        "Name": 'quote " back \\ slash',
+        "Tags": [{"Key": "é", "Value": "\u2603 ☃"}],
+        "N": 1.5,
+    }
+
+    def change(change_id: str, change_type: Any, at: datetime, cfg: Any) -> ChangeEvent:
+        return ChangeEvent(
+            change_id=change_id,
+            key="arn:aws:s3:::odd",
+            resource_type="AWS::S3::Bucket",
+            resource_id="odd",
+            account_id="123456789012",
+            region="us-east-1",
+            change_type=change_type,
+            configuration=cfg,
+            after_hash=None if cfg is None else config_hash(cfg),
+            captured_at=at,
+            detected_at=at,
+        )
+
+    async with SqliteStore(tmp_path / "inventory.sqlite3") as store:
+        await store.put_changes(
+            [
+                change("c1", "created", moment, config),
+                change("c2", "modified", moment + timedelta(microseconds=5), {**config, "N": 2}),
+            ]
+        )
+        for at in (moment, moment + timedelta(hours=1), moment - timedelta(days=1)):
+            versions = await store.list_as_of(at=at)
+            body, count, last = await store.list_as_of_json(at=at)
+            assert count == len(versions) and last == (versions[-1].key if versions else None)
+            expected = json_bytes(Page[ResourceVersion](items=versions))
+            assert b'{"items":' + body + b',"next_cursor":null}' == expected
+        (first,) = await store.list_as_of(at=moment)
+        assert first.name is None and first.valid_to == moment + timedelta(microseconds=5)
 
 
 async def test_history_has_every_version_its_change_and_attribution(

@@ -56,8 +56,9 @@ async def data(
 
 
 @contextmanager
-def server_thread(data_dir: Path, digest: str) -> Iterator[str]:
-    """The API on 127.0.0.1 in a thread of its own; its base URL."""
+def server_thread(data_dir: Path, digest: str, moto_endpoint: str) -> Iterator[str]:
+    """The API on 127.0.0.1 in a thread of its own; its base URL. Its AWS access (for the
+    S3 metrics report) is one account of the moto server."""
     from aiohttp import web
 
     loop = asyncio.new_event_loop()
@@ -69,7 +70,13 @@ def server_thread(data_dir: Path, digest: str) -> Iterator[str]:
         events = EventsStore(events_store_path(data_dir), readonly=True)
         await inventory.open()
         await events.open()
-        settings = Settings(api={"tokens": [ApiToken(sha256=SecretStr(digest), name="t")]})
+        settings = Settings(
+            api={"tokens": [ApiToken(sha256=SecretStr(digest), name="t")]},
+            aws={
+                "endpoint_url": moto_endpoint,
+                "accounts": [{"role_arn": "arn:aws:iam::765432109876:role/cloudinv-reader"}],
+            },
+        )
         app = create_app(settings, {"mode": "test"}, Stores(inventory=inventory, events=events))
         runner = web.AppRunner(app, shutdown_timeout=1.0)
         await runner.setup()
@@ -104,10 +111,15 @@ def server_thread(data_dir: Path, digest: str) -> Iterator[str]:
         thread.join(30)
 
 
-def test_no_500_and_every_response_matches_the_schema(data: PipelineData) -> None:
+def test_no_500_and_every_response_matches_the_schema(
+    data: PipelineData, moto_endpoint: str
+) -> None:
     token, digest = generate_token()
     headers = {"Authorization": f"Bearer {token}"}
-    with server_thread(data.data_dir, digest) as base, requests.Session() as session:
+    with (
+        server_thread(data.data_dir, digest, moto_endpoint) as base,
+        requests.Session() as session,
+    ):
         spec = session.get(f"{base}/openapi.json", timeout=10).json()
         schema = schemathesis.openapi.from_dict(spec)
         operations = [r.ok() for r in schema.get_all_operations()]

@@ -172,6 +172,10 @@ def test_cross_type_tables_use_partition_projection_over_every_type() -> None:
     views = re.findall(r'CREATE OR REPLACE VIEW "([^"]+)"', DDL)
     assert {"snapshots_current", "snapshots_latest_per_day", "changes_latest_per_day"} <= set(views)
     assert "snapshots_ec2_instance_current" in views
+    qualified = athena_ddl("inventory-bucket", database="inv")
+    assert qualified.startswith("CREATE DATABASE IF NOT EXISTS `inv`;")
+    assert "CREATE EXTERNAL TABLE IF NOT EXISTS `inv`.`snapshots` (" in qualified
+    assert 'FROM "inv"."snapshots" s) t WHERE t.dt = t.latest_dt' in qualified
     injected = athena_ddl("inventory-bucket", projection="injected")
     assert "'projection.resource_type.type'='injected'" in injected
     assert "projection.resource_type.values" not in injected

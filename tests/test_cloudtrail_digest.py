@@ -293,6 +293,7 @@ async def test_tampered_missing_and_broken_chain_are_recorded(
         6,
         4,
     )
+    assert stats.problems == 3
     recorded = {(r.source, r.reason) for r in await read_rejections(tmp_path)}
     assert recorded == {(f.source, f.reason) for f in stats.findings}
     assert any("previousDigestHashValue" in r for _, r in recorded)

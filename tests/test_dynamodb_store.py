@@ -1,7 +1,13 @@
 """The DynamoDB inventory store against moto's server: the behavioural tests of the SQLite
 store run unchanged on it (imported below, so they are collected here with this module's
 ``store`` fixture), plus what is particular to DynamoDB: table creation and checks, no Scan
-ever, replayed batches, batches larger than a transaction, throttling and unprocessed items."""
+ever, replayed batches, batches larger than a transaction, throttling and unprocessed items.
+
+Every store here writes one request at a time (``write_concurrency=1``): moto's server is not
+safe under concurrent writes. Its TransactWriteItems deep-copies the target table once per item
+(for rollback) while other request threads write, fails with "dictionary changed size during
+iteration" (a 500, which botocore retries) and restores its copy, losing the other writes. Its
+cost also grows with table size x items per transaction: every test uses its own tables."""
 
 from __future__ import annotations
 
@@ -56,7 +62,7 @@ def prefix() -> str:
 
 @pytest.fixture
 async def store(moto_endpoint: str) -> AsyncIterator[DynamoStore]:
-    async with DynamoStore(prefix(), region="us-east-1", endpoint_url=moto_endpoint) as s:
+    async with DynamoStore(prefix(), region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as s:
         yield s
     # Whatever the test did, it never scanned a table.
     assert "Scan" not in s.stats.calls, s.stats.calls
@@ -88,7 +94,7 @@ async def test_it_is_an_inventory_store_and_creates_its_tables(
 
 async def test_a_table_of_another_shape_is_refused(moto_endpoint: str) -> None:
     name = prefix()
-    async with DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint) as s:
+    async with DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as s:
         await s._call("delete_table", TableName=table_names(name)["scans"])
         await s._call(
             "create_table",
@@ -98,22 +104,26 @@ async def test_a_table_of_another_shape_is_refused(moto_endpoint: str) -> None:
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         )
     with pytest.raises(StoreError, match=r"scans has key .*expected HASH 'id'"):
-        await DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint).open()
+        await DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1).open()
     with pytest.raises(StoreError, match="does not exist"):
         await DynamoStore(
-            prefix(), region="us-east-1", endpoint_url=moto_endpoint, create_tables=False
+            prefix(),
+            region="us-east-1",
+            endpoint_url=moto_endpoint,
+            write_concurrency=1,
+            create_tables=False,
         ).open()
 
 
 async def test_close_is_final(moto_endpoint: str) -> None:
-    s = DynamoStore(prefix(), region="us-east-1", endpoint_url=moto_endpoint)
+    s = DynamoStore(prefix(), region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1)
     await s.open()
     await s.put_changes(detect(ChangeDetector(), snap(1, T0)))
     await s.close()
     await s.close()
     with pytest.raises(StoreError, match="closed"):
         await s.current("x")
-    async with DynamoStore(s.table_prefix, region="us-east-1", endpoint_url=moto_endpoint) as again:
+    async with DynamoStore(s.table_prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as again:
         assert await again.current(snap(1, T0).key) is not None
 
 
@@ -320,7 +330,7 @@ async def test_throttling_and_unprocessed_items_are_retried(
     throttler: tuple[Throttler, str],
 ) -> None:
     proxy, endpoint = throttler
-    async with DynamoStore(prefix(), region="us-east-1", endpoint_url=endpoint) as s:
+    async with DynamoStore(prefix(), region="us-east-1", endpoint_url=endpoint, write_concurrency=1) as s:
         d = ChangeDetector()
         batch = detect(d, *(snap(i, T0, account=f"{i:012d}") for i in range(8)))
         assert await s.put_changes(batch) == 8
@@ -360,6 +370,7 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
         "DYNAMODB_TABLE_PREFIX": table_prefix,
         "DYNAMODB_REGION": "us-east-1",
         "DYNAMODB_ENDPOINT_URL": moto_endpoint,
+        "DYNAMODB_WRITE_CONCURRENCY": "1",
     }.items():
         monkeypatch.setenv(f"CLOUDINV_STORAGE__{name}", value)
     account = f"3{random.randrange(10**10, 10**11)}"
@@ -393,7 +404,7 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
         finally:
             await publisher.stop()
 
-    async with DynamoStore(table_prefix, region="us-east-1", endpoint_url=moto_endpoint) as s:
+    async with DynamoStore(table_prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as s:
 
         async def wait_for(count: int) -> list[Any]:
             async with asyncio.timeout(60):

@@ -34,6 +34,7 @@ import faust
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError
 from botocore.credentials import ReadOnlyCredentials
 from cryptography import x509
@@ -602,9 +603,20 @@ async def test_topics_created_with_settings_and_checked_when_they_exist(
     await admin.start()
     try:
         described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+        )
     finally:
         await admin.close()
     assert described == dict.fromkeys(names, 3)
+    policies = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}.get("cleanup.policy")
+        for response in configs
+        for resource in response.resources
+    }
+    activity = topic_name(Topic.ACTIVITY, kafka.topic_prefix)
+    assert policies[activity] == "compact"
+    assert all(policy != "compact" for name, policy in policies.items() if name != activity)
 
     again = await prepare_topics(kafka)
     assert (again.created, sorted(again.existing), again.partition_mismatches) == ([], names, {})

@@ -48,6 +48,11 @@ def _parse(text: str) -> dict[str, float]:
     return out
 
 
+def _spawn(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
@@ -152,15 +157,20 @@ async def test_api_is_ready_once_its_store_is_open(tmp_path: Path) -> None:
 
 
 async def _count_messages(broker: str, topic: str) -> int:
+    """Messages on ``topic``, counted by reading them (Tansu's ListOffsets answers end
+    offsets per batch, not per message, so offsets cannot be subtracted)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=None)
     await consumer.start()
     try:
         await consumer.topics()  # loads the cluster metadata
         ids = consumer.partitions_for_topic(topic) or set()
         partitions = [TopicPartition(topic, p) for p in sorted(ids)]
-        ends = await consumer.end_offsets(list(partitions))
-        begins = await consumer.beginning_offsets(list(partitions))
-        return sum(ends[tp] - begins[tp] for tp in partitions)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        count = 0
+        while batches := await consumer.getmany(timeout_ms=1500):
+            count += sum(len(records) for records in batches.values())
+        return count
     finally:
         await consumer.stop()
 
@@ -179,27 +189,27 @@ async def test_producers_process_serves_health_and_scan_metrics(
     }
     log = tmp_path / "producers.log"
     started = time.time()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cloudinv",
-                "producers",
-                "--bootstrap",
-                broker,
-                "--regions",
-                "us-east-1",
-                "--interval",
-                "3600",
-                "--metrics-port",
-                str(port),
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "cloudinv",
+            "producers",
+            "--bootstrap",
+            broker,
+            "--regions",
+            "us-east-1",
+            "--types",
+            "AWS::S3::Bucket,AWS::IAM::Role,AWS::EC2::VPC,AWS::EC2::SecurityGroup",
+            "--interval",
+            "3600",
+            "--metrics-port",
+            str(port),
+        ],
+        env,
+        tmp_path,
+        log,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         values: dict[str, float] = {}
@@ -253,3 +263,25 @@ def test_producers_without_a_broker_fail_with_one_clear_line(tmp_path: Path) -> 
     assert result.returncode != 0
     assert f"cannot reach Kafka at 127.0.0.1:{dead} (PLAINTEXT)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("service", ["producers", "worker", "api"])
+def test_compose_healthchecks_probe_each_roles_readyz_port(
+    service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import yaml
+
+    spec = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"][service]
+    monkeypatch.chdir(tmp_path)
+    for key, value in spec["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    settings = load_settings(None)
+    if service == "api":
+        port = int(spec["command"][spec["command"].index("--port") + 1])
+    else:
+        port = getattr(settings.metrics, f"{service}_port")
+    assert port
+    if service != "api":
+        assert settings.metrics.host == "0.0.0.0"  # reachable by Prometheus in the network
+    probe = " ".join(spec["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/readyz" in probe

@@ -10,6 +10,7 @@ import asyncio
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from botocore.exceptions import ClientError
 from cloudinv.models import GLOBAL_REGION, ResourceSnapshot, ScanManifest
 from cloudinv.settings import AccountRole, AwsSettings
 from producers.collect import Scope, ScopeCollector
-from producers.credentials import AccountTarget, AwsAccess
+from producers.credentials import AccountTarget, AwsAccess, SharedConnections
 from producers.engine import ScanItem, ScanOptions, scan, scan_types
 from producers.registry import Registry, default_registry
 from producers.spec import DetailCall, ResourceSpec
@@ -297,6 +298,81 @@ async def test_local_credential_chain_scans_the_callers_account(moto_endpoint: s
     assert targets[0].credentials is None
 
 
+async def test_clients_share_models_but_not_credentials(moto_endpoint: str) -> None:
+    access = AwsAccess(endpoint_url=moto_endpoint)
+    accounts = ["700000000011", "700000000012"]
+    targets = [
+        access.role_account(AccountRole(role_arn=f"arn:aws:iam::{a}:role/cloudinv-reader"))
+        for a in accounts
+    ]
+    connections = SharedConnections(limit=4)
+    config = access.pooled_config(connections)
+    await access.warm_up("ec2")
+    try:
+        async with AsyncExitStack() as stack:
+            clients = {
+                (t.account_id, region): await stack.enter_async_context(
+                    access.client(access.session(t), "ec2", region, config)
+                )
+                for t in targets
+                for region in ("us-east-1", "eu-west-1")
+            }
+            for (account, region), client in clients.items():
+                vpcs = (await client.describe_vpcs())["Vpcs"]
+                # Each client signs as its own account and calls its own region.
+                assert {v["OwnerId"] for v in vpcs} == {account}
+                assert client.meta.region_name == region
+            shared_class = type(clients[accounts[0], "us-east-1"])
+            assert {type(c) for c in clients.values()} == {shared_class}
+            assert len({id(c.meta.service_model) for c in clients.values()}) == 1
+    finally:
+        await connections.close()
+    # A client made outside AwsAccess gets botocore's own model and class.
+    async with AioSession().create_client(
+        "ec2", region_name="us-east-1", endpoint_url=moto_endpoint
+    ) as plain:
+        assert type(plain) is not shared_class
+
+
+async def test_clients_reuse_each_others_connections() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    peers: list[object] = []
+
+    async def describe_vpcs(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(
+            text='<DescribeVpcsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            "<requestId>r</requestId><vpcSet/></DescribeVpcsResponse>",
+            content_type="text/xml",
+        )
+
+    app = web.Application()
+    app.router.add_post("/", describe_vpcs)
+    base = AioSession()
+    base.set_credentials("AKIDEXAMPLE", "secret")
+    async with TestServer(app) as server:
+        access = AwsAccess(endpoint_url=str(server.make_url("/")), base_session=base)
+        connections = SharedConnections(limit=4)
+        config = access.pooled_config(connections)
+        await access.warm_up("ec2")
+        try:
+            for _ in range(2):  # clients closed between rounds: the pool stays open
+                async with AsyncExitStack() as stack:
+                    for region in ("us-east-1", "eu-west-1", "eu-west-2"):
+                        session = AioSession()  # a new account's session each time
+                        session.set_credentials(f"AKID{region}", "secret")
+                        ec2 = await stack.enter_async_context(
+                            access.client(session, "ec2", region, config)
+                        )
+                        assert (await ec2.describe_vpcs())["Vpcs"] == []
+        finally:
+            await connections.close()
+    assert len(peers) == 6
+    assert len(set(peers)) == connections.opened == 1
+
+
 # -- the engine's own rules, with fake clients (no AWS) ------------------------------------
 
 
@@ -478,12 +554,17 @@ class FakeAccess(AwsAccess):
         self.clients = clients
         self.opened: list[tuple[str, str, str]] = []
         self.closed: list[tuple[str, str, str]] = []
+        self.sessions_made: list[str] = []
 
     def session(self, target: AccountTarget) -> Any:
+        self.sessions_made.append(target.account_id)
         return target.account_id
 
-    def client(self, session: Any, service: str, region: str) -> Any:
+    def client(self, session: Any, service: str, region: str, config: Any = None) -> Any:
         return _FakeClientContext(self, (session, region, service))
+
+    async def warm_up(self, service: str) -> None:
+        """The fake services have no botocore models to read."""
 
 
 async def test_engine_bounds_calls_per_service_and_scans_global_types_once_per_account() -> None:
@@ -545,6 +626,8 @@ async def test_engine_bounds_calls_per_service_and_scans_global_types_once_per_a
     assert max(c.max_in_flight for c in clients.values()) <= 3
     assert max(c.max_in_flight for c in clients.values()) > 1  # details ran concurrently
     assert sorted(access.opened) == sorted(access.closed)  # every client closed
+    # One session per account, shared by its global and regional client groups.
+    assert sorted(access.sessions_made) == accounts
     global_snapshot = next(s for s in snapshots if s.resource_type == "AWS::Test::Global")
     assert global_snapshot.arn == f"arn:aws:test::{global_snapshot.account_id}:thing/g-1"
 

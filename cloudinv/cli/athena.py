@@ -1,9 +1,10 @@
 """``cloudinv athena ddl``: the Athena tables and views over the S3 Parquet warehouse.
 
 Prints CREATE EXTERNAL TABLE statements (partition projection, so no crawler or MSCK REPAIR)
-whose configuration columns are typed from botocore's output shapes, then the views; see
-:mod:`sinks.athena_ddl`. Run each statement in Athena (one per query). The bucket and prefix
-default to ``storage.s3_bucket`` and ``storage.s3_prefix``.
+whose configuration columns are typed from botocore's output shapes, then the views (see
+sinks/athena_ddl.py). Run each statement in Athena (one per query). The bucket and prefix
+default to ``storage.s3_bucket`` and ``storage.s3_prefix``. Tables are created IF NOT
+EXISTS: when an upgrade changes a type's columns, DROP that table first (its data stays).
 """
 
 from __future__ import annotations
@@ -26,10 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ddl = commands.add_parser(
         "ddl",
         help="print CREATE EXTERNAL TABLE and CREATE VIEW statements",
-        description=(__doc__ or "")
-        .replace("``", "")
-        .replace(":mod:`sinks.athena_ddl`", "")
-        .strip(),
+        description=(__doc__ or "").replace("``", "").strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ddl.add_argument("--bucket", help="S3 bucket of the warehouse (default storage.s3_bucket)")

@@ -275,8 +275,8 @@ async def _verify(
             if stats.signatures_unchecked
             else ""
         )
-        + f"; {len(stats.findings)} integrity problem(s)"
-        + (" (see `cloudinv cloudtrail rejected`)" if stats.findings else ""),
+        + f"; {stats.problems} integrity problem(s)"
+        + (" (see `cloudinv cloudtrail rejected`)" if stats.problems else ""),
         soft_wrap=True,
         markup=False,
     )
@@ -284,7 +284,7 @@ async def _verify(
         console.print(
             f"  {finding.source}  {finding.reason}", markup=False, highlight=False, soft_wrap=True
         )
-    return len(stats.findings)
+    return stats.problems
 
 
 async def run_tail(args: argparse.Namespace) -> int:

@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--regions", help="comma-separated regions, or 'all'")
     parser.add_argument(
+        "--types",
+        metavar="TYPES",
+        help="comma-separated resource types to scan (default: every registered type); "
+        "split types across producer processes to scale out",
+    )
+    parser.add_argument(
         "--interval",
         type=int,
         metavar="SECONDS",
@@ -79,6 +85,7 @@ async def run_producers(args: argparse.Namespace) -> int:
         publisher,
         interval_s=settings.scan_interval_s,
         type_intervals_s=settings.scan_type_intervals_s,
+        types=[t.strip() for t in args.types.split(",") if t.strip()] if args.types else None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from producers.cloudtrail.logfile import MAX_DECOMPRESSED_BYTES, RejectionLog
 
 __all__ = [
+    "MAX_FINDINGS",
     "SIGNATURE_ALGORITHM",
     "CloudTrailPublicKeys",
     "Digest",
@@ -70,6 +71,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SIGNATURE_ALGORITHM = "SHA256withRSA"
+MAX_FINDINGS = 1000
 _GONE = frozenset({"NoSuchKey", "NoSuchBucket", "404"})
 _REQUIRED = (
     "digestStartTime",
@@ -111,7 +113,9 @@ class IntegrityStats:
     signatures_verified: int = 0
     signatures_unchecked: int = 0
     """Digests whose public key could not be obtained: neither valid nor invalid."""
+    problems: int = 0
     findings: list[Finding] = field(default_factory=list)
+    """The latest findings (at most :data:`MAX_FINDINGS`; ``problems`` counts them all)."""
 
 
 # --- pure parts ----------------------------------------------------------------------------
@@ -535,7 +539,8 @@ class DigestVerifier:
     async def _record(self, findings: list[Finding]) -> list[Finding]:
         for finding in findings:
             await self.rejections.record(finding.source, finding.reason)
-        self.stats.findings += findings
+        self.stats.problems += len(findings)
+        self.stats.findings = (self.stats.findings + findings)[-MAX_FINDINGS:]
         return findings
 
 
