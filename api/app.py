@@ -198,13 +198,12 @@ async def errors_and_metrics(
 async def _local_stores(app: web.Application) -> AsyncIterator[None]:
     """Open the local stores of the data directory for the app's lifetime."""
     from sinks.alerts_store import AlertsStore
-    from sinks.events_store import EventsStore, events_store_path
-    from sinks.factory import inventory_store
+    from sinks.factory import events_store, inventory_store
 
     data_dir = app[SETTINGS_KEY].data_dir
-    # storage.targets with "dynamodb": the DynamoDB store, else SQLite in the data directory.
+    # storage.targets with "dynamodb": the DynamoDB stores, else SQLite in the data directory.
     inventory = inventory_store(app[SETTINGS_KEY], data_dir)
-    events = EventsStore(events_store_path(data_dir))
+    events = events_store(app[SETTINGS_KEY], data_dir)
     alerts = AlertsStore.in_data_dir(data_dir)
     await inventory.open()
     try:

@@ -456,14 +456,24 @@ class _Span:
     last: dict[str, Any]
 
 
+def _slim(store: Any) -> bool:
+    """Whether the store gives changes without their configurations, and then by id."""
+    return hasattr(store, "changes_stored") and hasattr(store, "changes_by_id_stored")
+
+
 async def _window_changes(
     store: Any, *, since: datetime, until: datetime, filters: ChangeFilters, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One batch of changes as ChangeEvent JSON objects; stored JSON when the store has it."""
-    stored = getattr(store, "changes_stored", None)
-    if stored is not None:
-        events, next_cursor = await stored(
-            since=since, until=until, filters=filters, limit=_DIFF_SCAN_BATCH, cursor=cursor
+    """One batch of changes as ChangeEvent JSON objects; stored JSON when the store has it,
+    without the configurations (see :func:`_with_configurations`)."""
+    if _slim(store):
+        events, next_cursor = await store.changes_stored(
+            since=since,
+            until=until,
+            filters=filters,
+            limit=_DIFF_SCAN_BATCH,
+            cursor=cursor,
+            slim=True,
         )
         parsed: list[dict[str, Any]] = orjson.loads(events)
         return parsed, next_cursor
@@ -501,6 +511,34 @@ async def changes_in_window(
                 span.last = change
         if cursor is None:
             return spans
+
+
+def _configurations_needed(span: _Span) -> list[str]:
+    """The changes whose configurations the span's diff entry shows or diffs."""
+    first, last = span.first, span.last
+    if first.get("before_hash") == last.get("after_hash"):
+        return []
+    if first.get("before_hash") is None:
+        return [last["change_id"]]  # created: its configuration
+    if last.get("after_hash") is None:
+        return [first["change_id"]]  # deleted: the configuration it ended
+    if first is last:
+        return []  # one modification: its own patch
+    return [first["change_id"], last["change_id"]]
+
+
+async def _with_configurations(store: Any, spans: list[_Span]) -> None:
+    """Read the whole stored changes the spans' entries need (the window was read slim)."""
+    if not _slim(store):
+        return
+    wanted = {cid for span in spans for cid in _configurations_needed(span)}
+    if not wanted:
+        return
+    events: list[dict[str, Any]] = orjson.loads(await store.changes_by_id_stored(sorted(wanted)))
+    full = {event["change_id"]: event for event in events}
+    for span in spans:
+        span.first = full.get(span.first["change_id"], span.first)
+        span.last = full.get(span.last["change_id"], span.last)
 
 
 def diff_entry(span: _Span) -> DiffEntry | None:
@@ -555,22 +593,28 @@ async def diff(request: web.Request, query: DiffQuery) -> Page[DiffEntry]:
     after_key = cursor_str(state, "after")
     if view.empty:
         return Page[DiffEntry](items=[])
+    store = inventory_store(request)
     spans = await changes_in_window(
-        inventory_store(request),
+        store,
         view,
         start=query.from_,
         end=to,
         resource_type=query.type,
         region=query.region,
     )
-    items: list[DiffEntry] = []
+    # The page's keys first (the hashes say whether a key differs), then the configurations
+    # of those entries only.
+    page: list[_Span] = []
+    more = False
     for key in sorted(k for k in spans if after_key is None or k > after_key):
-        entry = diff_entry(spans[key])
-        if entry is None:
+        span = spans[key]
+        if span.first.get("before_hash") == span.last.get("after_hash"):
             continue
-        if len(items) == query.limit:
-            return Page[DiffEntry](
-                items=items, next_cursor=encode_cursor("diff", after=items[-1].key)
-            )
-        items.append(entry)
-    return Page[DiffEntry](items=items)
+        if len(page) == query.limit:
+            more = True
+            break
+        page.append(span)
+    await _with_configurations(store, page)
+    items = [entry for entry in map(diff_entry, page) if entry is not None]
+    cursor = encode_cursor("diff", after=items[-1].key) if more and items else None
+    return Page[DiffEntry](items=items, next_cursor=cursor)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import calendar
+import contextlib
 import logging
 import ssl
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "MskIamTokenProvider",
     "TopicsReport",
     "client_kwargs",
+    "cluster_reachable",
     "ensure_topics",
     "faust_credentials",
     "msk_iam_token",
@@ -154,6 +156,26 @@ def _msk_region(kafka: KafkaSettings) -> str:
     return region
 
 
+async def cluster_reachable(
+    kafka: KafkaSettings, bootstrap: str | None = None, timeout: float = 10.0
+) -> bool:
+    """True when the cluster answers a Metadata request over the configured security
+    (TLS handshake and SASL authentication included)."""
+    from aiokafka import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+
+    kwargs = client_kwargs(kafka, bootstrap)
+    client = AIOKafkaClient(**kwargs, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+        return True
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
 # -- AWS MSK IAM ----------------------------------------------------------------------------
 
 
@@ -204,23 +226,25 @@ async def _default_credentials() -> ReadOnlyCredentials:
 class MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
     """aiokafka's OAUTHBEARER token source for MSK IAM: a token is reused until a minute
     before it expires, then signed again with freshly resolved credentials (which may have
-    rotated: instance and container roles do)."""
+    rotated: instance and container roles do). Credentials come from aiobotocore, so
+    resolving a container or instance role awaits its HTTP call instead of blocking."""
 
     region: str
     credentials: CredentialsSource = _default_credentials
     refresh_before_s: float = 60.0
     _token: str | None = field(default=None, init=False, repr=False)
     _expires_ms: int = field(default=0, init=False, repr=False)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def token(self) -> str:
-        async with self._lock:
-            if self._token is None or time.time() * 1000 >= (
-                self._expires_ms - self.refresh_before_s * 1000
-            ):
-                credentials = await self.credentials()
-                self._token, self._expires_ms = msk_iam_token(self.region, credentials)
-            return self._token
+        # No asyncio lock: Faust's consumer runs on its own thread and event loop and shares
+        # this provider with the producer, and a lock bound to one loop fails on the other.
+        # Two connections racing at expiry just sign two valid tokens.
+        token = self._token
+        if token is None or time.time() * 1000 >= self._expires_ms - self.refresh_before_s * 1000:
+            credentials = await self.credentials()
+            token, expires_ms = msk_iam_token(self.region, credentials)
+            self._token, self._expires_ms = token, expires_ms
+        return token
 
 
 # -- topics -----------------------------------------------------------------------------------

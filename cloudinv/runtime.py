@@ -34,11 +34,11 @@ from cloudinv.connection import (
 from cloudinv.embedded import (
     EmbeddedBroker,
     SimulatedAws,
-    kafka_metadata_ready,
     require_moto,
     resolve_broker_binary,
 )
 from cloudinv.errors import RuntimeStartError
+from cloudinv.kafka import cluster_reachable
 from cloudinv.processes import ChildProcess, ensure_port_free
 from cloudinv.settings import ApiToken, Settings
 
@@ -183,7 +183,8 @@ class Runtime:
 
     async def _check_kafka(self) -> str:
         servers = ",".join(self.settings.kafka.servers())
-        if not await kafka_metadata_ready(servers, timeout=10.0):
+        # Over the configured security (TLS, SASL, MSK IAM), as every other client connects.
+        if not await cluster_reachable(self.settings.kafka, timeout=10.0):
             raise RuntimeStartError(
                 f"Kafka at {servers} did not answer a Metadata request within 10s: check "
                 "kafka.bootstrap (CLOUDINV_KAFKA__BOOTSTRAP) and that the cluster is reachable"
@@ -348,6 +349,7 @@ class Runtime:
                     endpoint_url=endpoint,
                     region=region,
                     stop=stop,
+                    verify_digests=self.settings.cloudtrail.verify_digests,
                 )
 
             self._run_task(f"tailer {url}", run_tailer)

@@ -250,7 +250,13 @@ class AwsSettings(_Section):
     endpoint_url: str | None = Field(
         default=None, description="Override AWS endpoints (moto, LocalStack); else AWS_ENDPOINT_URL"
     )
-    max_concurrency: int = Field(default=16, ge=1, le=512)
+    max_concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=512,
+        description="AWS requests in flight (and scopes collected at once) across a whole scan; "
+        "each (account, region, service) has at most 4",
+    )
 
     @field_validator("regions", mode="before")
     @classmethod

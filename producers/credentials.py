@@ -9,7 +9,9 @@ assumed fails its own scopes and no other.
 
 Every client uses botocore's ``standard`` retry mode (exponential backoff with jitter on
 throttling and transient errors) and the configured endpoint (``aws.endpoint_url``, else
-``AWS_ENDPOINT_URL``).
+``AWS_ENDPOINT_URL``). Clients made through :meth:`AwsAccess.client` share their service
+models and client classes (:class:`SharedModels`); a scan's clients also share one HTTP
+connection pool (:class:`SharedConnections`).
 """
 
 from __future__ import annotations
@@ -136,14 +138,14 @@ class SharedConnections:
         self, proxy_url: str | None, template: AIOHTTPSession
     ) -> aiohttp.ClientSession:
         """The pool's aiohttp session for ``proxy_url``; the first client's settings (TLS
-        verification, timeouts) make it, and every client of one scan shares them."""
+        verification, timeouts, ``max_pool_connections`` as the pool's limit: see
+        :meth:`AwsAccess.pooled_config`) make it, and every client of one scan shares them."""
         session = self._sessions.get(proxy_url)
         if session is not None:
             return session
         async with self._lock:
             session = self._sessions.get(proxy_url)
             if session is None:
-                template._max_pool_connections = self.limit
                 connector = await template._create_connector(proxy_url)
                 tracing = aiohttp.TraceConfig()
                 tracing.on_connection_create_end.append(self._count_connection)

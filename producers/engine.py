@@ -13,7 +13,15 @@ How the work is bounded, so memory stays flat however many accounts there are:
   ``max_concurrency`` requests in flight; botocore's standard retry mode backs off on
   throttling under those bounds;
 - results go through a bounded queue: a slow consumer slows the scan, nothing piles up;
-- the clients of one (account, region) are closed as soon as its last scope ends.
+- the clients of one (account, region) are closed as soon as its last scope ends, and an
+  account's session (shared by its client groups) is dropped with its last group.
+
+What a scan spends its CPU on, once the waiting is concurrent, is botocore's per-client and
+per-call work; the engine keeps the per-client part small: one session per account (not per
+region), service models and client classes shared by all clients (``AwsAccess.models``),
+and one HTTP connection pool for the whole run (:class:`SharedConnections`), so the clients
+of one regional endpoint reuse each other's keep-alive connections instead of each opening
+and closing its own.
 
 Every planned scope ends with exactly one manifest. Global types (IAM, S3, Route 53,
 CloudFront) are scanned once per account and recorded in region ``global``.
@@ -54,7 +62,7 @@ def new_scan_id() -> str:
 @dataclass(frozen=True, kw_only=True)
 class ScanOptions:
     scan_id: str = field(default_factory=new_scan_id)
-    max_concurrency: int = 16
+    max_concurrency: int = 32
     """Scopes collected at once, and API requests in flight across the whole scan."""
     per_service_concurrency: int = 4
     """API requests in flight per (account, region, service)."""

@@ -100,6 +100,7 @@ IAM_ACTION_NAMES: Mapping[ApiCall, str] = {
     ApiCall("s3", "ListObjectsV2"): "ListBucket",
     ApiCall("s3", "ListObjectVersions"): "ListBucketVersions",
     ApiCall("s3", "HeadObject"): "GetObject",
+    ApiCall("s3", "DeleteObjects"): "DeleteObject",
     ApiCall("s3", "GetBucketCors"): "GetBucketCORS",
     ApiCall("s3", "GetBucketEncryption"): "GetEncryptionConfiguration",
     ApiCall("s3", "GetBucketLifecycleConfiguration"): "GetLifecycleConfiguration",
@@ -257,6 +258,7 @@ ResourceKind = Literal[
     "member-roles",
     "organization",
     "warehouse-objects",
+    "warehouse-bucket",
     "sink-tables",
     "trail-queue",
     "trail-objects",
@@ -281,7 +283,12 @@ PIPELINE_CALLS: tuple[PipelineCall, ...] = (
     PipelineCall("cloudtrail tailer", ApiCall("sqs", "DeleteMessage"), "trail-queue"),
     PipelineCall("cloudtrail tailer", ApiCall("s3", "GetObject"), "trail-objects"),
     PipelineCall("cloudtrail backfill", ApiCall("s3", "ListObjectsV2"), "trail-bucket"),
+    # Multipart uploads (parts over 16 MiB) are authorized as PutObject, except the abort.
     PipelineCall("s3 warehouse sink", ApiCall("s3", "PutObject"), "warehouse-objects"),
+    PipelineCall("s3 warehouse sink", ApiCall("s3", "AbortMultipartUpload"), "warehouse-objects"),
+    # Replacing a day's snapshot parts: list them, delete the ones no longer produced.
+    PipelineCall("s3 warehouse sink", ApiCall("s3", "DeleteObjects"), "warehouse-objects"),
+    PipelineCall("s3 warehouse sink", ApiCall("s3", "ListObjectsV2"), "warehouse-bucket"),
     PipelineCall("dynamodb sink", ApiCall("dynamodb", "DescribeTable"), "sink-tables"),
     PipelineCall("dynamodb sink", ApiCall("dynamodb", "CreateTable"), "sink-tables"),
     PipelineCall("dynamodb sink", ApiCall("dynamodb", "PutItem"), "sink-tables"),
@@ -302,6 +309,7 @@ _PIPELINE_SIDS: Mapping[ResourceKind, str] = {
     "trail-objects": "ReadCloudTrailLogs",
     "trail-bucket": "ListCloudTrailLogs",
     "warehouse-objects": "WriteWarehouse",
+    "warehouse-bucket": "ListWarehouse",
     "sink-tables": "WriteDynamoDBTables",
 }
 
@@ -431,6 +439,8 @@ class PipelineResources:
                 return [
                     f"arn:{p}:s3:::{self.warehouse_bucket}/{_key_prefix(self.warehouse_prefix)}*"
                 ]
+            case "warehouse-bucket":
+                return [f"arn:{p}:s3:::{self.warehouse_bucket}"] if self.warehouse_bucket else []
             case "sink-tables":
                 if self.table_prefix is None:
                     return []

@@ -304,6 +304,7 @@ class DynamoStore:
         self.region = region
         self.endpoint_url = endpoint_url
         self.change_shards = change_shards
+        self.write_concurrency = write_concurrency
         self.create_tables = create_tables
         self.stats = DynamoStats()
         self._retry_attempts = retry_attempts

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sinks.store import InventoryStore
 
 if TYPE_CHECKING:
     from cloudinv.settings import Settings
+    from sinks.dynamodb_events_store import DynamoEventsStore
+    from sinks.events_store import EventsStore
 
-__all__ = ["inventory_store", "inventory_store_factory"]
+__all__ = ["events_store", "inventory_store", "inventory_store_factory", "worker_stores"]
 
 
 def inventory_store(settings: Settings, data_dir: Path | None = None) -> InventoryStore:
@@ -24,6 +26,26 @@ def inventory_store(settings: Settings, data_dir: Path | None = None) -> Invento
     from sinks.sqlite_store import SqliteStore
 
     return SqliteStore.in_data_dir(data_dir if data_dir is not None else settings.data_dir)
+
+
+def events_store(
+    settings: Settings, data_dir: Path | None = None, *, readonly: bool = False
+) -> EventsStore | DynamoEventsStore:
+    """The CloudTrail events store the settings ask for (same rule as the inventory's)."""
+    if "dynamodb" in settings.storage.targets:
+        from sinks.dynamodb_events_store import DynamoEventsStore
+
+        storage = settings.storage
+        return DynamoEventsStore(
+            storage.dynamodb_table_prefix,
+            region=storage.dynamodb_region,
+            endpoint_url=storage.dynamodb_endpoint_url or settings.aws.effective_endpoint(),
+            write_concurrency=storage.dynamodb_write_concurrency,
+        )
+    from sinks.events_store import EventsStore, events_store_path
+
+    directory = data_dir if data_dir is not None else settings.data_dir
+    return EventsStore(events_store_path(directory), readonly=readonly)
 
 
 def inventory_store_factory(
@@ -42,3 +64,18 @@ def inventory_store_factory(
         return inventory_store(chosen, data_dir)
 
     return factory
+
+
+def worker_stores(
+    data_dir: Path, settings: Settings | None = None
+) -> tuple[Callable[[], InventoryStore], EventsStore]:
+    """The worker's inventory store factory and CloudTrail events store, from the settings
+    (read from the environment and ``cloudinv.toml`` when not given)."""
+    if settings is None:
+        from cloudinv.settings import load_settings
+
+        settings = load_settings()
+    events = events_store(settings, data_dir)
+    # streams.activity is typed for the SQLite EventsStore; DynamoEventsStore has the same
+    # interface (write_batch, open, close), checked by the same tests.
+    return inventory_store_factory(data_dir, settings), cast("EventsStore", events)

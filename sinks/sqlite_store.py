@@ -19,6 +19,9 @@ UTC, so that comparisons and indexes are plain integer ones::
       versions_by_scope (resource_type, account_id, key, valid_from, valid_to, region)
                                                                   list_as_of by type/account
       versions_by_account (account_id, key, valid_from, valid_to) list_as_of by account
+      versions_by_region (region, key, valid_from, valid_to)       list_as_of by region (ARNs
+                                                                  hold the region: key order
+                                                                  alone walks other regions)
       versions_open     (resource_type, account_id, region, key) WHERE valid_to IS NULL
                                                                   current_keys_in_scope
       versions_open_key (key) WHERE valid_to IS NULL              put_changes
@@ -35,6 +38,13 @@ UTC, so that comparisons and indexes are plain integer ones::
 "As of T" is one seek on ``versions_by_key`` (the last version with ``valid_from <= T``,
 then ``valid_to > T`` or NULL); "everything of type Y in account Z at T" walks
 ``versions_by_scope`` in key order, filtering on index entries, and stops after ``limit``.
+
+Reads come in three forms: models (the :class:`~sinks.store.InventoryStore` methods, built
+without validating again: rows were validated on the way in); :class:`StoredVersion` rows
+whose configuration stays the stored JSON (``*_stored``); and JSON written by SQLite itself
+(:meth:`SqliteStore.list_as_of_json`, :meth:`SqliteStore.changes_stored`), so that a page is
+one SQLite step and no Python work per row. The change log (:class:`~sinks.store.ChangeLog`:
+commit order, counts) serves the live feed.
 """
 
 from __future__ import annotations
@@ -53,7 +63,6 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import TypeAdapter
 
-from cloudinv.change_wire import encode_change
 from cloudinv.models import ChangeEvent, ScanManifest
 from sinks.store import (
     ChangeFilters,
@@ -98,6 +107,8 @@ CREATE INDEX IF NOT EXISTS versions_by_scope
     ON versions (resource_type, account_id, key, valid_from, valid_to, region);
 CREATE INDEX IF NOT EXISTS versions_by_account
     ON versions (account_id, key, valid_from, valid_to);
+CREATE INDEX IF NOT EXISTS versions_by_region
+    ON versions (region, key, valid_from, valid_to);
 CREATE INDEX IF NOT EXISTS versions_open
     ON versions (resource_type, account_id, region, key) WHERE valid_to IS NULL;
 CREATE INDEX IF NOT EXISTS versions_open_key ON versions (key) WHERE valid_to IS NULL;
@@ -434,9 +445,15 @@ class SqliteStore:
     # -- writes ----------------------------------------------------------------------------
 
     async def put_changes(self, batch: Sequence[ChangeEvent]) -> int:
+        """Store changes; a batch with a ``wire`` attribute (the JSON of each change, as
+        the change stage's sink read them from the topic) is stored without re-encoding."""
         if not batch:
             return 0
-        rows = [(change, encode_change(change).decode()) for change in batch]
+        wire = getattr(batch, "wire", None)
+        if isinstance(wire, list) and len(wire) == len(batch):
+            rows = [(change, data.decode()) for change, data in zip(batch, wire, strict=True)]
+        else:
+            rows = [(change, change.model_dump_json(by_alias=True)) for change in batch]
         return await self._write(lambda conn: _apply_changes(conn, rows))
 
     async def record_scans(self, batch: Sequence[ScanManifest]) -> int:
@@ -617,9 +634,12 @@ class SqliteStore:
         filters: ChangeFilters | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        slim: bool = False,
     ) -> tuple[bytes, str | None]:
         """:meth:`changes` as stored: the JSON array of the ChangeEvents (made by SQLite in
-        one step, see :meth:`list_as_of_json`), and the next cursor."""
+        one step, see :meth:`list_as_of_json`), and the next cursor. ``slim``: without their
+        ``configuration`` and ``prior_configuration`` (most of their bytes), for readers
+        that need them for a few changes only (:meth:`changes_by_id_stored`)."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         where: list[str] = []
@@ -655,13 +675,18 @@ class SqliteStore:
             + " ORDER BY captured_at, seq LIMIT ?) ORDER BY captured_at, seq"
         )
         params.append(limit + 1)
+        event = (
+            "json_remove(CAST(event AS TEXT), '$.configuration', '$.prior_configuration')"
+            if slim
+            else "CAST(event AS TEXT)"
+        )
         # One more row than the page says whether another page follows; row numbers (in
         # the page's order) keep it out of the array and find the cursor's row.
         page_sql = (
             "SELECT '[' || coalesce(group_concat(CASE WHEN rn <= ? THEN event END, ','), '')"
             " || ']', count(*), max(CASE WHEN rn = ? THEN captured_at END),"
             " max(CASE WHEN rn = ? THEN seq END)"
-            " FROM (SELECT captured_at, seq, CAST(event AS TEXT) AS event,"
+            f" FROM (SELECT captured_at, seq, {event} AS event,"
             f" row_number() OVER () AS rn FROM ({sql}))"
         )
         page_params = [limit, limit, limit, *params]
@@ -675,6 +700,22 @@ class SqliteStore:
         page = await self._read(run, single=True)
         next_cursor = f"{page[2]}:{page[3]}" if page[1] > limit else None
         return page[0].encode(), next_cursor
+
+    async def changes_by_id_stored(self, change_ids: Sequence[str]) -> bytes:
+        """The stored ChangeEvents of ``change_ids`` (those stored), as one JSON array."""
+        if not change_ids:
+            return b"[]"
+        ids = orjson.dumps(list(change_ids)).decode()
+
+        def run(conn: sqlite3.Connection) -> str:
+            row = conn.execute(
+                "SELECT '[' || coalesce(group_concat(CAST(event AS TEXT), ','), '') || ']' "
+                "FROM changes WHERE change_id IN (SELECT value FROM json_each(?))",
+                (ids,),
+            ).fetchone()
+            return str(row[0])
+
+        return (await self._read(run, single=True)).encode()
 
     async def scans(
         self,

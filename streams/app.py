@@ -91,12 +91,13 @@ def build_worker_app(config: StreamConfig) -> faust.App:
     from streams import activity, alerts, changes, warehouse
 
     app = create_app(config)
-    # Versions, changes and scans go to the store of storage.targets: DynamoDB, or the local
-    # SQLite store under config.data_dir.
-    from sinks.factory import inventory_store_factory
+    # Versions, changes and scans, and CloudTrail events, go to the stores of storage.targets:
+    # DynamoDB, or the local SQLite stores under config.data_dir.
+    from sinks.factory import worker_stores
 
-    changes.bind(app, config, store_factory=inventory_store_factory(config.data_dir))
-    activity.bind(app, config)
+    inventory_factory, events = worker_stores(config.data_dir)
+    changes.bind(app, config, store_factory=inventory_factory)
+    activity.bind(app, config, store=events)
     alerts.bind(app, config)  # rules, webhooks and SNS from the settings (env / cloudinv.toml)
     warehouse.bind(app, config)  # Parquet changes and daily snapshots, per storage.targets
     return app

@@ -64,7 +64,6 @@ import orjson
 from mode import Service
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cloudinv.change_wire import decode_change, encode_change
 from cloudinv.models import (
     AccountId,
     ChangeEvent,
@@ -112,14 +111,15 @@ GONE_STATES: Mapping[str, tuple[str, frozenset[str]]] = {
 
 DETECT_BATCH = 2000
 DETECT_WINDOW_S = 0.05
-SINK_BATCH = 1000
+SINK_BATCH = 250
 SINK_WINDOW_S = 0.2
 SCANS_BATCH = 200
 SCANS_WINDOW_S = 0.2
 RETRY_FIRST_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 30.0
-_YIELD_EVERY = 500
-"""Snapshots compared between two yields to the event loop."""
+_YIELD_EVERY = 200
+"""Snapshots compared between two yields to the event loop (and sends of their changes:
+changes waiting to be sent hold whole configurations alive)."""
 
 
 class DeletionRequest(BaseModel):
@@ -277,11 +277,16 @@ class ChangeDetector:
         key's last-seen time moves on. False means :meth:`observe` must look at it.
         """
         state = self.states.get(data["arn"])
-        if state is None or state.raw_hash is None or state.raw_hash != data["config_hash"]:
+        if state is None or state.raw_hash is None or state.raw_hash != data.get("config_hash"):
+            return False
+        try:
+            captured = datetime.fromisoformat(data["captured_at"])
+        except (KeyError, TypeError, ValueError):
+            return False  # the full validation will say what is wrong
+        if captured.tzinfo is None:
             return False
         self.stats.snapshots += 1
         self.stats.unchanged += 1
-        captured = datetime.fromisoformat(data["captured_at"])
         if captured > state.last_seen:
             state.last_seen = captured
         return True
@@ -532,8 +537,7 @@ def bind(
             return
         send = app.producer.send
         futures = [
-            await send(changes_name, c.key.encode(), encode_change(c), None, None, None)
-            for c in emitted
+            await send(changes_name, c.key.encode(), _encode(c), None, None, None) for c in emitted
         ]
         await asyncio.gather(*futures)
 
@@ -572,7 +576,7 @@ def bind(
                 await asyncio.gather(*futures)
 
     async def put_changes(messages: Sequence[Any]) -> None:
-        batch = list(_decode(detector, messages, decode_change))
+        batch = _change_batch(detector, messages)
         store = await service.get()
         await _retrying("store changes", store.put_changes, batch)
         stage.stored_changes += len(batch)
@@ -591,16 +595,52 @@ def bind(
     return stage
 
 
-Item = dict[str, Any] | DeletionRequest
+@dataclass(slots=True)
+class SnapshotWire:
+    """A snapshot as read from the topic: its key, its bytes, and its decoded JSON until
+    the fast path has looked at it."""
+
+    key: str
+    raw: bytes
+    data: dict[str, Any] | None
 
 
-def _decode_snapshot(value: bytes) -> dict[str, Any]:
+Item = SnapshotWire | DeletionRequest
+
+
+class ChangeBatch(list[ChangeEvent]):
+    """Changes read from the topic, with the bytes each was read from (``wire``): a store
+    may keep those instead of encoding the change again (see ``SqliteStore.put_changes``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wire: list[bytes] = []
+
+
+def _change_batch(detector: ChangeDetector, messages: Sequence[Any]) -> ChangeBatch:
+    batch = ChangeBatch()
+    for message in messages:
+        try:
+            change = ChangeEvent.model_validate_json(message.value)
+        except (ValueError, ValidationError) as exc:
+            _skip(detector, message, exc)
+            continue
+        batch.append(change)
+        batch.wire.append(message.value)
+    return batch
+
+
+def _encode(change: ChangeEvent) -> bytes:
+    return change.model_dump_json(by_alias=True).encode()
+
+
+def _decode_snapshot(value: bytes) -> SnapshotWire:
     # Only JSON here: the detector recognizes an unchanged snapshot by its hash and validates
     # the full model only when it has to compare it.
     data = orjson.loads(value)
     if not isinstance(data, dict) or not isinstance(data.get("arn"), str):
         raise ValueError("expected a ResourceSnapshot object with an arn")
-    return data
+    return SnapshotWire(data["arn"], value, data)
 
 
 async def _consume(
@@ -630,14 +670,18 @@ def _decode(
         try:
             yield decode(message.value)
         except (ValueError, ValidationError) as exc:
-            detector.stats.invalid += 1
-            log.warning(
-                "skipping undecodable message %s[%s]@%s: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                exc,
-            )
+            _skip(detector, message, exc)
+
+
+def _skip(detector: ChangeDetector, message: Any, exc: Exception) -> None:
+    detector.stats.invalid += 1
+    log.warning(
+        "skipping undecodable message %s[%s]@%s: %s",
+        message.topic,
+        message.partition,
+        message.offset,
+        exc,
+    )
 
 
 async def _compare(
@@ -648,26 +692,26 @@ async def _compare(
 ) -> None:
     """Compare a batch in order and emit the changes.
 
-    Unchanged snapshots of known keys are handled as they are decoded, and their documents
-    dropped at once (keeping a batch of decoded documents alive costs more than decoding
-    them). The rest, and anything after them for the same key, keep their order: their
-    unknown keys are loaded from the store in one query, then they are compared.
+    Unchanged snapshots of known keys are handled as they are decoded. The rest, and
+    anything after them for the same key, keep their order: their unknown keys are loaded
+    from the store in one query, then they are compared, each decoded again from its bytes.
+    No decoded document outlives its step: a batch of them alive at once (hundreds of
+    thousands of objects) made the garbage collector's older generations grow and be walked
+    again and again, which cost more than the second decode (measured in bench/changes.py).
     """
     deferred: list[Item] = []
     deferred_keys: set[str] = set()
     for item in items:
-        key = _key_of(item)
-        if (
-            key not in deferred_keys
-            and not isinstance(item, DeletionRequest)
-            and detector.observe_unchanged(item)
-        ):
-            continue
+        key = item.key
+        if isinstance(item, SnapshotWire):
+            data, item.data = item.data, None
+            if key not in deferred_keys and data is not None and detector.observe_unchanged(data):
+                continue
         deferred.append(item)
         deferred_keys.add(key)
     if not deferred:
         return
-    keys = [_key_of(item) for item in deferred]
+    keys = [item.key for item in deferred]
     await _ensure_loaded(detector, service, keys)
     emitted: list[ChangeEvent] = []
     for n, item in enumerate(deferred, 1):
@@ -675,10 +719,10 @@ async def _compare(
             if isinstance(item, DeletionRequest):
                 change = detector.request_deletion(item)
             else:
-                change = detector.observe_wire(item)
+                change = detector.observe_wire(orjson.loads(item.raw))
         except (ValidationError, KeyError, ValueError) as exc:
             detector.stats.invalid += 1
-            log.warning("skipping invalid snapshot %r: %s", _key_of(item), exc)
+            log.warning("skipping invalid snapshot %r: %s", item.key, exc)
             continue
         if change is not None:
             emitted.append(change)
@@ -700,10 +744,6 @@ async def _ensure_loaded(
         store = await service.get()
         found = await _retrying("load known state", store.latest, missing)
         detector.warm(missing, found)
-
-
-def _key_of(item: Item) -> str:
-    return item.key if isinstance(item, DeletionRequest) else str(item.get("arn"))
 
 
 async def _deletion_requests(

@@ -226,9 +226,16 @@ def bind(
             return None
         warehouse = ParquetWarehouse(targets)
     if snapshots and store is None:
-        from sinks.sqlite_store import SqliteStore
+        if "dynamodb" in storage.targets:
+            # The daily snapshot is read from the inventory store the worker writes.
+            from cloudinv.settings import load_settings
+            from sinks.factory import inventory_store
 
-        store = SqliteStore.in_data_dir(config.data_dir)
+            store = inventory_store(load_settings(), config.data_dir)
+        else:
+            from sinks.sqlite_store import SqliteStore
+
+            store = SqliteStore.in_data_dir(config.data_dir)
     exporter = None
     stage = WarehouseStage(warehouse=warehouse, exporter=None)
     if snapshots and store is not None:

@@ -375,7 +375,7 @@ class Api:
     base: str
     app: Any
     inventory: Any  # SqliteStore unless running_api was given another store
-    events: EventsStore
+    events: Any  # EventsStore unless running_api was given another store
     tokens: dict[str, str]
     """Scope name -> bearer token: ``admin`` (every account), ``a`` (account A only) and
     ``ac`` (accounts A and C)."""
@@ -398,12 +398,15 @@ class Api:
 
 @asynccontextmanager
 async def running_api(
-    data_dir: Path, scopes: dict[str, list[str] | None], inventory: Any | None = None
+    data_dir: Path,
+    scopes: dict[str, list[str] | None],
+    inventory: Any | None = None,
+    events: Any | None = None,
 ) -> AsyncIterator[Api]:
     """A real server on 127.0.0.1 over the stores in ``data_dir``; a token per scope.
 
-    ``inventory``: an open inventory store to serve instead of the SQLite one of
-    ``data_dir`` (the caller opens and closes it)."""
+    ``inventory``, ``events``: open stores to serve instead of the SQLite ones of
+    ``data_dir`` (the caller opens and closes them)."""
     tokens: dict[str, str] = {}
     configured = []
     for name, accounts in scopes.items():
@@ -415,8 +418,10 @@ async def running_api(
     if inventory is None:
         inventory = SqliteStore.in_data_dir(data_dir)
         await inventory.open()
-    events = EventsStore(events_store_path(data_dir), readonly=True)
-    await events.open()
+    owned_events = events is None
+    if events is None:
+        events = EventsStore(events_store_path(data_dir), readonly=True)
+        await events.open()
     app = create_app(settings, {"mode": "test"}, stores=Stores(inventory=inventory, events=events))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -424,7 +429,8 @@ async def running_api(
         yield Api(str(server.make_url("")).rstrip("/"), app, inventory, events, tokens)
     finally:
         await server.close()
-        await events.close()
+        if owned_events:
+            await events.close()
         if owned:
             await inventory.close()
 

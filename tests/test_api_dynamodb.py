@@ -1,11 +1,13 @@
-"""The inventory endpoints answered from the DynamoDB store (moto's server) over a real
-aiohttp server: the same tests as :mod:`tests.test_api_inventory`, imported so that they run
-here with this module's ``api`` fixture.
+"""The inventory and CloudTrail endpoints answered from the DynamoDB stores (moto's server)
+over a real aiohttp server: the same tests as :mod:`tests.test_api_inventory` and
+:mod:`tests.test_api_events`, imported so that they run here with this module's ``api``
+fixture.
 
 The store holds what the real pipeline stored (see :mod:`tests.api_helpers`): every change
 and scan of the pipeline's SQLite store is written to a fresh DynamoDB store with
 ``put_changes`` and ``record_scans``, in the order the SQLite store returns them, and the two
-stores are first checked to hold the same versions.
+stores are first checked to hold the same versions. The pipeline's CloudTrail events are
+written to a DynamoDB events store with ``write_batch`` (twice: the replay adds nothing).
 """
 
 from __future__ import annotations
@@ -16,9 +18,32 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cloudinv.models import ChangeEvent, ScanManifest
+from sinks.dynamodb_events_store import DynamoEventsStore
 from sinks.dynamodb_store import DynamoStore
+from sinks.events_store import EventsStore, events_store_path
 from sinks.sqlite_store import SqliteStore
 from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
+from tests.test_api_events import (
+    test_events_and_counts_as_csv as test_events_and_counts_as_csv,
+)
+from tests.test_api_events import (
+    test_events_page_newest_first_without_duplicates as test_events_page_newest_first_without_duplicates,  # noqa: E501
+)
+from tests.test_api_events import (
+    test_filters_and_counts_match_the_events as test_filters_and_counts_match_the_events,
+)
+from tests.test_api_events import (
+    test_principals_and_their_activity as test_principals_and_their_activity,
+)
+from tests.test_api_events import (
+    test_request_parameter_filters as test_request_parameter_filters,
+)
+from tests.test_api_events import (
+    test_services_and_their_activity as test_services_and_their_activity,
+)
+from tests.test_api_events import (
+    test_time_ranges_are_inclusive_to_the_millisecond as test_time_ranges_are_inclusive_to_the_millisecond,  # noqa: E501
+)
 from tests.test_api_inventory import (
     test_an_end_date_is_inclusive as test_an_end_date_is_inclusive,
 )
@@ -88,7 +113,9 @@ async def copy_store(source: SqliteStore, target: DynamoStore) -> int:
 async def dynamo(data: PipelineData, moto_endpoint: str) -> AsyncIterator[DynamoStore]:
     prefix = f"api{random.randrange(16**8):08x}"
     async with (
-        DynamoStore(prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as store,
+        DynamoStore(
+            prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1
+        ) as store,
         SqliteStore.in_data_dir(data.data_dir) as local,
     ):
         copied = await copy_store(local, store)
@@ -105,9 +132,35 @@ async def dynamo(data: PipelineData, moto_endpoint: str) -> AsyncIterator[Dynamo
 
 
 @pytest.fixture(scope="module")
-async def api(data: PipelineData, dynamo: DynamoStore) -> AsyncIterator[Api]:
-    async with running_api(data.data_dir, {"admin": None, "a": [data.a.id]}, dynamo) as running:
-        assert running.inventory is dynamo
+async def dynamo_events(data: PipelineData, moto_endpoint: str) -> AsyncIterator[DynamoEventsStore]:
+    prefix = f"ev{random.randrange(16**8):08x}"
+    events = [e for batch in data.events.values() for e in batch]
+    async with DynamoEventsStore(
+        prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1
+    ) as store:
+        first = await store.write_batch(events[:60])
+        rest = await store.write_batch(events)  # the first 60 again: not counted twice
+        assert (first.inserted, rest.inserted) == (60, len(events) - 60)
+        assert (await store.write_batch(events[::-1])).inserted == 0
+        async with EventsStore(events_store_path(data.data_dir), readonly=True) as local:
+            assert await store.principals() == await local.principals()
+            assert await store.services() == await local.services()
+            for granularity in ("hour", "day"):
+                assert await store.activity(granularity=granularity) == (
+                    await local.activity(granularity=granularity)
+                )
+        yield store
+    assert "Scan" not in store.calls, store.calls
+
+
+@pytest.fixture(scope="module")
+async def api(
+    data: PipelineData, dynamo: DynamoStore, dynamo_events: DynamoEventsStore
+) -> AsyncIterator[Api]:
+    async with running_api(
+        data.data_dir, {"admin": None, "a": [data.a.id]}, dynamo, dynamo_events
+    ) as running:
+        assert running.inventory is dynamo and running.events is dynamo_events
         yield running
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from api.endpoints import Page, json_bytes
 from cloudinv.models import ChangeEvent, config_hash
-from sinks.sqlite_store import SqliteStore
+from sinks.sqlite_store import SqliteStore, list_as_of_query
 from sinks.store import ResourceVersion
 from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
 
@@ -249,6 +249,32 @@ async def test_stored_json_of_unusual_versions(tmp_path: Path) -> None:
         (first,) = await store.list_as_of(at=moment)
         assert first.name is None and first.valid_to == moment + timedelta(microseconds=5)
 
+        # The change log (the live feed and the counts read it): commit order, from a seq.
+        head = await store.change_log_head()
+        logged = await store.change_log_after(0, 10)
+        assert [c.seq for c in logged][-1] == head and len(logged) == 2
+        assert [orjson.loads(c.event)["change_id"] for c in logged] == ["c1", "c2"]
+        assert await store.change_log_after(head, 10) == []
+        assert await store.current_counts() == {("AWS::S3::Bucket", "123456789012", "us-east-1"): 1}
+
+        # Pages are index range scans in key order, whatever the filter: no sort, no walk.
+        for filters in (
+            {"resource_type": "AWS::S3::Bucket", "account_id": "123456789012"},
+            {"account_id": "123456789012"},
+            {"region": "us-east-1"},
+        ):
+            for at in (None, moment):
+                sql, params = list_as_of_query(
+                    at=at,
+                    resource_type=filters.get("resource_type"),
+                    account_id=filters.get("account_id"),
+                    region=filters.get("region"),
+                    limit=100,
+                    after_key=None,
+                )
+                (plan,) = await store.explain(sql, params)
+                assert plan.startswith("SEARCH versions USING INDEX"), (filters, plan)
+
 
 async def test_history_has_every_version_its_change_and_attribution(
     api: Api, data: PipelineData
@@ -315,6 +341,41 @@ async def test_diff_lists_created_deleted_and_modified(api: Api, data: PipelineD
     assert [(e["key"], e["changed_paths"]) for e in later] == [(data.sg, ["/Description"])]
     status, body, _ = await api.get(f"/v1/diff?from={iso(data.between)}&format=csv")
     assert status == 200 and body.startswith("key,")
+
+
+class ProtocolOnly:
+    """The SQLite store behind only the :class:`~sinks.store.InventoryStore` methods: the
+    API's generic paths, as with a store that offers no stored-JSON reads."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name.endswith(("_stored", "_json")) or name.startswith("change_log"):
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+async def test_diff_from_stored_json_is_the_generic_diff(api: Api, data: PipelineData) -> None:
+    """The diff reads the window without configurations, then the few it needs: the same
+    entries as the generic path over whole ChangeEvents (the security group changed twice
+    in the window: its patch is diffed from the first change's prior configuration)."""
+    generic_store = ProtocolOnly(api.inventory)
+    assert not hasattr(generic_store, "changes_stored")
+    async with running_api(data.data_dir, {"admin": None}, inventory=generic_store) as generic:
+        pages = {}
+        for query in (
+            f"from={iso(data.between)}",
+            f"from={iso(data.between)}&limit=1",
+            f"from={iso(data.between)}&account={data.a.id}",
+            "from=2020-01-01",
+        ):
+            pages[query] = await all_pages(api, f"/v1/diff?{query}")
+            assert pages[query] == await all_pages(generic, f"/v1/diff?{query}"), query
+    since_between = {e["key"]: e for e in pages[f"from={iso(data.between)}"]}
+    assert since_between[data.sg]["changed_paths"] == ["/Description", "/IpPermissions/0"]
+    created = {e["key"]: e["change"] for e in pages["from=2020-01-01"]}
+    assert created[data.sg] == "created" and data.terminated not in created
 
 
 # -- changes ------------------------------------------------------------------------------------

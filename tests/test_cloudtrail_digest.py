@@ -430,3 +430,21 @@ async def test_backfill_cli_verify_records_findings(
         run_cli, "cloudtrail", "rejected", "--data-dir", str(data_dir), cwd=tmp_path
     )
     assert trail.uri(trail.logs[4]) in shown.stdout and "missing" in shown.stdout
+
+
+def test_backfill_cli_verify_needs_s3_and_readable_keys(tmp_path: Path) -> None:
+    local = run_cli(
+        "cloudtrail", "backfill", "--path", str(tmp_path), "--verify",
+        "--bootstrap", "127.0.0.1:1", "--data-dir", str(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert local.returncode == 2 and "--verify checks digests in S3" in local.stderr
+    junk = tmp_path / "key.pem"
+    junk.write_bytes(b"-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+    bad_key = run_cli(
+        "cloudtrail", "backfill", "--bucket", "b", "--from", "2024-05-01", "--to", "2024-05-01",
+        "--verify", "--public-key", str(junk), "--bootstrap", "127.0.0.1:1",
+        "--data-dir", str(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert bad_key.returncode == 2 and "--public-key: cannot read an RSA public key" in (
+        bad_key.stderr
+    )

@@ -62,7 +62,9 @@ def prefix() -> str:
 
 @pytest.fixture
 async def store(moto_endpoint: str) -> AsyncIterator[DynamoStore]:
-    async with DynamoStore(prefix(), region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as s:
+    async with DynamoStore(
+        prefix(), region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1
+    ) as s:
         yield s
     # Whatever the test did, it never scanned a table.
     assert "Scan" not in s.stats.calls, s.stats.calls
@@ -94,7 +96,9 @@ async def test_it_is_an_inventory_store_and_creates_its_tables(
 
 async def test_a_table_of_another_shape_is_refused(moto_endpoint: str) -> None:
     name = prefix()
-    async with DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as s:
+    async with DynamoStore(
+        name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1
+    ) as s:
         await s._call("delete_table", TableName=table_names(name)["scans"])
         await s._call(
             "create_table",
@@ -104,7 +108,9 @@ async def test_a_table_of_another_shape_is_refused(moto_endpoint: str) -> None:
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         )
     with pytest.raises(StoreError, match=r"scans has key .*expected HASH 'id'"):
-        await DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1).open()
+        await DynamoStore(
+            name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1
+        ).open()
     with pytest.raises(StoreError, match="does not exist"):
         await DynamoStore(
             prefix(),
@@ -123,7 +129,9 @@ async def test_close_is_final(moto_endpoint: str) -> None:
     await s.close()
     with pytest.raises(StoreError, match="closed"):
         await s.current("x")
-    async with DynamoStore(s.table_prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as again:
+    async with DynamoStore(
+        s.table_prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1
+    ) as again:
         assert await again.current(snap(1, T0).key) is not None
 
 
@@ -234,13 +242,28 @@ async def test_factory_chooses_by_storage_targets(moto_endpoint: str, tmp_path: 
                 "targets": ["local", "dynamodb"],
                 "dynamodb_table_prefix": "cinv",
                 "dynamodb_region": "eu-west-1",
+                "dynamodb_write_concurrency": 2,
             },
             aws={"endpoint_url": moto_endpoint},
         )
     )
     assert isinstance(remote, DynamoStore)
+    from sinks.dynamodb_events_store import DynamoEventsStore
+    from sinks.events_store import EventsStore
+    from sinks.factory import events_store
+
+    assert isinstance(events_store(Settings(storage={"data_dir": tmp_path})), EventsStore)
+    remote_events = events_store(
+        Settings(storage={"targets": ["dynamodb"], "dynamodb_table_prefix": "cinv"})
+    )
+    assert isinstance(remote_events, DynamoEventsStore)
+    assert remote_events.events_table == "cinv-events"
     assert remote.tables["versions"] == "cinv-versions"
-    assert (remote.region, remote.endpoint_url) == ("eu-west-1", moto_endpoint)
+    assert (remote.region, remote.endpoint_url, remote.write_concurrency) == (
+        "eu-west-1",
+        moto_endpoint,
+        2,
+    )
 
 
 # -- throttling and unprocessed items, through a proxy in front of moto ------------------------
@@ -330,7 +353,9 @@ async def test_throttling_and_unprocessed_items_are_retried(
     throttler: tuple[Throttler, str],
 ) -> None:
     proxy, endpoint = throttler
-    async with DynamoStore(prefix(), region="us-east-1", endpoint_url=endpoint, write_concurrency=1) as s:
+    async with DynamoStore(
+        prefix(), region="us-east-1", endpoint_url=endpoint, write_concurrency=1
+    ) as s:
         d = ChangeDetector()
         batch = detect(d, *(snap(i, T0, account=f"{i:012d}") for i in range(8)))
         assert await s.put_changes(batch) == 8
@@ -404,7 +429,9 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
         finally:
             await publisher.stop()
 
-    async with DynamoStore(table_prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as s:
+    async with DynamoStore(
+        table_prefix, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1
+    ) as s:
 
         async def wait_for(count: int) -> list[Any]:
             async with asyncio.timeout(60):
@@ -428,6 +455,25 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
             second = datetime.now(UTC)
             await scan(4, second, modified=2)
             changes = await wait_for(7)
+            # CloudTrail events go to the DynamoDB events store too.
+            from cloudinv.codec import encode
+            from producers.cloudtrail.publish import CloudTrailPublisher
+            from sinks.dynamodb_events_store import DynamoEventsStore
+            from tests.api_helpers import fixture_events
+
+            events = fixture_events(account, every=20)
+            async with CloudTrailPublisher({"bootstrap_servers": broker}, config.topic_prefix) as p:
+                await p.publish([(e.principal.label.encode(), encode(e)) for e in events])
+            async with DynamoEventsStore(
+                table_prefix, region="us-east-1", endpoint_url=moto_endpoint
+            ) as stored_events:
+                async with asyncio.timeout(60):
+                    while True:
+                        if await stored_events.count(account_id=account) >= len(events):
+                            break
+                        await asyncio.sleep(0.2)
+                page = await stored_events.events(account_id=account, limit=1000)
+                assert sorted(e.event_id for e in page.items) == sorted(e.event_id for e in events)
         finally:
             await app.stop()
         assert sorted((c.change_type, c.resource_id) for c in changes[5:]) == [
@@ -438,5 +484,93 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
             snap(i, first, account=account).key for i in range(4)
         }
         assert len(await s.scans(account_id=account)) == 2
-        # Nothing went to the local SQLite store.
+        # Nothing went to the local SQLite stores.
         assert not (tmp_path / "store" / "inventory.sqlite3").exists()
+        assert not (tmp_path / "store" / "events.sqlite3").exists()
+
+
+async def test_events_store_cursor_limits_and_lookup(moto_endpoint: str) -> None:
+    from cloudinv.models import CloudTrailEvent, Principal
+    from sinks.dynamodb_events_store import DynamoEventsStore
+    from sinks.events_store import EventsStoreError
+
+    def event(i: int) -> CloudTrailEvent:
+        return CloudTrailEvent(
+            event_id=f"e{i}",
+            event_time=T0 + timedelta(minutes=i),
+            event_source="ec2.amazonaws.com",
+            service="ec2",
+            event_name="RunInstances" if i % 2 else "DescribeInstances",
+            region="us-east-1",
+            account_id=ACCOUNT,
+            principal=Principal(type="IAMUser", arn=f"arn:aws:iam::{ACCOUNT}:user/u", name="u"),
+            read_only=not i % 2,
+            request_parameters={"instanceType": "t3.micro" if i < 3 else "m5.large"},
+        )
+
+    async with DynamoEventsStore(
+        prefix(), region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1
+    ) as s:
+        result = await s.write_batch([event(i) for i in range(5)] + [b"{not json"])
+        assert result.inserted == 5 and len(result.rejected) == 1
+        assert {(u.granularity, u.kind) for u in result.updates} == {
+            (g, k) for g in ("hour", "day") for k in ("principal", "service")
+        }
+        found = await s.event("e3")
+        assert found is not None and found.event_name == "RunInstances"
+        assert await s.event("nope") is None
+        pages, cursor = [], None
+        while True:
+            page = await s.events(limit=2, cursor=cursor)
+            pages.append([e.event_id for e in page.items])
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert pages == [["e4", "e3"], ["e2", "e1"], ["e0"]]
+        assert await s.count(params={"instanceType": "t3.micro"}) == 3
+        assert await s.count(read_only=False) == 2
+        assert await s.count(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4)) == 2
+        with pytest.raises(EventsStoreError, match="cursor"):
+            await s.events(cursor="bogus")
+        with pytest.raises(EventsStoreError, match="limit"):
+            await s.events(limit=0)
+        with pytest.raises(EventsStoreError, match="not both"):
+            await s.activity(principal="x", service="ec2")
+    assert "Scan" not in s.calls
+
+
+async def test_a_writer_that_moved_the_key_first_makes_the_batch_plan_again(
+    moto_endpoint: str,
+) -> None:
+    """Two writers of one key: the second one's transaction finds the version it closes
+    already closed (its condition fails), plans the batch again from the store, and applies
+    its change after the first writer's."""
+    name = prefix()
+    d = ChangeDetector()
+    created = detect(d, snap(1, T0, v=1))
+    first = detect(d, snap(1, T0 + timedelta(minutes=1), v=2))
+    second = detect(d, snap(1, T0 + timedelta(minutes=2), v=3))
+    async with (
+        DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as a,
+        DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as b,
+    ):
+        assert await a.put_changes(created) == 1
+        interfered: list[int] = []
+
+        async def other_writer_first(**_: Any) -> None:
+            if not interfered:
+                interfered.append(await b.put_changes(first))
+
+        a._client.meta.events.register(
+            "before-call.dynamodb.TransactWriteItems", other_writer_first
+        )
+        assert await a.put_changes(second) == 1
+        assert interfered == [1] and a.stats.conflict_reruns == 1
+        history = await a.history(snap(1, T0).key)
+        assert [v.configuration["v"] for v in history] == [1, 2, 3]
+        assert [v.valid_to for v in history] == [
+            T0 + timedelta(minutes=1),
+            T0 + timedelta(minutes=2),
+            None,
+        ]
+        assert len((await a.changes(limit=10)).items) == 3

@@ -281,7 +281,11 @@ def test_pipeline_policy_is_scoped_to_the_configured_resources(tmp_path: Path) -
         ),
         "ReadCloudTrailLogs": (["s3:GetObject"], "arn:aws:s3:::trail-logs/org/AWSLogs/*"),
         "ListCloudTrailLogs": (["s3:ListBucket"], "arn:aws:s3:::trail-logs"),
-        "WriteWarehouse": (["s3:PutObject"], "arn:aws:s3:::warehouse/inv/*"),
+        "WriteWarehouse": (
+            ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:PutObject"],
+            "arn:aws:s3:::warehouse/inv/*",
+        ),
+        "ListWarehouse": (["s3:ListBucket"], "arn:aws:s3:::warehouse"),
         "WriteDynamoDBTables": (
             [
                 "dynamodb:BatchWriteItem",
@@ -441,7 +445,7 @@ def test_command_prints_each_document(capsys: pytest.CaptureFixture[str], tmp_pa
     assert main(["--config", str(config), "iam-policy", "--role", "pipeline"]) == 0
     out = capsys.readouterr()
     assert _statements(json.loads(out.out))["WriteWarehouse"] == (
-        ["s3:PutObject"],
+        ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:PutObject"],
         "arn:aws:s3:::wh/cloudinv/*",
     )
     assert "note: pass --trail-queue" in out.err

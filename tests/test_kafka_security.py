@@ -48,6 +48,7 @@ from cloudinv.kafka import (
     MSK_IAM_ACTION,
     MskIamTokenProvider,
     client_kwargs,
+    cluster_reachable,
     faust_credentials,
     msk_iam_token,
     prepare_topics,
@@ -55,6 +56,8 @@ from cloudinv.kafka import (
 from cloudinv.settings import KafkaSettings, load_settings
 from cloudinv.topics import ALL_TOPICS, Topic, topic_name
 from streams.app import StreamConfig, create_app
+
+REPO = Path(__file__).resolve().parent.parent
 
 # -- certificates -----------------------------------------------------------------------------
 
@@ -258,6 +261,15 @@ async def test_tls_verifies_the_broker_with_the_configured_ca(pki: Pki) -> None:
         await _cannot_connect(_tls_settings(bootstrap, ssl_cafile=pki.other_ca))
 
 
+async def test_reachability_check_uses_the_security_settings(pki: Pki) -> None:
+    async with tls_broker(pki) as bootstrap:
+        assert await cluster_reachable(_tls_settings(bootstrap, ssl_cafile=pki.ca), timeout=5)
+        untrusted = _tls_settings(bootstrap, ssl_cafile=pki.other_ca)
+        assert not await cluster_reachable(untrusted, timeout=5)
+        plaintext = KafkaSettings(bootstrap=bootstrap)
+        assert not await cluster_reachable(plaintext, timeout=3)
+
+
 async def test_tls_host_name_check_can_be_turned_off(pki: Pki) -> None:
     async with tls_broker(pki, wrong_name=True) as bootstrap:
         await _cannot_connect(_tls_settings(bootstrap, ssl_cafile=pki.ca))
@@ -312,6 +324,60 @@ async def test_faust_worker_consumes_over_mutual_tls(pki: Pki, tmp_path: Path) -
             assert await asyncio.wait_for(received.get(), timeout=60) == b"hello worker"
         finally:
             await app.stop()
+
+
+def _spawn_worker(env: dict[str, str], cwd: Path, port: int) -> Any:
+    import subprocess
+    import sys
+
+    log = (cwd / "worker.log").open("wb")
+    argv = [sys.executable, "-m", "cloudinv", "worker", "--metrics-port", str(port)]
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return proc
+
+
+async def test_worker_process_joins_over_mutual_tls_from_environment_settings(
+    pki: Pki, tmp_path: Path, unique: str
+) -> None:
+    """`cloudinv worker` configured only by CLOUDINV_KAFKA__* variables joins its group
+    through the TLS terminator that demands a client certificate."""
+    import os
+    import signal
+
+    import aiohttp
+
+    async with tls_broker(pki, require_client_cert=True) as bootstrap:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "CLOUDINV_KAFKA__BOOTSTRAP": bootstrap,
+            "CLOUDINV_KAFKA__SECURITY_PROTOCOL": "SSL",
+            "CLOUDINV_KAFKA__SSL_CAFILE": str(pki.ca),
+            "CLOUDINV_KAFKA__SSL_CERTFILE": str(pki.client_cert),
+            "CLOUDINV_KAFKA__SSL_KEYFILE": str(pki.client_key),
+            "CLOUDINV_KAFKA__TOPIC_PREFIX": f"tlsw{unique}",
+            "CLOUDINV_KAFKA__PARTITIONS": "1",
+            "CLOUDINV_STORAGE__DATA_DIR": str(tmp_path / "data"),
+        }
+        port = _free_port()
+        proc = _spawn_worker(env, tmp_path, port)
+        try:
+            deadline = time.monotonic() + 60
+            status = None
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                while time.monotonic() < deadline and status != 200:
+                    assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                            status = resp.status
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.5)
+            assert status == 200, (tmp_path / "worker.log").read_text()[-3000:]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 30)
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -536,6 +602,8 @@ async def test_msk_iam_provider_reuses_and_refreshes_the_token() -> None:
     provider = MskIamTokenProvider("eu-west-1", credentials=credentials)
     first = await provider.token()
     assert await provider.token() == first and calls == 1
+    # Faust's consumer thread runs its own event loop and shares the provider.
+    assert await asyncio.to_thread(asyncio.run, provider.token()) == first
     # Inside the refresh margin (here: always), a new token is signed with fresh credentials.
     eager = MskIamTokenProvider("eu-west-1", credentials=credentials, refresh_before_s=901)
     await eager.token()

@@ -2,8 +2,10 @@
 
 The producers run as a real ``cloudinv producers`` process against the broker and moto;
 the worker's endpoints on real processes are exercised by ``tests/test_scaleout.py`` (two
-workers, partitions read from their /metrics); here the worker's readiness before it joins
-a group, the role server itself, and the API's /readyz.
+workers, partitions read from their /metrics); here a Faust app in this process with the
+worker's role server (partitions, lag while its agent is held, events processed), the
+worker's readiness before it joins a group, the role server itself, the API's /readyz and
+the compose healthchecks.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cloudinv.metrics import Metrics
 from cloudinv.role_server import Probe, RoleServer, WorkerProbe
@@ -285,3 +287,64 @@ def test_compose_healthchecks_probe_each_roles_readyz_port(
         assert settings.metrics.host == "0.0.0.0"  # reachable by Prometheus in the network
     probe = " ".join(spec["healthcheck"]["test"])
     assert f"http://127.0.0.1:{port}/readyz" in probe
+
+
+async def test_worker_metrics_show_partitions_lag_and_processed_events(
+    broker: str, unique: str, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """An in-process Faust app with the worker's role server: while its agent is held back
+    the lag is positive; once released it drains to 0 and every event is counted."""
+    import faust
+
+    from cloudinv.role_server import WorkerRoleServer
+
+    config = StreamConfig(bootstrap=broker, data_dir=tmp_path, app_id=f"lag-{unique}", partitions=2)
+    app = create_app(config)
+    topic = app.topic(f"lag{unique}.in", value_serializer="raw", partitions=2)
+    release = asyncio.Event()
+
+    async def held(stream: faust.StreamT[bytes]) -> None:
+        async for _ in stream:
+            await release.wait()
+
+    app.agent(topic, name="held")(held)
+    service = WorkerRoleServer(app, "127.0.0.1", 0)
+    app.add_dependency(service)
+    await app.start()
+    try:
+        base = f"http://127.0.0.1:{service.server.port}"
+
+        async def metrics() -> dict[str, float]:
+            async with http.get(f"{base}/metrics") as resp:
+                return _parse(await resp.text())
+
+        async def until(check: object, what: str) -> dict[str, float]:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                values = await metrics()
+                if check(values):  # type: ignore[operator]
+                    return values
+                await asyncio.sleep(0.3)
+            pytest.fail(f"timed out waiting for {what}: {values}")
+
+        joined = await until(lambda v: v.get("cloudinv_worker_ready") == 1, "the group join")
+        name = topic.get_topic_name()
+        assert joined[f'cloudinv_worker_assigned_partitions{{topic="{name}"}}'] >= 1
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            await asyncio.gather(*[await producer.send(name, b"e") for _ in range(50)])
+        finally:
+            await producer.stop()
+        await until(lambda v: v["cloudinv_worker_consumer_lag_total"] > 0, "lag while held")
+        release.set()
+        done = await until(
+            lambda v: (
+                v["cloudinv_worker_consumer_lag_total"] == 0
+                and v.get(f'cloudinv_worker_messages_received_total{{topic="{name}"}}') == 50
+            ),
+            "the lag to drain",
+        )
+        assert done["cloudinv_worker_events_processed_total"] >= 50
+    finally:
+        await app.stop()

@@ -278,7 +278,9 @@ async def test_two_workers_share_partitions_and_survivor_takes_over_after_sigkil
         await pub.events(phase_events(2))
         await pub.snapshots([_snapshot(i, 1) for i in range(40, 80)])
         await pub.snapshots([_snapshot(i, 2) for i in range(20)])
+        before_kill = await _metrics(http, b)
         b.proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
         b.proc.wait(timeout=10)
         workers = [a]
 
@@ -298,6 +300,7 @@ async def test_two_workers_share_partitions_and_survivor_takes_over_after_sigkil
             )
 
         await _until("worker-a to take every partition", survivor_owns_all, 60, workers)
+        print(f"worker-a owned every partition {time.monotonic() - killed_at:.1f}s after the kill")
 
         unique_events = 3 * len(base)
 
@@ -319,6 +322,11 @@ async def test_two_workers_share_partitions_and_survivor_takes_over_after_sigkil
 
         await _until("worker-a's consumer lag to drain", lag_drained, 30, workers)
         counts = _store_counts(data_dir)
+        # For the record (-s): messages read by both, more than published when worker-a
+        # re-read what worker-b had read but not committed.
+        series = f'cloudinv_worker_messages_received_total{{topic="{cloudtrail_topic}"}}'
+        read = before_kill.get(series, 0) + (await _metrics(http, a)).get(series, 0)
+        print(f"cloudtrail messages published {unique_events + 100}, read {read:g}")
         assert counts["events"] == counts["distinct_events"] == unique_events
         assert counts["aggregated"] == unique_events
         assert counts["changes"] == {"created": (80, 80), "modified": (40, 40)}

@@ -52,7 +52,10 @@ async def collect(
     snapshots: list[ResourceSnapshot] = []
     manifests: list[ScanManifest] = []
     async for item in items:
-        (snapshots if isinstance(item, ResourceSnapshot) else manifests).append(item)
+        if isinstance(item, ResourceSnapshot):
+            snapshots.append(item)
+        else:
+            manifests.append(item)
     return snapshots, manifests
 
 

@@ -1,0 +1,799 @@
+"""The CloudTrail events store on DynamoDB: the interface of :class:`sinks.events_store.EventsStore`
+(what ``streams.activity`` writes and ``api.routes_events`` reads), on two tables.
+
+Reads are Queries, never Scans. Tables (on-demand, created by :meth:`open` when missing)::
+
+    <prefix>-events     PK id (event_id)
+                        attributes: acct, t (event time, epoch ms), svc, name, pr (principal
+                        label), pn (principal name), ro (1 read-only / 0 write), err (error
+                        code), prm (string set "path=value" of the request parameters),
+                        body (B, the encoded event), ad ("acct#YYYY-MM-DD"), ord ("t#id")
+      GSI by_account_day   ad / ord     an account's events of one day, in time order
+    <prefix>-activity   PK p (S)  SK b (S); counters ev, er, wr added with ADD
+      p = "hour|day#principal|service|all#<key>#<acct>",  b = "<bucket ms>#<event name>"
+      p = "svcday#<acct>",                               b = "<day ms>#<service>"
+      p = "principals#<acct>",                           b = <label>   (+ first/last seen)
+      p = "days#<acct>",                                 b = YYYY-MM-DD (days with events)
+      p = "accounts",                                    b = <account>
+
+Events are listed newest first, per account and day (the registry's days in the range),
+merged across accounts by (time, event id); the other filters (principal, service, event
+name, region, errors, read-only, request parameters) are filter expressions on those
+partitions, so their cost is that of reading the account's days in the range. Counts are the
+same Queries with ``Select=COUNT``.
+
+Counting once: a batch is written in transactions, each holding some events' puts (on the
+condition that the event id is new) and the ADDs of exactly those events to the aggregates.
+A transaction cancelled because some event ids exist is retried without them, so a replayed
+batch adds nothing. Minimum first-seen / maximum last-seen times are set after the
+transaction with conditional updates (idempotent by nature).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import heapq
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cloudinv.models import CloudTrailEvent
+from sinks.dynamodb_store import _backoff, _n, _s, table_names
+from sinks.events_store import (
+    _BUCKET_MS,
+    ActivityBucket,
+    ActivityUpdate,
+    EventPage,
+    EventsStoreError,
+    Granularity,
+    PrincipalSummary,
+    ServiceSummary,
+    WriteResult,
+    _bound_ms,
+    _bucket,
+    _from_ms,
+    _prepare,
+)
+
+__all__ = ["DynamoEventsStore"]
+
+log = logging.getLogger(__name__)
+
+Item = dict[str, Any]
+_TX_ITEMS = 100
+_RETRIES = 10
+_DAY_MS = _BUCKET_MS["day"]
+_CURSOR_RE = re.compile(r"\d{13}#.+")
+
+
+def _day(ms: int) -> str:
+    return _from_ms(ms - ms % _DAY_MS).date().isoformat()
+
+
+def _encode_cursor(ord_: str) -> str:
+    return "e1." + base64.urlsafe_b64encode(ord_.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    bad = EventsStoreError(f"cursor {cursor!r} is not one this store returned")
+    if not cursor.startswith("e1."):
+        raise bad
+    body = cursor[3:]
+    try:
+        value = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not _CURSOR_RE.fullmatch(value):
+        raise bad
+    return value
+
+
+class DynamoEventsStore:
+    """CloudTrail events and their aggregates on DynamoDB (see the module docstring)."""
+
+    def __init__(
+        self,
+        table_prefix: str = "cloudinv",
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        max_concurrency: int = 16,
+        write_concurrency: int = 4,
+    ) -> None:
+        names = table_names(table_prefix)
+        base = names["versions"].removesuffix("versions")
+        self.table_prefix = table_prefix
+        self.events_table = f"{base}events"
+        self.activity_table = f"{base}activity"
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self._max_concurrency = max_concurrency
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._writes = asyncio.Semaphore(write_concurrency)
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        self._closed = False
+        self._known: set[tuple[str, str]] = set()
+        self.calls: dict[str, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._closed:
+            raise EventsStoreError("the events store is closed")
+        if self._client is not None:
+            return
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
+        stack = contextlib.AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(
+                get_session().create_client(
+                    "dynamodb",
+                    region_name=self.region,
+                    endpoint_url=self.endpoint_url,
+                    config=AioConfig(
+                        retries={"mode": "standard", "max_attempts": 10},
+                        max_pool_connections=self._max_concurrency,
+                    ),
+                )
+            )
+            client.meta.events.register("before-call.dynamodb", self._count_call)
+            await self._ensure(
+                client,
+                self.events_table,
+                {"id": "S", "ad": "S", "ord": "S"},
+                [("id", "HASH")],
+                {"by_account_day": ("ad", "ord")},
+            )
+            await self._ensure(
+                client,
+                self.activity_table,
+                {"p": "S", "b": "S"},
+                [("p", "HASH"), ("b", "RANGE")],
+                {},
+            )
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack, self._client = stack, client
+
+    def _count_call(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] = self.calls.get(model.name, 0) + 1
+
+    async def _ensure(
+        self,
+        client: Any,
+        table: str,
+        attributes: dict[str, str],
+        key: list[tuple[str, str]],
+        indexes: dict[str, tuple[str, str]],
+    ) -> None:
+        try:
+            described = (await client.describe_table(TableName=table))["Table"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise EventsStoreError(f"DynamoDB table {table}: {exc}") from exc
+            params: dict[str, Any] = {
+                "TableName": table,
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [
+                    {"AttributeName": a, "AttributeType": t} for a, t in attributes.items()
+                ],
+                "KeySchema": [{"AttributeName": a, "KeyType": k} for a, k in key],
+            }
+            if indexes:
+                params["GlobalSecondaryIndexes"] = [
+                    {
+                        "IndexName": name,
+                        "KeySchema": [
+                            {"AttributeName": h, "KeyType": "HASH"},
+                            {"AttributeName": r, "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                    for name, (h, r) in indexes.items()
+                ]
+            try:
+                described = (await client.create_table(**params))["TableDescription"]
+            except ClientError as again:
+                if again.response["Error"]["Code"] != "ResourceInUseException":
+                    raise EventsStoreError(f"cannot create {table}: {again}") from again
+                described = (await client.describe_table(TableName=table))["Table"]
+        for _ in range(1500):
+            if described.get("TableStatus") == "ACTIVE" and all(
+                i.get("IndexStatus", "ACTIVE") == "ACTIVE"
+                for i in described.get("GlobalSecondaryIndexes", [])
+            ):
+                break
+            await asyncio.sleep(0.2)
+            described = (await client.describe_table(TableName=table))["Table"]
+        else:
+            raise EventsStoreError(f"DynamoDB table {table} did not become ACTIVE")
+        have = {k["AttributeName"] for k in described["KeySchema"]}
+        present = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", []) or []}
+        if have != {a for a, _ in key} or not set(indexes) <= present:
+            raise EventsStoreError(f"DynamoDB table {table} has another key or lacks indexes")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> DynamoEventsStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, operation: str, **params: Any) -> Item:
+        if self._client is None:
+            raise EventsStoreError("the events store is not open")
+        async with self._semaphore:
+            result: Item = await getattr(self._client, operation)(**params)
+            return result
+
+    async def _query(self, **params: Any) -> list[Item]:
+        items: list[Item] = []
+        while True:
+            page = await self._call("query", **params)
+            items += page.get("Items", [])
+            if not page.get("LastEvaluatedKey"):
+                return items
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def write_batch(self, batch: Sequence[CloudTrailEvent | bytes]) -> WriteResult:
+        """Store new events and add them (only them) to the aggregates."""
+        if not batch:
+            return WriteResult(0, 0, [])
+        prepared, rejected = _prepare(batch)
+        rows = sorted(prepared.values(), key=lambda v: v[0][1])
+        registry: set[tuple[str, str]] = set()
+        for row, _ in rows:
+            registry.add(("accounts", row[2]))
+            registry.add((f"days#{row[2]}", _day(row[1])))
+        await self._register(registry)
+        inserted: list[tuple[Any, ...]] = []
+        for group in _groups(rows):
+            inserted += await self._write_group(group)
+        touched: dict[tuple[str, str, str, str, int], None] = {}
+        for row in inserted:
+            for granularity, size in _BUCKET_MS.items():
+                bucket = row[1] - row[1] % size
+                for kind, key in (("principal", row[6]), ("service", row[4])):
+                    touched[(granularity, kind, key, row[2], bucket)] = None
+        seen: dict[tuple[str, str], tuple[int, int]] = {}
+        for row in inserted:
+            first, last = seen.get((row[2], row[6]), (row[1], row[1]))
+            seen[(row[2], row[6])] = (min(first, row[1]), max(last, row[1]))
+        await asyncio.gather(*(self._seen_times(*k, *v) for k, v in seen.items()))
+        updates = await asyncio.gather(*(self._update(*t) for t in touched))
+        return WriteResult(
+            received=len(batch), inserted=len(inserted), updates=list(updates), rejected=rejected
+        )
+
+    async def _register(self, entries: set[tuple[str, str]]) -> None:
+        for p, b in sorted(entries - self._known):
+            async with self._writes:
+                await self._call(
+                    "put_item", TableName=self.activity_table, Item={"p": _s(p), "b": _s(b)}
+                )
+            self._known.add((p, b))
+
+    async def _write_group(
+        self, group: list[tuple[tuple[Any, ...], list[tuple[str, str]]]]
+    ) -> list[tuple[Any, ...]]:
+        pending = list(group)
+        for attempt in range(_RETRIES):
+            if not pending:
+                return []
+            puts = [self._event_put(row, params) for row, params in pending]
+            adds = _aggregate_updates(self.activity_table, [row for row, _ in pending])
+            try:
+                async with self._writes:
+                    await self._call("transact_write_items", TransactItems=puts + adds)
+                return [row for row, _ in pending]
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise EventsStoreError(f"DynamoDB TransactWriteItems failed: {exc}") from exc
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                stored = {
+                    i
+                    for i, code in enumerate(reasons[: len(puts)])
+                    if code == "ConditionalCheckFailed"
+                }
+                if stored:
+                    pending = [p for i, p in enumerate(pending) if i not in stored]
+                    continue
+                await asyncio.sleep(_backoff(attempt))
+        raise EventsStoreError("DynamoDB events: a transaction kept failing")
+
+    def _event_put(self, row: tuple[Any, ...], params: list[tuple[str, str]]) -> Item:
+        event_id, t, account, region, service, name, label, pname, ro, err, body = row[:11]
+        item: Item = {
+            "id": _s(event_id),
+            "t": _n(t),
+            "acct": _s(account),
+            "region": _s(region),
+            "svc": _s(service),
+            "name": _s(name),
+            "pr": _s(label),
+            "body": {"B": bytes(body)},
+            "ad": _s(f"{account}#{_day(t)}"),
+            "ord": _s(f"{t:013d}#{event_id}"),
+        }
+        if pname is not None:
+            item["pn"] = _s(pname)
+        if ro is not None:
+            item["ro"] = _n(ro)
+        if err is not None:
+            item["err"] = _s(err)
+        if params:
+            item["prm"] = {"SS": sorted({f"{p}={v}" for p, v in params})}
+        return {
+            "Put": {
+                "TableName": self.events_table,
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(id)",
+            }
+        }
+
+    async def _seen_times(self, account: str, label: str, first: int, last: int) -> None:
+        """Lower first_seen / raise last_seen of a principal (conditional, so idempotent)."""
+        key = {"p": _s(f"principals#{account}"), "b": _s(label)}
+        for attr, op, t in (("first_seen", ">", first), ("last_seen", "<", last)):
+            try:
+                async with self._writes:
+                    await self._call(
+                        "update_item",
+                        TableName=self.activity_table,
+                        Key=key,
+                        UpdateExpression=f"SET {attr} = :t",
+                        ConditionExpression=f"attribute_not_exists({attr}) OR {attr} {op} :t",
+                        ExpressionAttributeValues={":t": _n(t)},
+                    )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise EventsStoreError(f"DynamoDB events: {exc}") from exc
+
+    async def _update(
+        self, granularity: str, kind: str, key: str, account: str, bucket: int
+    ) -> ActivityUpdate:
+        items = await self._query(
+            TableName=self.activity_table,
+            KeyConditionExpression="p = :p AND begins_with(b, :b)",
+            ExpressionAttributeValues={
+                ":p": _s(f"{granularity}#{kind}#{key}#{account}"),
+                ":b": _s(f"{bucket:013d}#"),
+            },
+            ConsistentRead=True,
+        )
+        return ActivityUpdate(
+            granularity=granularity,
+            kind=kind,
+            key=key,
+            account_id=account,
+            bucket=_bucket(bucket, _names(items)),
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _registry(self, p: str) -> list[str]:
+        items = await self._query(
+            TableName=self.activity_table,
+            KeyConditionExpression="p = :p",
+            ExpressionAttributeValues={":p": _s(p)},
+        )
+        return [item["b"]["S"] for item in items]
+
+    def _filter(
+        self,
+        principal: str | None,
+        user_name: str | None,
+        service: str | None,
+        event_name: str | None,
+        region: str | None,
+        errors_only: bool,
+        read_only: bool | None,
+        params: Mapping[str, str] | None,
+    ) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+        where: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for attr, value in (
+            ("pr", principal),
+            ("pn", user_name),
+            ("svc", service),
+            ("name", event_name),
+            ("region", region),
+        ):
+            if value is not None:
+                where.append(f"#{attr} = :{attr}")
+                names[f"#{attr}"] = attr
+                values[f":{attr}"] = _s(value)
+        if errors_only:
+            where.append("attribute_exists(err)")
+        if read_only is not None:
+            where.append("ro = :ro")
+            values[":ro"] = _n(int(read_only))
+        for i, (path, value) in enumerate((params or {}).items()):
+            where.append(f"contains(prm, :prm{i})")
+            values[f":prm{i}"] = _s(f"{path}={value}")
+        return where, names, values
+
+    async def _partitions(
+        self, account_id: str | None, low: int | None, high: int | None
+    ) -> list[tuple[str, str]]:
+        """(account, day) partitions with events in [low, high), newest day first."""
+        accounts = [account_id] if account_id is not None else await self._registry("accounts")
+        first = _day(low) if low is not None else "0000"
+        last = _day(high - 1) if high is not None else "9999"
+        days = await asyncio.gather(*(self._registry(f"days#{a}") for a in accounts))
+        out = [
+            (a, d) for a, ds in zip(accounts, days, strict=True) for d in ds if first <= d <= last
+        ]
+        return sorted(out, key=lambda ad: ad[1], reverse=True)
+
+    async def _select(
+        self,
+        *,
+        account_id: str | None,
+        since: datetime | date | None,
+        until: datetime | date | None,
+        where: list[str],
+        names: dict[str, str],
+        values: dict[str, Any],
+        want: int | None,
+        after: str | None = None,
+        count: bool = False,
+    ) -> tuple[list[Item], int]:
+        low = _bound_ms(since, end=False)
+        high = _bound_ms(until, end=True)
+        lo = f"{low:013d}" if low is not None else "0"
+        hi = f"{high - 1:013d}~" if high is not None else "~"
+        if after is not None:
+            hi = min(hi, after)  # inclusive: the cursor's own event is dropped below
+        if lo > hi:
+            return [], 0
+        found: list[Item] = []
+        total = 0
+        by_day: dict[str, list[str]] = {}
+        for account, day in await self._partitions(account_id, low, high):
+            by_day.setdefault(day, []).append(account)
+        for day in sorted(by_day, reverse=True):
+
+            async def one(account: str, day: str = day) -> tuple[list[Item], int]:
+                params: dict[str, Any] = {
+                    "TableName": self.events_table,
+                    "IndexName": "by_account_day",
+                    "KeyConditionExpression": "ad = :ad AND ord BETWEEN :lo AND :hi",
+                    "ExpressionAttributeValues": {
+                        **values,
+                        ":ad": _s(f"{account}#{day}"),
+                        ":lo": _s(lo),
+                        ":hi": _s(hi),
+                    },
+                    "ScanIndexForward": False,
+                }
+                if names:
+                    params["ExpressionAttributeNames"] = names
+                if where:
+                    params["FilterExpression"] = " AND ".join(where)
+                if count:
+                    params["Select"] = "COUNT"
+                items: list[Item] = []
+                n = 0
+                while True:
+                    page = await self._call("query", **params)
+                    n += page.get("Count", 0)
+                    items += [
+                        i for i in page.get("Items", []) if after is None or i["ord"]["S"] < after
+                    ]
+                    if want is not None and len(items) >= want:
+                        return items, n
+                    if not page.get("LastEvaluatedKey"):
+                        return items, n
+                    params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+            results = await asyncio.gather(*(one(a) for a in by_day[day]))
+            total += sum(n for _, n in results)
+            if not count:
+                merged = heapq.merge(
+                    *(items for items, _ in results), key=lambda i: i["ord"]["S"], reverse=True
+                )
+                found += list(merged)
+                if want is not None and len(found) >= want:
+                    return found[:want], total
+        return found, total
+
+    async def events(
+        self,
+        *,
+        principal: str | None = None,
+        user_name: str | None = None,
+        service: str | None = None,
+        event_name: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        errors_only: bool = False,
+        read_only: bool | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        params: Mapping[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> EventPage:
+        if not 1 <= limit <= 10_000:
+            raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
+        after = _decode_cursor(cursor) if cursor else None
+        where, names, values = self._filter(
+            principal, user_name, service, event_name, region, errors_only, read_only, params
+        )
+        found, _ = await self._select(
+            account_id=account_id,
+            since=since,
+            until=until,
+            where=where,
+            names=names,
+            values=values,
+            want=limit + 1,
+            after=after,
+        )
+        items = [CloudTrailEvent.model_validate_json(i["body"]["B"]) for i in found[:limit]]
+        next_cursor = _encode_cursor(found[limit - 1]["ord"]["S"]) if len(found) > limit else None
+        return EventPage(items=items, next_cursor=next_cursor)
+
+    async def count(
+        self,
+        *,
+        principal: str | None = None,
+        user_name: str | None = None,
+        service: str | None = None,
+        event_name: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        errors_only: bool = False,
+        read_only: bool | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> int:
+        where, names, values = self._filter(
+            principal, user_name, service, event_name, region, errors_only, read_only, params
+        )
+        _, total = await self._select(
+            account_id=account_id,
+            since=since,
+            until=until,
+            where=where,
+            names=names,
+            values=values,
+            want=None,
+            count=True,
+        )
+        return total
+
+    async def event(self, event_id: str) -> CloudTrailEvent | None:
+        found = await self._call(
+            "get_item", TableName=self.events_table, Key={"id": _s(event_id)}, ConsistentRead=True
+        )
+        item = found.get("Item")
+        return CloudTrailEvent.model_validate_json(item["body"]["B"]) if item else None
+
+    async def principals(self, *, account_id: str | None = None) -> list[PrincipalSummary]:
+        accounts = [account_id] if account_id is not None else await self._registry("accounts")
+        lists = await asyncio.gather(
+            *(
+                self._query(
+                    TableName=self.activity_table,
+                    KeyConditionExpression="p = :p",
+                    ExpressionAttributeValues={":p": _s(f"principals#{a}")},
+                )
+                for a in accounts
+            )
+        )
+        out = [
+            PrincipalSummary(
+                label=item["b"]["S"],
+                type=item["ty"]["S"] if "ty" in item else None,
+                name=item["nm"]["S"] if "nm" in item else None,
+                arn=item["arn"]["S"] if "arn" in item else None,
+                account_id=account,
+                events=int(item["ev"]["N"]),
+                errors=int(item["er"]["N"]),
+                writes=int(item["wr"]["N"]),
+                first_seen=_from_ms(int(item["first_seen"]["N"])),
+                last_seen=_from_ms(int(item["last_seen"]["N"])),
+            )
+            for account, items in zip(accounts, lists, strict=True)
+            for item in items
+            if "ev" in item and "first_seen" in item and "last_seen" in item
+        ]
+        return sorted(out, key=lambda p: (-p.events, p.label))
+
+    async def services(
+        self,
+        *,
+        account_id: str | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+    ) -> list[ServiceSummary]:
+        accounts = [account_id] if account_id is not None else await self._registry("accounts")
+        lo, hi = _bucket_range(since, until, _DAY_MS)
+        lists = await asyncio.gather(
+            *(
+                self._query(
+                    TableName=self.activity_table,
+                    KeyConditionExpression="p = :p AND b BETWEEN :lo AND :hi",
+                    ExpressionAttributeValues={
+                        ":p": _s(f"svcday#{a}"),
+                        ":lo": _s(lo),
+                        ":hi": _s(hi),
+                    },
+                )
+                for a in accounts
+            )
+        )
+        sums: dict[str, list[int]] = {}
+        for items in lists:
+            for item in items:
+                service = item["b"]["S"].split("#", 1)[1]
+                counts = sums.setdefault(service, [0, 0, 0])
+                counts[0] += int(item["ev"]["N"])
+                counts[1] += int(item["er"]["N"])
+                counts[2] += int(item["wr"]["N"])
+        return [
+            ServiceSummary(service=s, events=c[0], errors=c[1], writes=c[2])
+            for s, c in sorted(sums.items(), key=lambda sc: (-sc[1][0], sc[0]))
+        ]
+
+    async def activity(
+        self,
+        *,
+        principal: str | None = None,
+        service: str | None = None,
+        account_id: str | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        granularity: Granularity = "hour",
+    ) -> list[ActivityBucket]:
+        if principal is not None and service is not None:
+            raise EventsStoreError("activity: give a principal or a service, not both")
+        if granularity not in _BUCKET_MS:
+            raise EventsStoreError(f"granularity must be 'hour' or 'day', got {granularity!r}")
+        if principal is not None:
+            kind, key = "principal", principal
+        elif service is not None:
+            kind, key = "service", service
+        else:
+            kind, key = "all", "*"
+        accounts = [account_id] if account_id is not None else await self._registry("accounts")
+        lo, hi = _bucket_range(since, until, _BUCKET_MS[granularity])
+        lists = await asyncio.gather(
+            *(
+                self._query(
+                    TableName=self.activity_table,
+                    KeyConditionExpression="p = :p AND b BETWEEN :lo AND :hi",
+                    ExpressionAttributeValues={
+                        ":p": _s(f"{granularity}#{kind}#{key}#{a}"),
+                        ":lo": _s(lo),
+                        ":hi": _s(hi),
+                    },
+                )
+                for a in accounts
+            )
+        )
+        grouped: dict[int, list[Item]] = {}
+        for items in lists:
+            for item in items:
+                grouped.setdefault(int(item["b"]["S"][:13]), []).append(item)
+        return [_bucket(b, _names(grouped[b])) for b in sorted(grouped)]
+
+    async def parameter_paths(self, *, limit: int = 1000) -> list[str]:
+        """Not kept on DynamoDB (it would need a scan or another registry): none."""
+        return []
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _names(items: Sequence[Item]) -> list[tuple[str, int, int, int]]:
+    return [
+        (
+            item["b"]["S"].split("#", 1)[1],
+            int(item["ev"]["N"]),
+            int(item["er"]["N"]),
+            int(item["wr"]["N"]),
+        )
+        for item in items
+    ]
+
+
+def _bucket_range(
+    since: datetime | date | None, until: datetime | date | None, size: int
+) -> tuple[str, str]:
+    """Sort-key bounds of the buckets overlapping [since, until)."""
+    low = _bound_ms(since, end=False)
+    high = _bound_ms(until, end=True)
+    lo = f"{max(low - size + 1, 0):013d}" if low is not None else "0"
+    hi = f"{high - 1:013d}~" if high is not None else "~"
+    return lo, hi
+
+
+def _aggregate_keys(row: tuple[Any, ...]) -> list[tuple[str, str]]:
+    """The aggregate items (p, b) one event adds to."""
+    t, account, service, name, label = row[1], row[2], row[4], row[5], row[6]
+    keys = []
+    for granularity, size in _BUCKET_MS.items():
+        bucket = t - t % size
+        for kind, key in (("principal", label), ("service", service), ("all", "*")):
+            keys.append((f"{granularity}#{kind}#{key}#{account}", f"{bucket:013d}#{name}"))
+    keys.append((f"svcday#{account}", f"{t - t % _DAY_MS:013d}#{service}"))
+    keys.append((f"principals#{account}", label))
+    return keys
+
+
+def _groups(
+    rows: list[tuple[tuple[Any, ...], list[tuple[str, str]]]],
+) -> list[list[tuple[tuple[Any, ...], list[tuple[str, str]]]]]:
+    """Events grouped so that puts plus distinct aggregate items fit one transaction."""
+    groups: list[list[tuple[tuple[Any, ...], list[tuple[str, str]]]]] = []
+    keys: set[tuple[str, str]] = set()
+    for entry in rows:
+        mine = set(_aggregate_keys(entry[0]))
+        if not groups or len(groups[-1]) + 1 + len(keys | mine) > _TX_ITEMS:
+            groups.append([])
+            keys = set()
+        groups[-1].append(entry)
+        keys |= mine
+    return groups
+
+
+def _aggregate_updates(table: str, rows: list[tuple[Any, ...]]) -> list[Item]:
+    sums: dict[tuple[str, str], list[int]] = {}
+    principal_info: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+    for row in rows:
+        error, write = int(row[9] is not None), int(row[8] == 0)
+        for key in _aggregate_keys(row):
+            counts = sums.setdefault(key, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += error
+            counts[2] += write
+        principal_info.setdefault((f"principals#{row[2]}", row[6]), (row[11], row[7], row[12]))
+    updates = []
+    for (p, b), (ev, er, wr) in sums.items():
+        expression = "ADD ev :ev, er :er, wr :wr"
+        values: dict[str, Any] = {":ev": _n(ev), ":er": _n(er), ":wr": _n(wr)}
+        info = principal_info.get((p, b))
+        if info is not None:
+            sets = []
+            for attr, value in zip(("ty", "nm", "arn"), info, strict=True):
+                if value is not None:
+                    sets.append(f"{attr} = if_not_exists({attr}, :{attr})")
+                    values[f":{attr}"] = _s(value)
+            if sets:
+                expression += " SET " + ", ".join(sets)
+        updates.append(
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": {"p": _s(p), "b": _s(b)},
+                    "UpdateExpression": expression,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        )
+    return updates
