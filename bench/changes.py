@@ -413,9 +413,13 @@ def report(
         print()
         print(
             "detector alone = the pure CPU cost of comparing (for changes: validating, diffing,\n"
-            "building and encoding the event). 'faust only' is the ceiling any agent has here:\n"
-            "Faust's per-message cost (consumer, conductor, stream, acks). A change costs two\n"
-            "Faust hops (snapshot in, change in at the store sink) plus a send and a store write."
+            "building and encoding the event). 'faust only' is an agent on Faust's per-message\n"
+            "delivery (consumer, conductor, stream, acks) that does nothing: the ceiling the\n"
+            "change stage had before it took its two hot topics in fetch-sized batches\n"
+            "(streams.batch_delivery). A change costs two hops (snapshot in, change in at the\n"
+            "store sink) plus a send and a store write. 'per core' = snapshots per CPU-second\n"
+            "of this worker process (all its threads), which other load on the machine does not\n"
+            "dilute as it does the wall-clock rate."
         )
 
 

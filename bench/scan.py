@@ -38,7 +38,10 @@ moto's and the proxy's) of each:
    printed too: imports and service models dominate ``ru_maxrss``.
 
 The engine's CPU time is printed against the calls it made: it runs on one event loop, so
-sequential time / engine CPU time is the best ratio it could reach on an idle core.
+sequential time / engine CPU time is the best ratio it could reach on an idle core. Each run
+also prints the machine's load average before and after it: the engine's wall time is
+bound by the CPU share it gets, the sequential loop's by the 100 ms per call, so on a busy
+machine the ratio drops while the CPU seconds per call do not.
 
 The run stops by itself: every child has a timeout taken from ``--deadline``, and moto and
 the proxy are stopped at the end (they also die with this process). Usage::
@@ -464,6 +467,7 @@ class Bench:
         self, mode: str, name: str, accounts: list[str], regions: list[str], throttle: Throttle
     ) -> dict[str, Any]:
         await self.proxy_control("reset", throttle)
+        load_before = os.getloadavg()[0]
         servers_cpu = (process_cpu_s(self.moto_pid), process_cpu_s(self.proxy_pid))
         result = await self.child(
             name,
@@ -479,6 +483,9 @@ class Bench:
         result["proxy"] = await self.proxy_control("stats")
         result["moto_cpu_s"] = process_cpu_s(self.moto_pid) - servers_cpu[0]
         result["proxy_cpu_s"] = process_cpu_s(self.proxy_pid) - servers_cpu[1]
+        # The machine's 1-minute load before and after: the engine is CPU-bound and the
+        # sequential loop latency-bound, so the ratio moves with the load of other processes.
+        result["load"] = (load_before, os.getloadavg()[0])
         return result
 
     async def run(self) -> int:
@@ -574,10 +581,11 @@ class Bench:
                 f"throttling errors surfaced as failed scopes: {engine['failed']}"
             )
             # The engine is one event loop: its CPU time bounds its wall time from below.
+            calls = engine["proxy"]["requests"]
             say(
-                f"   cloudinv used {engine['cpu_s']:.1f}s of CPU for {engine['proxy']['requests']}"
-                f" calls ({1000 * engine['cpu_s'] / engine['proxy']['requests']:.1f} ms each, "
-                f"boto3 {1000 * sequential['cpu_s'] / sequential['proxy']['requests']:.1f} ms): "
+                f"   cloudinv used {engine['cpu_s']:.1f}s of CPU for {calls} calls "
+                f"({engine['cpu_s'] / calls:.4f} CPU s per call, "
+                f"boto3 {sequential['cpu_s'] / sequential['proxy']['requests']:.4f}): "
                 f"on an idle core at best {sequential['seconds'] / engine['cpu_s']:.1f}x"
             )
         else:
@@ -637,6 +645,8 @@ def describe(label: str, result: dict[str, Any]) -> str:
             f"moto CPU {result['moto_cpu_s']:.1f}s, proxy CPU {result['proxy_cpu_s']:.1f}s"
         )
     parts.append(f"peak RSS {result['peak_rss_mb']:.0f} MB")
+    if "load" in result:
+        parts.append(f"load average {result['load'][0]:.1f} -> {result['load'][1]:.1f}")
     line = f"{label}: " + ", ".join(parts)
     if result.get("errors"):
         line += "\n    " + "\n    ".join(result["errors"])

@@ -10,7 +10,10 @@ messages, one list per partition and fetch, to a :class:`BatchQueue` that the ag
 Every other topic keeps Faust's per-message path, unchanged.
 
 Subscriptions, partition assignment (co-partitioned topics included), offsets and commits
-stay Faust's: the agent is still declared on its topic and never reads its stream. The agent
+stay Faust's: the agent is still declared on its topic (a :class:`BatchTopic`) and never
+reads its stream. Other agents reading the same topic (drift alerts read the changes) still
+get every message through Faust's path, and a message's offset is committed only once they
+and the batch's agent are all done with it (Faust's per-message reference count). The agent
 acknowledges a batch with :meth:`BatchQueue.ack` once it is done with it; Faust commits acked
 offsets as usual. A rebalance drops batches not yet taken, and acknowledgments of batches
 taken before it are dropped too (the partition's new owner reads them again: delivery stays
@@ -26,13 +29,13 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-__all__ = ["Batch", "BatchQueue", "BatchingConsumer", "enable"]
+__all__ = ["Batch", "BatchQueue", "BatchTopic", "BatchingConsumer", "enable"]
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +97,29 @@ class BatchQueue:
         if batch.generation != self.app.consumer_generation_id or not consumer.flow_active:
             self.dropped_acks += len(batch.messages)
             return
-        ack = consumer.ack
         for message in batch.messages:
-            ack(message)
+            # Released, not acked outright: other agents may still hold the message
+            # (Faust acks it, for commit, when the last holder releases it).
+            message.ack(consumer)
         self.delivered += len(batch.messages)
+
+
+class BatchTopic(faust.Topic):  # type: ignore[misc]
+    """The topic of an agent fed by a :class:`BatchQueue` (Faust clones keep the class):
+    its channels are left out of per-message delivery."""
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's aiokafka consumer, diverting the messages of some topics to batch queues."""
 
-    batch_queues: dict[str, BatchQueue]
+    batch_queues: ClassVar[dict[str, BatchQueue]] = {}
+    """Set per app by :func:`enable` (on a subclass of its own)."""
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
         # Faust's Consumer._drain_messages (faust-streaming 0.15), with messages of topics
         # in batch_queues collected per partition and put on their queue after each fetch.
-        queues: dict[str, BatchQueue] = getattr(self, "batch_queues", {})
+        queues = self.batch_queues
+        counters: Any = self  # Faust's attributes, untyped
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
@@ -131,6 +142,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 if not self.should_stop:
                     generation = self.app.consumer_generation_id
                     batches: dict[Any, list[Any]] = {}
+                    others: dict[Any, Any] = {}
                     async for tp, message in ait:
                         offset = message.offset
                         r_offset = get_read_offset(tp)
@@ -140,15 +152,21 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         if gap > 1 and r_offset and acks_enabled_for(message.topic):
                             await self._add_gap(tp, r_offset + 1, offset)
                         if tp.topic in queues:
+                            message.incref()  # released by BatchQueue.ack
                             batches.setdefault(tp, []).append(message)
+                            if tp not in others:
+                                others[tp] = self._other_channels_callback(tp)
+                            deliver = others[tp]
+                            if deliver is not None:
+                                await self.wait_first(deliver(message), self.suspend_flow.wait())
                             set_read_offset(tp, offset)
                             continue
                         num_since_yield += 1
                         if num_since_yield > yield_every:
                             await sleep(0)
                             num_since_yield = 0
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
+                        if commit_every is not None and counters._n_acked >= commit_every:
+                            counters._n_acked = 0
                             await self.commit()
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, offset)
@@ -175,6 +193,24 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         finally:
             unset_flag(flag_consumer_fetching)
 
+    def _other_channels_callback(self, tp: Any) -> Any:
+        """Faust's delivery to the channels of ``tp`` that are not batch-fed, or None."""
+        conductor: Any = self.app.topics
+        channels = {
+            channel
+            for channel in conductor._tp_index.get(tp, ())
+            if not isinstance(channel, BatchTopic)
+        }
+        if not channels:
+            return None
+        # One compiled handler per partition and set of channels, as Faust keeps: its
+        # buffer-pressure callbacks pause and resume the partition in pairs.
+        key = (tp, frozenset(channels))
+        cache: dict[Any, Any] = self.__dict__.setdefault("_other_callbacks", {})
+        if key not in cache:
+            cache[key] = conductor._compiler.build(conductor, tp, channels)
+        return cache[key]
+
 
 def enable(app: faust.App, topics: Iterable[str]) -> dict[str, BatchQueue] | None:
     """Deliver ``topics`` of ``app`` in batches; call before the app starts.
@@ -190,11 +226,15 @@ def enable(app: faust.App, topics: Iterable[str]) -> dict[str, BatchQueue] | Non
     if not issubclass(consumer_class, faust_aiokafka.Consumer):
         log.info("batch delivery not enabled: transport %s", type(transport).__name__)
         return None
-    if not issubclass(consumer_class, BatchingConsumer):
-        consumer_class = type("BatchingConsumer", (BatchingConsumer, consumer_class), {})
-        consumer_class.batch_queues = {}
-        transport.Consumer = consumer_class
-    queues = cast(dict[str, BatchQueue], consumer_class.batch_queues)
+    batching: type[BatchingConsumer]
+    if issubclass(consumer_class, BatchingConsumer):
+        batching = consumer_class
+    else:
+        batching = type(
+            "BatchingConsumer", (BatchingConsumer, consumer_class), {"batch_queues": {}}
+        )
+        transport.Consumer = batching
+    queues = batching.batch_queues
     created: dict[str, BatchQueue] = {}
     for topic in topics:
         created[topic] = queues.setdefault(topic, BatchQueue(app, topic))

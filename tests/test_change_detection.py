@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
-import jsonpatch  # type: ignore[import-untyped]
+import jsonpatch  # type: ignore[import-untyped,unused-ignore]
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cloudinv.codec import decode, encode
 from cloudinv.models import ChangeEvent, ResourceSnapshot, ScanError, ScanManifest
@@ -33,6 +34,7 @@ from sinks.sqlite_store import SqliteStore
 from sinks.store import ResourceVersion
 from streams import changes as changes_module
 from streams.app import StreamConfig, build_worker_app, create_app
+from streams.batch_delivery import Batch, BatchingConsumer, BatchQueue
 from streams.changes import ChangeDetector, ChangeStage, DeletionRequest, bind, change_id
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -381,7 +383,10 @@ class Estate:
         snapshots: list[ResourceSnapshot] = []
         manifests: list[ScanManifest] = []
         async for item in scan(aws, types=TYPES):
-            (snapshots if isinstance(item, ResourceSnapshot) else manifests).append(item)
+            if isinstance(item, ResourceSnapshot):
+                snapshots.append(item)
+            else:
+                manifests.append(item)
         assert len(manifests) == 3 and all(m.can_delete for m in manifests)
         return snapshots, manifests
 
@@ -607,6 +612,68 @@ async def test_as_of_between_the_scans_returns_the_first_version(scenario: Scena
         *estate.instances[1:],
         scenario.created_id,
     }
+
+
+async def test_snapshots_come_in_batches_and_offsets_are_committed(
+    scenario: Scenario,
+) -> None:
+    worker = scenario.worker
+    app, config = worker.app, worker.config
+    assert isinstance(app.consumer, BatchingConsumer)
+    snapshots = topic_name(Topic.SNAPSHOTS, config.topic_prefix)
+    changes = topic_name(Topic.CHANGES, config.topic_prefix)
+    queues = worker.stage.batch_queues
+    assert set(queues) == {snapshots}
+    assert queues[snapshots].delivered == worker.sent_snapshots
+    assert queues[snapshots].dropped_acks == 0
+    # Faust commits what the batches acknowledged: a restarted worker resumes after them.
+    await app.consumer.commit()  # False when the periodic commit already took everything
+    reader = AIOKafkaConsumer(bootstrap_servers=worker.broker, group_id=config.app_id)
+    await reader.start()
+    try:
+        committed = {
+            topic: [
+                await reader.committed(TopicPartition(topic, p)) or 0
+                for p in {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+            ]
+            for topic in (snapshots, changes)
+        }
+    finally:
+        await reader.stop()
+    assert sum(committed[snapshots]) == worker.sent_snapshots
+    assert sum(committed[changes]) == worker.stage.stored_changes
+
+
+async def test_a_batch_queue_merges_waiting_batches_of_one_generation_only() -> None:
+    acked: list[int] = []
+    consumer = SimpleNamespace(flow_active=True)
+    app = SimpleNamespace(consumer=consumer, consumer_generation_id=2)
+    queue = BatchQueue(app, "t")
+
+    class Message:
+        def __init__(self, offset: int) -> None:
+            self.offset = offset
+
+        def ack(self, by: Any) -> None:
+            assert by is consumer
+            acked.append(self.offset)
+
+    def batch(offsets: range, generation: int) -> Batch:
+        return Batch([Message(o) for o in offsets], generation)
+
+    for b in (batch(range(0, 3), 1), batch(range(3, 5), 1), batch(range(5, 9), 2)):
+        await queue.put(b)
+    older, newer = await queue.get(limit=100), await queue.get(limit=100)
+    assert [m.offset for m in older.messages] == [0, 1, 2, 3, 4]
+    assert [m.offset for m in newer.messages] == [5, 6, 7, 8]
+    # Fetched before the rebalance that made generation 2: not acknowledged, read again.
+    queue.ack(older)
+    queue.ack(newer)
+    assert acked == [5, 6, 7, 8]
+    assert (queue.delivered, queue.dropped_acks) == (4, 5)
+    consumer.flow_active = False  # a rebalance has begun
+    queue.ack(newer)
+    assert acked == [5, 6, 7, 8] and queue.dropped_acks == 9
 
 
 async def test_a_failed_scope_deletes_nothing_and_a_complete_one_does(

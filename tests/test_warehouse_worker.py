@@ -109,13 +109,6 @@ def test_the_worker_app_binds_the_sink_unless_no_parquet_target(tmp_path: Path) 
     assert not any(name.endswith("warehouse_changes") for name in other.agents)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams.changes diverts the changes topic to one batch queue read by store_changes "
-    "only (streams.batch_delivery), so the other agents on that topic (warehouse_changes, "
-    "alerts' evaluate_changes) receive nothing in the worker app; remove this mark once the "
-    "batch queue fans out to every agent of its topic",
-)
 async def test_the_worker_app_writes_changes_to_the_local_warehouse(
     broker: str, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
