@@ -26,7 +26,9 @@ since the epoch, UTC; JSON documents are stored as binary (zlib-compressed above
               attributes: acct, ord ("(BIG - finished_us)#scan_id#region#type"), status, ...
       GSI by_account       acct  / ord   an account's scans, most recently finished first
     meta      PK kind (S)  SK value (S)   registries: kind "account" (every account with
-              versions or scans), kind "day" (every day with changes)
+              versions or scans), kind "day" (every day with changes); the change log
+              (below): kind "seq" value "commit" (the counter, attribute n), kind
+              "log#<seq // 1000>" value "<seq, 20 digits>" (one item per stored change)
 
 Access patterns (all Query unless said):
 
@@ -42,6 +44,34 @@ Access patterns (all Query unless said):
   range and the cursor are conditions on ``sk``; other filters are filter expressions.
 - ``scans``: ``by_account`` per account (the registry's when none is given), merged.
 - ``current_keys_in_scope``: ``open_by_scope`` with a region filter, keys only.
+
+The change log (:class:`~sinks.store.ChangeLog`: commit order, for the live feed):
+
+- Each transaction of ``put_changes`` reserves a block of sequence numbers for its changes
+  just before it is sent (``UpdateItem ADD n :count``, ``ReturnValues UPDATED_NEW``: the block
+  ends at the new ``n``) and holds, beside each change, a log item ``kind = "log#<seq //
+  1000>", value = seq`` with the change's event, its filter fields and ``ra``, when the block
+  was reserved. A log item exists exactly when its change is stored, and a replay is skipped
+  before anything is numbered. Successive changes of one key get increasing numbers (they are
+  committed in successive transactions, in order).
+- ``change_log_after(seq)`` reads the log buckets from ``seq``'s on (``Query``, strongly
+  consistent) up to the counter's bucket. Several writers commit out of order (11 before 10)
+  and a failed transaction leaves its numbers unused forever, so a missing number (a gap) is
+  waited for while it is young: the read stops before a gap unless the first item after it
+  was reserved more than ``log_grace_s`` (30 s) ago. The missing number was reserved before
+  that item's (one counter), and a writer never sends a transaction whose numbers are older
+  than a third of the grace (it reserves new ones, leaving a gap) nor waits longer than that
+  for one (it then plans the batch again from what is stored), so such a gap cannot fill any
+  more and is skipped. This holds while clock skew between hosts, and the time DynamoDB takes
+  to apply a request it received, stay well under the rest of the grace. A failed write thus
+  delays the feed by the grace at most; it never makes it skip a change still to come.
+- ``change_log_head()`` is where that read would stop: the newest log item reserved before
+  the grace (read backwards from the counter's bucket), then forward through what follows.
+- ``current_counts()``: ``open_by_account`` per account of the registry, projecting only
+  key, vf, type and region (the open versions themselves: right whatever was replayed).
+- The log is one partition at a time (a bucket), so its write rate is bounded by one
+  partition's (about 1,000 items/s): a deliberate price for one total order. Log items copy
+  the event (storage doubles for changes); they are not expired.
 
 Tradeoffs, chosen deliberately:
 
@@ -88,6 +118,7 @@ from cloudinv.models import ChangeEvent, ScanManifest
 from sinks.store import (
     ChangeFilters,
     ChangePage,
+    LoggedChange,
     ResourceVersion,
     ScanRecord,
     StoreError,
@@ -114,6 +145,8 @@ _BATCH_WRITE = 25
 _CONFLICT_RETRIES = 5
 _THROTTLE_RETRIES = 10
 _CURSOR_RE = re.compile(r"\d{20}#\d{26}#.+")
+_LOG_BUCKET = 1000
+_SEQ_KIND, _SEQ_VALUE = "seq", "commit"
 _RETRYABLE_REASONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict"}
 
 VERSIONS, CHANGES, SCANS, META = "versions", "changes", "scans", "meta"
@@ -187,9 +220,14 @@ def _pack(document: Any) -> bytes:
     return zlib.compress(raw, 6) if len(raw) > _COMPRESS_ABOVE else raw
 
 
-def _unpack(data: bytes) -> Any:
+def _raw(data: bytes) -> bytes:
+    """The JSON of a document stored by :func:`_pack`."""
     # JSON never starts with "x" (0x78), a zlib stream always does at the level used.
-    return orjson.loads(zlib.decompress(data) if data[:1] == b"x" else data)
+    return zlib.decompress(data) if data[:1] == b"x" else data
+
+
+def _unpack(data: bytes) -> Any:
+    return orjson.loads(_raw(data))
 
 
 def _item_size(item: Item) -> int:
@@ -247,6 +285,8 @@ class DynamoStats:
     unprocessed_retries: int = 0
     transaction_retries: int = 0
     conflict_reruns: int = 0
+    log_renumbered: int = 0
+    """Transactions whose change log numbers were reserved again (too old to write)."""
     oversize_skipped: int = 0
 
 
@@ -269,6 +309,8 @@ class _KeyChunk:
     ops: list[Item] = field(default_factory=list)
     changes: int = 0
     size: int = 0
+    logs: list[Item] = field(default_factory=list)
+    """The log items of the chunk's changes, in order (numbered once the batch is planned)."""
 
 
 class _Conflict(Exception):
@@ -291,6 +333,7 @@ class DynamoStore:
         write_concurrency: int = 4,
         create_tables: bool = True,
         retry_attempts: int = 10,
+        log_grace_s: float = 30.0,
     ) -> None:
         if change_shards < 1:
             raise ValueError(f"change_shards must be at least 1, got {change_shards}")
@@ -307,6 +350,10 @@ class DynamoStore:
         self.write_concurrency = write_concurrency
         self.create_tables = create_tables
         self.stats = DynamoStats()
+        if log_grace_s <= 0:
+            raise ValueError(f"log_grace_s must be positive, got {log_grace_s}")
+        self.log_grace_s = log_grace_s
+        """How long a gap in the change log may still fill (see the module docstring)."""
         self._retry_attempts = retry_attempts
         self._max_concurrency = max_concurrency
         self._semaphore = asyncio.Semaphore(max_concurrency)
@@ -531,7 +578,8 @@ class DynamoStore:
             if change.change_type != "deleted":
                 version_op = self._version_put(change, t)
             row = self._change_put(change, t, commit, index)
-            ops = [op for op in (version_op, row) if op is not None]
+            log_op = self._log_put(change, row["Put"]["Item"]["ev"])
+            ops = [op for op in (version_op, row, log_op) if op is not None]
             if any(_item_size(op["Put"]["Item"]) > _MAX_ITEM for op in ops):
                 self.stats.oversize_skipped += 1
                 log.error(
@@ -545,7 +593,7 @@ class DynamoStore:
             step_size = sum(_item_size(op["Put"]["Item"]) for op in ops)
             if (
                 not chunks
-                or len(chunks[-1].ops) + 3 > _TX_ITEMS
+                or len(chunks[-1].ops) + 4 > _TX_ITEMS
                 or (chunks[-1].size + step_size > _TX_BYTES)
             ):
                 chunks.append(_KeyChunk(key))
@@ -562,6 +610,7 @@ class DynamoStore:
                 else:
                     chunk.ops.append(self._version_close(key, current, t))
             chunk.ops += ops
+            chunk.logs.append(log_op["Put"]["Item"])
             chunk.changes += 1
             chunk.size += step_size
             if version_op is not None:
@@ -596,6 +645,45 @@ class DynamoStore:
             if conflict:
                 raise _Conflict(applied)
         return applied
+
+    async def _reserve(self, logs: Sequence[Item]) -> float:
+        """Number log items (in order) with a block of the counter; returns when the block
+        was asked for (``time.monotonic``)."""
+        started = time.monotonic()
+        result = await self._call(
+            "update_item",
+            TableName=self.tables[META],
+            Key={"kind": _s(_SEQ_KIND), "value": _s(_SEQ_VALUE)},
+            UpdateExpression="ADD n :count",
+            ExpressionAttributeValues={":count": _n(len(logs))},
+            ReturnValues="UPDATED_NEW",
+        )
+        reserved_us = time.time_ns() // 1000
+        last = int(result["Attributes"]["n"]["N"])
+        for seq, item in enumerate(logs, start=last - len(logs) + 1):
+            item["kind"] = _s(f"log#{seq // _LOG_BUCKET}")
+            item["value"] = _s(f"{seq:020d}")
+            item["ra"] = _n(reserved_us)
+        return started
+
+    def _log_put(self, change: ChangeEvent, event: dict[str, Any]) -> Item:
+        """The change's log item, numbered by :meth:`_reserve`."""
+        return {
+            "Put": {
+                "TableName": self.tables[META],
+                "Item": {
+                    "kind": _s("log#"),
+                    "value": _s(""),
+                    "key": _s(change.key),
+                    "rt": _s(change.resource_type),
+                    "acct": _s(change.account_id),
+                    "region": _s(change.region),
+                    "ct": _s(change.change_type),
+                    "ev": event,
+                },
+                "ConditionExpression": "attribute_not_exists(kind)",
+            }
+        }
 
     def _version_put(self, change: ChangeEvent, t: int) -> Item:
         scope = f"{change.account_id}|{change.resource_type}"
@@ -658,15 +746,44 @@ class DynamoStore:
         }
 
     async def _transact(self, chunks: Sequence[_KeyChunk]) -> int:
-        """One TransactWriteItems of whole key chunks; returns the changes it applied."""
+        """One TransactWriteItems of whole key chunks; returns the changes it applied.
+
+        Its change log items are numbered just before it is sent, and numbered again (the old
+        numbers left as a gap) when their block is older than a third of the log's grace:
+        readers skip a gap once older than the grace (see the module docstring)."""
         ops = [op for chunk in chunks for op in chunk.ops]
-        token = hashlib.sha256(orjson.dumps(ops, default=_bytes_hex)).hexdigest()[:36]
+        logs = [item for chunk in chunks for item in chunk.logs]
+        deadline = self.log_grace_s / 3
+        reserved: float | None = None
+        token = ""
         for attempt in range(_THROTTLE_RETRIES):
             try:
                 async with self._writes:
-                    await self._call(
-                        "transact_write_items", TransactItems=ops, ClientRequestToken=token
-                    )
+                    for _ in range(_CONFLICT_RETRIES):
+                        if reserved is not None and time.monotonic() - reserved <= deadline:
+                            break
+                        if reserved is not None:
+                            self.stats.log_renumbered += 1
+                            log.warning("DynamoDB store: numbers reserved too long ago, again")
+                        reserved = await self._reserve(logs)
+                        token = hashlib.sha256(orjson.dumps(ops, default=_bytes_hex)).hexdigest()[
+                            :36
+                        ]
+                    else:
+                        raise StoreError(
+                            "DynamoDB store: reserving change log numbers keeps taking longer "
+                            f"than a third of log_grace_s ({self.log_grace_s} s)"
+                        )
+                    try:
+                        async with asyncio.timeout(deadline):
+                            await self._call(
+                                "transact_write_items", TransactItems=ops, ClientRequestToken=token
+                            )
+                    except TimeoutError:
+                        # Applied or not, unknown: plan the batch again from what is stored
+                        # (an applied change is skipped; the others get new numbers).
+                        log.warning("DynamoDB store: a transaction took too long, planning again")
+                        raise _Conflict(0) from None
                 return sum(chunk.changes for chunk in chunks)
             except ClientError as exc:
                 code = exc.response["Error"]["Code"]
@@ -1054,6 +1171,118 @@ class DynamoStore:
             )
             for _, item in zip(range(limit), merged, strict=False)
         ]
+
+    # -- the change log (sinks.store.ChangeLog: the live feed, counts) ------------------------
+
+    async def _reserved(self) -> int:
+        """The last sequence number reserved (0 before the first)."""
+        result = await self._call(
+            "get_item",
+            TableName=self.tables[META],
+            Key={"kind": _s(_SEQ_KIND), "value": _s(_SEQ_VALUE)},
+            ConsistentRead=True,
+        )
+        item = result.get("Item")
+        return int(item["n"]["N"]) if item else 0
+
+    def _log_query(self, bucket: int, *, after: int | None = None, forward: bool = True) -> Item:
+        params: dict[str, Any] = {
+            "TableName": self.tables[META],
+            "KeyConditionExpression": "kind = :b",
+            "ExpressionAttributeValues": {":b": _s(f"log#{bucket}")},
+            "ConsistentRead": True,
+            "ScanIndexForward": forward,
+        }
+        if after is not None:
+            params["KeyConditionExpression"] += " AND #v > :after"
+            params["ExpressionAttributeNames"] = {"#v": "value"}
+            params["ExpressionAttributeValues"][":after"] = _s(f"{after:020d}")
+        return params
+
+    async def change_log_head(self) -> int:
+        # The newest item reserved before the grace: every number up to it is settled (stored
+        # or lost for good); then forward from there, as a reader would go.
+        reserved = await self._reserved()
+        settled_before = time.time_ns() // 1000 - int(self.log_grace_s * 1e6)
+        position = 0
+        for bucket in range(reserved // _LOG_BUCKET, -1, -1):
+            found = None
+            params = self._log_query(bucket, forward=False)
+            params["ProjectionExpression"] = "#v, ra"
+            params["ExpressionAttributeNames"] = {"#v": "value"}
+            params["Limit"] = 100
+            async for page in self._query(**params):
+                found = next((i for i in page if int(i["ra"]["N"]) < settled_before), None)
+                if found is not None:
+                    break
+            if found is not None:
+                position = int(found["value"]["S"])
+                break
+        while True:
+            rows = await self.change_log_after(position, 1000)
+            if not rows:
+                return position
+            position = rows[-1].seq
+
+    async def change_log_after(self, seq: int, limit: int) -> list[LoggedChange]:
+        if limit < 1:
+            return []
+        reserved = await self._reserved()
+        settled_before = time.time_ns() // 1000 - int(self.log_grace_s * 1e6)
+        out: list[LoggedChange] = []
+        expected = seq + 1
+        bucket = max(seq, 0) // _LOG_BUCKET
+        while bucket <= reserved // _LOG_BUCKET:
+            items = await self._query_until(
+                limit - len(out), **self._log_query(bucket, after=expected - 1)
+            )
+            for item in items:
+                number = int(item["value"]["S"])
+                if number != expected and int(item["ra"]["N"]) >= settled_before:
+                    return out  # a gap that may still fill: wait for it
+                out.append(
+                    LoggedChange(
+                        number,
+                        item["key"]["S"],
+                        item["rt"]["S"],
+                        item["acct"]["S"],
+                        item["region"]["S"],
+                        item["ct"]["S"],
+                        _raw(item["ev"]["B"]),
+                    )
+                )
+                expected = number + 1
+            if len(out) >= limit:
+                return out
+            bucket += 1
+        return out
+
+    async def current_counts(self) -> dict[tuple[str, str, str], int]:
+        async def one(account: str) -> Counter[tuple[str, str, str]]:
+            counts: Counter[tuple[str, str, str]] = Counter()
+            last: str | None = None
+            async for page in self._query(
+                TableName=self.tables[VERSIONS],
+                IndexName="open_by_account",
+                KeyConditionExpression="oa = :a",
+                ProjectionExpression="#k, rt, #r",
+                ExpressionAttributeNames={"#k": "key", "#r": "region"},
+                ExpressionAttributeValues={":a": _s(account)},
+            ):
+                for item in page:
+                    key = item["key"]["S"]
+                    # An index is eventually consistent: a key's closed version may still
+                    # show beside its new one for a moment. Count each key once.
+                    if key == last:
+                        continue
+                    last = key
+                    counts[(item["rt"]["S"], account, item["region"]["S"])] += 1
+            return counts
+
+        total: Counter[tuple[str, str, str]] = Counter()
+        for counts in await self._gather([one(a) for a in await self._registry("account")]):
+            total.update(counts)
+        return dict(total)
 
 
 # -- helpers ---------------------------------------------------------------------------------

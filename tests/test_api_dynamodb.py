@@ -127,6 +127,14 @@ async def dynamo(data: PipelineData, moto_endpoint: str) -> AsyncIterator[Dynamo
             for version in everything:
                 assert await store.history(version.key) == await local.history(version.key)
         assert await store.scans(limit=1000) == await local.scans(limit=1000)
+        # The same current counts, and every change in the change log once, numbered 1..n.
+        assert await store.current_counts() == await local.current_counts()
+        logged = await store.change_log_after(0, 100_000)
+        assert [r.seq for r in logged] == list(range(1, copied + 1))
+        assert await store.change_log_head() == copied
+        assert sorted(r.event for r in logged) == sorted(
+            r.event for r in await local.change_log_after(0, 100_000)
+        )
         yield store
     assert "Scan" not in store.stats.calls, store.stats.calls
 

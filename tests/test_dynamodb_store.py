@@ -28,7 +28,7 @@ from sinks.dynamodb_store import DynamoStore, table_names
 from sinks.factory import inventory_store
 from sinks.sqlite_store import SqliteStore
 from sinks.store import ChangeFilters, InventoryStore, StoreError
-from streams.changes import ChangeDetector
+from streams.changes import ChangeDetector, DeletionRequest
 from tests.test_sqlite_store import (
     ACCOUNT,
     OTHER,
@@ -574,3 +574,167 @@ async def test_a_writer_that_moved_the_key_first_makes_the_batch_plan_again(
             None,
         ]
         assert len((await a.changes(limit=10)).items) == 3
+
+
+# -- the change log (the live feed's source) and current counts ------------------------------
+
+
+def log_ids(rows: list[Any]) -> list[str]:
+    return [orjson.loads(r.event)["change_id"] for r in rows]
+
+
+async def test_change_log_in_commit_order_pages_and_counts_like_sqlite(
+    store: DynamoStore, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One history (creations in two accounts and regions, modifications, many changes of
+    one key in one batch, deletions, replays) in both stores: the same changes in the log,
+    each key's in its order, numbered 1..n without gaps, paged across buckets; the same
+    current counts."""
+    monkeypatch.setattr("sinks.dynamodb_store._LOG_BUCKET", 7)  # many buckets, few changes
+    d = ChangeDetector()
+    batches = [
+        detect(
+            d,
+            *(
+                snap(i, T0, account=ACCOUNT if i % 3 else OTHER, region=f"r{i % 2}")
+                for i in range(12)
+            ),
+        )
+    ]
+    one_key: list[Any] = []
+    for minute in range(1, 40):
+        one_key += detect(d, snap(1, T0 + timedelta(minutes=minute), region="r1", v=minute))
+    batches.append(one_key + detect(d, snap(2, T0 + timedelta(minutes=3), region="r0", v=1)))
+    deletions = []
+    for i in (4, 5):
+        gone = snap(i, T0, region=f"r{i % 2}")
+        deletion = d.request_deletion(
+            DeletionRequest(
+                key=gone.key,
+                resource_type=gone.resource_type,
+                account_id=ACCOUNT,
+                region=gone.region,
+                scan_id="later",
+                scan_started_at=T0 + timedelta(hours=1),
+            )
+        )
+        assert deletion is not None
+        deletions.append(deletion)
+    batches.append(deletions)
+    async with SqliteStore.in_data_dir(tmp_path) as local:
+        assert await store.change_log_head() == 0
+        assert await store.change_log_after(0, 10) == []
+        assert await store.current_counts() == {}
+        for batch in batches:
+            assert await store.put_changes(batch) == await local.put_changes(batch)
+            assert await store.put_changes(batch) == 0  # a replay: nothing logged, counted
+        ours = await store.change_log_after(0, 1000)
+        theirs = await local.change_log_after(0, 1000)
+        assert [r.seq for r in ours] == list(range(1, len(theirs) + 1))
+        assert await store.change_log_head() == len(theirs)
+        assert await store.change_log_after(len(theirs), 10) == []
+        assert sorted(log_ids(ours)) == sorted(log_ids(theirs))
+        for key in {r.key for r in theirs}:
+            assert log_ids([r for r in ours if r.key == key]) == log_ids(
+                [r for r in theirs if r.key == key]
+            )
+        by_id = {orjson.loads(r.event)["change_id"]: r for r in theirs}
+        for row in ours:
+            other = by_id[orjson.loads(row.event)["change_id"]]
+            assert (row.key, row.resource_type, row.account_id, row.region) == (
+                other.key,
+                other.resource_type,
+                other.account_id,
+                other.region,
+            )
+            assert row.change_type == other.change_type
+            assert orjson.loads(row.event) == orjson.loads(other.event)
+        # Pages of every size add up to the whole log.
+        for size in (1, 5, 7, 8):
+            paged: list[Any] = []
+            while page := await store.change_log_after(paged[-1].seq if paged else 0, size):
+                assert len(page) <= size
+                paged += page
+            assert paged == ours
+        assert await store.change_log_after(0, 0) == []
+        counts = await store.current_counts()
+        assert counts == await local.current_counts()
+        assert sum(counts.values()) == 10 and len(counts) == 4
+
+
+async def test_a_gap_that_fills_late_is_not_skipped(moto_endpoint: str) -> None:
+    """Two writers: the first reserves number 2, the second reserves 3 and commits it before
+    the first commits 2. Meanwhile a reader stops before the gap (2 may still come), and the
+    head stays at 1; once 2 is committed, both are read, in order."""
+    name = prefix()
+    d = ChangeDetector()
+    created, late, early = (detect(d, snap(i, T0)) for i in (1, 2, 3))
+    async with (
+        DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as a,
+        DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1) as b,
+    ):
+        assert await a.put_changes(created) == 1
+        seen: list[Any] = []
+
+        async def other_writer_first(**_: Any) -> None:
+            if not seen:
+                assert await b.put_changes(early) == 1
+                seen.append((await b.change_log_after(1, 10), await b.change_log_head()))
+                seen.append(await b.change_log_after(0, 10))
+
+        a._client.meta.events.register(
+            "before-call.dynamodb.TransactWriteItems", other_writer_first
+        )
+        assert await a.put_changes(late) == 1
+        assert seen[0] == ([], 1)
+        assert log_ids(seen[1]) == [created[0].change_id]
+        rows = await b.change_log_after(1, 10)
+        assert [r.seq for r in rows] == [2, 3]
+        assert log_ids(rows) == [late[0].change_id, early[0].change_id]
+        assert await b.change_log_head() == 3 == await a.change_log_head()
+
+
+async def test_an_old_gap_is_skipped_and_an_old_block_is_never_written(
+    moto_endpoint: str,
+) -> None:
+    """A writer whose reserved numbers grew older than a third of the grace before it could
+    write reserves new ones: the old ones stay a gap. A reader waits at that gap while it is
+    young, and skips it once older than the grace."""
+    name = prefix()
+    d = ChangeDetector()
+    change = detect(d, snap(1, T0))
+    async with (
+        DynamoStore(
+            name,
+            region="us-east-1",
+            endpoint_url=moto_endpoint,
+            write_concurrency=1,
+            log_grace_s=0.6,
+        ) as writer,
+        DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint) as patient,
+        DynamoStore(name, region="us-east-1", endpoint_url=moto_endpoint, log_grace_s=0.6) as brief,
+    ):
+        delayed: list[bool] = []
+
+        async def slow_reservation(**_: Any) -> None:
+            if not delayed:
+                delayed.append(True)
+                await asyncio.sleep(0.3)  # > grace / 3: the numbers are too old to write
+
+        writer._client.meta.events.register("before-call.dynamodb.UpdateItem", slow_reservation)
+        assert await writer.put_changes(change) == 1
+        assert writer.stats.log_renumbered >= 1
+        # Number 1 (and more if renumbered again) was reserved and never written.
+        assert await patient.change_log_after(0, 10) == []
+        assert await patient.change_log_head() == 0
+        await asyncio.sleep(0.65)
+        rows = await brief.change_log_after(0, 10)
+        assert log_ids(rows) == [change[0].change_id]
+        seq = rows[0].seq
+        assert seq > 1
+        assert await brief.change_log_head() == seq
+        assert await brief.change_log_after(seq, 10) == []
+        assert await patient.change_log_after(0, 10) == []  # 30 s: still waiting
+        assert await writer.current_counts() == {
+            ("AWS::EC2::SecurityGroup", ACCOUNT, "us-east-1"): 1
+        }
