@@ -9,7 +9,9 @@ moto's S3 with ObjectCreated notifications to SQS, then:
    worker — this process — stores every event and its hourly/daily aggregates. The clock
    starts when the tailer starts and stops when the worker has committed the last event
    (events and aggregates are written in one transaction). The worker's CPU time gives
-   events/s per worker core.
+   events/s per worker core. The activity agent takes the topic in fetch-sized batches
+   (streams.batch_delivery); ``--with-alerts`` also runs the event alerts on it, as
+   ``cloudinv worker`` does (batch-fed too), and the clock then also waits for them.
 2. The older approach on the same files: get each object, gunzip, flatten every record
    (``a_b_0_c`` keys, ~20 fields kept) and put_item it into a DynamoDB table (hash eventID,
    range userName) in moto, one call per event, one worker.
@@ -19,11 +21,12 @@ moto and the broker run in their own processes. Usage::
     .venv/bin/python bench/cloudtrail.py --files 20 --events-per-file 2500
 
 The worker line also splits its CPU: the store's writer thread (``time.thread_time`` over its
-batch writes) and the rest, which is Faust's per-message delivery and the agent.
+batch writes) and the rest, which is Faust's fetch, the batch delivery and the agent.
 ``--profile FILE`` writes a cProfile of the measured run (the worker's event loop thread);
 ``--loop uvloop`` runs the worker on uvloop; ``--faust-fast-path`` is an experiment that
-measures what Faust's per-message ``Consumer.wait_first`` costs (see
-:func:`install_faust_fast_path`) — its figures are not what ``cloudinv worker`` does.
+measured what Faust's per-message ``Consumer.wait_first`` cost when the topic still went
+through it (see :func:`install_faust_fast_path`; batch-fed now, it changes little) — its
+figures are not what ``cloudinv worker`` does.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ async def run_cloudinv(
     batch_size: int,
     within_s: float,
     profile: str | None = None,
+    with_alerts: bool = False,
 ) -> tuple[Result, float]:
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     await ensure_topics(
@@ -155,6 +159,16 @@ async def run_cloudinv(
     )
     app = create_app(config)
     stage = bind(app, config, batch_size=batch_size, within_s=within_s)
+    alert_stage = None
+    if with_alerts:
+        from cloudinv.settings import AlertSettings
+        from streams import alerts
+
+        alert_stage = alerts.bind(app, config, settings=AlertSettings(webhooks=[]))
+
+    def done(n: int) -> bool:
+        return stage.stats.inserted >= n and (alert_stage is None or alert_stage.stats.events >= n)
+
     writer_cpu = _time_writer_thread(stage.store)
     await app.start()
     tailer = await asyncio.create_subprocess_exec(
@@ -183,7 +197,7 @@ async def run_cloudinv(
         # Warm up both (imports, consumer group join, connections) with one small file.
         warm = build_files(1, 10)[0]
         await asyncio.to_thread(upload, s3, bucket, [warm])
-        await _until(lambda: stage.stats.inserted >= warm.events, tailer)
+        await _until(lambda: done(warm.events), tailer)
         # Hold the tailer while the files land, so the clock covers processing only: every
         # notification is waiting in the queue when it resumes.
         tailer.send_signal(signal.SIGSTOP)
@@ -197,7 +211,7 @@ async def run_cloudinv(
         if profiler is not None:
             profiler.enable()
         tailer.send_signal(signal.SIGCONT)
-        await _until(lambda: stage.stats.inserted >= total, tailer)
+        await _until(lambda: done(total), tailer)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
         if profiler is not None and profile is not None:
@@ -401,6 +415,7 @@ async def main(args: argparse.Namespace) -> int:
             args.batch_size,
             args.within,
             args.profile,
+            args.with_alerts,
         )
         old: Result | None = None
         if not args.skip_old:
@@ -416,8 +431,9 @@ async def main(args: argparse.Namespace) -> int:
         await aws.stop()
     print()
     print(f"events: {total} in {args.files} files")
+    stages = " and event alerts evaluated" if args.with_alerts else ""
     print(
-        f"cloudinv  notification → aggregates in store: {new.rate:,.0f} events/s wall "
+        f"cloudinv  notification → aggregates in store{stages}: {new.rate:,.0f} events/s wall "
         f"({new.wall_s:.2f} s); one worker used {new.cpu_s:.2f} CPU-s → "
         f"{new.per_core:,.0f} events/s per worker core (tailer process: {tailer_cpu:.2f} CPU-s)"
     )
@@ -443,6 +459,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="worker batch size")
     parser.add_argument("--within", type=float, default=BATCH_WITHIN_S, help="batch wait (s)")
     parser.add_argument("--skip-old", action="store_true", help="measure cloudinv only")
+    parser.add_argument(
+        "--with-alerts",
+        action="store_true",
+        help="also run the event alerts agent on the CloudTrail topic, as cloudinv worker does",
+    )
     parser.add_argument(
         "--faust-fast-path",
         action="store_true",

@@ -1,16 +1,19 @@
 """Per-principal and per-service activity from CloudTrail: the agent that stores every event
 once and publishes aggregate updates.
 
-``store_cloudtrail`` reads the CloudTrail topic in batches (``stream.take``) and hands each
-batch to :meth:`~sinks.events_store.EventsStore.write_batch`, which inserts the events not
-already stored and adds exactly those to the hourly and daily aggregates in one
-transaction. Counting from the deduplicated store (not from windowed tables over the raw
-stream) is what makes a log file delivered twice, or a batch replayed after a crash
-(at-least-once delivery), count once. Every aggregate bucket a batch changed is published on
+``store_cloudtrail`` reads the CloudTrail topic in batches and hands each batch to
+:meth:`~sinks.events_store.EventsStore.write_batch`, which inserts the events not already
+stored and adds exactly those to the hourly and daily aggregates in one transaction.
+Counting from the deduplicated store (not from windowed tables over the raw stream) is what
+makes a log file delivered twice, or a batch replayed after a crash (at-least-once
+delivery), count once. Every aggregate bucket a batch changed is published on
 the activity topic with its new totals, keyed by ``principal:<label>`` or ``service:<name>``.
 
-Offsets of a batch are committed only after the batch is written (Faust acks ``take``
-batches once the loop body returns).
+The batches come from :mod:`streams.batch_delivery`, a fetch at a time: Faust's per-message
+delivery cost more CPU per event than storing it (bench/cloudtrail.py). The event alerts
+read the same topic through queues of their own. Offsets of a batch are committed only after
+the batch is written (and the alerts are done with it). With a transport batch delivery does
+not support, the agent reads its stream (``stream.take``) instead.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from faust.serializers.schemas import Schema
 from cloudinv.codec import PydanticCodec
 from cloudinv.topics import Topic, topic_name
 from sinks.events_store import ActivityUpdate, EventsStore, events_store_path
+from streams import batch_delivery
 from streams.app import StreamConfig
 
 __all__ = ["ActivityStage", "ActivityStats", "bind"]
@@ -54,6 +58,8 @@ class ActivityStage:
     """The Faust agent ``store_cloudtrail``."""
     activity_topic: Any
     stats: ActivityStats = field(default_factory=ActivityStats)
+    batch_queue: batch_delivery.BatchQueue | None = None
+    """Where the agent's batches come from (None: its Faust stream)."""
 
 
 def bind(
@@ -67,12 +73,16 @@ def bind(
     """Declare the CloudTrail agent on ``app``; the store opens when the agent starts."""
     # Raw bytes: the store parses each event in its writer thread (orjson, checked field by
     # field), which is several times cheaper than building the model on the event loop.
-    cloudtrail = app.topic(
-        topic_name(Topic.CLOUDTRAIL, config.topic_prefix),
+    cloudtrail_name = topic_name(Topic.CLOUDTRAIL, config.topic_prefix)
+    cloudtrail = batch_delivery.BatchTopic(
+        app,
+        topics=[cloudtrail_name],
         schema=_BrokerBytes(),
         partitions=config.partitions,
         replicas=config.replication_factor,
     )
+    # None with a transport batch delivery does not support: the agent reads its stream.
+    queue = (batch_delivery.enable(app, (cloudtrail_name,)) or {}).get(cloudtrail_name)
     # The activity topic's schema is built here rather than registered in cloudinv.codec:
     # the codec's meta-test (tests/test_codec.py) requires a sample for every registered
     # topic, and it has none for ActivityUpdate yet. The bytes are the same codec's.
@@ -88,14 +98,20 @@ def bind(
         store=store or EventsStore(events_store_path(config.data_dir)),
         agent=None,
         activity_topic=activity,
+        batch_queue=queue,
     )
 
     async def store_cloudtrail(stream: faust.StreamT[bytes]) -> None:
         _tune_gc()
         await stage.store.open()
         try:
-            async for batch in stream.take(batch_size, within=within_s):
-                await _write(stage, batch)
+            if queue is None:
+                async for values in stream.take(batch_size, within=within_s):
+                    await _write(stage, values)
+            while queue is not None:
+                batch = await queue.get(batch_size)
+                await _write(stage, [message.value for message in batch.messages])
+                queue.ack(batch)
         finally:
             # Runs when the worker stops (the agent is cancelled) after any write finished.
             await stage.store.close()

@@ -51,6 +51,7 @@ from sinks.webhooks import (
     TopicDestination,
     WebhookDestination,
 )
+from streams import batch_delivery
 from streams.app import StreamConfig
 from streams.rules import RuleSet, evaluate_change, evaluate_event, load_rules
 
@@ -205,7 +206,12 @@ def bind(
         "replicas": config.replication_factor,
     }
     changes_in = app.topic(topic_name(Topic.CHANGES, config.topic_prefix), **raw)
-    cloudtrail_in = app.topic(topic_name(Topic.CLOUDTRAIL, config.topic_prefix), **raw)
+    # The CloudTrail events come in batches, through queues of this agent's own
+    # (streams.batch_delivery: the activity store reads the same topic); None with a
+    # transport it does not support, and the agent reads its stream.
+    cloudtrail_name = topic_name(Topic.CLOUDTRAIL, config.topic_prefix)
+    cloudtrail_in = batch_delivery.BatchTopic(app, topics=[cloudtrail_name], **raw)
+    events_queue = (batch_delivery.enable(app, (cloudtrail_name,)) or {}).get(cloudtrail_name)
 
     async def evaluate_changes(stream: faust.StreamT[bytes]) -> None:
         async for values in stream.take(BATCH, within=WINDOW_S):
@@ -213,9 +219,16 @@ def bind(
             await _apply(stage, observations)
 
     async def evaluate_events(stream: faust.StreamT[bytes]) -> None:
-        async for values in stream.take(BATCH, within=WINDOW_S):
-            observations = await asyncio.to_thread(_events_batch, stage, list(values))
+        if events_queue is None:
+            async for values in stream.take(BATCH, within=WINDOW_S):
+                observations = await asyncio.to_thread(_events_batch, stage, list(values))
+                await _apply(stage, observations)
+        while events_queue is not None:
+            batch = await events_queue.get(BATCH)
+            values = [message.value for message in batch.messages]
+            observations = await asyncio.to_thread(_events_batch, stage, values)
             await _apply(stage, observations)
+            events_queue.ack(batch)  # its offsets may be committed once the store has them
 
     stage.changes_agent = app.agent(changes_in, name="evaluate_changes", concurrency=1)(
         evaluate_changes

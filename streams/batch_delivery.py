@@ -11,9 +11,12 @@ Every other topic keeps Faust's per-message path, unchanged.
 
 Subscriptions, partition assignment (co-partitioned topics included), offsets and commits
 stay Faust's: the agent is still declared on its topic (a :class:`BatchTopic`) and never
-reads its stream. Other agents reading the same topic (drift alerts read the changes) still
-get every message through Faust's path, and a message's offset is committed only once they
-and the batch's agent are all done with it (Faust's per-message reference count). The agent
+reads its stream. Several agents may read one topic in batches: each :func:`enable` call
+gives its agent queues of its own, and every queue gets every batch (the CloudTrail topic
+feeds both the activity store and the event alerts). Other agents reading the same topic
+through a plain topic still get every message through Faust's path. A message's offset is
+committed only once every queue's agent and every other reader are done with it (Faust's
+per-message reference count: one reference per queue, one per other channel). The agent
 acknowledges a batch with :meth:`BatchQueue.ack` once it is done with it; Faust commits acked
 offsets as usual. A rebalance drops batches not yet taken, and acknowledgments of batches
 taken before it are dropped too (the partition's new owner reads them again: delivery stays
@@ -34,6 +37,7 @@ from typing import Any, ClassVar
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 __all__ = ["Batch", "BatchQueue", "BatchTopic", "BatchingConsumer", "enable"]
 
@@ -112,14 +116,16 @@ class BatchTopic(faust.Topic):  # type: ignore[misc]
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's aiokafka consumer, diverting the messages of some topics to batch queues."""
 
-    batch_queues: ClassVar[dict[str, BatchQueue]] = {}
-    """Set per app by :func:`enable` (on a subclass of its own)."""
+    batch_queues: ClassVar[dict[str, list[BatchQueue]]] = {}
+    """Topic → the queues of its batch-fed agents; set per app by :func:`enable` (on a
+    subclass of its own)."""
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
         # Faust's Consumer._drain_messages (faust-streaming 0.15), with messages of topics
         # in batch_queues collected per partition and put on their queue after each fetch.
         queues = self.batch_queues
         counters: Any = self  # Faust's attributes, untyped
+        monitor: Any = self.app.monitor
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
@@ -152,10 +158,16 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         if gap > 1 and r_offset and acks_enabled_for(message.topic):
                             await self._add_gap(tp, r_offset + 1, offset)
                         if tp.topic in queues:
-                            message.incref()  # released by BatchQueue.ack
+                            # One reference per queue, each released by BatchQueue.ack.
+                            message.incref(len(queues[tp.topic]))
                             batches.setdefault(tp, []).append(message)
                             if tp not in others:
-                                others[tp] = self._other_channels_callback(tp)
+                                # Faust's TP, not the fetch's aiokafka TopicPartition: the
+                                # handler's buffer-pressure callbacks put it back in the
+                                # consumer's active partitions, which must hold TPs only (an
+                                # aiokafka one failed an assertion there and stopped the
+                                # fetcher: the stall of bench/changes.py --with-inventory).
+                                others[tp] = self._other_channels_callback(TP(*tp))
                             deliver = others[tp]
                             if deliver is not None:
                                 await self.wait_first(deliver(message), self.suspend_flow.wait())
@@ -171,11 +183,21 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, offset)
                     for tp, messages in batches.items():
-                        # Abandoned if the flow stops (a rebalance) while the queue is full.
-                        await self.wait_first(
-                            queues[tp.topic].put(Batch(messages, generation)),
-                            self.suspend_flow.wait(),
-                        )
+                        # What the streams' sensors count per message (Monitor.on_message_in
+                        # and on_stream_event_in), once per batch: worker metrics by topic.
+                        # Messages also delivered to a plain stream are counted by it.
+                        subscribers = queues[tp.topic]
+                        if others[tp] is None:
+                            monitor.messages_received_total += len(messages)
+                            monitor.messages_received_by_topic[tp.topic] += len(messages)
+                            monitor.tp_read_offsets[TP(*tp)] = messages[-1].offset
+                        monitor.events_total += len(messages) * len(subscribers)
+                        for queue in subscribers:
+                            # Abandoned if the flow stops (a rebalance) while it is full.
+                            await self.wait_first(
+                                queue.put(Batch(messages, generation)),
+                                self.suspend_flow.wait(),
+                            )
                     unset_flag(flag_consumer_fetching)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -213,10 +235,11 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
 
 def enable(app: faust.App, topics: Iterable[str]) -> dict[str, BatchQueue] | None:
-    """Deliver ``topics`` of ``app`` in batches; call before the app starts.
+    """Deliver ``topics`` of ``app`` in batches to one agent; call before the app starts.
 
-    Returns a queue per topic, or ``None`` (nothing changed) when the app's transport is
-    not Faust's aiokafka one or its consumer already exists.
+    Returns new queues, one per topic, for the calling agent alone (every call adds queues:
+    each gets every batch), or ``None`` (nothing changed) when the app's transport is not
+    Faust's aiokafka one or its consumer already exists.
     """
     transport = app.transport
     consumer_class = getattr(transport, "Consumer", None)
@@ -237,7 +260,8 @@ def enable(app: faust.App, topics: Iterable[str]) -> dict[str, BatchQueue] | Non
     queues = batching.batch_queues
     created: dict[str, BatchQueue] = {}
     for topic in topics:
-        created[topic] = queues.setdefault(topic, BatchQueue(app, topic))
+        created[topic] = BatchQueue(app, topic)
+        queues.setdefault(topic, []).append(created[topic])
 
     async def on_revoked(sender: Any, revoked: Any = None, **kwargs: Any) -> None:
         for queue in created.values():

@@ -16,6 +16,7 @@ import pytest
 
 from cloudinv.codec import decode, encode
 from cloudinv.models import CloudTrailEvent, Principal
+from cloudinv.settings import AlertSettings
 from cloudinv.topics import Topic, topic_name
 from producers.cloudtrail.normalize import normalize_record
 from producers.cloudtrail.tailer import tail
@@ -26,6 +27,7 @@ from sinks.events_store import (
     events_store_path,
     flatten_params,
 )
+from streams import alerts
 from streams.activity import bind
 from streams.app import StreamConfig, create_app
 from tests.cloudtrail_helpers import (
@@ -313,6 +315,9 @@ async def test_fixture_through_s3_sqs_tailer_broker_agent_into_store(
     )
     app = create_app(config)
     stage = bind(app, config, within_s=0.1)
+    # The event alerts read the same topic, as in cloudinv worker: each agent has its own
+    # batch queue (streams.batch_delivery) and gets every event.
+    alert_stage = alerts.bind(app, config, settings=AlertSettings(webhooks=[]))
     await app.start()
     try:
         stats = await tail(
@@ -333,6 +338,15 @@ async def test_fixture_through_s3_sqs_tailer_broker_agent_into_store(
 
         await _wait_for(all_received)
         assert stage.stats.inserted == 142
+        queue = stage.batch_queue
+        assert queue is not None
+
+        async def all_acked() -> bool:
+            return queue.delivered >= 3 * 142 and alert_stage.stats.events >= 3 * 142
+
+        await _wait_for(all_acked)
+        assert stage.stats.received == queue.delivered == 3 * 142
+        assert alert_stage.stats.events == 3 * 142 and alert_stage.stats.undecodable == 0
     finally:
         await app.stop()
 
