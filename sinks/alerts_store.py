@@ -64,6 +64,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudinv.models import JsonPatchOp, UtcDatetime, utcnow
+from sinks.sqlite_open import open_retrying
 from sinks.sqlite_store import from_us, to_us
 from sinks.store import InventoryStore, ResourceVersion, StoreError
 
@@ -440,7 +441,9 @@ class AlertsStore:
                 return
             writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts-write")
             try:
-                await asyncio.get_running_loop().run_in_executor(writer, self._open_writer)
+                await asyncio.get_running_loop().run_in_executor(
+                    writer, open_retrying, self._open_writer, str(self.path)
+                )
             except BaseException:
                 writer.shutdown(wait=False)
                 raise

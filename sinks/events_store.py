@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudinv.codec import encode
 from cloudinv.models import CloudTrailEvent, EventResource, Principal, UtcDatetime
+from sinks.sqlite_open import open_retrying
 
 __all__ = [
     "EVENTS_STORE_FILE",
@@ -492,7 +493,7 @@ class EventsStore:
         self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="events-read")
         if not self.readonly:
             self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="events-write")
-            await self._run_write(self._open_writer)
+            await self._run_write(lambda: open_retrying(self._open_writer, str(self.path)))
         else:
             await asyncio.to_thread(self._create_schema)
         self._open = True

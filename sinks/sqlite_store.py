@@ -64,6 +64,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from cloudinv.models import ChangeEvent, ScanManifest
+from sinks.sqlite_open import open_retrying
 from sinks.store import (
     ChangeFilters,
     ChangePage,
@@ -319,7 +320,9 @@ class SqliteStore:
                 return
             writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
             try:
-                await asyncio.get_running_loop().run_in_executor(writer, self._open_writer)
+                await asyncio.get_running_loop().run_in_executor(
+                    writer, open_retrying, self._open_writer, str(self.path)
+                )
             except BaseException:
                 writer.shutdown(wait=False)
                 raise

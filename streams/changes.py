@@ -534,9 +534,10 @@ def bind(
     changes = app.topic(changes_name, **raw)
     scans = app.topic(topic_name(Topic.SCANS, config.topic_prefix), **raw)
     # The snapshots skip Faust's per-message delivery (streams.batch_delivery); None with a
-    # transport it does not support, and the agent reads its stream. Not the changes topic:
-    # drift alerts and the warehouse read it too, and a slow co-reader of a batch-fed topic
-    # stalled the worker in bench/changes.py --with-inventory (not understood yet).
+    # transport it does not support, and the agent reads its stream. The changes topic stays
+    # on Faust's per-message path (the store sink, drift alerts and the warehouse read it);
+    # batch-feeding it too is possible now that co-readers are supported (each agent gets
+    # its own queue, tests/test_batch_delivery.py) but has not been measured.
     queues = batch_delivery.enable(app, (snapshots_name,)) or {}
     stage = ChangeStage(
         detector=detector,
