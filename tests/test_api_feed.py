@@ -9,6 +9,7 @@ written with ``SqliteStore.put_changes`` (the pipeline end to end is in
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -217,15 +218,31 @@ async def test_filters(api: Api, writer: Writer) -> None:
     assert [c.resource_type for _, c in got_i] == ["AWS::EC2::Instance"]
 
 
+def _small_receive_buffer(addr_info: Any) -> socket.socket:
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    return sock
+
+
 async def test_a_slow_client_is_told_to_resume_and_slows_nobody(
     api: Api, writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A buffer holds at least one poll's page, or a burst would overflow every client.
     monkeypatch.setattr(routes_feed, "PAGE", 50)
     monkeypatch.setattr(routes_feed, "CLIENT_BUFFER", 100)
-    padding = "x" * 20_000
+    padding = "x" * 40_000
     n = 400
-    async with aiohttp.ClientSession() as slow_http, aiohttp.ClientSession() as http:
+    # The slow client's socket gets a small fixed receive buffer. Linux autotunes a loopback
+    # connection's buffers up to tcp_rmem's max (32 MiB here), which could hold the whole
+    # burst: then nothing overflows and the test would wait for a resume that never comes.
+    # With it, what the kernel can hold (the server's send buffer, at most tcp_wmem's max,
+    # 4 MiB) is well under the 16 MB burst.
+    slow_connector = aiohttp.TCPConnector(socket_factory=_small_receive_buffer)
+    async with (
+        aiohttp.ClientSession(connector=slow_connector) as slow_http,
+        aiohttp.ClientSession() as http,
+    ):
         slow = await open_stream(slow_http, api)
         fast = await open_stream(http, api)
         await subscribed(api, 2)
