@@ -32,7 +32,6 @@ transaction with conditional updates (idempotent by nature).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import heapq
 import logging
@@ -45,6 +44,7 @@ from botocore.exceptions import ClientError
 
 from cloudinv.models import CloudTrailEvent
 from sinks.dynamodb_store import _backoff, _n, _s, table_names
+from sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor, ensure_table
 from sinks.events_store import (
     _BUCKET_MS,
     ActivityBucket,
@@ -77,21 +77,22 @@ def _day(ms: int) -> str:
 
 
 def _encode_cursor(ord_: str) -> str:
-    return "e1." + base64.urlsafe_b64encode(ord_.encode()).decode().rstrip("=")
+    return encode_cursor("e1", ord_)
 
 
 def _decode_cursor(cursor: str) -> str:
-    bad = EventsStoreError(f"cursor {cursor!r} is not one this store returned")
-    if not cursor.startswith("e1."):
-        raise bad
-    body = cursor[3:]
-    try:
-        value = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise bad from None
-    if not _CURSOR_RE.fullmatch(value):
-        raise bad
+    value = decode_cursor("e1", cursor, _CURSOR_RE)
+    if value is None:
+        raise EventsStoreError(f"cursor {cursor!r} is not one this store returned")
     return value
+
+
+_EVENTS_SPEC = TableSpec(
+    attributes={"id": "S", "ad": "S", "ord": "S"},
+    key=("id", None),
+    indexes={"by_account_day": ("ad", "ord")},
+)
+_ACTIVITY_SPEC = TableSpec(attributes={"p": "S", "b": "S"}, key=("p", "b"))
 
 
 class DynamoEventsStore:
@@ -146,20 +147,11 @@ class DynamoEventsStore:
                 )
             )
             client.meta.events.register("before-call.dynamodb", self._count_call)
-            await self._ensure(
-                client,
-                self.events_table,
-                {"id": "S", "ad": "S", "ord": "S"},
-                [("id", "HASH")],
-                {"by_account_day": ("ad", "ord")},
-            )
-            await self._ensure(
-                client,
-                self.activity_table,
-                {"p": "S", "b": "S"},
-                [("p", "HASH"), ("b", "RANGE")],
-                {},
-            )
+            for table, spec in (
+                (self.events_table, _EVENTS_SPEC),
+                (self.activity_table, _ACTIVITY_SPEC),
+            ):
+                await ensure_table(client, table, spec, error=EventsStoreError)
         except BaseException:
             await stack.aclose()
             raise
@@ -167,60 +159,6 @@ class DynamoEventsStore:
 
     def _count_call(self, model: Any, **_: Any) -> None:
         self.calls[model.name] = self.calls.get(model.name, 0) + 1
-
-    async def _ensure(
-        self,
-        client: Any,
-        table: str,
-        attributes: dict[str, str],
-        key: list[tuple[str, str]],
-        indexes: dict[str, tuple[str, str]],
-    ) -> None:
-        try:
-            described = (await client.describe_table(TableName=table))["Table"]
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-                raise EventsStoreError(f"DynamoDB table {table}: {exc}") from exc
-            params: dict[str, Any] = {
-                "TableName": table,
-                "BillingMode": "PAY_PER_REQUEST",
-                "AttributeDefinitions": [
-                    {"AttributeName": a, "AttributeType": t} for a, t in attributes.items()
-                ],
-                "KeySchema": [{"AttributeName": a, "KeyType": k} for a, k in key],
-            }
-            if indexes:
-                params["GlobalSecondaryIndexes"] = [
-                    {
-                        "IndexName": name,
-                        "KeySchema": [
-                            {"AttributeName": h, "KeyType": "HASH"},
-                            {"AttributeName": r, "KeyType": "RANGE"},
-                        ],
-                        "Projection": {"ProjectionType": "ALL"},
-                    }
-                    for name, (h, r) in indexes.items()
-                ]
-            try:
-                described = (await client.create_table(**params))["TableDescription"]
-            except ClientError as again:
-                if again.response["Error"]["Code"] != "ResourceInUseException":
-                    raise EventsStoreError(f"cannot create {table}: {again}") from again
-                described = (await client.describe_table(TableName=table))["Table"]
-        for _ in range(1500):
-            if described.get("TableStatus") == "ACTIVE" and all(
-                i.get("IndexStatus", "ACTIVE") == "ACTIVE"
-                for i in described.get("GlobalSecondaryIndexes", [])
-            ):
-                break
-            await asyncio.sleep(0.2)
-            described = (await client.describe_table(TableName=table))["Table"]
-        else:
-            raise EventsStoreError(f"DynamoDB table {table} did not become ACTIVE")
-        have = {k["AttributeName"] for k in described["KeySchema"]}
-        present = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", []) or []}
-        if have != {a for a, _ in key} or not set(indexes) <= present:
-            raise EventsStoreError(f"DynamoDB table {table} has another key or lacks indexes")
 
     async def close(self) -> None:
         if self._closed:

@@ -96,7 +96,6 @@ Tradeoffs, chosen deliberately:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import heapq
@@ -115,6 +114,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from cloudinv.models import ChangeEvent, ScanManifest
+from sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor, ensure_table
 from sinks.store import (
     ChangeFilters,
     ChangePage,
@@ -158,15 +158,8 @@ def table_names(prefix: str) -> dict[str, str]:
     return {name: f"{prefix}{sep}{name}" for name in (VERSIONS, CHANGES, SCANS, META)}
 
 
-@dataclass(frozen=True)
-class _TableSpec:
-    attributes: dict[str, str]
-    key: tuple[str, str | None]
-    indexes: dict[str, tuple[str, str]] = field(default_factory=dict)
-
-
-_SPECS: dict[str, _TableSpec] = {
-    VERSIONS: _TableSpec(
+_SPECS: dict[str, TableSpec] = {
+    VERSIONS: TableSpec(
         attributes={"key": "S", "vf": "N", "acct": "S", "scope": "S", "oa": "S", "os": "S"},
         key=("key", "vf"),
         indexes={
@@ -176,17 +169,17 @@ _SPECS: dict[str, _TableSpec] = {
             "open_by_scope": ("os", "key"),
         },
     ),
-    CHANGES: _TableSpec(
+    CHANGES: TableSpec(
         attributes={"pk": "S", "sk": "S", "key": "S", "aday": "S"},
         key=("pk", "sk"),
         indexes={"by_key": ("key", "sk"), "by_account_day": ("aday", "sk")},
     ),
-    SCANS: _TableSpec(
+    SCANS: TableSpec(
         attributes={"id": "S", "acct": "S", "ord": "S"},
         key=("id", None),
         indexes={"by_account": ("acct", "ord")},
     ),
-    META: _TableSpec(attributes={"kind": "S", "value": "S"}, key=("kind", "value")),
+    META: TableSpec(attributes={"kind": "S", "value": "S"}, key=("kind", "value")),
 }
 
 
@@ -256,20 +249,13 @@ def _version(item: Item) -> ResourceVersion:
 
 
 def _encode_cursor(sk: str) -> str:
-    return "c1." + base64.urlsafe_b64encode(sk.encode()).decode().rstrip("=")
+    return encode_cursor("c1", sk)
 
 
 def _decode_cursor(cursor: str) -> str:
-    bad = StoreError(f"bad changes cursor {cursor!r}: pass back next_cursor of a previous page")
-    if not cursor.startswith("c1."):
-        raise bad
-    body = cursor[3:]
-    try:
-        sk = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise bad from None
-    if not _CURSOR_RE.fullmatch(sk):
-        raise bad
+    sk = decode_cursor("c1", cursor, _CURSOR_RE)
+    if sk is None:
+        raise StoreError(f"bad changes cursor {cursor!r}: pass back next_cursor of a previous page")
     return sk
 
 
@@ -432,55 +418,9 @@ class DynamoStore:
         await self.close()
 
     async def _ensure_table(self, client: Any, name: str) -> None:
-        table, spec = self.tables[name], _SPECS[name]
-        try:
-            described = (await client.describe_table(TableName=table))["Table"]
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-                raise StoreError(f"DynamoDB table {table}: {exc}") from exc
-            if not self.create_tables:
-                raise StoreError(f"DynamoDB table {table} does not exist") from None
-            described = await self._create_table(client, table, spec)
-        deadline = time.monotonic() + 300
-        while not _active(described):
-            if time.monotonic() > deadline:
-                raise StoreError(f"DynamoDB table {table} did not become ACTIVE in 5 minutes")
-            await asyncio.sleep(0.2)
-            described = (await client.describe_table(TableName=table))["Table"]
-        _check_table(table, spec, described)
-
-    async def _create_table(self, client: Any, table: str, spec: _TableSpec) -> Item:
-        def key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
-            schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
-            if range_key is not None:
-                schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
-            return schema
-
-        params: dict[str, Any] = {
-            "TableName": table,
-            "BillingMode": "PAY_PER_REQUEST",
-            "AttributeDefinitions": [
-                {"AttributeName": a, "AttributeType": t} for a, t in spec.attributes.items()
-            ],
-            "KeySchema": key_schema(*spec.key),
-        }
-        if spec.indexes:
-            params["GlobalSecondaryIndexes"] = [
-                {
-                    "IndexName": index,
-                    "KeySchema": key_schema(h, r),
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-                for index, (h, r) in spec.indexes.items()
-            ]
-        try:
-            log.info("creating DynamoDB table %s", table)
-            return dict((await client.create_table(**params))["TableDescription"])
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceInUseException":
-                raise StoreError(f"cannot create DynamoDB table {table}: {exc}") from exc
-            # Another process created it first.
-            return dict((await client.describe_table(TableName=table))["Table"])
+        await ensure_table(
+            client, self.tables[name], _SPECS[name], create=self.create_tables, error=StoreError
+        )
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -1313,26 +1253,3 @@ def _pack_transactions(chunks: Sequence[_KeyChunk]) -> list[list[_KeyChunk]]:
         items += len(chunk.ops)
         size += chunk.size
     return groups
-
-
-def _active(described: Item) -> bool:
-    if described.get("TableStatus") != "ACTIVE":
-        return False
-    return all(
-        i.get("IndexStatus", "ACTIVE") == "ACTIVE"
-        for i in described.get("GlobalSecondaryIndexes", [])
-    )
-
-
-def _check_table(table: str, spec: _TableSpec, described: Item) -> None:
-    key = {k["KeyType"]: k["AttributeName"] for k in described.get("KeySchema", [])}
-    if (key.get("HASH"), key.get("RANGE")) != spec.key:
-        raise StoreError(
-            f"DynamoDB table {table} has key {key}, expected HASH {spec.key[0]!r}"
-            + (f" and RANGE {spec.key[1]!r}" if spec.key[1] else "")
-            + ": is the table prefix shared with something else?"
-        )
-    present = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", []) or []}
-    missing = sorted(set(spec.indexes) - present)
-    if missing:
-        raise StoreError(f"DynamoDB table {table} lacks the global secondary indexes {missing}")

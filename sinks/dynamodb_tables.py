@@ -1,0 +1,135 @@
+"""What the DynamoDB stores share: table declarations made real (create if missing, wait
+until active, check the key and indexes) and opaque sort-key cursors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+__all__ = ["TableSpec", "decode_cursor", "encode_cursor", "ensure_table"]
+
+log = logging.getLogger(__name__)
+
+Item = dict[str, Any]
+
+ACTIVE_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table: attribute types of its keys, its (HASH, RANGE) key, its global secondary
+    indexes (name -> (HASH, RANGE)), each projecting every attribute."""
+
+    attributes: dict[str, str]
+    key: tuple[str, str | None]
+    indexes: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+async def ensure_table(
+    client: Any,
+    table: str,
+    spec: TableSpec,
+    *,
+    create: bool = True,
+    error: type[Exception] = RuntimeError,
+) -> None:
+    """Make ``table`` exist as ``spec`` says (on-demand billing), wait until it and its
+    indexes are ACTIVE, and refuse a table with another key or missing indexes. Problems
+    are raised as ``error``."""
+    try:
+        described = (await client.describe_table(TableName=table))["Table"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise error(f"DynamoDB table {table}: {exc}") from exc
+        if not create:
+            raise error(f"DynamoDB table {table} does not exist") from None
+        described = await _create(client, table, spec, error)
+    deadline = time.monotonic() + ACTIVE_TIMEOUT_S
+    while not _active(described):
+        if time.monotonic() > deadline:
+            raise error(f"DynamoDB table {table} did not become ACTIVE in 5 minutes")
+        await asyncio.sleep(0.2)
+        described = (await client.describe_table(TableName=table))["Table"]
+    _check(table, spec, described, error)
+
+
+async def _create(client: Any, table: str, spec: TableSpec, error: type[Exception]) -> Item:
+    def key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
+        schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+        if range_key is not None:
+            schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        return schema
+
+    params: dict[str, Any] = {
+        "TableName": table,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": a, "AttributeType": t} for a, t in spec.attributes.items()
+        ],
+        "KeySchema": key_schema(*spec.key),
+    }
+    if spec.indexes:
+        params["GlobalSecondaryIndexes"] = [
+            {
+                "IndexName": index,
+                "KeySchema": key_schema(h, r),
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for index, (h, r) in spec.indexes.items()
+        ]
+    try:
+        log.info("creating DynamoDB table %s", table)
+        return dict((await client.create_table(**params))["TableDescription"])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise error(f"cannot create DynamoDB table {table}: {exc}") from exc
+        # Another process created it first.
+        return dict((await client.describe_table(TableName=table))["Table"])
+
+
+def _active(described: Item) -> bool:
+    if described.get("TableStatus") != "ACTIVE":
+        return False
+    return all(
+        i.get("IndexStatus", "ACTIVE") == "ACTIVE"
+        for i in described.get("GlobalSecondaryIndexes", [])
+    )
+
+
+def _check(table: str, spec: TableSpec, described: Item, error: type[Exception]) -> None:
+    key = {k["KeyType"]: k["AttributeName"] for k in described.get("KeySchema", [])}
+    if (key.get("HASH"), key.get("RANGE")) != spec.key:
+        raise error(
+            f"DynamoDB table {table} has key {key}, expected HASH {spec.key[0]!r}"
+            + (f" and RANGE {spec.key[1]!r}" if spec.key[1] else "")
+            + ": is the table prefix shared with something else?"
+        )
+    present = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", []) or []}
+    missing = sorted(set(spec.indexes) - present)
+    if missing:
+        raise error(f"DynamoDB table {table} lacks the global secondary indexes {missing}")
+
+
+def encode_cursor(tag: str, sort_key: str) -> str:
+    """An opaque cursor for the page after ``sort_key`` (``tag`` names its kind)."""
+    return f"{tag}." + base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(tag: str, cursor: str, shape: re.Pattern[str]) -> str | None:
+    """The sort key of a cursor :func:`encode_cursor` made with ``tag``; ``None`` for any
+    other string (the caller says what it expected)."""
+    if not cursor.startswith(f"{tag}."):
+        return None
+    body = cursor[len(tag) + 1 :]
+    try:
+        value = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if shape.fullmatch(value) else None
