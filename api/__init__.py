@@ -1,1 +1,1 @@
-"""The HTTP API and web UI (aiohttp). ``api.app.create_app`` is the factory."""
+"""The HTTP API and web UI (aiohttp). ``cloudinv.api.app.create_app`` is the factory."""

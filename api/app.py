@@ -1,7 +1,7 @@
 """The aiohttp application factory: ``create_app(settings, runtime, stores)``.
 
 State lives under :class:`web.AppKey`. Routes come from the endpoint declarations in the
-``api.routes_*`` modules (see :mod:`api.endpoints`): each is wrapped so that its query is
+``api.routes_*`` modules (see :mod:`cloudinv.api.endpoints`): each is wrapped so that its query is
 validated, its errors become ``application/problem+json``, and its result is serialized as
 JSON or CSV. Request counts and latencies go to ``/metrics``.
 """
@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api.auth import TokenTable, auth_middleware
-from api.endpoints import (
+import cloudinv.api.routes  # noqa: F401  (registers the /v1 endpoints)
+from cloudinv import __version__
+from cloudinv.api.auth import TokenTable, auth_middleware
+from cloudinv.api.endpoints import (
     ENDPOINTS,
     BadRequest,
     Endpoint,
@@ -31,13 +32,24 @@ from api.endpoints import (
     validation_problem,
     wants_csv,
 )
-from api.openapi import build_openapi, render_docs
-from api.problems import problem
-from api.ui import setup_ui
-from cloudinv import __version__
-from cloudinv.connection import RunningComponent
-from cloudinv.metrics import Metrics
-from cloudinv.settings import Settings
+from cloudinv.api.openapi import build_openapi, render_docs
+from cloudinv.api.problems import problem
+from cloudinv.api.routes_feed import close_feeds
+from cloudinv.api.routes_reports import setup_reports
+from cloudinv.api.state import (
+    METRICS_KEY,
+    RUNTIME_KEY,
+    SETTINGS_KEY,
+    STARTED_KEY,
+    STORES_KEY,
+    Stores,
+)
+from cloudinv.api.ui import setup_ui
+from cloudinv.core.connection import RunningComponent
+from cloudinv.core.metrics import Metrics
+from cloudinv.core.settings import Settings
+from cloudinv.sinks.alerts_store import AlertsStore
+from cloudinv.sinks.factory import events_store, inventory_store
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +65,6 @@ class Status(BaseModel):
     mode: str
     components: list[RunningComponent]
     stats: dict[str, Any] = {}
-
-
-@dataclass
-class Stores:
-    """What the API reads. ``inventory``: versions, changes, scans; ``events``: CloudTrail;
-    ``alerts``: alerts, their notifications and baselines."""
-
-    inventory: Any = None
-    events: Any = None
-    alerts: Any = None
-
-
-SETTINGS_KEY = web.AppKey("settings", Settings)
-RUNTIME_KEY = web.AppKey("runtime", dict)
-STARTED_KEY = web.AppKey("started", float)
-METRICS_KEY = web.AppKey("metrics", Metrics)
-STORES_KEY = web.AppKey("stores", Stores)
 
 
 @endpoint(
@@ -197,8 +192,6 @@ async def errors_and_metrics(
 
 async def _local_stores(app: web.Application) -> AsyncIterator[None]:
     """Open the local stores of the data directory for the app's lifetime."""
-    from sinks.alerts_store import AlertsStore
-    from sinks.factory import events_store, inventory_store
 
     data_dir = app[SETTINGS_KEY].data_dir
     # storage.targets with "dynamodb": the DynamoDB stores, else SQLite in the data directory.
@@ -234,7 +227,6 @@ def create_app(
     ``stores`` are what the endpoints read; with ``open_local_stores`` the app opens the
     data directory's SQLite stores at start-up and closes them on shutdown instead.
     """
-    import api.routes  # noqa: F401  (registers the /v1 endpoints)
 
     app = web.Application(
         middlewares=[errors_and_metrics, auth_middleware(TokenTable(settings.api.tokens))]
@@ -246,7 +238,6 @@ def create_app(
     app[STORES_KEY] = stores or Stores()
     if open_local_stores:
         app.cleanup_ctx.append(_local_stores)
-    from api.routes_feed import close_feeds
 
     # Open SSE streams never end by themselves: end them so shutdown does not wait them out.
     app.on_shutdown.append(close_feeds)
@@ -260,7 +251,6 @@ def create_app(
     app.router.add_get("/docs", docs)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/readyz", readyz)
-    from api.routes_reports import setup_reports
 
     setup_reports(app, settings, app[RUNTIME_KEY])
     setup_ui(app)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from cloudinv.settings import ApiToken
+from cloudinv.api.problems import problem
+from cloudinv.core.settings import ApiToken
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,6 @@ def auth_middleware(table: TokenTable) -> Middleware:
         scheme, _, token = header.partition(" ")
         scope = table.lookup(token.strip()) if scheme.lower() == "bearer" and token else None
         if scope is None:
-            from api.problems import problem
-
             return problem(
                 401,
                 "Unauthorized",

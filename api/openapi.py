@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from api.endpoints import ENDPOINTS, Endpoint
-from api.problems import Problem
 from cloudinv import __version__
+from cloudinv.api.endpoints import ENDPOINTS, Endpoint
+from cloudinv.api.problems import Problem
 
 REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{(\w+)(?::[^{}]*(?:{[^{}]*}[^{}]*)*)?}")

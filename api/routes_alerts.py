@@ -27,9 +27,8 @@ from weakref import WeakKeyDictionary
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from api.app import SETTINGS_KEY
-from api.endpoints import BadRequest, NotFound, Page, PageQuery, Query, endpoint
-from api.routes_common import (
+from cloudinv.api.endpoints import BadRequest, NotFound, Page, PageQuery, Query, endpoint
+from cloudinv.api.routes_common import (
     AccountId,
     AccountView,
     ResourceTypeName,
@@ -40,7 +39,8 @@ from api.routes_common import (
     store_cursor_errors,
     stores,
 )
-from sinks.alerts_store import (
+from cloudinv.api.state import SETTINGS_KEY
+from cloudinv.sinks.alerts_store import (
     SEVERITIES,
     Alert,
     AlertFilters,
@@ -50,7 +50,8 @@ from sinks.alerts_store import (
     DriftItem,
     compute_drift,
 )
-from streams.rules import Rule, load_rules
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.streams.rules import Rule, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,6 @@ def alerts_store(request: web.Request) -> AlertsStore:
         return store  # type: ignore[no-any-return]
     fallback = _FALLBACK.get(request.app)
     if fallback is None:
-        from sinks.sqlite_store import SqliteStore
-
         inventory = stores(request).inventory
         if not isinstance(inventory, SqliteStore):
             raise web.HTTPServiceUnavailable(reason="no alerts store is configured")

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from api.endpoints import Page, PageQuery, Query, endpoint
-from api.routes_common import (
+from cloudinv.api.endpoints import Page, PageQuery, Query, endpoint
+from cloudinv.api.routes_common import (
     AccountId,
     AccountView,
     EndTime,
@@ -29,8 +29,8 @@ from api.routes_common import (
     inventory_store,
     store_cursor_errors,
 )
-from cloudinv.models import ChangeEvent, ChangeType
-from sinks.store import ChangeFilters
+from cloudinv.core.models import ChangeEvent, ChangeType
+from cloudinv.sinks.store import ChangeFilters
 
 TAGS = ["changes"]
 _CHANGE_TYPES = ("created", "modified", "deleted")

@@ -1,7 +1,7 @@
 """What the /v1 route modules share: time and filter parameters, opaque cursors, the caller's
 account scope, and paging through a store while filtering in the API.
 
-Account scope. A token may be limited to some accounts (:class:`~api.auth.TokenScope`).
+Account scope. A token may be limited to some accounts (:class:`~cloudinv.api.auth.TokenScope`).
 Every handler turns the caller's scope and its ``account`` parameter into an
 :class:`AccountView` and reads only through it: an account outside the scope reads as empty
 (lists) or unknown (single items, 404), never as "forbidden", so a token cannot even learn
@@ -26,10 +26,12 @@ import orjson
 from aiohttp import web
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from api.app import STORES_KEY, Stores
-from api.auth import SCOPE_KEY, TokenScope
-from api.endpoints import BadRequest, parse_time
-from sinks.store import ChangeLog, LoggedChange
+from cloudinv.api.auth import SCOPE_KEY, TokenScope
+from cloudinv.api.endpoints import BadRequest, parse_time
+from cloudinv.api.state import STORES_KEY, Stores
+from cloudinv.catalog.registry import UnknownResourceType, default_registry
+from cloudinv.sinks.events_store import EventsStoreError
+from cloudinv.sinks.store import ChangeLog, LoggedChange, StoreError
 
 __all__ = [
     "AccountId",
@@ -91,7 +93,6 @@ def _type_name(value: Any) -> Any:
     """A registered CloudFormation type, case-insensitively, as the registry spells it."""
     if not isinstance(value, str):
         raise ValueError("give one resource type")
-    from producers.registry import UnknownResourceType, default_registry
 
     try:
         return default_registry().get(value).cfn_type
@@ -174,8 +175,6 @@ def cursor_str(state: dict[str, Any] | None, field: str) -> str | None:
 @contextmanager
 def store_cursor_errors() -> Iterator[None]:
     """A store rejecting the cursor it was given (from a tampered API cursor) is a 400."""
-    from sinks.events_store import EventsStoreError
-    from sinks.store import StoreError
 
     try:
         yield
@@ -315,7 +314,8 @@ LogRow = LoggedChange
 
 
 def change_log(store: Any) -> ChangeLog | None:
-    """``store`` when it can be tailed in commit order (:class:`~sinks.store.ChangeLog`)."""
+    """``store`` when it can be tailed in commit order
+    (:class:`~cloudinv.sinks.store.ChangeLog`)."""
     return store if isinstance(store, ChangeLog) else None
 
 

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, RootModel, field_validator
 
-from api.endpoints import BadRequest, NotFound, Page, PageQuery, endpoint
-from api.routes_common import (
+from cloudinv.api.endpoints import BadRequest, NotFound, Page, PageQuery, endpoint
+from cloudinv.api.routes_common import (
     AccountId,
     AccountView,
     EndTime,
@@ -32,8 +32,8 @@ from api.routes_common import (
     filtered_page,
     store_cursor_errors,
 )
-from cloudinv.models import CloudTrailEvent
-from sinks.events_store import ActivityBucket, PrincipalSummary, ServiceSummary
+from cloudinv.core.models import CloudTrailEvent
+from cloudinv.sinks.events_store import ActivityBucket, PrincipalSummary, ServiceSummary
 
 TAGS = ["cloudtrail"]
 _MS = timedelta(milliseconds=1)

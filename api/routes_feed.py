@@ -31,16 +31,16 @@ import orjson
 from aiohttp import web
 from pydantic import Field
 
-from api.endpoints import BadRequest, endpoint
-from api.routes_changes import ChangeFilterQuery
-from api.routes_common import (
+from cloudinv.api.endpoints import BadRequest, endpoint
+from cloudinv.api.routes_changes import ChangeFilterQuery
+from cloudinv.api.routes_common import (
     AccountView,
     LogRow,
     account_view,
     change_log,
     inventory_store,
 )
-from sinks.store import ChangeLog
+from cloudinv.sinks.store import ChangeLog
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from api.endpoints import (
+from cloudinv.api.endpoints import (
     NotFound,
     Page,
     PageQuery,
@@ -34,7 +34,7 @@ from api.endpoints import (
     endpoint,
     wants_csv,
 )
-from api.routes_common import (
+from cloudinv.api.routes_common import (
     AccountId,
     AccountView,
     EndTime,
@@ -51,9 +51,12 @@ from api.routes_common import (
     merge_by_key,
     store_cursor_errors,
 )
-from cloudinv.models import Attribution, ChangeType, JsonPatchOp, UtcDatetime
-from sinks.store import ChangeFilters, ResourceVersion
-from streams.diff import changed_paths, json_patch
+from cloudinv.catalog.diff import changed_paths, json_patch
+from cloudinv.catalog.registry import UnknownResourceType, default_registry
+from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.catalog.transform import read_tags
+from cloudinv.core.models import Attribution, ChangeType, JsonPatchOp, UtcDatetime
+from cloudinv.sinks.store import ChangeFilters, ResourceVersion
 
 TAGS = ["inventory"]
 KEY_HELP = "The resource key (its ARN), URL-encoded"
@@ -155,7 +158,6 @@ _TAG_FIELDS = ("Tags", "TagSet", "TagList", "tags", "Tagging.TagSet")
 
 @cache
 def _tags_reader(resource_type: str) -> Any:
-    from producers.registry import UnknownResourceType, default_registry
 
     try:
         return default_registry().get(resource_type)
@@ -166,7 +168,6 @@ def _tags_reader(resource_type: str) -> Any:
 @cache
 def _generic_tag_specs() -> tuple[Any, ...]:
     """Specs that only say where tags usually are, for types the registry does not know."""
-    from producers.spec import ResourceSpec
 
     return tuple(
         ResourceSpec(
@@ -184,7 +185,6 @@ def _generic_tag_specs() -> tuple[Any, ...]:
 
 def tags_of(version: ResourceVersion) -> dict[str, str]:
     """The resource's tags, read where its type declares them (or in the usual fields)."""
-    from producers.transform import read_tags
 
     spec = _tags_reader(version.resource_type)
     if spec is not None and spec.tags_field is not None:

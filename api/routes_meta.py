@@ -10,8 +10,8 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from api.endpoints import BadRequest, Page, PageQuery, endpoint
-from api.routes_common import (
+from cloudinv.api.endpoints import BadRequest, Page, PageQuery, endpoint
+from cloudinv.api.routes_common import (
     AccountId,
     AccountView,
     Region,
@@ -24,8 +24,9 @@ from api.routes_common import (
     inventory_store,
     stores,
 )
-from cloudinv.models import UtcDatetime
-from sinks.store import ScanRecord
+from cloudinv.catalog.registry import default_registry
+from cloudinv.core.models import UtcDatetime
+from cloudinv.sinks.store import ScanRecord
 
 TAGS = ["meta"]
 
@@ -38,7 +39,9 @@ class TypeInfo(BaseModel):
     type: str = Field(description="CloudFormation type name")
     service: str | None = Field(description="botocore service that lists it")
     global_service: bool = False
-    registered: bool = Field(description="declared in producers.resources (collected by scans)")
+    registered: bool = Field(
+        description="declared in cloudinv.catalog.resources (collected by scans)"
+    )
     resources: int = Field(description="current resources of this type the caller can see")
 
 
@@ -69,7 +72,6 @@ async def _visible_counts(
     csv_items=True,
 )
 async def list_types(request: web.Request, query: TypesQuery) -> Page[TypeInfo]:
-    from producers.registry import default_registry
 
     counts = await _visible_counts(request, account_view(request, query.account))
     per_type: dict[str, int] = {}

@@ -1,10 +1,10 @@
 """Reports: ``GET /v1/reports/snapshots`` and ``GET /v1/reports/s3-metrics``.
 
-The snapshot report (``producers.reports.snapshots``) is built from the current versions of
+The snapshot report (``cloudinv.producers.reports.snapshots``) is built from the current versions of
 the snapshot types the collectors keep (EBS snapshots and their volumes, RDS DB and cluster
 snapshots, EFS file systems), so the API answers without calling AWS.
 
-The S3 storage report (``producers.reports.s3_metrics``, as ``cloudinv report s3-metrics``)
+The S3 storage report (``cloudinv.producers.reports.s3_metrics``, as ``cloudinv report s3-metrics``)
 needs CloudWatch, which the inventory does not hold: the API makes it with the configured AWS
 access (``aws`` settings: roles, Organizations or the local credentials; ``aws.endpoint_url``)
 and keeps it ten minutes (:class:`S3MetricsReports`). Without usable AWS access it answers
@@ -26,14 +26,14 @@ from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, field_validator
 
-from api.endpoints import Query, ServiceUnavailable, endpoint, wants_csv
-from api.routes_common import AccountId, AccountView, Region, account_view, inventory_store
-from cloudinv.models import ResourceSnapshot, ScanManifest, utcnow
-from cloudinv.settings import AwsSettings, Settings
-from producers.credentials import AccountDiscoveryError, AccountTarget, AwsAccess
-from producers.engine import ScanOptions
-from producers.reports import gaps_from_manifests
-from producers.reports.s3_metrics import (
+from cloudinv.api.endpoints import Query, ServiceUnavailable, endpoint, wants_csv
+from cloudinv.api.routes_common import AccountId, AccountView, Region, account_view, inventory_store
+from cloudinv.core.models import ResourceSnapshot, ScanManifest, utcnow
+from cloudinv.core.settings import AwsSettings, Settings
+from cloudinv.producers.credentials import AccountDiscoveryError, AccountTarget, AwsAccess
+from cloudinv.producers.engine import ScanOptions
+from cloudinv.producers.reports import gaps_from_manifests
+from cloudinv.producers.reports.s3_metrics import (
     S3_COLUMNS,
     ReportMonth,
     S3MetricsReport,
@@ -42,7 +42,11 @@ from producers.reports.s3_metrics import (
     s3_cells,
     scan_buckets,
 )
-from producers.reports.snapshots import SNAPSHOT_TYPES, SnapshotReport, build_snapshot_report
+from cloudinv.producers.reports.snapshots import (
+    SNAPSHOT_TYPES,
+    SnapshotReport,
+    build_snapshot_report,
+)
 
 T = TypeVar("T")
 _PAGE = 1000

@@ -6,7 +6,7 @@
    a few deletions over ten hours) and ``--events`` CloudTrail events (the shared fixture's
    real records, normalized, renumbered and spread over accounts and a week, written with
    ``EventsStore.write_batch``).
-2. Starts the API (``api.app.create_app``, one worker, one event loop) in its own process,
+2. Starts the API (``cloudinv.api.app.create_app``, one worker, one event loop) in its own process,
    pinned to the last CPU, and pins this process (the load generator) to the others, so the
    two never share a core (``--no-pin``: leave both to the scheduler). Other processes on the
    machine still do: the load average is printed with the figures.
@@ -50,7 +50,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cloudinv.models import CloudTrailEvent, Principal, ResourceSnapshot  # noqa: E402
+from cloudinv.core.models import CloudTrailEvent, Principal, ResourceSnapshot  # noqa: E402
 
 FIXTURE = REPO / "tests/data/cloudtrail/sample-cloudtrail-event.json"
 T0 = datetime(2026, 10, 1, 0, 0, tzinfo=UTC)
@@ -183,8 +183,8 @@ def principal_labels() -> list[str]:
 
 
 async def populate_inventory(data_dir: Path, versions: int) -> list[Resource]:
-    from sinks.sqlite_store import SqliteStore
-    from streams.changes import ChangeDetector
+    from cloudinv.sinks.sqlite_store import SqliteStore
+    from cloudinv.streams.changes import ChangeDetector
 
     rng = random.Random(1)
     resources = plan_resources(versions)
@@ -221,7 +221,7 @@ async def populate_inventory(data_dir: Path, versions: int) -> list[Resource]:
 
 
 def _fixture_events() -> list[CloudTrailEvent]:
-    from producers.cloudtrail.normalize import normalize_record
+    from cloudinv.producers.cloudtrail.normalize import normalize_record
 
     records = orjson.loads(FIXTURE.read_bytes())["Records"]
     return [normalize_record(r) for r in records]
@@ -229,7 +229,7 @@ def _fixture_events() -> list[CloudTrailEvent]:
 
 async def populate_events(data_dir: Path, count: int) -> list[str]:
     """Events spread over a week and the accounts; returns the principal labels."""
-    from sinks.events_store import EventsStore, events_store_path
+    from cloudinv.sinks.events_store import EventsStore, events_store_path
 
     base = _fixture_events()
     rng = random.Random(2)
@@ -267,10 +267,11 @@ def serve(data_dir: Path, port: int, digest: str, profile: Path | None = None) -
     from aiohttp import web
     from pydantic import SecretStr
 
-    from api.app import Stores, create_app
-    from cloudinv.settings import ApiToken, Settings
-    from sinks.events_store import EventsStore, events_store_path
-    from sinks.sqlite_store import SqliteStore
+    from cloudinv.api.app import create_app
+    from cloudinv.api.state import Stores
+    from cloudinv.core.settings import ApiToken, Settings
+    from cloudinv.sinks.events_store import EventsStore, events_store_path
+    from cloudinv.sinks.sqlite_store import SqliteStore
 
     async def make() -> web.Application:
         inventory = SqliteStore.in_data_dir(data_dir)
@@ -475,7 +476,7 @@ def main() -> int:
         serve(Path(args.serve[0]), int(args.serve[1]), args.serve[2], args.profile)
         return 0
 
-    from api.auth import generate_token
+    from cloudinv.api.auth import generate_token
 
     with tempfile.TemporaryDirectory(prefix="cloudinv-bench-") as tmp:
         data_dir = args.data_dir or Path(tmp)

@@ -2,9 +2,9 @@
 
 Two measurements, printed side by side so the bottleneck is visible:
 
-1. **The detector alone** (``streams.changes.ChangeDetector``, no Kafka): wire bytes in,
+1. **The detector alone** (``cloudinv.streams.changes.ChangeDetector``, no Kafka): wire bytes in,
    ChangeEvent bytes out, in this process.
-2. **The real agent, one worker**: a Tansu broker (``cloudinv.embedded.EmbeddedBroker``), a
+2. **The real agent, one worker**: a Tansu broker (``cloudinv.runtime.embedded.EmbeddedBroker``), a
    producer in its own process publishing snapshots as the scan engine does (aiokafka,
    keyed by resource key), and this process running a Faust worker with the change stage
    (detector, scans agent, SQLite store sink). Each pass publishes every resource once:
@@ -44,9 +44,9 @@ from typing import Any
 
 import orjson
 
-from cloudinv.codec import encode
-from cloudinv.models import ResourceSnapshot
-from cloudinv.topics import Topic, topic_name
+from cloudinv.core.codec import encode
+from cloudinv.core.models import ResourceSnapshot
+from cloudinv.core.topics import Topic, topic_name
 
 ACCOUNT = "123456789012"
 TARGET_UNCHANGED = 20_000
@@ -154,7 +154,7 @@ def pass_time(kind: str) -> datetime:
 
 
 def bench_detector(count: int) -> dict[str, float]:
-    from streams.changes import ChangeDetector
+    from cloudinv.streams.changes import ChangeDetector
 
     detector = ChangeDetector()
     detector.warm([], {})
@@ -211,10 +211,10 @@ async def bench_agent(
     profile: str | None = None,
     show_threads: bool = False,
 ) -> list[PassResult]:
-    from cloudinv.embedded import EmbeddedBroker
-    from streams import inventory
-    from streams.app import StreamConfig, create_app
-    from streams.changes import bind
+    from cloudinv.runtime.embedded import EmbeddedBroker
+    from cloudinv.streams import inventory
+    from cloudinv.streams.app import StreamConfig, create_app
+    from cloudinv.streams.changes import bind
 
     broker = EmbeddedBroker(workdir / "broker")
     await broker.start()
@@ -320,8 +320,8 @@ async def _faust_floor(config: Any, total: int) -> PassResult:
     """The same snapshots read again by an agent that does nothing: Faust's own cost."""
     from dataclasses import replace
 
-    from streams.app import create_app
-    from streams.changes import DETECT_BATCH, DETECT_WINDOW_S
+    from cloudinv.streams.app import create_app
+    from cloudinv.streams.changes import DETECT_BATCH, DETECT_WINDOW_S
 
     floor_config = replace(config, app_id="bench-floor")
     app = create_app(floor_config)
@@ -416,7 +416,8 @@ def report(
             "building and encoding the event). 'faust only' is an agent on Faust's per-message\n"
             "delivery (consumer, conductor, stream, acks) that does nothing: the ceiling the\n"
             "change stage had before it took its two hot topics in fetch-sized batches\n"
-            "(streams.batch_delivery). A change costs two hops (snapshot in, change in at the\n"
+            "(cloudinv.streams.batch_delivery). A change costs two hops (snapshot in, change "
+            "in at the\n"
             "store sink) plus a send and a store write. 'per core' = snapshots per CPU-second\n"
             "of this worker process (all its threads), which other load on the machine does not\n"
             "dilute as it does the wall-clock rate."
@@ -431,7 +432,7 @@ def main() -> None:
     parser.add_argument(
         "--with-inventory",
         action="store_true",
-        help="also run streams.inventory on the snapshots, as cloudinv worker does",
+        help="also run cloudinv.streams.inventory on the snapshots, as cloudinv worker does",
     )
     parser.add_argument(
         "--loop",

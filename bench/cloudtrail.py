@@ -10,7 +10,7 @@ moto's S3 with ObjectCreated notifications to SQS, then:
    starts when the tailer starts and stops when the worker has committed the last event
    (events and aggregates are written in one transaction). The worker's CPU time gives
    events/s per worker core. The activity agent takes the topic in fetch-sized batches
-   (streams.batch_delivery); ``--with-alerts`` also runs the event alerts on it, as
+   (cloudinv.streams.batch_delivery); ``--with-alerts`` also runs the event alerts on it, as
    ``cloudinv worker`` does (batch-fed too), and the clock then also waits for them.
 2. The older approach on the same files: get each object, gunzip, flatten every record
    (``a_b_0_c`` keys, ~20 fields kept) and put_item it into a DynamoDB table (hash eventID,
@@ -50,12 +50,12 @@ from typing import Any
 import boto3
 import orjson
 
-from cloudinv.embedded import EmbeddedBroker, SimulatedAws
-from cloudinv.kafka import ensure_topics
-from cloudinv.settings import KafkaSettings
-from sinks.events_store import EventsStore, events_store_path
-from streams.activity import BATCH_SIZE, BATCH_WITHIN_S, bind
-from streams.app import StreamConfig, create_app
+from cloudinv.core.kafka import ensure_topics
+from cloudinv.core.settings import KafkaSettings
+from cloudinv.runtime.embedded import EmbeddedBroker, SimulatedAws
+from cloudinv.sinks.events_store import EventsStore, events_store_path
+from cloudinv.streams.activity import BATCH_SIZE, BATCH_WITHIN_S, bind
+from cloudinv.streams.app import StreamConfig, create_app
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests/data/cloudtrail/sample-cloudtrail-event.json"
@@ -161,8 +161,8 @@ async def run_cloudinv(
     stage = bind(app, config, batch_size=batch_size, within_s=within_s)
     alert_stage = None
     if with_alerts:
-        from cloudinv.settings import AlertSettings
-        from streams import alerts
+        from cloudinv.core.settings import AlertSettings
+        from cloudinv.streams import alerts
 
         alert_stage = alerts.bind(app, config, settings=AlertSettings(webhooks=[]))
 

@@ -1,9 +1,9 @@
 """Scan engine benchmark: the engine against a plain sequential boto3 loop, through a proxy
 that makes moto answer like AWS under load; then peak memory as accounts grow.
 
-Set-up: moto's server (``cloudinv.embedded.SimulatedAws``) seeded with
-``cloudinv.estate.seed_estate`` (3 accounts x 16 regions by default), and in front of it an
-aiohttp proxy, its own process, that
+Set-up: moto's server (``cloudinv.runtime.embedded.SimulatedAws``) seeded with
+``cloudinv.simulator.estate.seed_estate`` (3 accounts x 16 regions by default), and in front of it
+an aiohttp proxy, its own process, that
 
 - adds a fixed delay (100 ms) to every AWS call;
 - throttles like EC2: a token bucket per (account, region), capacity 100, refilled at 20
@@ -26,7 +26,7 @@ accounts, regions and types (:data:`BENCH_TYPES`, the EC2, RDS and ELB regional 
 printing wall time, calls, throttled responses, failed scopes and CPU time (the client's,
 moto's and the proxy's) of each:
 
-1. **cloudinv**: ``producers.engine.scan_types`` with the default concurrency settings;
+1. **cloudinv**: ``cloudinv.producers.engine.scan_types`` with the default concurrency settings;
 2. **sequential**: boto3, one account, region, type and call after another, making the same
    calls (each type's list call, every page, then its detail calls per item) with the same
    retry settings (standard mode, 8 attempts);
@@ -73,9 +73,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from cloudinv.embedded import SimulatedAws
-from cloudinv.estate import EstateCounts, EstateSpec, seed_estate
-from cloudinv.processes import ChildProcess, free_port
+from cloudinv.runtime.embedded import SimulatedAws
+from cloudinv.runtime.processes import ChildProcess, free_port
+from cloudinv.simulator.estate import EstateCounts, EstateSpec, seed_estate
 
 REGIONS = (
     "us-east-1",
@@ -304,11 +304,11 @@ def peak_rss_since_reset_mb() -> float | None:
 
 
 async def engine_run(endpoint: str, accounts: list[str], regions: list[str]) -> dict[str, Any]:
-    from cloudinv.settings import AccountRole, AwsSettings
-    from producers.credentials import AwsAccess
-    from producers.engine import ScanOptions, resolve_types, scan_types
-    from producers.registry import default_registry
-    from producers.tally import ScanTally
+    from cloudinv.catalog.registry import default_registry
+    from cloudinv.core.settings import AccountRole, AwsSettings
+    from cloudinv.producers.credentials import AwsAccess
+    from cloudinv.producers.engine import ScanOptions, resolve_types, scan_types
+    from cloudinv.producers.tally import ScanTally
 
     specs = resolve_types(default_registry(), BENCH_TYPES)
     access = AwsAccess(endpoint_url=endpoint, max_attempts=MAX_ATTEMPTS)
@@ -348,9 +348,9 @@ def sequential_run(endpoint: str, accounts: list[str], regions: list[str]) -> di
     from botocore import xform_name
     from botocore.config import Config
 
-    from producers.engine import resolve_types
-    from producers.registry import default_registry
-    from producers.spec import search
+    from cloudinv.catalog.registry import default_registry
+    from cloudinv.catalog.spec import search
+    from cloudinv.producers.engine import resolve_types
 
     specs = resolve_types(default_registry(), BENCH_TYPES)
     config = Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS})

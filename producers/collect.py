@@ -29,16 +29,16 @@ from botocore import xform_name
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from cloudinv.models import (
+from cloudinv.catalog.registry import Registry
+from cloudinv.catalog.spec import DetailCall, ResourceSpec, search
+from cloudinv.catalog.transform import MalformedResource, resource_identity
+from cloudinv.core.models import (
     ResourceSnapshot,
     ScanError,
     ScanManifest,
     ScanStatus,
     utcnow,
 )
-from producers.registry import Registry
-from producers.spec import DetailCall, ResourceSpec, search
-from producers.transform import MalformedResource, resource_identity
 
 CallLimit = Callable[[], AbstractAsyncContextManager[Any]]
 """A fresh context manager held around each API request (concurrency bounds)."""

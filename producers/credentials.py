@@ -34,8 +34,8 @@ from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession, get_session
 
-from cloudinv.errors import CloudinvError
-from cloudinv.settings import AccountRole, AwsSettings
+from cloudinv.core.errors import CloudinvError
+from cloudinv.core.settings import AccountRole, AwsSettings
 
 DEFAULT_MAX_ATTEMPTS = 8
 ROLE_SESSION_NAME = "cloudinv"

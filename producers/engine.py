@@ -40,12 +40,12 @@ from typing import Any
 
 from aiobotocore.session import AioSession
 
-from cloudinv.models import GLOBAL_REGION, ResourceSnapshot, ScanError, ScanManifest, utcnow
-from cloudinv.settings import AwsSettings
-from producers.collect import Scope, ScopeCollector, to_scan_error
-from producers.credentials import AccountTarget, AwsAccess, SharedConnections
-from producers.registry import Registry, default_registry
-from producers.spec import ResourceSpec
+from cloudinv.catalog.registry import Registry, default_registry
+from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.core.models import GLOBAL_REGION, ResourceSnapshot, ScanError, ScanManifest, utcnow
+from cloudinv.core.settings import AwsSettings
+from cloudinv.producers.collect import Scope, ScopeCollector, to_scan_error
+from cloudinv.producers.credentials import AccountTarget, AwsAccess, SharedConnections
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ async def scan(
 ) -> AsyncGenerator[ScanItem, None]:
     """Scan what the settings name; ``types`` and ``accounts`` narrow it down.
 
-    Raises :class:`~producers.credentials.AccountDiscoveryError` before yielding anything if
-    the accounts cannot be determined; after that, AWS errors only fail their own scopes.
+    Raises :class:`~cloudinv.producers.credentials.AccountDiscoveryError` before yielding anything
+    if the accounts cannot be determined; after that, AWS errors only fail their own scopes.
     """
     registry = registry or default_registry()
     specs = resolve_types(registry, types)

@@ -36,9 +36,9 @@ from typing import Any, Literal
 
 import botocore.session
 
-from cloudinv.errors import ConfigError
-from cloudinv.settings import Settings
-from producers.registry import Registry, default_registry
+from cloudinv.catalog.registry import Registry, default_registry
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.settings import Settings
 
 POLICY_VERSION = "2012-10-17"
 READER_ROLE_NAME = "cloudinv-reader"

@@ -17,10 +17,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
-from cloudinv.codec import encode
-from cloudinv.errors import CloudinvError
-from cloudinv.models import ResourceSnapshot, ScanManifest
-from cloudinv.topics import Topic, topic_name
+from cloudinv.core.codec import encode
+from cloudinv.core.errors import CloudinvError
+from cloudinv.core.models import ResourceSnapshot, ScanManifest
+from cloudinv.core.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
 

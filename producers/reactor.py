@@ -5,7 +5,7 @@ Each resource type declares which CloudTrail events name its resources
 the CloudTrail topic, and for a successful write event that names resources of a registered
 type it re-scans that (account, region, type) scope at once — without waiting for the next
 scheduled scan — and publishes the snapshots. Snapshots of the named resources carry the
-event's :class:`~cloudinv.models.Attribution` (principal, event id and name, source IP, event
+event's :class:`~cloudinv.core.models.Attribution` (principal, event id and name, source IP, event
 time), which the change detector copies into the resulting ChangeEvent.
 
 Events are gathered for ``debounce_s`` so a burst (a deployment touching twenty instances)
@@ -24,15 +24,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
-from cloudinv.codec import decode
-from cloudinv.models import GLOBAL_REGION, Attribution, CloudTrailEvent, ResourceSnapshot
-from cloudinv.settings import AwsSettings
-from cloudinv.topics import Topic, topic_name
-from producers.credentials import AccountTarget, AwsAccess
-from producers.engine import ScanOptions, new_scan_id, scan_types
-from producers.publisher import KafkaPublisher
-from producers.registry import Registry, default_registry
-from producers.spec import ResourceSpec, search
+from cloudinv.catalog.registry import Registry, default_registry
+from cloudinv.catalog.spec import ResourceSpec, search
+from cloudinv.core.codec import decode
+from cloudinv.core.models import GLOBAL_REGION, Attribution, CloudTrailEvent, ResourceSnapshot
+from cloudinv.core.settings import AwsSettings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.credentials import AccountTarget, AwsAccess
+from cloudinv.producers.engine import ScanOptions, new_scan_id, scan_types
+from cloudinv.producers.publisher import KafkaPublisher
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from cloudinv.errors import CloudinvError
-from cloudinv.logs import correlate
-from cloudinv.models import ScanManifest
-from cloudinv.settings import AwsSettings
-from producers.credentials import AwsAccess
-from producers.engine import ScanOptions, new_scan_id, scan
-from producers.publisher import KafkaPublisher
-from producers.registry import Registry, default_registry
+from cloudinv.catalog.registry import Registry, default_registry
+from cloudinv.core.errors import CloudinvError
+from cloudinv.core.logs import correlate
+from cloudinv.core.models import ScanManifest
+from cloudinv.core.settings import AwsSettings
+from cloudinv.producers.credentials import AwsAccess
+from cloudinv.producers.engine import ScanOptions, new_scan_id, scan
+from cloudinv.producers.publisher import KafkaPublisher
 
 log = logging.getLogger(__name__)
 

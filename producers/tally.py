@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from cloudinv.models import ResourceSnapshot, ScanManifest
+from cloudinv.core.models import ResourceSnapshot, ScanManifest
 
 
 @dataclass

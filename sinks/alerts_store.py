@@ -4,7 +4,7 @@ baselines, in one SQLite file in WAL mode (``<data_dir>/store/alerts.sqlite3``).
 Alert state lives here, not in a Faust table, so that a restarted worker (or the embedded
 demo, whose broker forgets every topic) knows which alerts are open.
 
-How an alert moves. Rule evaluation (:mod:`streams.rules`) turns each change or CloudTrail
+How an alert moves. Rule evaluation (:mod:`cloudinv.streams.rules`) turns each change or CloudTrail
 event into :class:`Observation` s, one per applicable rule; :meth:`AlertsStore.apply` applies
 a batch in one transaction:
 
@@ -22,7 +22,7 @@ delivery) never reopens a resolved alert and a late ``StopLogging`` older than t
 ``StartLogging`` already seen changes nothing.
 
 Delivery (durable outbox). Every notification gets one outbox row per configured
-destination in the same transaction. Dispatchers (:mod:`sinks.webhooks`) deliver each
+destination in the same transaction. Dispatchers (:mod:`cloudinv.sinks.webhooks`) deliver each
 destination's rows in order, leasing the head row so two worker processes never send it
 twice at once, and reschedule it with backoff when the destination is down. A row leaves the
 outbox only once its destination acknowledged it.
@@ -63,10 +63,11 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudinv.models import JsonPatchOp, UtcDatetime, utcnow
-from sinks.sqlite_open import open_retrying
-from sinks.sqlite_store import from_us, to_us
-from sinks.store import InventoryStore, ResourceVersion, StoreError
+from cloudinv.catalog.diff import changed_paths, json_patch
+from cloudinv.core.models import JsonPatchOp, UtcDatetime, utcnow
+from cloudinv.sinks.sqlite_open import open_retrying
+from cloudinv.sinks.sqlite_store import from_us, to_us
+from cloudinv.sinks.store import InventoryStore, ResourceVersion, StoreError
 
 __all__ = [
     "ALERTS_FILE",
@@ -1065,7 +1066,6 @@ async def compute_drift(
 ) -> list[DriftItem]:
     """Every resource of the pinned scopes (narrowed by type and accounts) that differs from
     its baseline: modified (with the patch), deleted, or created since; ordered by key."""
-    from streams.diff import changed_paths, json_patch
 
     current: dict[str, ResourceVersion] = {}
     for pin in await alerts.pins():

@@ -3,14 +3,14 @@
 Tables (the names are the same in Athena and in ``cloudinv sql``):
 
 ``snapshots``, ``changes``
-    Every resource type: the columns every file has (:data:`~sinks.parquet_warehouse.
-    SNAPSHOT_COLUMNS`, :data:`~sinks.parquet_warehouse.CHANGE_COLUMNS`), partitioned by
+    Every resource type: the columns every file has (:data:`~cloudinv.sinks.parquet_warehouse.
+    SNAPSHOT_COLUMNS`, :data:`~cloudinv.sinks.parquet_warehouse.CHANGE_COLUMNS`), partitioned by
     ``resource_type`` and ``dt``. Configurations are JSON text (``json_extract`` works in
     both engines).
 ``snapshots_<type>``, ``changes_<type>``
     One per registered type (``snapshots_ec2_instance`` for ``AWS::EC2::Instance``), reading
     only that type's partitions, with ``configuration`` (and ``prior_configuration`` for
-    changes) typed from botocore's output shapes (:mod:`sinks.warehouse_schema`).
+    changes) typed from botocore's output shapes (:mod:`cloudinv.sinks.warehouse_schema`).
     Partitioned by ``dt``.
 
 Views (their SQL is the same text in both engines):
@@ -39,14 +39,14 @@ from typing import Literal
 
 import pyarrow as pa
 
-from producers.registry import Registry, default_registry
-from sinks.parquet_warehouse import (
+from cloudinv.catalog.registry import Registry, default_registry
+from cloudinv.sinks.parquet_warehouse import (
     CHANGE_COLUMNS,
     SNAPSHOT_COLUMNS,
     changes_schema,
     snapshots_schema,
 )
-from sinks.warehouse_schema import athena_type
+from cloudinv.sinks.warehouse_schema import athena_type
 
 __all__ = [
     "DEFAULT_SINCE",

@@ -1,5 +1,6 @@
-"""The CloudTrail events store on DynamoDB: the interface of :class:`sinks.events_store.EventsStore`
-(what ``streams.activity`` writes and ``api.routes_events`` reads), on two tables.
+"""The CloudTrail events store on DynamoDB: the interface of
+:class:`cloudinv.sinks.events_store.EventsStore` (what ``cloudinv.streams.activity`` writes and
+``cloudinv.api.routes_events`` reads), on two tables.
 
 Reads are Queries, never Scans. Tables (on-demand, created by :meth:`open` when missing)::
 
@@ -42,10 +43,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cloudinv.models import CloudTrailEvent
-from sinks.dynamodb_store import _backoff, _n, _s, table_names
-from sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor, ensure_table
-from sinks.events_store import (
+from cloudinv.core.models import CloudTrailEvent
+from cloudinv.sinks.dynamodb_store import _backoff, _n, _s, table_names
+from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor, ensure_table
+from cloudinv.sinks.events_store import (
     _BUCKET_MS,
     ActivityBucket,
     ActivityUpdate,

@@ -45,7 +45,7 @@ Access patterns (all Query unless said):
 - ``scans``: ``by_account`` per account (the registry's when none is given), merged.
 - ``current_keys_in_scope``: ``open_by_scope`` with a region filter, keys only.
 
-The change log (:class:`~sinks.store.ChangeLog`: commit order, for the live feed):
+The change log (:class:`~cloudinv.sinks.store.ChangeLog`: commit order, for the live feed):
 
 - Each transaction of ``put_changes`` reserves a block of sequence numbers for its changes
   just before it is sent (``UpdateItem ADD n :count``, ``ReturnValues UPDATED_NEW``: the block
@@ -88,7 +88,7 @@ Tradeoffs, chosen deliberately:
   the new one put and the change recorded, so a crash never leaves two open versions or a
   version without its change. Changes of different keys share transactions (up to 100 items,
   4 MB); successive changes of one key go in successive transactions, in order. Replays are
-  skipped by the same state checks as the SQLite store (see :mod:`sinks.store`).
+  skipped by the same state checks as the SQLite store (see :mod:`cloudinv.sinks.store`).
 - Index reads are eventually consistent (DynamoDB's rule); reads by key use strongly
   consistent reads of the table.
 """
@@ -113,9 +113,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from botocore.exceptions import ClientError
 
-from cloudinv.models import ChangeEvent, ScanManifest
-from sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor, ensure_table
-from sinks.store import (
+from cloudinv.core.models import ChangeEvent, ScanManifest
+from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor, ensure_table
+from cloudinv.sinks.store import (
     ChangeFilters,
     ChangePage,
     LoggedChange,
@@ -125,7 +125,7 @@ from sinks.store import (
 )
 
 if TYPE_CHECKING:
-    from cloudinv.settings import Settings
+    from cloudinv.core.settings import Settings
 
 __all__ = ["DynamoStats", "DynamoStore", "table_names"]
 
@@ -306,7 +306,8 @@ class _Conflict(Exception):
 
 
 class DynamoStore:
-    """:class:`~sinks.store.InventoryStore` on four DynamoDB tables (see the module docstring)."""
+    """:class:`~cloudinv.sinks.store.InventoryStore` on four DynamoDB tables (see the module
+    docstring)."""
 
     def __init__(
         self,
@@ -1112,7 +1113,7 @@ class DynamoStore:
             for _, item in zip(range(limit), merged, strict=False)
         ]
 
-    # -- the change log (sinks.store.ChangeLog: the live feed, counts) ------------------------
+    # -- the change log (cloudinv.sinks.store.ChangeLog: the live feed, counts) ------------------
 
     async def _reserved(self) -> int:
         """The last sequence number reserved (0 before the first)."""

@@ -33,9 +33,9 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cloudinv.codec import encode
-from cloudinv.models import CloudTrailEvent, EventResource, Principal, UtcDatetime
-from sinks.sqlite_open import open_retrying
+from cloudinv.core.codec import encode
+from cloudinv.core.models import CloudTrailEvent, EventResource, Principal, UtcDatetime
+from cloudinv.sinks.sqlite_open import open_retrying
 
 __all__ = [
     "EVENTS_STORE_FILE",

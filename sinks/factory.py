@@ -7,12 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from sinks.store import InventoryStore
+from cloudinv.core.settings import load_settings
+from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
+from cloudinv.sinks.dynamodb_store import DynamoStore
+from cloudinv.sinks.events_store import EventsStore, events_store_path
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import InventoryStore
 
 if TYPE_CHECKING:
-    from cloudinv.settings import Settings
-    from sinks.dynamodb_events_store import DynamoEventsStore
-    from sinks.events_store import EventsStore
+    from cloudinv.core.settings import Settings
+    from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
+    from cloudinv.sinks.events_store import EventsStore
 
 __all__ = ["events_store", "inventory_store", "inventory_store_factory", "worker_stores"]
 
@@ -20,10 +25,7 @@ __all__ = ["events_store", "inventory_store", "inventory_store_factory", "worker
 def inventory_store(settings: Settings, data_dir: Path | None = None) -> InventoryStore:
     """A new, unopened store; ``data_dir`` overrides the settings' for the local store."""
     if "dynamodb" in settings.storage.targets:
-        from sinks.dynamodb_store import DynamoStore
-
         return DynamoStore.from_settings(settings)
-    from sinks.sqlite_store import SqliteStore
 
     return SqliteStore.in_data_dir(data_dir if data_dir is not None else settings.data_dir)
 
@@ -33,8 +35,6 @@ def events_store(
 ) -> EventsStore | DynamoEventsStore:
     """The CloudTrail events store the settings ask for (same rule as the inventory's)."""
     if "dynamodb" in settings.storage.targets:
-        from sinks.dynamodb_events_store import DynamoEventsStore
-
         storage = settings.storage
         return DynamoEventsStore(
             storage.dynamodb_table_prefix,
@@ -42,7 +42,6 @@ def events_store(
             endpoint_url=storage.dynamodb_endpoint_url or settings.aws.effective_endpoint(),
             write_concurrency=storage.dynamodb_write_concurrency,
         )
-    from sinks.events_store import EventsStore, events_store_path
 
     directory = data_dir if data_dir is not None else settings.data_dir
     return EventsStore(events_store_path(directory), readonly=readonly)
@@ -55,8 +54,6 @@ def inventory_store_factory(
     environment and ``cloudinv.toml`` now (so a bad file fails at start), the store made
     when the worker starts."""
     if settings is None:
-        from cloudinv.settings import load_settings
-
         settings = load_settings()
     chosen = settings
 
@@ -72,10 +69,8 @@ def worker_stores(
     """The worker's inventory store factory and CloudTrail events store, from the settings
     (read from the environment and ``cloudinv.toml`` when not given)."""
     if settings is None:
-        from cloudinv.settings import load_settings
-
         settings = load_settings()
     events = events_store(settings, data_dir)
-    # streams.activity is typed for the SQLite EventsStore; DynamoEventsStore has the same
+    # cloudinv.streams.activity is typed for the SQLite EventsStore; DynamoEventsStore has the same
     # interface (write_batch, open, close), checked by the same tests.
     return inventory_store_factory(data_dir, settings), cast("EventsStore", events)

@@ -30,7 +30,7 @@ configuration_json     string              the configuration as JSON (every fiel
 configuration          struct<...>         typed from botocore's shapes (registered types)
 =====================  ==================  =================================================
 
-Columns of ``changes`` (one row per :class:`~cloudinv.models.ChangeEvent`; ``dt`` is the
+Columns of ``changes`` (one row per :class:`~cloudinv.core.models.ChangeEvent`; ``dt`` is the
 day of ``captured_at``):
 
 =========================  ==================  =============================================
@@ -57,7 +57,7 @@ configuration              struct<...>
 =========================  ==================  =============================================
 
 The typed struct columns exist only in files of registered types (see
-:mod:`sinks.warehouse_schema`); the ``*_json`` columns are in every file, so the cross-type
+:mod:`cloudinv.sinks.warehouse_schema`); the ``*_json`` columns are in every file, so the cross-type
 tables (``snapshots``, ``changes``) read the same columns from every partition.
 
 Idempotence. Part names are deterministic: a snapshot part is named by its account and
@@ -93,10 +93,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cloudinv.errors import ConfigError
-from cloudinv.models import ChangeEvent, canonical_json
-from sinks.store import ResourceVersion
-from sinks.warehouse_schema import TIMESTAMP, CoerceStats, coerce, configuration_type
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.models import ChangeEvent, canonical_json
+from cloudinv.sinks.store import ResourceVersion
+from cloudinv.sinks.warehouse_schema import TIMESTAMP, CoerceStats, coerce, configuration_type
 
 __all__ = [
     "CHANGE_COLUMNS",

@@ -1,7 +1,8 @@
 """The local inventory store: SQLite in WAL mode, the embedded default.
 
 One file, ``<data_dir>/store/inventory.sqlite3``, holds versions, changes and scan history
-(see :mod:`sinks.store` for the model). SQLite calls run on threads owned by the store, never
+(see :mod:`cloudinv.sinks.store` for the model). SQLite calls run on threads owned by the store,
+never
 on the event loop: one writer thread with one connection (SQLite has one writer at a time
 anyway), and a few reader threads, each with its own connection, which WAL lets read while
 the writer writes. Other processes (the API) may open the same file.
@@ -39,12 +40,12 @@ UTC, so that comparisons and indexes are plain integer ones::
 then ``valid_to > T`` or NULL); "everything of type Y in account Z at T" walks
 ``versions_by_scope`` in key order, filtering on index entries, and stops after ``limit``.
 
-Reads come in three forms: models (the :class:`~sinks.store.InventoryStore` methods, built
+Reads come in three forms: models (the :class:`~cloudinv.sinks.store.InventoryStore` methods, built
 without validating again: rows were validated on the way in); :class:`StoredVersion` rows
 whose configuration stays the stored JSON (``*_stored``); and JSON written by SQLite itself
-(:meth:`SqliteStore.list_as_of_json`, :meth:`SqliteStore.changes_stored`), so that a page is
-one SQLite step and no Python work per row. The change log (:class:`~sinks.store.ChangeLog`:
-commit order, counts) serves the live feed.
+(:meth:`SqliteStore.list_as_of_json`, :meth:`SqliteStore.changes_stored`), so that a page
+is one SQLite step and no Python work per row. The change log
+(:class:`~cloudinv.sinks.store.ChangeLog`: commit order, counts) serves the live feed.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import TypeAdapter
 
-from cloudinv.models import ChangeEvent, ScanManifest
-from sinks.sqlite_open import open_retrying
-from sinks.store import (
+from cloudinv.core.models import ChangeEvent, ScanManifest
+from cloudinv.sinks.sqlite_open import open_retrying
+from cloudinv.sinks.store import (
     ChangeFilters,
     ChangePage,
     LoggedChange,
@@ -291,7 +292,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class SqliteStore:
-    """:class:`~sinks.store.InventoryStore` on one SQLite file in WAL mode."""
+    """:class:`~cloudinv.sinks.store.InventoryStore` on one SQLite file in WAL mode."""
 
     def __init__(self, path: Path, *, reader_threads: int = 2) -> None:
         self.path = Path(path)
@@ -808,7 +809,7 @@ class SqliteStore:
 
         return await self._read(run)
 
-    # -- the change log (sinks.store.ChangeLog: the live feed, counts) ------------------------
+    # -- the change log (cloudinv.sinks.store.ChangeLog: the live feed, counts) ------------------
 
     async def change_log_head(self) -> int:
         def run(conn: sqlite3.Connection) -> int:

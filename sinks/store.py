@@ -1,7 +1,7 @@
 """The inventory store interface: versions, changes and scan history, as the API queries them.
 
 Every backend (the local SQLite store of the embedded mode, later S3 Parquet or DynamoDB)
-implements :class:`InventoryStore`. Writers are the sink agents of ``streams.changes``;
+implements :class:`InventoryStore`. Writers are the sink agents of ``cloudinv.streams.changes``;
 readers are the API and the change detector, which warms its per-key state from
 :meth:`InventoryStore.latest` so that a restarted worker does not report old changes again.
 
@@ -11,8 +11,8 @@ Model of the data:
   ``valid_to`` is ``None`` while it is current. Each change closes the key's open version (at
   the change's ``captured_at``) and, unless it is a deletion, opens a new one. A deleted
   resource therefore has no open version; its last version's ``valid_to`` is the deletion time.
-- A **change** is a :class:`~cloudinv.models.ChangeEvent`, stored once per ``change_id``.
-- A **scan** is the record of one :class:`~cloudinv.models.ScanManifest` (keys not kept).
+- A **change** is a :class:`~cloudinv.core.models.ChangeEvent`, stored once per ``change_id``.
+- A **scan** is the record of one :class:`~cloudinv.core.models.ScanManifest` (keys not kept).
 
 Writes are idempotent: replaying a batch of changes or scans leaves the store as it was.
 All timestamps are timezone-aware UTC.
@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudinv.models import (
+from cloudinv.core.models import (
     AccountId,
     ChangeEvent,
     ChangeType,

@@ -4,7 +4,7 @@
 (``read_parquet`` with Hive partitioning, ``dt`` and ``resource_type`` as text as in Athena):
 the cross-type ``snapshots`` and ``changes`` always (empty when no file exists yet), one
 typed table per dataset and type that has files, and the views of
-:func:`sinks.athena_ddl.view_defs`. A query written here runs unchanged in Athena.
+:func:`cloudinv.sinks.athena_ddl.view_defs`. A query written here runs unchanged in Athena.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from cloudinv.errors import CloudinvError
-from producers.registry import Registry, default_registry
-from sinks.athena_ddl import TableDef, table_defs, view_defs
-from sinks.parquet_warehouse import DATASETS
+from cloudinv.catalog.registry import Registry, default_registry
+from cloudinv.core.errors import CloudinvError
+from cloudinv.sinks.athena_ddl import TableDef, table_defs, view_defs
+from cloudinv.sinks.parquet_warehouse import DATASETS
 
 __all__ = ["QueryResult", "WarehouseQueryError", "connect", "run_query"]
 

@@ -1,8 +1,8 @@
 """The warehouse's column types: botocore's output shapes turned into Arrow and Athena types.
 
 A resource's configuration is its list item with every detail call merged in (see
-:class:`producers.spec.ResourceSpec`), so its shape is the list operation's output shape at
-the declaration's ``result_path`` plus, per :class:`~producers.spec.DetailCall`, the detail
+:class:`cloudinv.catalog.spec.ResourceSpec`), so its shape is the list operation's output shape at
+the declaration's ``result_path`` plus, per :class:`~cloudinv.catalog.spec.DetailCall`, the detail
 operation's output (at its ``result_path``) under ``merge_key`` or merged at the top level.
 :func:`configuration_type` builds that as one Arrow struct:
 
@@ -41,8 +41,8 @@ import botocore.session
 import orjson
 import pyarrow as pa
 
-from producers.registry import Registry, default_registry
-from producers.spec import ResourceSpec
+from cloudinv.catalog.registry import Registry, default_registry
+from cloudinv.catalog.spec import ResourceSpec
 
 __all__ = [
     "MAX_DEPTH",

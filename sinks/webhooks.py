@@ -2,7 +2,8 @@
 incoming-webhook format), Amazon SNS, and the alerts topic.
 
 The :class:`Dispatcher` runs one task per destination. Each task leases the oldest
-undelivered notification of its destination (:meth:`~sinks.alerts_store.AlertsStore.claim`),
+undelivered notification of its destination
+(:meth:`~cloudinv.sinks.alerts_store.AlertsStore.claim`),
 delivers it, and marks it delivered; on failure it reschedules the same row after a backoff
 (:class:`RetryPolicy`) and tries again, forever, so an alert raised while a destination is
 down reaches it once it is back. A destination only ever waits on itself: the pipeline never
@@ -34,8 +35,8 @@ import aiohttp
 import orjson
 
 from cloudinv import __version__
-from cloudinv.models import utcnow
-from sinks.alerts_store import AlertNotification, AlertsStore, OutboxItem, OutboxWait
+from cloudinv.core.models import utcnow
+from cloudinv.sinks.alerts_store import AlertNotification, AlertsStore, OutboxItem, OutboxWait
 
 __all__ = [
     "DeliveryError",

@@ -2,14 +2,14 @@
 once and publishes aggregate updates.
 
 ``store_cloudtrail`` reads the CloudTrail topic in batches and hands each batch to
-:meth:`~sinks.events_store.EventsStore.write_batch`, which inserts the events not already
+:meth:`~cloudinv.sinks.events_store.EventsStore.write_batch`, which inserts the events not already
 stored and adds exactly those to the hourly and daily aggregates in one transaction.
 Counting from the deduplicated store (not from windowed tables over the raw stream) is what
 makes a log file delivered twice, or a batch replayed after a crash (at-least-once
 delivery), count once. Every aggregate bucket a batch changed is published on
 the activity topic with its new totals, keyed by ``principal:<label>`` or ``service:<name>``.
 
-The batches come from :mod:`streams.batch_delivery`, a fetch at a time: Faust's per-message
+The batches come from :mod:`cloudinv.streams.batch_delivery`, a fetch at a time: Faust's per-message
 delivery cost more CPU per event than storing it (bench/cloudtrail.py). The event alerts
 read the same topic through queues of their own. Offsets of a batch are committed only after
 the batch is written (and the alerts are done with it). With a transport batch delivery does
@@ -27,11 +27,11 @@ from typing import Any
 import faust
 from faust.serializers.schemas import Schema
 
-from cloudinv.codec import PydanticCodec
-from cloudinv.topics import Topic, topic_name
-from sinks.events_store import ActivityUpdate, EventsStore, events_store_path
-from streams import batch_delivery
-from streams.app import StreamConfig
+from cloudinv.core.codec import PydanticCodec
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.sinks.events_store import ActivityUpdate, EventsStore, events_store_path
+from cloudinv.streams import batch_delivery
+from cloudinv.streams.app import StreamConfig
 
 __all__ = ["ActivityStage", "ActivityStats", "bind"]
 
@@ -83,7 +83,7 @@ def bind(
     )
     # None with a transport batch delivery does not support: the agent reads its stream.
     queue = (batch_delivery.enable(app, (cloudtrail_name,)) or {}).get(cloudtrail_name)
-    # The activity topic's schema is built here rather than registered in cloudinv.codec:
+    # The activity topic's schema is built here rather than registered in cloudinv.core.codec:
     # the codec's meta-test (tests/test_codec.py) requires a sample for every registered
     # topic, and it has none for ActivityUpdate yet. The bytes are the same codec's.
     activity = app.topic(

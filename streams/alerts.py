@@ -3,24 +3,24 @@ delivery of what they raise.
 
 ``evaluate_changes``
     Reads the changes topic in batches; every state and change rule of each change's
-    resource type is evaluated (:func:`streams.rules.evaluate_change`).
+    resource type is evaluated (:func:`cloudinv.streams.rules.evaluate_change`).
 ``evaluate_events``
     Reads the CloudTrail topic in batches; every event rule naming each event is evaluated
-    (:func:`streams.rules.evaluate_event`).
+    (:func:`cloudinv.streams.rules.evaluate_event`).
 
-Both hand their observations to the :class:`~sinks.alerts_store.AlertsStore`, which opens an
-alert once per (rule, resource) while it stays open, resolves it when a later change or
-event clears it, and queues each opening and resolution in its outbox for every
+Both hand their observations to the :class:`~cloudinv.sinks.alerts_store.AlertsStore`, which opens
+an alert once per (rule, resource) while it stays open, resolves it when a later change or event
+clears it, and queues each opening and resolution in its outbox for every
 destination, in one transaction. Offsets are committed only after that transaction (Faust
 acks a ``take_events`` batch once the loop body returns), so a crash replays the batch,
 and the store's marks make the replay change nothing. Decoding and rule evaluation run on a
 worker thread, SQLite on the store's own threads: the event loop only moves batches.
 
-Delivery is the :class:`~sinks.webhooks.Dispatcher`'s, started with the app: the alerts
+Delivery is the :class:`~cloudinv.sinks.webhooks.Dispatcher`'s, started with the app: the alerts
 topic, the configured webhooks and the SNS topic, each retried with backoff while it is
 down, never blocking the agents.
 
-Rules come from the built-in pack and ``alerts.rules_dir`` (see :mod:`streams.rules`); a
+Rules come from the built-in pack and ``alerts.rules_dir`` (see :mod:`cloudinv.streams.rules`); a
 rejected rule is logged with its file, id and problem, and the others run.
 """
 
@@ -37,13 +37,14 @@ import orjson
 from mode import Service
 from pydantic import ValidationError
 
-from cloudinv.codec import PydanticCodec
-from cloudinv.errors import ConfigError
-from cloudinv.models import ChangeEvent
-from cloudinv.settings import AlertSettings
-from cloudinv.topics import Topic, topic_name
-from sinks.alerts_store import AlertNotification, AlertsStore, Observation
-from sinks.webhooks import (
+from cloudinv.core.codec import PydanticCodec
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.models import ChangeEvent
+from cloudinv.core.settings import AlertSettings, load_settings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.sinks.alerts_store import AlertNotification, AlertsStore, Observation
+from cloudinv.sinks.store import StoreError
+from cloudinv.sinks.webhooks import (
     Destination,
     Dispatcher,
     RetryPolicy,
@@ -51,9 +52,9 @@ from sinks.webhooks import (
     TopicDestination,
     WebhookDestination,
 )
-from streams import batch_delivery
-from streams.app import StreamConfig
-from streams.rules import RuleSet, evaluate_change, evaluate_event, load_rules
+from cloudinv.streams import batch_delivery
+from cloudinv.streams.app import StreamConfig
+from cloudinv.streams.rules import RuleSet, evaluate_change, evaluate_event, load_rules
 
 __all__ = ["AlertStage", "AlertStats", "bind", "destinations_for"]
 
@@ -130,7 +131,6 @@ def destinations_for(
 def _settings_from_environment() -> tuple[AlertSettings, str | None]:
     """``cloudinv worker`` builds its app from a StreamConfig: the alert settings are read
     again here, from the same environment and ``cloudinv.toml``."""
-    from cloudinv.settings import load_settings
 
     try:
         settings = load_settings()
@@ -167,7 +167,7 @@ def bind(
     if retry is None:
         retry = RetryPolicy(settings.retry_first_delay_s, settings.retry_max_delay_s)
 
-    # The alerts topic's schema is built here rather than registered in cloudinv.codec
+    # The alerts topic's schema is built here rather than registered in cloudinv.core.codec
     # (``register(Topic.ALERTS, AlertNotification)``): the codec's meta-test
     # (tests/test_codec.py) requires a sample of every registered model and has none for
     # alerts yet. The bytes are the same codec's.
@@ -207,7 +207,7 @@ def bind(
     }
     changes_in = app.topic(topic_name(Topic.CHANGES, config.topic_prefix), **raw)
     # The CloudTrail events come in batches, through queues of this agent's own
-    # (streams.batch_delivery: the activity store reads the same topic); None with a
+    # (cloudinv.streams.batch_delivery: the activity store reads the same topic); None with a
     # transport it does not support, and the agent reads its stream.
     cloudtrail_name = topic_name(Topic.CLOUDTRAIL, config.topic_prefix)
     cloudtrail_in = batch_delivery.BatchTopic(app, topics=[cloudtrail_name], **raw)
@@ -299,7 +299,6 @@ async def _retrying(
     what: str, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
 ) -> T:
     """Call until it succeeds: no alert may be skipped because the store was busy."""
-    from sinks.store import StoreError
 
     delay = RETRY_FIRST_DELAY_S
     attempt = 1

@@ -1,4 +1,4 @@
-"""The Faust app: one per worker process, configured from :class:`~cloudinv.settings.Settings`.
+"""The Faust app: one per worker process, configured from :class:`~cloudinv.core.settings.Settings`.
 
 Delivery is at-least-once (the embedded broker has no transactions); every sink write is
 idempotent, so a replay after a crash never double-counts.
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import faust
 
-from cloudinv.codec import schema_for
-from cloudinv.kafka import faust_credentials
-from cloudinv.settings import KafkaSettings
-from cloudinv.topics import Topic, topic_name
+from cloudinv.core.codec import schema_for
+from cloudinv.core.kafka import faust_credentials
+from cloudinv.core.settings import KafkaSettings
+from cloudinv.core.topics import Topic, topic_name
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class StreamConfig:
 
 
 def create_app(config: StreamConfig) -> faust.App:
-    """A configured Faust app with no agents yet (see :func:`build_worker_app`)."""
+    """A configured Faust app with no agents yet
+    (see :func:`cloudinv.streams.worker.build_worker_app`)."""
     servers = ";".join(
         f"kafka://{s.strip()}" for s in config.bootstrap.removeprefix("kafka://").split(",")
     )
@@ -79,25 +80,3 @@ def topic(app: faust.App, config: StreamConfig, which: Topic) -> faust.TopicT:
         partitions=config.partitions,
         replicas=config.replication_factor,
     )
-
-
-def build_worker_app(config: StreamConfig) -> faust.App:
-    """The app with every stage's agents bound: what ``cloudinv worker`` runs.
-
-    ``streams.inventory`` (per-type snapshot counts through a repartition) is not bound here:
-    it reads every snapshot a second time and would cap the worker at its pace, and the store
-    already answers counts (/v1/types).
-    """
-    from streams import activity, alerts, changes, warehouse
-
-    app = create_app(config)
-    # Versions, changes and scans, and CloudTrail events, go to the stores of storage.targets:
-    # DynamoDB, or the local SQLite stores under config.data_dir.
-    from sinks.factory import worker_stores
-
-    inventory_factory, events = worker_stores(config.data_dir)
-    changes.bind(app, config, store_factory=inventory_factory)
-    activity.bind(app, config, store=events)
-    alerts.bind(app, config)  # rules, webhooks and SNS from the settings (env / cloudinv.toml)
-    warehouse.bind(app, config)  # Parquet changes and daily snapshots, per storage.targets
-    return app

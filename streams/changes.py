@@ -5,9 +5,10 @@ Four agents, bound by :func:`bind`, each with concurrency 1:
 ``detect_changes``
     Reads the snapshots topic (keyed by resource key). A :class:`ChangeDetector` keeps the
     last known state of every key this worker owns and emits a
-    :class:`~cloudinv.models.ChangeEvent` to the changes topic for every created, modified
+    :class:`~cloudinv.core.models.ChangeEvent` to the changes topic for every created, modified
     and deleted resource. Batches come straight from the consumer's fetches
-    (:mod:`streams.batch_delivery`, Faust's per-message delivery cost more than detecting an
+    (:mod:`cloudinv.streams.batch_delivery`, Faust's per-message delivery cost more than detecting
+    an
     unchanged resource); changes are sent without awaiting each one, and acknowledged before
     the batch's offsets can be committed.
 ``apply_scans``
@@ -21,7 +22,7 @@ Four agents, bound by :func:`bind`, each with concurrency 1:
     both topics to the same worker and this agent shares that worker's detector: one writer
     per key. The detector deletes only if it last saw the resource before the scan started.
 ``store_changes``
-    The store sink: writes changes to the :class:`~sinks.store.InventoryStore` in batches
+    The store sink: writes changes to the :class:`~cloudinv.sinks.store.InventoryStore` in batches
     (one transaction each, retried until it succeeds), which closes and opens versions.
     Idempotent by ``change_id``.
 
@@ -30,15 +31,16 @@ await from the moment a batch's unknown keys are loaded to the moment its change
 to the producer.
 
 What a ChangeEvent carries: ``prior_configuration`` and ``configuration`` are normalized
-(:func:`streams.diff.normalize`: the type's volatile fields dropped, lists with identities
+(:func:`cloudinv.catalog.diff.normalize`: the type's volatile fields dropped, lists with identities
 sorted), ``before_hash``/``after_hash`` are their hashes, and ``patch`` (RFC 6902) turns the
 one into the other; an absent configuration counts as ``{}`` for the patch.
 
-Restarts. The detector's memory is a cache of the store: a key it does not hold is loaded
-with :meth:`~sinks.store.InventoryStore.latest` (in one query per batch) before the batch is
-compared, and the cache is dropped when partitions are revoked. Restarting the worker, or
-the whole embedded demo with its memory-only broker (every topic and offset lost), therefore
-compares new snapshots with the stored versions and reports nothing that did not change.
+Restarts. The detector's memory is a cache of the store: a key it does not hold is
+loaded with :meth:`~cloudinv.sinks.store.InventoryStore.latest` (in one query per batch)
+before the batch is compared, and the cache is dropped when partitions are revoked.
+Restarting the worker, or the whole embedded demo with its memory-only broker (every topic
+and offset lost), therefore compares new snapshots with the stored versions and reports
+nothing that did not change.
 Snapshots older than what is known for a key (a replay after a crash) are ignored.
 
 Change ids are deterministic: a hash of the key, the before and after hashes and the start
@@ -67,7 +69,14 @@ import orjson
 from mode import Service
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cloudinv.models import (
+from cloudinv.catalog.diff import (
+    NormalizationRules,
+    changed_paths,
+    json_patch,
+    normalize,
+    rules_for_type,
+)
+from cloudinv.core.models import (
     AccountId,
     ChangeEvent,
     ChangeType,
@@ -78,17 +87,11 @@ from cloudinv.models import (
     canonical_json,
     utcnow,
 )
-from cloudinv.topics import Topic, topic_name
-from sinks.store import InventoryStore, ResourceVersion, StoreError
-from streams import batch_delivery
-from streams.app import StreamConfig
-from streams.diff import (
-    NormalizationRules,
-    changed_paths,
-    json_patch,
-    normalize,
-    rules_for_type,
-)
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import InventoryStore, ResourceVersion, StoreError
+from cloudinv.streams import batch_delivery
+from cloudinv.streams.app import StreamConfig
 
 __all__ = [
     "GONE_STATES",
@@ -371,7 +374,7 @@ class ChangeDetector:
             captured_at=captured,
             detected_at=self._clock(),
             scan_id=snapshot.scan_id,
-            # Set when a CloudTrail event triggered this re-describe (producers.reactor).
+            # Set when a CloudTrail event triggered this re-describe (cloudinv.producers.reactor).
             attribution=snapshot.attribution,
         )
         self.states[key] = KnownState(
@@ -487,7 +490,7 @@ class ChangeStage:
     sink_agent: Any
     deletions_topic: str
     batch_queues: dict[str, batch_delivery.BatchQueue] = field(default_factory=dict)
-    """The topics delivered in batches (streams.batch_delivery), by name."""
+    """The topics delivered in batches (cloudinv.streams.batch_delivery), by name."""
     stored_changes: int = 0
     recorded_scans: int = 0
     deletion_requests_sent: int = 0
@@ -501,8 +504,6 @@ def bind(
 ) -> ChangeStage:
     """Declare the change detection agents on ``app``; the store defaults to local SQLite."""
     if store_factory is None:
-        from sinks.sqlite_store import SqliteStore
-
         data_dir = config.data_dir
 
         def store_factory() -> InventoryStore:
@@ -533,7 +534,7 @@ def bind(
     changes_name = topic_name(Topic.CHANGES, config.topic_prefix)
     changes = app.topic(changes_name, **raw)
     scans = app.topic(topic_name(Topic.SCANS, config.topic_prefix), **raw)
-    # The snapshots skip Faust's per-message delivery (streams.batch_delivery); None with a
+    # The snapshots skip Faust's per-message delivery (cloudinv.streams.batch_delivery); None with a
     # transport it does not support, and the agent reads its stream. The changes topic stays
     # on Faust's per-message path (the store sink, drift alerts and the warehouse read it);
     # batch-feeding it too is possible now that co-readers are supported (each agent gets

@@ -13,9 +13,9 @@ from typing import Any
 
 import faust
 
-from cloudinv.models import ResourceSnapshot
-from cloudinv.topics import Topic
-from streams.app import StreamConfig, topic
+from cloudinv.core.models import ResourceSnapshot
+from cloudinv.core.topics import Topic
+from cloudinv.streams.app import StreamConfig, topic
 
 
 @dataclass

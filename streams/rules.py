@@ -59,8 +59,9 @@ import yaml
 from jmespath.parser import ParsedResult
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cloudinv.models import ChangeEvent
-from sinks.alerts_store import Observation, RuleKind, Severity
+from cloudinv.catalog.registry import UnknownResourceType, default_registry
+from cloudinv.core.models import ChangeEvent
+from cloudinv.sinks.alerts_store import Observation, RuleKind, Severity
 
 __all__ = [
     "BUILTIN_PACK",
@@ -220,7 +221,6 @@ class Rule(_Model):
     def _known_type(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from producers.registry import UnknownResourceType, default_registry
 
         try:
             return default_registry().get(value).cfn_type
@@ -351,7 +351,7 @@ def load_rule_file(path: Path) -> tuple[list[Rule], list[RuleProblem]]:
 
 
 def _builtin_files() -> list[tuple[str, str]]:
-    pack = resources.files("streams").joinpath(BUILTIN_PACK)
+    pack = resources.files("cloudinv.streams").joinpath(BUILTIN_PACK)
     files = sorted(
         (entry for entry in pack.iterdir() if entry.name.endswith((".yaml", ".yml"))),
         key=lambda entry: entry.name,

@@ -16,12 +16,12 @@ a minute after changes came in (when sooner), the :class:`SnapshotExporter` list
 current versions (one indexed query per page) and replaces today's partition; the first run
 after midnight first writes yesterday's as of its last instant. Reading the snapshots topic
 would process every snapshot of every scan a second time (the worker does not even run
-``streams.inventory`` for that reason) to keep one per day, and could not say which
+``cloudinv.streams.inventory`` for that reason) to keep one per day, and could not say which
 resources were gone; the store already holds exactly "what was current at T". Workers
 sharing one data directory (one store) write the same snapshot files; workers with separate
 stores would each replace the partitions with their own share (not supported yet).
 
-See :mod:`sinks.parquet_warehouse` for the layout, schemas and idempotence.
+See :mod:`cloudinv.sinks.parquet_warehouse` for the layout, schemas and idempotence.
 """
 
 from __future__ import annotations
@@ -38,14 +38,16 @@ import faust
 from mode import Service
 from pydantic import ValidationError
 
-from cloudinv.errors import ConfigError
-from cloudinv.models import ChangeEvent, utcnow
-from cloudinv.settings import StorageSettings
-from cloudinv.topics import Topic, topic_name
-from producers.registry import default_registry
-from sinks.parquet_warehouse import ParquetWarehouse, targets_for
-from sinks.store import InventoryStore, ResourceVersion
-from streams.app import StreamConfig
+from cloudinv.catalog.registry import default_registry
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.models import ChangeEvent, utcnow
+from cloudinv.core.settings import StorageSettings, load_settings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.sinks.factory import inventory_store
+from cloudinv.sinks.parquet_warehouse import ParquetWarehouse, targets_for
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import InventoryStore, ResourceVersion
+from cloudinv.streams.app import StreamConfig
 
 __all__ = ["SnapshotExporter", "WarehouseStage", "bind"]
 
@@ -183,7 +185,6 @@ class WarehouseService(Service):  # type: ignore[misc,unused-ignore]
 
 
 def _storage_from_environment() -> tuple[StorageSettings, str | None]:
-    from cloudinv.settings import load_settings
 
     try:
         settings = load_settings()
@@ -228,13 +229,9 @@ def bind(
     if snapshots and store is None:
         if "dynamodb" in storage.targets:
             # The daily snapshot is read from the inventory store the worker writes.
-            from cloudinv.settings import load_settings
-            from sinks.factory import inventory_store
 
             store = inventory_store(load_settings(), config.data_dir)
         else:
-            from sinks.sqlite_store import SqliteStore
-
             store = SqliteStore.in_data_dir(config.data_dir)
     exporter = None
     stage = WarehouseStage(warehouse=warehouse, exporter=None)

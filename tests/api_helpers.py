@@ -4,11 +4,11 @@ tokens of three scopes, and a small Server-Sent Events reader.
 The pipeline, once per test session (:func:`pipeline_data`): three accounts in moto, seeded
 with boto3; the real scan engine scans them (instances, security groups, buckets); the real
 publisher sends snapshots and manifests to the real broker (Tansu); one Faust worker runs the
-change-detection stage (``streams.changes``, writing the SQLite inventory store) and the
-CloudTrail stage (``streams.activity``, writing the events store). Then the estate is changed
-(an instance terminated, one created, a port opened, a bucket retagged) and scanned again.
+change-detection stage (``cloudinv.streams.changes``, writing the SQLite inventory store) and the
+CloudTrail stage (``cloudinv.streams.activity``, writing the events store). Then the estate is
+changed (an instance terminated, one created, a port opened, a bucket retagged) and scanned again.
 CloudTrail events are the 142 real records of the shared fixture, normalized by
-``producers.cloudtrail.normalize`` and published on the CloudTrail topic: all of them as
+``cloudinv.producers.cloudtrail.normalize`` and published on the CloudTrail topic: all of them as
 account A's, a third of them, a day later, as account B's.
 
 One thing does not come from the pipeline: the change detector does not (yet) copy a
@@ -35,21 +35,22 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from api.app import Stores, create_app
-from api.auth import generate_token
-from cloudinv.codec import encode
-from cloudinv.models import Attribution, ChangeEvent, CloudTrailEvent, ResourceSnapshot
-from cloudinv.settings import AccountRole, ApiToken, AwsSettings, Settings
-from producers.cloudtrail.normalize import normalize_record
-from producers.cloudtrail.publish import CloudTrailPublisher
-from producers.engine import scan
-from producers.publisher import KafkaPublisher
-from sinks.events_store import EventsStore, events_store_path
-from sinks.sqlite_store import SqliteStore
-from streams import activity, changes
-from streams.app import StreamConfig
-from streams.app import create_app as create_stream_app
-from streams.changes import ChangeDetector
+from cloudinv.api.app import create_app
+from cloudinv.api.auth import generate_token
+from cloudinv.api.state import Stores
+from cloudinv.core.codec import encode
+from cloudinv.core.models import Attribution, ChangeEvent, CloudTrailEvent, ResourceSnapshot
+from cloudinv.core.settings import AccountRole, ApiToken, AwsSettings, Settings
+from cloudinv.producers.cloudtrail.normalize import normalize_record
+from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
+from cloudinv.producers.engine import scan
+from cloudinv.producers.publisher import KafkaPublisher
+from cloudinv.sinks.events_store import EventsStore, events_store_path
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.streams import activity, changes
+from cloudinv.streams.app import StreamConfig
+from cloudinv.streams.app import create_app as create_stream_app
+from cloudinv.streams.changes import ChangeDetector
 
 FIXTURE = Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
 FIXTURE_ACCOUNT = "111100000000"

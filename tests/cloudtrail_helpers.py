@@ -14,8 +14,8 @@ import boto3
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from cloudinv.kafka import ensure_topics
-from cloudinv.settings import KafkaSettings
+from cloudinv.core.kafka import ensure_topics
+from cloudinv.core.settings import KafkaSettings
 
 FIXTURE = Path(__file__).resolve().parent / "data/cloudtrail/sample-cloudtrail-event.json"
 ACCOUNT = "111100000000"

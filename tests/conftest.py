@@ -43,7 +43,7 @@ def unique() -> str:
 @pytest.fixture(scope="session")
 async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """One Tansu broker for the suite; its bootstrap address (127.0.0.1:PORT)."""
-    from cloudinv.embedded import EmbeddedBroker
+    from cloudinv.runtime.embedded import EmbeddedBroker
 
     embedded = EmbeddedBroker(tmp_path_factory.mktemp("broker"))
     await embedded.start()

@@ -14,22 +14,22 @@ from typing import Any
 import orjson
 import pytest
 
-from cloudinv.codec import decode, encode
-from cloudinv.models import CloudTrailEvent, Principal
-from cloudinv.settings import AlertSettings
-from cloudinv.topics import Topic, topic_name
-from producers.cloudtrail.normalize import normalize_record
-from producers.cloudtrail.tailer import tail
-from sinks.events_store import (
+from cloudinv.core.codec import decode, encode
+from cloudinv.core.models import CloudTrailEvent, Principal
+from cloudinv.core.settings import AlertSettings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.cloudtrail.normalize import normalize_record
+from cloudinv.producers.cloudtrail.tailer import tail
+from cloudinv.sinks.events_store import (
     ActivityUpdate,
     EventsStore,
     EventsStoreError,
     events_store_path,
     flatten_params,
 )
-from streams import alerts
-from streams.activity import bind
-from streams.app import StreamConfig, create_app
+from cloudinv.streams import alerts
+from cloudinv.streams.activity import bind
+from cloudinv.streams.app import StreamConfig, create_app
 from tests.cloudtrail_helpers import (
     MotoTrail,
     consume,
@@ -316,7 +316,7 @@ async def test_fixture_through_s3_sqs_tailer_broker_agent_into_store(
     app = create_app(config)
     stage = bind(app, config, within_s=0.1)
     # The event alerts read the same topic, as in cloudinv worker: each agent has its own
-    # batch queue (streams.batch_delivery) and gets every event.
+    # batch queue (cloudinv.streams.batch_delivery) and gets every event.
     alert_stage = alerts.bind(app, config, settings=AlertSettings(webhooks=[]))
     await app.start()
     try:

@@ -36,16 +36,16 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
-from cloudinv.codec import encode
-from cloudinv.models import ChangeEvent, ResourceSnapshot
-from cloudinv.settings import AlertSettings, WebhookSettings
-from cloudinv.topics import Topic, topic_name
-from producers.cloudtrail.normalize import normalize_record
-from sinks.alerts_store import AlertNotification, AlertsStore, Observation, OutboxWait
-from sinks.webhooks import RetryPolicy, SnsDestination
-from streams import alerts
-from streams.app import StreamConfig, create_app
-from streams.changes import ChangeDetector
+from cloudinv.core.codec import encode
+from cloudinv.core.models import ChangeEvent, ResourceSnapshot
+from cloudinv.core.settings import AlertSettings, WebhookSettings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.cloudtrail.normalize import normalize_record
+from cloudinv.sinks.alerts_store import AlertNotification, AlertsStore, Observation, OutboxWait
+from cloudinv.sinks.webhooks import RetryPolicy, SnsDestination
+from cloudinv.streams import alerts
+from cloudinv.streams.app import StreamConfig, create_app
+from cloudinv.streams.changes import ChangeDetector
 from tests.api_helpers import read_sse, running_api
 from tests.test_rules_pack import perm, record, sg
 
@@ -484,7 +484,7 @@ async def test_a_restarted_worker_replaying_the_topic_raises_nothing_twice(
 def test_the_worker_app_binds_the_alert_agents(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streams.app import build_worker_app
+    from cloudinv.streams.worker import build_worker_app
 
     monkeypatch.setenv("CLOUDINV_ALERTS__WEBHOOKS", '[{"url": "http://127.0.0.1:9/hook"}]')
     monkeypatch.chdir(tmp_path)
@@ -605,7 +605,7 @@ async def test_the_outbox_leases_backs_off_and_keeps_refusals(tmp_path: Path) ->
     await runner.setup()
     port = _free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    from sinks.webhooks import Dispatcher, WebhookDestination
+    from cloudinv.sinks.webhooks import Dispatcher, WebhookDestination
 
     destination = WebhookDestination(f"http://127.0.0.1:{port}/hook")
     try:

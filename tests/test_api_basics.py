@@ -9,9 +9,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from api.app import create_app
-from api.auth import generate_token
-from cloudinv.settings import ApiToken, Settings
+from cloudinv.api.app import create_app
+from cloudinv.api.auth import generate_token
+from cloudinv.core.settings import ApiToken, Settings
 
 
 @pytest.fixture

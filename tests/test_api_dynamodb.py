@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cloudinv.models import ChangeEvent, ScanManifest
-from sinks.dynamodb_events_store import DynamoEventsStore
-from sinks.dynamodb_store import DynamoStore
-from sinks.events_store import EventsStore, events_store_path
-from sinks.sqlite_store import SqliteStore
+from cloudinv.core.models import ChangeEvent, ScanManifest
+from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
+from cloudinv.sinks.dynamodb_store import DynamoStore
+from cloudinv.sinks.events_store import EventsStore, events_store_path
+from cloudinv.sinks.sqlite_store import SqliteStore
 from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
 from tests.test_api_events import (
     test_events_and_counts_as_csv as test_events_and_counts_as_csv,

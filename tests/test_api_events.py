@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from cloudinv.models import CloudTrailEvent
-from sinks.events_store import flatten_params
+from cloudinv.core.models import CloudTrailEvent
+from cloudinv.sinks.events_store import flatten_params
 from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
 from tests.test_api_inventory import all_pages
 

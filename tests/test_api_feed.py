@@ -20,9 +20,9 @@ import aiohttp
 import orjson
 import pytest
 
-from api import routes_feed
-from cloudinv.models import ChangeEvent, ResourceSnapshot
-from streams.changes import ChangeDetector, DeletionRequest
+from cloudinv.api import routes_feed
+from cloudinv.core.models import ChangeEvent, ResourceSnapshot
+from cloudinv.streams.changes import ChangeDetector, DeletionRequest
 from tests.api_helpers import Api, SseEvent, read_sse, running_api
 
 A = "111111111111"

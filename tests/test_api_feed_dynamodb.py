@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sinks.dynamodb_store import DynamoStore
+from cloudinv.sinks.dynamodb_store import DynamoStore
 from tests.api_helpers import Api, running_api
 from tests.test_api_feed import A
 from tests.test_api_feed import (

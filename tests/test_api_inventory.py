@@ -16,10 +16,10 @@ import aiohttp
 import orjson
 import pytest
 
-from api.endpoints import Page, json_bytes
-from cloudinv.models import ChangeEvent, config_hash
-from sinks.sqlite_store import SqliteStore, list_as_of_query
-from sinks.store import ResourceVersion
+from cloudinv.api.endpoints import Page, json_bytes
+from cloudinv.core.models import ChangeEvent, config_hash
+from cloudinv.sinks.sqlite_store import SqliteStore, list_as_of_query
+from cloudinv.sinks.store import ResourceVersion
 from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
 
 
@@ -344,7 +344,7 @@ async def test_diff_lists_created_deleted_and_modified(api: Api, data: PipelineD
 
 
 class ProtocolOnly:
-    """The SQLite store behind only the :class:`~sinks.store.InventoryStore` methods: the
+    """The SQLite store behind only the :class:`~cloudinv.sinks.store.InventoryStore` methods: the
     API's generic paths, as with a store that offers no stored-JSON reads."""
 
     def __init__(self, store: SqliteStore) -> None:

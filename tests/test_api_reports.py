@@ -20,12 +20,13 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from api.app import Stores, create_app
-from api.auth import generate_token
-from cloudinv.models import ChangeEvent, config_hash
-from cloudinv.settings import ApiToken, Settings
-from producers.reports.s3_metrics import S3_COLUMNS, ReportMonth
-from sinks.sqlite_store import SqliteStore
+from cloudinv.api.app import create_app
+from cloudinv.api.auth import generate_token
+from cloudinv.api.state import Stores
+from cloudinv.core.models import ChangeEvent, config_hash
+from cloudinv.core.settings import ApiToken, Settings
+from cloudinv.producers.reports.s3_metrics import S3_COLUMNS, ReportMonth
+from cloudinv.sinks.sqlite_store import SqliteStore
 from tests.test_reports import account_session, create_bucket, new_account, put_metric
 
 NOW = datetime.now(UTC)

@@ -30,11 +30,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.app import Stores, create_app
-from api.auth import generate_token
-from cloudinv.settings import ApiToken, Settings
-from sinks.events_store import EventsStore, events_store_path
-from sinks.sqlite_store import SqliteStore
+from cloudinv.api.app import create_app
+from cloudinv.api.auth import generate_token
+from cloudinv.api.state import Stores
+from cloudinv.core.settings import ApiToken, Settings
+from cloudinv.sinks.events_store import EventsStore, events_store_path
+from cloudinv.sinks.sqlite_store import SqliteStore
 from tests.api_helpers import PipelineData, pipeline_data
 
 POSITIVE_EXAMPLES = 25

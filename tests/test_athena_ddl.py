@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from botocore.model import Shape
 
-from producers.registry import default_registry
-from producers.spec import ResourceSpec
-from sinks.athena_ddl import athena_ddl, table_name
+from cloudinv.catalog.registry import default_registry
+from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.sinks.athena_ddl import athena_ddl, table_name
 from tests.cli_helpers import run_cli
 from tests.test_registry_meta import item_members, members_of, service_model, walk
 
@@ -103,7 +103,7 @@ def table_columns(name: str) -> dict[str, str]:
 
 
 def configuration_members(spec: ResourceSpec) -> dict[str, Shape]:
-    """As the collector builds a configuration (producers.collect): the list item, then
+    """As the collector builds a configuration (cloudinv.producers.collect): the list item, then
     each stage's detail results, a later one replacing a field of the same name."""
     members = item_members(spec)
     for stage in sorted({d.stage for d in spec.details}):

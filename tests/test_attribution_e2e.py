@@ -17,17 +17,17 @@ import boto3
 from aiobotocore.session import get_session
 from aiokafka import AIOKafkaProducer
 
-from cloudinv.codec import encode
-from cloudinv.models import CloudTrailEvent, Principal
-from cloudinv.settings import AccountRole, AwsSettings
-from cloudinv.topics import Topic, topic_name
-from producers.credentials import AwsAccess
-from producers.publisher import KafkaPublisher
-from producers.reactor import ChangeReactor
-from producers.schedule import ScanScheduler
-from sinks.sqlite_store import SqliteStore
-from streams.app import StreamConfig, create_app
-from streams.changes import bind
+from cloudinv.core.codec import encode
+from cloudinv.core.models import CloudTrailEvent, Principal
+from cloudinv.core.settings import AccountRole, AwsSettings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.credentials import AwsAccess
+from cloudinv.producers.publisher import KafkaPublisher
+from cloudinv.producers.reactor import ChangeReactor
+from cloudinv.producers.schedule import ScanScheduler
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.streams.app import StreamConfig, create_app
+from cloudinv.streams.changes import bind
 
 
 async def test_run_instances_event_yields_an_attributed_change(

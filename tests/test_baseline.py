@@ -21,13 +21,13 @@ import orjson
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from api.app import create_app
-from api.auth import generate_token
-from cloudinv.models import ChangeEvent, ResourceSnapshot
-from cloudinv.settings import ApiToken, Settings
-from sinks.alerts_store import AlertsStore, BaselineScope, compute_drift, pin_baseline
-from sinks.sqlite_store import SqliteStore
-from streams.changes import ChangeDetector, DeletionRequest
+from cloudinv.api.app import create_app
+from cloudinv.api.auth import generate_token
+from cloudinv.core.models import ChangeEvent, ResourceSnapshot
+from cloudinv.core.settings import ApiToken, Settings
+from cloudinv.sinks.alerts_store import AlertsStore, BaselineScope, compute_drift, pin_baseline
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.streams.changes import ChangeDetector, DeletionRequest
 from tests.api_helpers import running_api
 from tests.cli_helpers import run_cli
 from tests.test_rules_pack import bucket, instance, perm, sg

@@ -1,6 +1,6 @@
-"""Batch delivery (streams.batch_delivery) on the real broker: several batch-fed agents and a
-per-message agent reading one topic, each getting every message, offsets committed only
-once all are done, and a per-message co-reader whose buffer fills up does not stop the
+"""Batch delivery (cloudinv.streams.batch_delivery) on the real broker: several batch-fed agents
+and a per-message agent reading one topic, each getting every message, offsets committed only once
+all are done, and a per-message co-reader whose buffer fills up does not stop the
 fetcher (the stall of bench/changes.py --with-inventory)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
-from streams import batch_delivery
-from streams.app import StreamConfig, create_app
+from cloudinv.streams import batch_delivery
+from cloudinv.streams.app import StreamConfig, create_app
 
 PARTITIONS = 2
 RAW = {

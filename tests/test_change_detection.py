@@ -24,18 +24,19 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cloudinv.codec import decode, encode
-from cloudinv.models import ChangeEvent, ResourceSnapshot, ScanError, ScanManifest
-from cloudinv.settings import AccountRole, AwsSettings
-from cloudinv.topics import Topic, topic_name
-from producers.engine import scan
-from producers.publisher import KafkaPublisher
-from sinks.sqlite_store import SqliteStore
-from sinks.store import ResourceVersion
-from streams import changes as changes_module
-from streams.app import StreamConfig, build_worker_app, create_app
-from streams.batch_delivery import Batch, BatchingConsumer, BatchQueue
-from streams.changes import ChangeDetector, ChangeStage, DeletionRequest, bind, change_id
+from cloudinv.core.codec import decode, encode
+from cloudinv.core.models import ChangeEvent, ResourceSnapshot, ScanError, ScanManifest
+from cloudinv.core.settings import AccountRole, AwsSettings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.engine import scan
+from cloudinv.producers.publisher import KafkaPublisher
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import ResourceVersion
+from cloudinv.streams import changes as changes_module
+from cloudinv.streams.app import StreamConfig, create_app
+from cloudinv.streams.batch_delivery import Batch, BatchingConsumer, BatchQueue
+from cloudinv.streams.changes import ChangeDetector, ChangeStage, DeletionRequest, bind, change_id
+from cloudinv.streams.worker import build_worker_app
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 ACCOUNT = "111111111111"

@@ -1,5 +1,5 @@
 """CloudTrail log file integrity: digest files in moto's S3, checked by
-:class:`producers.cloudtrail.digest.DigestVerifier`, by the tailer when a digest lands, and
+:class:`cloudinv.producers.cloudtrail.digest.DigestVerifier`, by the tailer when a digest lands, and
 by ``cloudinv cloudtrail backfill --verify``.
 
 The digests here have the structure AWS documents ("CloudTrail digest file structure") and are
@@ -26,7 +26,7 @@ from aiobotocore.session import get_session
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from producers.cloudtrail.digest import (
+from cloudinv.producers.cloudtrail.digest import (
     CloudTrailPublicKeys,
     DigestFormatError,
     DigestVerifier,
@@ -38,9 +38,9 @@ from producers.cloudtrail.digest import (
     string_to_sign,
     verify_signature,
 )
-from producers.cloudtrail.logfile import RejectionLog, read_rejections
-from producers.cloudtrail.publish import CloudTrailPublisher
-from producers.cloudtrail.tailer import CloudTrailTailer, DigestObject, TailerConfig
+from cloudinv.producers.cloudtrail.logfile import RejectionLog, read_rejections
+from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
+from cloudinv.producers.cloudtrail.tailer import CloudTrailTailer, DigestObject, TailerConfig
 from tests.cli_helpers import run_cli
 from tests.cloudtrail_helpers import (
     ACCOUNT,
@@ -374,7 +374,7 @@ async def test_tailer_checks_digests_that_land_when_asked(
 
 
 def test_digests_are_skipped_unless_verifying() -> None:
-    from producers.cloudtrail.tailer import Skip, classify_message
+    from cloudinv.producers.cloudtrail.tailer import Skip, classify_message
 
     body = orjson.dumps(
         {

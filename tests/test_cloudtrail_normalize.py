@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from cloudinv.codec import decode, encode
-from cloudinv.models import CloudTrailEvent
-from producers.cloudtrail.normalize import (
+from cloudinv.core.codec import decode, encode
+from cloudinv.core.models import CloudTrailEvent
+from cloudinv.producers.cloudtrail.normalize import (
     InvalidRecordError,
     is_secret_key,
     normalize_record,

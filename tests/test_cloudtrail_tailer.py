@@ -14,24 +14,24 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from cloudinv.codec import decode
-from cloudinv.models import CloudTrailEvent
-from cloudinv.topics import Topic, topic_name
-from producers.cloudtrail.backfill import (
+from cloudinv.core.codec import decode
+from cloudinv.core.models import CloudTrailEvent
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.cloudtrail.backfill import (
     RESUME_FILE,
     ResumeFile,
     backfill_local,
     backfill_s3,
-    day_prefixes,
 )
-from producers.cloudtrail.logfile import (
+from cloudinv.producers.cloudtrail.layout import day_prefixes
+from cloudinv.producers.cloudtrail.logfile import (
     LogFileDecoder,
     RejectedFileError,
     RejectionLog,
     read_rejections,
 )
-from producers.cloudtrail.publish import CloudTrailPublisher, PublishError
-from producers.cloudtrail.tailer import (
+from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher, PublishError
+from cloudinv.producers.cloudtrail.tailer import (
     CloudTrailTailer,
     InlineRecords,
     S3Object,

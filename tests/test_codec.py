@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel, ValidationError
 
-from cloudinv.codec import MODEL_BY_TOPIC, codec_for, decode, encode, schema_for
-from cloudinv.models import (
+from cloudinv.core.codec import MODEL_BY_TOPIC, codec_for, decode, encode, schema_for
+from cloudinv.core.models import (
     Attribution,
     ChangeEvent,
     CloudTrailEvent,
@@ -21,7 +21,7 @@ from cloudinv.models import (
     ScanError,
     ScanManifest,
 )
-from cloudinv.topics import Topic, topic_name
+from cloudinv.core.topics import Topic, topic_name
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 ARN = "arn:aws:ec2:us-east-1:111111111111:security-group/sg-1"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cloudinv.cli import build_parser
-from cloudinv.settings import load_settings
+from cloudinv.core.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 # The Compose specification schema, as shipped in the docker-compose 1.29.2 wheel

@@ -11,9 +11,7 @@ import jsonpatch  # type: ignore[import-untyped]
 import orjson
 import pytest
 
-from cloudinv.codec import encode
-from cloudinv.models import ChangeEvent, JsonPatchOp, canonical_json
-from streams.diff import (
+from cloudinv.catalog.diff import (
     NormalizationRules,
     changed_paths,
     json_patch,
@@ -21,6 +19,8 @@ from streams.diff import (
     normalized_hash,
     rules_for_type,
 )
+from cloudinv.core.codec import encode
+from cloudinv.core.models import ChangeEvent, JsonPatchOp, canonical_json
 
 
 def apply(doc: Any, patch: list[JsonPatchOp]) -> Any:

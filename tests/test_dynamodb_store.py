@@ -23,12 +23,12 @@ import orjson
 import pytest
 from aiohttp import web
 
-from cloudinv.settings import Settings
-from sinks.dynamodb_store import DynamoStore, table_names
-from sinks.factory import inventory_store
-from sinks.sqlite_store import SqliteStore
-from sinks.store import ChangeFilters, InventoryStore, StoreError
-from streams.changes import ChangeDetector, DeletionRequest
+from cloudinv.core.settings import Settings
+from cloudinv.sinks.dynamodb_store import DynamoStore, table_names
+from cloudinv.sinks.factory import inventory_store
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import ChangeFilters, InventoryStore, StoreError
+from cloudinv.streams.changes import ChangeDetector, DeletionRequest
 from tests.test_sqlite_store import (
     ACCOUNT,
     OTHER,
@@ -248,9 +248,9 @@ async def test_factory_chooses_by_storage_targets(moto_endpoint: str, tmp_path: 
         )
     )
     assert isinstance(remote, DynamoStore)
-    from sinks.dynamodb_events_store import DynamoEventsStore
-    from sinks.events_store import EventsStore
-    from sinks.factory import events_store
+    from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
+    from cloudinv.sinks.events_store import EventsStore
+    from cloudinv.sinks.factory import events_store
 
     assert isinstance(events_store(Settings(storage={"data_dir": tmp_path})), EventsStore)
     remote_events = events_store(
@@ -384,9 +384,10 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
     modifies one resource and misses another, which is deleted."""
     from datetime import UTC, datetime
 
-    from cloudinv.models import ScanManifest
-    from producers.publisher import KafkaPublisher
-    from streams.app import StreamConfig, build_worker_app
+    from cloudinv.core.models import ScanManifest
+    from cloudinv.producers.publisher import KafkaPublisher
+    from cloudinv.streams.app import StreamConfig
+    from cloudinv.streams.worker import build_worker_app
 
     table_prefix = prefix()
     monkeypatch.chdir(tmp_path)
@@ -456,9 +457,9 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
             await scan(4, second, modified=2)
             changes = await wait_for(7)
             # CloudTrail events go to the DynamoDB events store too.
-            from cloudinv.codec import encode
-            from producers.cloudtrail.publish import CloudTrailPublisher
-            from sinks.dynamodb_events_store import DynamoEventsStore
+            from cloudinv.core.codec import encode
+            from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
+            from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
             from tests.api_helpers import fixture_events
 
             events = fixture_events(account, every=20)
@@ -490,9 +491,9 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
 
 
 async def test_events_store_cursor_limits_and_lookup(moto_endpoint: str) -> None:
-    from cloudinv.models import CloudTrailEvent, Principal
-    from sinks.dynamodb_events_store import DynamoEventsStore
-    from sinks.events_store import EventsStoreError
+    from cloudinv.core.models import CloudTrailEvent, Principal
+    from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
+    from cloudinv.sinks.events_store import EventsStoreError
 
     def event(i: int) -> CloudTrailEvent:
         return CloudTrailEvent(
@@ -590,7 +591,7 @@ async def test_change_log_in_commit_order_pages_and_counts_like_sqlite(
     one key in one batch, deletions, replays) in both stores: the same changes in the log,
     each key's in its order, numbered 1..n without gaps, paged across buckets; the same
     current counts."""
-    monkeypatch.setattr("sinks.dynamodb_store._LOG_BUCKET", 7)  # many buckets, few changes
+    monkeypatch.setattr("cloudinv.sinks.dynamodb_store._LOG_BUCKET", 7)  # many buckets, few changes
     d = ChangeDetector()
     batches = [
         detect(

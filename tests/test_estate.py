@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from cloudinv.estate import (
+from cloudinv.simulator.estate import (
     MOTO_CREDENTIALS,
     SCRIPTED_FIRST,
     BucketInfo,
@@ -383,12 +383,12 @@ async def test_run_logs_changes_and_stops_when_asked(
 ) -> None:
     mutator = _CountingMutator(moto_endpoint, small_estate, seed=11, target=5)
     stop = asyncio.Event()
-    caplog.set_level(logging.INFO, logger="cloudinv.estate")
+    caplog.set_level(logging.INFO, logger="cloudinv.simulator.estate")
     runner = asyncio.create_task(mutator.run(0.01, stop))
     await asyncio.wait_for(mutator.reached.wait(), timeout=20)
     stop.set()
     steps = await asyncio.wait_for(runner, timeout=5)
     assert steps >= 5
-    logged = [r.getMessage() for r in caplog.records if r.name == "cloudinv.estate"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "cloudinv.simulator.estate"]
     assert any("security-group-opened-ssh-to-world" in m for m in logged)
     assert sum(m.startswith("estate change:") for m in logged) == steps

@@ -10,9 +10,15 @@ from urllib.parse import unquote_plus
 
 import boto3
 
-from cloudinv.estate import ChangeAction, EstateCounts, EstateMutator, EstateSpec, seed_estate
-from cloudinv.estate_trail import EstateTrail
-from producers.cloudtrail.normalize import normalize_record
+from cloudinv.producers.cloudtrail.normalize import normalize_record
+from cloudinv.simulator.estate import (
+    ChangeAction,
+    EstateCounts,
+    EstateMutator,
+    EstateSpec,
+    seed_estate,
+)
+from cloudinv.simulator.trail import EstateTrail
 
 
 async def test_changes_arrive_as_cloudtrail_log_files(moto_endpoint: str) -> None:

@@ -2,7 +2,7 @@
 
 The first half checks the documents without AWS: the reader policy holds exactly the
 operations the registered types call (walked from the registry here, independently of
-``producers.iam_policy``), mapped to IAM actions with a hand-written oracle; the pipeline
+``cloudinv.producers.iam_policy``), mapped to IAM actions with a hand-written oracle; the pipeline
 policy is scoped to the configured resources; the member-role template parses and embeds the
 reader policy; the CloudTrail setup plan is valid botocore input and works against moto.
 
@@ -34,12 +34,13 @@ import yaml
 from botocore import xform_name
 from botocore.validate import ParamValidator
 
+from cloudinv.catalog.registry import default_registry
 from cloudinv.cli import main
-from cloudinv.errors import ConfigError
-from cloudinv.models import ScanManifest
-from cloudinv.settings import AccountRole, AwsSettings, load_settings
-from producers.cloudtrail_setup import cloudtrail_setup_plan
-from producers.iam_policy import (
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.models import ScanManifest
+from cloudinv.core.settings import AccountRole, AwsSettings, load_settings
+from cloudinv.producers.cloudtrail_setup import cloudtrail_setup_plan
+from cloudinv.producers.iam_policy import (
     IAM_ACTION_NAMES,
     ApiCall,
     CfnTag,
@@ -51,7 +52,6 @@ from producers.iam_policy import (
     reader_policy,
     render,
 )
-from producers.registry import default_registry
 
 REGISTRY = default_registry()
 
@@ -797,7 +797,7 @@ def enforcing_moto() -> Iterator[EnforcingMoto]:
 def _access(moto: EnforcingMoto, user: str) -> Any:
     from aiobotocore.session import get_session
 
-    from producers.credentials import AwsAccess
+    from cloudinv.producers.credentials import AwsAccess
 
     session = get_session()
     session.set_credentials(*moto.keys[user])
@@ -810,7 +810,7 @@ async def _scan(
     types: tuple[str, ...],
     accounts: list[AccountRole] | None = None,
 ) -> dict[str, ScanManifest]:
-    from producers.engine import scan
+    from cloudinv.producers.engine import scan
 
     settings = AwsSettings(regions=[REGION], endpoint_url=moto.endpoint, accounts=accounts or [])
     manifests: dict[str, ScanManifest] = {}

@@ -42,8 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cloudinv.errors import ConfigError
-from cloudinv.kafka import (
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.kafka import (
     COMPACTED_TOPICS,
     MSK_IAM_ACTION,
     MskIamTokenProvider,
@@ -53,9 +53,9 @@ from cloudinv.kafka import (
     msk_iam_token,
     prepare_topics,
 )
-from cloudinv.settings import KafkaSettings, load_settings
-from cloudinv.topics import ALL_TOPICS, Topic, topic_name
-from streams.app import StreamConfig, create_app
+from cloudinv.core.settings import KafkaSettings, load_settings
+from cloudinv.core.topics import ALL_TOPICS, Topic, topic_name
+from cloudinv.streams.app import StreamConfig, create_app
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -172,7 +172,7 @@ async def tls_broker(
     pki: Pki, *, wrong_name: bool = False, require_client_cert: bool = False
 ) -> AsyncIterator[str]:
     """A fresh Tansu whose advertised address is a TLS terminator; yields that address."""
-    from cloudinv.embedded import resolve_broker_binary
+    from cloudinv.runtime.embedded import resolve_broker_binary
 
     inner, outer = _free_port(), _free_port()
     proc = await asyncio.create_subprocess_exec(
@@ -689,16 +689,16 @@ async def test_topics_created_with_settings_and_checked_when_they_exist(
     again = await prepare_topics(kafka)
     assert (again.created, sorted(again.existing), again.partition_mismatches) == ([], names, {})
 
-    with caplog.at_level(logging.WARNING, logger="cloudinv.kafka"):
+    with caplog.at_level(logging.WARNING, logger="cloudinv.core.kafka"):
         more = await prepare_topics(kafka.model_copy(update={"partitions": 8}))
     assert more.partition_mismatches == dict.fromkeys(names, 3)
-    warned = [r.getMessage() for r in caplog.records if r.name == "cloudinv.kafka"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "cloudinv.core.kafka"]
     assert len(warned) == len(names)
     assert "exists with 3 partition(s) but kafka.partitions is 8" in warned[0]
 
 
 def test_only_aggregate_topics_are_compacted() -> None:
-    from cloudinv.kafka import _new_topic
+    from cloudinv.core.kafka import _new_topic
 
     kafka = KafkaSettings(bootstrap="b:9092", partitions=12, replication_factor=3)
     topics = {t: _new_topic(topic_name(t), t, kafka) for t in ALL_TOPICS}

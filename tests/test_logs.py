@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from cloudinv.logs import JsonFormatter, correlate
+from cloudinv.core.logs import JsonFormatter, correlate
 
 
 def _record(message: str) -> logging.LogRecord:

@@ -10,15 +10,15 @@ import pytest
 from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer
 
-from cloudinv.codec import decode
-from cloudinv.estate import EstateCounts, EstateSpec, seed_estate
-from cloudinv.models import ResourceSnapshot, ScanManifest
-from cloudinv.processes import free_port
-from cloudinv.settings import AccountRole, AwsSettings
-from cloudinv.topics import Topic, topic_name
-from producers.credentials import AwsAccess
-from producers.publisher import KafkaPublisher, PublishError
-from producers.schedule import ScanScheduler
+from cloudinv.core.codec import decode
+from cloudinv.core.models import ResourceSnapshot, ScanManifest
+from cloudinv.core.settings import AccountRole, AwsSettings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.credentials import AwsAccess
+from cloudinv.producers.publisher import KafkaPublisher, PublishError
+from cloudinv.producers.schedule import ScanScheduler
+from cloudinv.runtime.processes import free_port
+from cloudinv.simulator.estate import EstateCounts, EstateSpec, seed_estate
 
 TYPES = ["AWS::EC2::Instance", "AWS::EC2::SecurityGroup", "AWS::S3::Bucket", "AWS::IAM::User"]
 
@@ -100,7 +100,7 @@ async def test_unreachable_broker_is_a_clear_error() -> None:
 
 
 def test_unknown_type_in_interval_overrides_fails_at_start() -> None:
-    from producers.registry import UnknownResourceType
+    from cloudinv.catalog.registry import UnknownResourceType
 
     aws = AwsSettings(regions=["us-east-1"])
     with pytest.raises(UnknownResourceType):

@@ -11,14 +11,14 @@ import boto3
 from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer
 
-from cloudinv.codec import decode
-from cloudinv.models import CloudTrailEvent, Principal, ResourceSnapshot
-from cloudinv.settings import AccountRole, AwsSettings
-from cloudinv.topics import Topic, topic_name
-from producers.credentials import AwsAccess
-from producers.publisher import KafkaPublisher
-from producers.reactor import ChangeReactor, EventIndex
-from producers.registry import default_registry
+from cloudinv.catalog.registry import default_registry
+from cloudinv.core.codec import decode
+from cloudinv.core.models import CloudTrailEvent, Principal, ResourceSnapshot
+from cloudinv.core.settings import AccountRole, AwsSettings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.credentials import AwsAccess
+from cloudinv.producers.publisher import KafkaPublisher
+from cloudinv.producers.reactor import ChangeReactor, EventIndex
 
 
 def _event(name: str, account: str, region: str, **fields: object) -> CloudTrailEvent:

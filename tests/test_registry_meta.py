@@ -13,8 +13,8 @@ import botocore.session
 import pytest
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
 
-from producers.registry import Registry, UnknownResourceType, default_registry
-from producers.spec import CFN_TYPE_RE, DetailCall, ResourceSpec, compile_expression, search
+from cloudinv.catalog.registry import Registry, UnknownResourceType, default_registry
+from cloudinv.catalog.spec import CFN_TYPE_RE, DetailCall, ResourceSpec, compile_expression, search
 
 REGISTRY = default_registry()
 _SESSION = botocore.session.get_session()

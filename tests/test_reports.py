@@ -27,17 +27,17 @@ import pytest
 from rich.console import Console
 
 from cloudinv.cli.report import print_snapshot_report
-from cloudinv.models import ResourceSnapshot, ScanManifest, utcnow
-from producers.credentials import AccountTarget, AwsAccess
-from producers.engine import ScanOptions
-from producers.reports.s3_metrics import (
+from cloudinv.core.models import ResourceSnapshot, ScanManifest, utcnow
+from cloudinv.producers.credentials import AccountTarget, AwsAccess
+from cloudinv.producers.engine import ScanOptions
+from cloudinv.producers.reports.s3_metrics import (
     S3_COLUMNS,
     ReportMonth,
     build_s3_metrics_report,
     collect_bucket_metrics,
     scan_buckets,
 )
-from producers.reports.snapshots import (
+from cloudinv.producers.reports.snapshots import (
     DETAIL_COLUMNS,
     RECOVERY_POINT,
     SUMMARY_COLUMNS,

@@ -25,11 +25,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from cloudinv.metrics import Metrics
-from cloudinv.role_server import Probe, RoleServer, WorkerProbe
-from cloudinv.settings import load_settings
-from cloudinv.topics import Topic, topic_name
-from streams.app import StreamConfig, create_app
+from cloudinv.core.metrics import Metrics
+from cloudinv.core.settings import load_settings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.runtime.role_server import Probe, RoleServer, WorkerProbe
+from cloudinv.streams.app import StreamConfig, create_app
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -145,7 +145,7 @@ async def test_worker_is_not_ready_before_it_joins_the_group(
 
 
 async def test_api_is_ready_once_its_store_is_open(tmp_path: Path) -> None:
-    from api.app import create_app as create_api
+    from cloudinv.api.app import create_app as create_api
 
     settings = load_settings(None, storage={"data_dir": str(tmp_path)})
     async with TestClient(TestServer(create_api(settings))) as client:
@@ -296,7 +296,7 @@ async def test_worker_metrics_show_partitions_lag_and_processed_events(
     the lag is positive; once released it drains to 0 and every event is counted."""
     import faust
 
-    from cloudinv.role_server import WorkerRoleServer
+    from cloudinv.runtime.role_server import WorkerRoleServer
 
     config = StreamConfig(bootstrap=broker, data_dir=tmp_path, app_id=f"lag-{unique}", partitions=2)
     app = create_app(config)

@@ -17,14 +17,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from api.app import Stores, create_app
-from api.auth import generate_token
-from cloudinv.models import ResourceSnapshot
-from cloudinv.settings import AccountRole, AlertSettings, ApiToken, AwsSettings, Settings
-from producers.engine import scan
-from sinks.sqlite_store import SqliteStore
-from streams.changes import ChangeDetector
-from streams.rules import evaluate_change, load_rules
+from cloudinv.api.app import create_app
+from cloudinv.api.auth import generate_token
+from cloudinv.api.state import Stores
+from cloudinv.core.models import ResourceSnapshot
+from cloudinv.core.settings import AccountRole, AlertSettings, ApiToken, AwsSettings, Settings
+from cloudinv.producers.engine import scan
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.streams.changes import ChangeDetector
+from cloudinv.streams.rules import evaluate_change, load_rules
 from tests.api_helpers import Api
 from tests.cli_helpers import run_cli
 

@@ -2,7 +2,7 @@
 for it, and stays quiet on a close one that is fine.
 
 Resources are shaped as the producers collect them (the AWS API item with the detail calls
-merged in, see ``producers/resources``) and go through the real ``ChangeDetector``, so the
+merged in, see ``cloudinv/catalog/resources``) and go through the real ``ChangeDetector``, so the
 rules see normalized configurations and real JSON Patches. Events are raw CloudTrail records
 put through the real ``normalize_record``. A meta-test makes every rule of the pack need a
 case here.
@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from cloudinv.models import ChangeEvent, ResourceSnapshot
-from producers.cloudtrail.normalize import normalize_record
-from streams.changes import ChangeDetector, DeletionRequest
-from streams.rules import (
+from cloudinv.core.models import ChangeEvent, ResourceSnapshot
+from cloudinv.producers.cloudtrail.normalize import normalize_record
+from cloudinv.streams.changes import ChangeDetector, DeletionRequest
+from cloudinv.streams.rules import (
     Rule,
     RuleSet,
     evaluate_change,
@@ -291,7 +291,7 @@ OWNER = {"DisplayName": "owner", "ID": "a" * 64}
 
 
 def bucket(**merged: Any) -> dict[str, Any]:
-    """A ListBuckets item with the detail calls merged in (producers/resources/s3.py)."""
+    """A ListBuckets item with the detail calls merged in (cloudinv/catalog/resources/s3.py)."""
     configuration: dict[str, Any] = {
         "Name": "data",
         "CreationDate": "2026-10-01T10:00:00+00:00",

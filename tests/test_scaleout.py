@@ -41,12 +41,12 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from cloudinv.codec import encode
-from cloudinv.kafka import ensure_topics
-from cloudinv.models import ResourceSnapshot
-from cloudinv.settings import KafkaSettings
-from cloudinv.topics import Topic, topic_name
-from producers.cloudtrail.normalize import normalize_record
+from cloudinv.core.codec import encode
+from cloudinv.core.kafka import ensure_topics
+from cloudinv.core.models import ResourceSnapshot
+from cloudinv.core.settings import KafkaSettings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.cloudtrail.normalize import normalize_record
 from tests.cloudtrail_helpers import fixture_records
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(180)]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import orjson
 
-from cloudinv.models import ResourceSnapshot, ScanManifest
-from producers.registry import default_registry
+from cloudinv.catalog.registry import default_registry
+from cloudinv.core.models import ResourceSnapshot, ScanManifest
 from tests.conftest import (
     SCAN_DENIED_REGION,
     SCAN_DENIED_SERVICE,

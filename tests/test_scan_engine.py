@@ -19,14 +19,14 @@ import pytest
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
-from cloudinv.models import GLOBAL_REGION, ResourceSnapshot, ScanManifest
-from cloudinv.settings import AccountRole, AwsSettings
-from producers.collect import Scope, ScopeCollector
-from producers.credentials import AccountTarget, AwsAccess, SharedConnections
-from producers.engine import ScanItem, ScanOptions, scan, scan_types
-from producers.registry import Registry, default_registry
-from producers.spec import DetailCall, ResourceSpec
-from producers.transform import read_tags, resource_identity
+from cloudinv.catalog.registry import Registry, default_registry
+from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.transform import read_tags, resource_identity
+from cloudinv.core.models import GLOBAL_REGION, ResourceSnapshot, ScanManifest
+from cloudinv.core.settings import AccountRole, AwsSettings
+from cloudinv.producers.collect import Scope, ScopeCollector
+from cloudinv.producers.credentials import AccountTarget, AwsAccess, SharedConnections
+from cloudinv.producers.engine import ScanItem, ScanOptions, scan, scan_types
 from tests.conftest import (
     SCAN_DENIED_REGION,
     SCAN_DENIED_SERVICE,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudinv.errors import ConfigError
-from cloudinv.settings import load_settings
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.settings import load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from sinks.parquet_warehouse import LocalTarget, ParquetWarehouse
+from cloudinv.sinks.parquet_warehouse import LocalTarget, ParquetWarehouse
 from tests.cli_helpers import run_cli
 from tests.test_warehouse import ACCOUNT, DAY, INSTANCE, OTHER, _version, change
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from cloudinv.models import ChangeEvent, ResourceSnapshot, ScanError, ScanManifest
-from sinks.sqlite_store import SqliteStore, list_as_of_query
-from sinks.store import ChangeFilters, InventoryStore, StoreError
-from streams.changes import ChangeDetector, DeletionRequest
+from cloudinv.core.models import ChangeEvent, ResourceSnapshot, ScanError, ScanManifest
+from cloudinv.sinks.sqlite_store import SqliteStore, list_as_of_query
+from cloudinv.sinks.store import ChangeFilters, InventoryStore, StoreError
+from cloudinv.streams.changes import ChangeDetector, DeletionRequest
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 ACCOUNT = "111111111111"

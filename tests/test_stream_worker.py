@@ -8,11 +8,11 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from cloudinv.codec import encode
-from cloudinv.models import ResourceSnapshot
-from cloudinv.topics import Topic, topic_name
-from streams.app import StreamConfig, create_app
-from streams.inventory import bind
+from cloudinv.core.codec import encode
+from cloudinv.core.models import ResourceSnapshot
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.streams.app import StreamConfig, create_app
+from cloudinv.streams.inventory import bind
 
 
 def _snapshot(i: int, rtype: str) -> ResourceSnapshot:

@@ -458,8 +458,12 @@ def _report_models() -> tuple[str, str]:
     """A snapshot report and an S3 report as the report modules build them, as JSON."""
     from datetime import UTC, datetime
 
-    from producers.reports.s3_metrics import SIZE_COLUMNS, BucketMetricsRow, S3MetricsReport
-    from producers.reports.snapshots import (
+    from cloudinv.producers.reports.s3_metrics import (
+        SIZE_COLUMNS,
+        BucketMetricsRow,
+        S3MetricsReport,
+    )
+    from cloudinv.producers.reports.snapshots import (
         SnapshotGroup,
         SnapshotReport,
         SnapshotRow,

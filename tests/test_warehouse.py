@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cloudinv.models import Attribution, ChangeEvent, JsonPatchOp
-from sinks.parquet_warehouse import (
+from cloudinv.core.models import Attribution, ChangeEvent, JsonPatchOp
+from cloudinv.sinks.parquet_warehouse import (
     CHANGE_COLUMNS,
     SNAPSHOT_COLUMNS,
     LocalTarget,
@@ -23,9 +23,9 @@ from sinks.parquet_warehouse import (
     S3Target,
     WarehouseError,
 )
-from sinks.sqlite_store import SqliteStore
-from sinks.warehouse_schema import configuration_type
-from streams.warehouse import SnapshotExporter
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.warehouse_schema import configuration_type
+from cloudinv.streams.warehouse import SnapshotExporter
 
 ACCOUNT = "111111111111"
 OTHER = "222222222222"
@@ -301,8 +301,8 @@ async def test_s3_multipart_upload_of_a_large_part(moto_endpoint: str, unique: s
 
 
 def test_targets_follow_the_storage_settings(tmp_path: Path) -> None:
-    from cloudinv.errors import ConfigError
-    from sinks.parquet_warehouse import targets_for
+    from cloudinv.core.errors import ConfigError
+    from cloudinv.sinks.parquet_warehouse import targets_for
 
     local_only = targets_for(["local", "dynamodb"], data_dir=tmp_path, s3_bucket=None, s3_prefix="")
     assert [t.name for t in local_only] == [f"local:{tmp_path / 'warehouse'}"]
@@ -314,7 +314,7 @@ def test_targets_follow_the_storage_settings(tmp_path: Path) -> None:
 
 
 def _version(i: int, account: str) -> Any:
-    from sinks.store import ResourceVersion
+    from cloudinv.sinks.store import ResourceVersion
 
     return ResourceVersion(
         key=f"arn:aws:ec2:us-east-1:{account}:instance/i-{i}",

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from cloudinv.models import utcnow
-from cloudinv.settings import StorageSettings
-from cloudinv.topics import Topic, topic_name
-from sinks.sqlite_store import SqliteStore
-from streams import warehouse as warehouse_stage
-from streams.app import StreamConfig, create_app
+from cloudinv.core.models import utcnow
+from cloudinv.core.settings import StorageSettings
+from cloudinv.core.topics import Topic, topic_name
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.streams import warehouse as warehouse_stage
+from cloudinv.streams.app import StreamConfig, create_app
 from tests.test_warehouse import change
 
 
@@ -97,7 +97,7 @@ async def test_worker_writes_changes_and_the_daily_snapshot(
 
 
 def test_the_worker_app_binds_the_sink_unless_no_parquet_target(tmp_path: Path) -> None:
-    from streams.app import build_worker_app
+    from cloudinv.streams.worker import build_worker_app
 
     config = StreamConfig(bootstrap="127.0.0.1:9", data_dir=tmp_path, app_id="wh-bind")
     app = build_worker_app(config)
@@ -112,7 +112,7 @@ def test_the_worker_app_binds_the_sink_unless_no_parquet_target(tmp_path: Path) 
 async def test_the_worker_app_writes_changes_to_the_local_warehouse(
     broker: str, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streams.app import build_worker_app
+    from cloudinv.streams.worker import build_worker_app
 
     monkeypatch.setenv("CLOUDINV_STORAGE__WAREHOUSE_FLUSH_S", "0.3")
     config = StreamConfig(

@@ -3,7 +3,7 @@
 Each sub-command lives in its own module under ``cloudinv/cli/`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``handler`` to a function taking the
 parsed arguments and returning an exit status (a coroutine function is run with asyncio).
-Errors derived from :class:`~cloudinv.errors.CloudinvError` are printed as one line, never a
+Errors derived from :class:`~cloudinv.core.errors.CloudinvError` are printed as one line, never a
 traceback.
 """
 
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from cloudinv import __version__
-from cloudinv.errors import CloudinvError
+from cloudinv.core.errors import CloudinvError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "cloudinv.cli.demo",

@@ -6,9 +6,9 @@ import argparse
 
 from aiohttp import web
 
-from cloudinv.errors import ConfigError
-from cloudinv.processes import ensure_port_free
-from cloudinv.settings import load_settings
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.settings import load_settings
+from cloudinv.runtime.processes import ensure_port_free
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_api(args: argparse.Namespace) -> int:
-    from api.app import create_app
+    from cloudinv.api.app import create_app
 
     settings = load_settings(args.config)
     host = args.host or settings.api.host

@@ -13,8 +13,8 @@ import argparse
 import sys
 from datetime import date
 
-from cloudinv.errors import ConfigError
-from cloudinv.settings import load_settings
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_ddl(args: argparse.Namespace) -> int:
-    from sinks.athena_ddl import DEFAULT_SINCE, athena_ddl
+    from cloudinv.sinks.athena_ddl import DEFAULT_SINCE, athena_ddl
 
     settings = load_settings(args.config)
     bucket = args.bucket or settings.storage.s3_bucket

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import orjson
 
-from cloudinv.errors import ConfigError
-from cloudinv.settings import load_settings
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _type_name(value: str | None) -> str | None:
     if value is None:
         return None
-    from producers.registry import UnknownResourceType, default_registry
+    from cloudinv.catalog.registry import UnknownResourceType, default_registry
 
     try:
         return default_registry().get(value).cfn_type
@@ -61,7 +61,7 @@ def _account(value: str | None) -> str | None:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from sinks.sqlite_store import STORE_FILE
+    from cloudinv.sinks.sqlite_store import STORE_FILE
 
     data_dir = Path(args.data_dir or load_settings(args.config).data_dir)
     if not (data_dir / STORE_FILE).is_file():
@@ -73,8 +73,8 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 async def run_pin(args: argparse.Namespace) -> int:
-    from sinks.alerts_store import AlertsStore, BaselineScope, pin_baseline
-    from sinks.sqlite_store import SqliteStore
+    from cloudinv.sinks.alerts_store import AlertsStore, BaselineScope, pin_baseline
+    from cloudinv.sinks.sqlite_store import SqliteStore
 
     scope = BaselineScope(_type_name(args.resource_type), _account(args.account), args.region)
     data_dir = _data_dir(args)
@@ -91,8 +91,8 @@ async def run_pin(args: argparse.Namespace) -> int:
 
 
 async def run_show(args: argparse.Namespace) -> int:
-    from sinks.alerts_store import AlertsStore, compute_drift
-    from sinks.sqlite_store import SqliteStore
+    from cloudinv.sinks.alerts_store import AlertsStore, compute_drift
+    from cloudinv.sinks.sqlite_store import SqliteStore
 
     resource_type = _type_name(args.resource_type)
     account = _account(args.account)

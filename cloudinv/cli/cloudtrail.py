@@ -27,8 +27,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cloudinv.errors import CloudinvError, ConfigError
-from cloudinv.settings import Settings, load_settings
+from cloudinv.core.errors import CloudinvError, ConfigError
+from cloudinv.core.settings import Settings, load_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -141,8 +141,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _target(args: argparse.Namespace) -> _Target:
-    from cloudinv.connection import require_running_instance
-    from cloudinv.kafka import client_kwargs
+    from cloudinv.core.connection import require_running_instance
+    from cloudinv.core.kafka import client_kwargs
 
     settings = _settings(args)
     if args.bootstrap:
@@ -162,9 +162,14 @@ def _target(args: argparse.Namespace) -> _Target:
 
 
 async def run_backfill(args: argparse.Namespace) -> int:
-    from producers.cloudtrail.backfill import RESUME_FILE, ResumeFile, backfill_local, backfill_s3
-    from producers.cloudtrail.logfile import RejectionLog
-    from producers.cloudtrail.publish import CloudTrailPublisher
+    from cloudinv.producers.cloudtrail.backfill import (
+        RESUME_FILE,
+        ResumeFile,
+        backfill_local,
+        backfill_s3,
+    )
+    from cloudinv.producers.cloudtrail.logfile import RejectionLog
+    from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
 
     if args.bucket and (args.start is None or args.end is None):
         raise ConfigError("--bucket needs --from YYYY-MM-DD and --to YYYY-MM-DD")
@@ -235,7 +240,7 @@ async def run_backfill(args: argparse.Namespace) -> int:
 
 
 def _public_keys(paths: list[Path]) -> Any:
-    from producers.cloudtrail.digest import StaticPublicKeys
+    from cloudinv.producers.cloudtrail.digest import StaticPublicKeys
 
     if not paths:
         return None
@@ -251,7 +256,7 @@ async def _verify(
     """Check the range's digests; print a summary; return how many problems were found."""
     from aiobotocore.session import get_session
 
-    from producers.cloudtrail.digest import (
+    from cloudinv.producers.cloudtrail.digest import (
         CloudTrailPublicKeys,
         DigestUnavailableError,
         DigestVerifier,
@@ -288,7 +293,7 @@ async def _verify(
 
 
 async def run_tail(args: argparse.Namespace) -> int:
-    from producers.cloudtrail.tailer import tail
+    from cloudinv.producers.cloudtrail.tailer import tail
 
     target = _target(args)
     verify = args.verify_digests
@@ -320,7 +325,7 @@ async def run_tail(args: argparse.Namespace) -> int:
 
 
 async def show_rejected(args: argparse.Namespace) -> int:
-    from producers.cloudtrail.logfile import read_rejections
+    from cloudinv.producers.cloudtrail.logfile import read_rejections
 
     settings = _settings(args)
     for rejection in await read_rejections(settings.data_dir, args.limit):
@@ -334,7 +339,7 @@ async def run_setup(args: argparse.Namespace) -> int:
     from botocore import xform_name
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from producers.cloudtrail_setup import cloudtrail_setup_plan
+    from cloudinv.producers.cloudtrail_setup import cloudtrail_setup_plan
 
     try:
         plan = cloudtrail_setup_plan(args.bucket, args.queue_name, args.account_id, args.region)

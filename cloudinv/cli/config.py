@@ -6,7 +6,7 @@ import argparse
 
 import orjson
 
-from cloudinv.settings import load_settings, resolve_config_path
+from cloudinv.core.settings import load_settings, resolve_config_path
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cloudinv.logs import configure_logging
-from cloudinv.runtime import RuntimeOptions, run_until_stopped
-from cloudinv.settings import Settings, load_settings
+from cloudinv.core.logs import configure_logging
+from cloudinv.core.settings import Settings, load_settings
+from cloudinv.runtime.stack import RuntimeOptions, run_until_stopped
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cloudinv.settings import load_settings
-from producers.iam_policy import (
+from cloudinv.core.settings import load_settings
+from cloudinv.producers.iam_policy import (
     READER_ROLE_NAME,
     OutputFormat,
     PipelineResources,

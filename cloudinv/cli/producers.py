@@ -12,11 +12,13 @@ import asyncio
 import signal
 from typing import Any
 
-from cloudinv.connection import require_running_instance
-from cloudinv.kafka import client_kwargs, ensure_topics
-from cloudinv.logs import configure_logging
-from cloudinv.role_server import ProducersProbe, RoleServer
-from cloudinv.settings import load_settings
+from cloudinv.core.connection import require_running_instance
+from cloudinv.core.kafka import client_kwargs, ensure_topics
+from cloudinv.core.logs import configure_logging
+from cloudinv.core.settings import load_settings
+from cloudinv.producers.publisher import KafkaPublisher
+from cloudinv.producers.schedule import ScanScheduler
+from cloudinv.runtime.role_server import ProducersProbe, RoleServer
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,8 +59,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def run_producers(args: argparse.Namespace) -> int:
-    from producers.publisher import KafkaPublisher
-    from producers.schedule import ScanScheduler
 
     overrides: dict[str, Any] = {}
     aws: dict[str, Any] = {}

@@ -31,12 +31,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cloudinv.cli.scan import _aws_settings
-from cloudinv.errors import ConfigError
-from cloudinv.models import ResourceSnapshot, ScanManifest, utcnow
-from producers.credentials import AwsAccess
-from producers.engine import ScanItem, ScanOptions
-from producers.reports import ReportGap, format_cell, gaps_from_manifests
-from producers.reports.s3_metrics import (
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.models import ResourceSnapshot, ScanManifest, utcnow
+from cloudinv.producers.credentials import AwsAccess
+from cloudinv.producers.engine import ScanItem, ScanOptions
+from cloudinv.producers.reports import ReportGap, format_cell, gaps_from_manifests
+from cloudinv.producers.reports.s3_metrics import (
     S3_COLUMNS,
     SIZE_COLUMNS,
     ReportMonth,
@@ -47,7 +47,7 @@ from producers.reports.s3_metrics import (
     s3_cells,
     scan_buckets,
 )
-from producers.reports.snapshots import (
+from cloudinv.producers.reports.snapshots import (
     DETAIL_COLUMNS,
     SUMMARY_COLUMNS,
     SnapshotReport,

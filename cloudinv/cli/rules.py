@@ -19,8 +19,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from cloudinv.models import utcnow
-from cloudinv.settings import load_settings
+from cloudinv.core.models import utcnow
+from cloudinv.core.settings import load_settings
 
 MAX_SHOWN = 50
 """Matches listed per rule; the count covers all of them."""
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from streams.rules import describe_rule, load_rules
+    from cloudinv.streams.rules import describe_rule, load_rules
 
     settings = load_settings(args.config).alerts
     rules = load_rules(args.rules_dir or settings.rules_dir, builtin=settings.builtin_rules)
@@ -78,9 +78,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from sinks.events_store import events_store_path
-    from sinks.sqlite_store import STORE_FILE
-    from streams.rules import load_rule_file
+    from cloudinv.sinks.events_store import events_store_path
+    from cloudinv.sinks.sqlite_store import STORE_FILE
+    from cloudinv.streams.rules import load_rule_file
 
     path: Path = args.file
     if not path.is_file():
@@ -111,8 +111,8 @@ def run_test(args: argparse.Namespace) -> int:
 async def _try_rules(
     rules: Sequence[Any], inventory_path: Path, events_path: Path | None, window: timedelta
 ) -> None:
-    from sinks.events_store import EventsStore
-    from sinks.sqlite_store import SqliteStore
+    from cloudinv.sinks.events_store import EventsStore
+    from cloudinv.sinks.sqlite_store import SqliteStore
 
     data_dir = inventory_path.parent.parent
     since = utcnow() - window
@@ -149,7 +149,7 @@ async def _try_rules(
 
 
 async def _state_matches(rule: Any, inventory: Any) -> tuple[list[str], int]:
-    from streams.rules import fires_on_configuration
+    from cloudinv.streams.rules import fires_on_configuration
 
     matches: list[str] = []
     seen = 0
@@ -174,8 +174,8 @@ async def _state_matches(rule: Any, inventory: Any) -> tuple[list[str], int]:
 
 
 async def _change_matches(rule: Any, inventory: Any, since: Any) -> tuple[list[str], int]:
-    from sinks.store import ChangeFilters
-    from streams.rules import change_document, fires_on_change
+    from cloudinv.sinks.store import ChangeFilters
+    from cloudinv.streams.rules import change_document, fires_on_change
 
     matches: list[str] = []
     seen = 0
@@ -200,7 +200,7 @@ async def _change_matches(rule: Any, inventory: Any, since: Any) -> tuple[list[s
 
 
 async def _event_matches(rule: Any, events: Any, since: Any) -> tuple[list[str], int]:
-    from streams.rules import evaluate_event, rule_set_of
+    from cloudinv.streams.rules import evaluate_event, rule_set_of
 
     ruleset = rule_set_of([rule])
     names = rule.event.names if rule.event is not None else []

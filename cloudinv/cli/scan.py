@@ -24,13 +24,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cloudinv.errors import ConfigError
-from cloudinv.models import ResourceSnapshot, ScanManifest
-from cloudinv.settings import AwsSettings, describe_validation_error, load_settings
-from producers.credentials import AwsAccess
-from producers.engine import ScanOptions, resolve_types, scan_types
-from producers.registry import UnknownResourceType, default_registry
-from producers.tally import ScanTally
+from cloudinv.catalog.registry import UnknownResourceType, default_registry
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.models import ResourceSnapshot, ScanManifest
+from cloudinv.core.settings import AwsSettings, describe_validation_error, load_settings
+from cloudinv.producers.credentials import AwsAccess
+from cloudinv.producers.engine import ScanOptions, resolve_types, scan_types
+from cloudinv.producers.tally import ScanTally
 
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
 WRITE_BATCH = 500

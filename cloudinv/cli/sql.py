@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from cloudinv.settings import load_settings
+from cloudinv.core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,7 +56,7 @@ def _cell(value: Any) -> str:
 
 
 def run_sql(args: argparse.Namespace) -> int:
-    from sinks.warehouse_query import run_query
+    from cloudinv.sinks.warehouse_query import run_query
 
     root = args.warehouse
     if root is None:

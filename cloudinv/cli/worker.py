@@ -10,8 +10,11 @@ import argparse
 import os
 from typing import Any
 
-from cloudinv.errors import ConfigError
-from cloudinv.settings import load_settings
+from cloudinv.core.errors import ConfigError
+from cloudinv.core.settings import load_settings
+from cloudinv.runtime.role_server import WorkerRoleServer
+from cloudinv.streams.app import StreamConfig
+from cloudinv.streams.worker import build_worker_app
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +36,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from streams.app import StreamConfig, build_worker_app
 
     overrides: dict[str, Any] = {"kafka": {"bootstrap": args.bootstrap}} if args.bootstrap else {}
     if args.metrics_port is not None:
@@ -60,8 +62,6 @@ def run_worker(args: argparse.Namespace) -> int:
         os.environ["CLOUDINV_CONFIG"] = str(args.config)
     app = build_worker_app(config)
     if settings.metrics.worker_port:
-        from cloudinv.role_server import WorkerRoleServer
-
         app.add_dependency(
             WorkerRoleServer(app, settings.metrics.host, settings.metrics.worker_port)
         )

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from producers.cloudtrail.logfile import (
+from cloudinv.producers.cloudtrail.layout import day_prefixes, find_region_prefixes
+from cloudinv.producers.cloudtrail.logfile import (
     LogFileDecoder,
     ParsedLog,
     RejectedFileError,
@@ -32,8 +32,8 @@ from producers.cloudtrail.logfile import (
     is_digest_key,
     parse_log,
 )
-from producers.cloudtrail.publish import CloudTrailPublisher
-from producers.cloudtrail.tailer import S3Object, read_s3_log
+from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
+from cloudinv.producers.cloudtrail.tailer import S3Object, read_s3_log
 
 __all__ = [
     "RESUME_FILE",
@@ -41,8 +41,6 @@ __all__ = [
     "ResumeFile",
     "backfill_local",
     "backfill_s3",
-    "day_prefixes",
-    "find_region_prefixes",
     "list_local_logs",
     "read_local_log",
 ]
@@ -51,8 +49,6 @@ log = logging.getLogger(__name__)
 
 RESUME_FILE = Path("cloudtrail") / "backfill-done.txt"
 
-_ACCOUNT = re.compile(r"^\d{12}$")
-_ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 
 Progress = Callable[[str, ParsedLog | None], None]
 """Called once per file: its source and what was read (``None`` if skipped or rejected)."""
@@ -100,44 +96,6 @@ class ResumeFile:
 
 
 # --- listing -------------------------------------------------------------------------------
-
-
-def day_prefixes(region_prefix: str, start: date, end: date) -> list[str]:
-    """``.../CloudTrail/<region>/YYYY/MM/DD/`` for each day, ``end`` included."""
-    if end < start:
-        raise ValueError(f"--to {end} is before --from {start}")
-    days = (end - start).days + 1
-    return [f"{region_prefix}{start + timedelta(d):%Y/%m/%d}/" for d in range(days)]
-
-
-async def _common_prefixes(s3: Any, bucket: str, prefix: str) -> list[str]:
-    out: list[str] = []
-    paginator = s3.get_paginator("list_objects_v2")
-    async for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        out.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-    return out
-
-
-async def find_region_prefixes(
-    s3: Any, bucket: str, prefix: str = "", *, folder: str = "CloudTrail"
-) -> list[str]:
-    """Every ``.../<folder>/<region>/`` prefix under ``prefix`` (accounts, org trails):
-    log files under ``CloudTrail``, digests under ``CloudTrail-Digest``."""
-    base = prefix.strip("/")
-    base = f"{base}/" if base else ""
-    if re.search(rf"(^|/){re.escape(folder)}/[a-z0-9-]+/$", base):
-        return [base]
-    found: list[str] = []
-    pending = [base]
-    while pending:
-        current = pending.pop()
-        for child in await _common_prefixes(s3, bucket, current):
-            segment = child[len(current) : -1]
-            if current == f"{folder}/" or current.endswith(f"/{folder}/"):
-                found.append(child)
-            elif segment in ("AWSLogs", folder) or _ACCOUNT.match(segment) or _ORG.match(segment):
-                pending.append(child)
-    return sorted(found)
 
 
 async def list_s3_logs(s3: Any, bucket: str, prefix: str, start: date, end: date) -> list[S3Object]:

@@ -20,7 +20,7 @@ tailer does when a digest lands) or every digest of a date range
 - every listed log file exists and its content hashes to ``hashValue``.
 
 Each problem is a :class:`Finding` (file, reason), recorded like a rejected log file in the
-:class:`~producers.cloudtrail.logfile.RejectionLog` (``cloudinv cloudtrail rejected``).
+:class:`~cloudinv.producers.cloudtrail.logfile.RejectionLog` (``cloudinv cloudtrail rejected``).
 A failure that may pass (S3 unreachable) raises :class:`DigestUnavailableError` instead.
 
 The string CloudTrail signs, and that log file hashes cover the uncompressed content, follow
@@ -47,7 +47,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from producers.cloudtrail.logfile import MAX_DECOMPRESSED_BYTES, RejectionLog
+from cloudinv.producers.cloudtrail.layout import find_region_prefixes
+from cloudinv.producers.cloudtrail.logfile import MAX_DECOMPRESSED_BYTES, RejectionLog
 
 __all__ = [
     "MAX_FINDINGS",
@@ -554,6 +555,5 @@ async def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
 
 async def find_digest_prefixes(s3: Any, bucket: str, prefix: str = "") -> list[str]:
     """Every ``.../CloudTrail-Digest/<region>/`` prefix under ``prefix``."""
-    from producers.cloudtrail.backfill import find_region_prefixes
 
     return await find_region_prefixes(s3, bucket, prefix, folder="CloudTrail-Digest")

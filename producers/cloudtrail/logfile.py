@@ -22,9 +22,9 @@ from typing import Any
 
 import orjson
 
-from cloudinv.codec import encode
-from cloudinv.models import utcnow
-from producers.cloudtrail.normalize import InvalidRecordError, normalize_record
+from cloudinv.core.codec import encode
+from cloudinv.core.models import utcnow
+from cloudinv.producers.cloudtrail.normalize import InvalidRecordError, normalize_record
 
 __all__ = [
     "REJECTIONS_FILE",

@@ -1,4 +1,4 @@
-"""One raw CloudTrail record → :class:`~cloudinv.models.CloudTrailEvent`.
+"""One raw CloudTrail record → :class:`~cloudinv.core.models.CloudTrailEvent`.
 
 A pure function, :func:`normalize_record`, with no I/O. It names the principal so roles,
 root and AWS services are never lumped together (the replaced CloudTrail-Tracker filed them
@@ -17,7 +17,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from cloudinv.models import CloudTrailEvent, EventResource, Principal
+from cloudinv.core.models import CloudTrailEvent, EventResource, Principal
 
 __all__ = [
     "InvalidRecordError",

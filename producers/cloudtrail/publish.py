@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
-from cloudinv.errors import CloudinvError
-from cloudinv.topics import Topic, topic_name
+from cloudinv.core.errors import CloudinvError
+from cloudinv.core.topics import Topic, topic_name
 
 __all__ = ["CloudTrailPublisher", "PublishError"]
 

@@ -5,7 +5,7 @@ Two kinds of SQS message are understood, on the same or separate queues:
 - S3 event notifications for new log files (directly, or wrapped by SNS; CloudTrail's own
   SNS notification ``{"s3Bucket", "s3ObjectKey": [...]}`` too). Keys are URL-decoded;
   ``s3:TestEvent`` is skipped, and so are digest files unless ``verify_digests`` is set, in
-  which case each is checked (:mod:`producers.cloudtrail.digest`). Each log file is
+  which case each is checked (:mod:`cloudinv.producers.cloudtrail.digest`). Each log file is
   streamed from S3 (bounded concurrency), gunzipped when it is gzip, parsed, normalized and
   published.
 - CloudTrail events delivered by EventBridge: the body is an EventBridge envelope whose
@@ -13,8 +13,8 @@ Two kinds of SQS message are understood, on the same or separate queues:
 
 A message is deleted only after Kafka acknowledged every event it led to. A file that is not
 valid gzip or JSON (or an S3 object that no longer exists, or a body that is no known
-message) is recorded in the :class:`~producers.cloudtrail.logfile.RejectionLog` and skipped,
-and its message is deleted so it does not come back forever; the rest of the batch goes on.
+message) is recorded in the :class:`~cloudinv.producers.cloudtrail.logfile.RejectionLog` and
+skipped, and its message is deleted so it does not come back forever; the rest of the batch goes on.
 A transient failure (S3 or Kafka unreachable) leaves the message in the queue, to be
 received again after its visibility timeout — every sink is idempotent by event id.
 
@@ -37,14 +37,14 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloudinv.errors import CloudinvError
-from producers.cloudtrail.digest import (
+from cloudinv.core.errors import CloudinvError
+from cloudinv.producers.cloudtrail.digest import (
     CloudTrailPublicKeys,
     DigestUnavailableError,
     DigestVerifier,
     PublicKeys,
 )
-from producers.cloudtrail.logfile import (
+from cloudinv.producers.cloudtrail.logfile import (
     LogFileDecoder,
     ParsedLog,
     RejectedFileError,
@@ -53,8 +53,8 @@ from producers.cloudtrail.logfile import (
     is_digest_key,
     parse_log_async,
 )
-from producers.cloudtrail.normalize import unwrap_eventbridge
-from producers.cloudtrail.publish import CloudTrailPublisher
+from cloudinv.producers.cloudtrail.normalize import unwrap_eventbridge
+from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
 
 __all__ = [
     "CloudTrailTailer",

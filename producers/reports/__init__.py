@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from cloudinv.models import ScanManifest
+from cloudinv.core.models import ScanManifest
 
 UNSUPPORTED_OPERATION_CODES = frozenset(
     {

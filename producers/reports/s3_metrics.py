@@ -31,13 +31,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from cloudinv.models import ResourceSnapshot, UtcDatetime
-from producers.collect import error_code
-from producers.credentials import GLOBAL_SERVICE_REGIONS, AccountTarget, AwsAccess
-from producers.engine import ScanItem, ScanOptions, scan_types
-from producers.registry import default_registry
-from producers.reports import UNSUPPORTED_OPERATION_CODES, ReportGap, format_cell
-from producers.spec import ResourceSpec
+from cloudinv.catalog.registry import default_registry
+from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.core.models import ResourceSnapshot, UtcDatetime
+from cloudinv.producers.collect import error_code
+from cloudinv.producers.credentials import GLOBAL_SERVICE_REGIONS, AccountTarget, AwsAccess
+from cloudinv.producers.engine import ScanItem, ScanOptions, scan_types
+from cloudinv.producers.reports import UNSUPPORTED_OPERATION_CODES, ReportGap, format_cell
 
 BUCKET_TYPE = "AWS::S3::Bucket"
 NAMESPACE = "AWS/S3"

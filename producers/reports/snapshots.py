@@ -36,7 +36,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from cloudinv.models import (
+from cloudinv.catalog.registry import default_registry
+from cloudinv.core.models import (
     ResourceSnapshot,
     ScanError,
     ScanManifest,
@@ -44,11 +45,10 @@ from cloudinv.models import (
     UtcDatetime,
     utcnow,
 )
-from producers.collect import ACCESS_DENIED_CODES, error_code, to_scan_error
-from producers.credentials import AccountTarget, AwsAccess
-from producers.engine import ScanItem, ScanOptions, scan_types
-from producers.registry import default_registry
-from producers.reports import (
+from cloudinv.producers.collect import ACCESS_DENIED_CODES, error_code, to_scan_error
+from cloudinv.producers.credentials import AccountTarget, AwsAccess
+from cloudinv.producers.engine import ScanItem, ScanOptions, scan_types
+from cloudinv.producers.reports import (
     UNSUPPORTED_OPERATION_CODES,
     ReportGap,
     format_cell,

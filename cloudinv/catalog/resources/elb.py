@@ -1,0 +1,103 @@
+"""Elastic Load Balancing: classic load balancers, ELBv2 load balancers and target groups."""
+
+from __future__ import annotations
+
+from cloudinv.catalog.spec import DetailCall, ResourceSpec
+
+SPECS: tuple[ResourceSpec, ...] = (
+    ResourceSpec(
+        cfn_type="AWS::ElasticLoadBalancing::LoadBalancer",
+        service="elb",
+        list_operation="DescribeLoadBalancers",
+        result_path="LoadBalancerDescriptions[]",
+        id_field="LoadBalancerName",
+        name_field="LoadBalancerName",
+        arn_template="arn:{partition}:elasticloadbalancing:{region}:{account}:loadbalancer/{id}",
+        tags_field="Tags",
+        details=(
+            DetailCall(
+                operation="DescribeLoadBalancerAttributes",
+                params={"LoadBalancerName": "LoadBalancerName"},
+                result_path="LoadBalancerAttributes",
+                merge_key="Attributes",
+            ),
+            DetailCall(
+                operation="DescribeTags",
+                params={"LoadBalancerNames": "[LoadBalancerName]"},
+                result_path="TagDescriptions[0].Tags",
+                merge_key="Tags",
+            ),
+        ),
+        event_resource_ids={
+            name: "requestParameters.loadBalancerName"
+            for name in (
+                "CreateLoadBalancer",
+                "DeleteLoadBalancer",
+                "CreateLoadBalancerListeners",
+                "DeleteLoadBalancerListeners",
+                "ModifyLoadBalancerAttributes",
+                "RegisterInstancesWithLoadBalancer",
+                "DeregisterInstancesFromLoadBalancer",
+                "ApplySecurityGroupsToLoadBalancer",
+                "ConfigureHealthCheck",
+            )
+        },
+    ),
+    ResourceSpec(
+        cfn_type="AWS::ElasticLoadBalancingV2::LoadBalancer",
+        service="elbv2",
+        list_operation="DescribeLoadBalancers",
+        result_path="LoadBalancers[]",
+        id_field="LoadBalancerName",
+        name_field="LoadBalancerName",
+        arn_field="LoadBalancerArn",
+        tags_field="Tags",
+        details=(
+            DetailCall(
+                operation="DescribeLoadBalancerAttributes",
+                params={"LoadBalancerArn": "LoadBalancerArn"},
+                result_path="Attributes",
+                merge_key="Attributes",
+            ),
+            DetailCall(
+                operation="DescribeListeners",
+                params={"LoadBalancerArn": "LoadBalancerArn"},
+                result_path="Listeners",
+                merge_key="Listeners",
+            ),
+            DetailCall(
+                operation="DescribeTags",
+                params={"ResourceArns": "[LoadBalancerArn]"},
+                result_path="TagDescriptions[0].Tags",
+                merge_key="Tags",
+            ),
+        ),
+        event_resource_ids={
+            "CreateLoadBalancer": "responseElements.loadBalancers[].loadBalancerName",
+        },
+    ),
+    ResourceSpec(
+        cfn_type="AWS::ElasticLoadBalancingV2::TargetGroup",
+        service="elbv2",
+        list_operation="DescribeTargetGroups",
+        result_path="TargetGroups[]",
+        id_field="TargetGroupName",
+        name_field="TargetGroupName",
+        arn_field="TargetGroupArn",
+        tags_field="Tags",
+        details=(
+            DetailCall(
+                operation="DescribeTargetGroupAttributes",
+                params={"TargetGroupArn": "TargetGroupArn"},
+                result_path="Attributes",
+                merge_key="Attributes",
+            ),
+            DetailCall(
+                operation="DescribeTags",
+                params={"ResourceArns": "[TargetGroupArn]"},
+                result_path="TagDescriptions[0].Tags",
+                merge_key="Tags",
+            ),
+        ),
+    ),
+)

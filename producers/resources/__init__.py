@@ -1,5 +1,0 @@
-"""Built-in resource type declarations, one module per AWS service.
-
-Each module exposes ``SPECS: tuple[ResourceSpec, ...]``; ``producers.registry`` lists the
-modules and registers their specs. A new simple type is one ``ResourceSpec(...)`` entry.
-"""
