@@ -144,7 +144,7 @@ _FALLBACK: WeakKeyDictionary[web.Application, AlertsStore] = WeakKeyDictionary()
 def alerts_store(request: web.Request) -> AlertsStore:
     store = stores(request).alerts
     if store is not None:
-        return store  # type: ignore[no-any-return]
+        return store
     fallback = _FALLBACK.get(request.app)
     if fallback is None:
         inventory = stores(request).inventory

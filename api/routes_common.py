@@ -30,8 +30,9 @@ from cloudinv.api.auth import SCOPE_KEY, TokenScope
 from cloudinv.api.endpoints import BadRequest, parse_time
 from cloudinv.api.state import STORES_KEY, Stores
 from cloudinv.catalog.registry import UnknownResourceType, default_registry
+from cloudinv.sinks.cloudtrail_store import CloudTrailStore
 from cloudinv.sinks.events_store import EventsStoreError
-from cloudinv.sinks.store import ChangeLog, LoggedChange, StoreError
+from cloudinv.sinks.store import ChangeLog, InventoryStore, LoggedChange, StoreError
 
 __all__ = [
     "AccountId",
@@ -232,14 +233,14 @@ def stores(request: web.Request) -> Stores:
     return request.app[STORES_KEY]
 
 
-def inventory_store(request: web.Request) -> Any:
+def inventory_store(request: web.Request) -> InventoryStore:
     store = stores(request).inventory
     if store is None:
         raise web.HTTPServiceUnavailable(reason="no inventory store is configured")
     return store
 
 
-def events_store(request: web.Request) -> Any:
+def events_store(request: web.Request) -> CloudTrailStore:
     store = stores(request).events
     if store is None:
         raise web.HTTPServiceUnavailable(reason="no CloudTrail events store is configured")
@@ -313,13 +314,13 @@ LogRow = LoggedChange
 """One stored change in commit order (what the live feed tails)."""
 
 
-def change_log(store: Any) -> ChangeLog | None:
+def change_log(store: InventoryStore) -> ChangeLog | None:
     """``store`` when it can be tailed in commit order
     (:class:`~cloudinv.sinks.store.ChangeLog`)."""
     return store if isinstance(store, ChangeLog) else None
 
 
-async def current_counts(store: Any) -> dict[tuple[str, str, str], int]:
+async def current_counts(store: InventoryStore) -> dict[tuple[str, str, str], int]:
     """Current resources per (type, account, region), whatever the store."""
     log = change_log(store)
     if log is not None:

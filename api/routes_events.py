@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -33,7 +34,12 @@ from cloudinv.api.routes_common import (
     store_cursor_errors,
 )
 from cloudinv.core.models import CloudTrailEvent
-from cloudinv.sinks.events_store import ActivityBucket, PrincipalSummary, ServiceSummary
+from cloudinv.sinks.events_store import (
+    ActivityBucket,
+    EventFilters,
+    PrincipalSummary,
+    ServiceSummary,
+)
 
 TAGS = ["cloudtrail"]
 _MS = timedelta(milliseconds=1)
@@ -105,19 +111,20 @@ class EventsResult(RootModel[Page[CloudTrailEvent] | EventCount]):
         return self.root.items
 
 
-def _store_filters(query: EventFilterQuery, view: AccountView) -> dict[str, Any]:
-    return {
-        "principal": query.principal,
-        "user_name": query.user,
-        "service": query.service,
-        "event_name": query.event_name,
-        "account_id": view.single,
-        "region": query.region,
-        "errors_only": query.errors_only,
-        "read_only": query.read_only,
-        "since": since_ms(query.from_),
-        "until": until_ms(query.to),
-    }
+def _store_filters(query: EventsQuery, view: AccountView) -> EventFilters:
+    return EventFilters(
+        principal=query.principal,
+        user_name=query.user,
+        service=query.service,
+        event_name=query.event_name,
+        account_id=view.single,
+        region=query.region,
+        errors_only=query.errors_only,
+        read_only=query.read_only,
+        since=since_ms(query.from_),
+        until=until_ms(query.to),
+        params=tuple(query.params.items()),
+    )
 
 
 @endpoint(
@@ -144,16 +151,13 @@ async def list_events(request: web.Request, query: EventsQuery) -> EventsResult:
         accounts = view.accounts if view.filtered else (view.single,)
         assert accounts is not None
         counts = await asyncio.gather(
-            *(
-                store.count(**{**filters, "account_id": account}, params=query.params)
-                for account in accounts
-            )
+            *(store.count(replace(filters, account_id=account)) for account in accounts)
         )
         return EventsResult(EventCount(count=sum(counts)))
 
     async def fetch(n: int, cursor: str | None) -> tuple[list[CloudTrailEvent], str | None]:
         with store_cursor_errors():
-            page = await store.events(**filters, params=query.params, limit=n, cursor=cursor)
+            page = await store.events(filters, limit=n, cursor=cursor)
         return page.items, page.next_cursor
 
     items, next_state = await filtered_page(

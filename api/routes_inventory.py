@@ -14,10 +14,11 @@ Its cost follows what changed, not the size of the estate.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from aiohttp import web
@@ -56,7 +57,13 @@ from cloudinv.catalog.registry import UnknownResourceType, default_registry
 from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.catalog.transform import read_tags
 from cloudinv.core.models import Attribution, ChangeType, JsonPatchOp, UtcDatetime
-from cloudinv.sinks.store import ChangeFilters, ResourceVersion
+from cloudinv.sinks.store import (
+    ChangeFilters,
+    InventoryStore,
+    ResourceVersion,
+    StoredReads,
+    StoredRow,
+)
 
 TAGS = ["inventory"]
 KEY_HELP = "The resource key (its ARN), URL-encoded"
@@ -207,8 +214,23 @@ def matches(version: ResourceVersion, needle: str) -> bool:
 # -- listing ------------------------------------------------------------------------------------
 
 
+class ListAsOf(Protocol):
+    """``InventoryStore.list_as_of`` or ``StoredReads.list_as_of_stored``."""
+
+    def __call__(
+        self,
+        *,
+        at: datetime | None = None,
+        resource_type: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        limit: int = 1000,
+        after_key: str | None = None,
+    ) -> Awaitable[Sequence[ResourceVersion | StoredRow]]: ...
+
+
 async def _list_batch(
-    list_as_of: Any,
+    list_as_of: ListAsOf,
     view: AccountView,
     *,
     at: datetime | None,
@@ -216,13 +238,13 @@ async def _list_batch(
     region: str | None,
     after_key: str | None,
     size: int,
-) -> tuple[list[Any], bool]:
+) -> tuple[Sequence[ResourceVersion | StoredRow], bool]:
     """Up to ``size`` versions after ``after_key`` in key order, and whether more may follow.
 
     ``list_as_of`` is the store's ``list_as_of`` or, where it has it, ``list_as_of_stored``
     (the same rows with their configurations left as stored JSON)."""
     if not view.filtered:
-        got: list[Any] = await list_as_of(
+        got = await list_as_of(
             at=at,
             resource_type=resource_type,
             account_id=view.single,
@@ -249,8 +271,16 @@ async def _list_batch(
     return merge_by_key(lists, key=lambda v: v.key, limit=size)
 
 
-def _to_version(item: Any) -> ResourceVersion:
+def _to_version(item: ResourceVersion | StoredRow) -> ResourceVersion:
     return item if isinstance(item, ResourceVersion) else item.to_version()
+
+
+def _versions(items: list[ResourceVersion | StoredRow]) -> list[ResourceVersion]:
+    return [item for item in items if isinstance(item, ResourceVersion)]
+
+
+def _stored_rows(items: list[ResourceVersion | StoredRow]) -> list[StoredRow]:
+    return [item for item in items if not isinstance(item, ResourceVersion)]
 
 
 @endpoint(
@@ -272,15 +302,15 @@ async def list_resources(
         return Page[ResourceVersion](items=[])
     store = inventory_store(request)
     needle = query.q.lower() if query.q else None
-    list_json = getattr(store, "list_as_of_json", None)
+    stored = store if isinstance(store, StoredReads) else None
     if (
-        list_json is not None
+        stored is not None
         and needle is None
         and not view.filtered
         and not wants_csv(request, query)
     ):
         # The page as the store writes it: no Python work per version at all.
-        body, count, last_key = await list_json(
+        body, count, last_key = await stored.list_as_of_json(
             at=query.at,
             resource_type=query.type,
             account_id=view.single,
@@ -292,15 +322,14 @@ async def list_resources(
         return RawJson(b'{"items":' + body + b',"next_cursor":' + orjson.dumps(cursor) + b"}")
     # Stored rows when the store offers them: the page is sent without parsing, validating
     # and encoding every configuration again (most of a page's cost otherwise).
-    list_stored = getattr(store, "list_as_of_stored", None)
-    list_as_of = list_stored or store.list_as_of
+    list_as_of: ListAsOf = store.list_as_of if stored is None else stored.list_as_of_stored
     size = query.limit if needle is None else max(query.limit, _Q_BATCH)
-    items: list[Any] = []
+    items: list[ResourceVersion | StoredRow] = []
 
     def page(next_cursor: str | None) -> Page[ResourceVersion] | RawPage:
-        if list_stored is not None:
-            return RawPage(raw=items, next_cursor=next_cursor, to_model=_to_version)
-        return Page[ResourceVersion](items=items, next_cursor=next_cursor)
+        if stored is not None:
+            return RawPage(raw=_stored_rows(items), next_cursor=next_cursor, to_model=_to_version)
+        return Page[ResourceVersion](items=_versions(items), next_cursor=next_cursor)
 
     while True:
         got, more = await _list_batch(
@@ -429,8 +458,8 @@ async def resource_diff(request: web.Request, query: ResourceDiffQuery) -> Resou
 async def get_resource(request: web.Request, query: AtQuery) -> ResourceVersion | RawItem:
     key = request.match_info["key"]
     store = inventory_store(request)
-    version: Any
-    if hasattr(store, "as_of_stored"):  # the stored row, sent as it is (see list_resources)
+    version: ResourceVersion | StoredRow | None
+    if isinstance(store, StoredReads):  # the stored row, sent as it is (see list_resources)
         version = await (
             store.as_of_stored(key, query.at) if query.at is not None else store.current_stored(key)
         )
@@ -456,17 +485,17 @@ class _Span:
     last: dict[str, Any]
 
 
-def _slim(store: Any) -> bool:
-    """Whether the store gives changes without their configurations, and then by id."""
-    return hasattr(store, "changes_stored") and hasattr(store, "changes_by_id_stored")
-
-
 async def _window_changes(
-    store: Any, *, since: datetime, until: datetime, filters: ChangeFilters, cursor: str | None
+    store: InventoryStore,
+    *,
+    since: datetime,
+    until: datetime,
+    filters: ChangeFilters,
+    cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One batch of changes as ChangeEvent JSON objects; stored JSON when the store has it,
     without the configurations (see :func:`_with_configurations`)."""
-    if _slim(store):
+    if isinstance(store, StoredReads):
         events, next_cursor = await store.changes_stored(
             since=since,
             until=until,
@@ -484,7 +513,7 @@ async def _window_changes(
 
 
 async def changes_in_window(
-    store: Any,
+    store: InventoryStore,
     view: AccountView,
     *,
     start: datetime,
@@ -527,9 +556,9 @@ def _configurations_needed(span: _Span) -> list[str]:
     return [first["change_id"], last["change_id"]]
 
 
-async def _with_configurations(store: Any, spans: list[_Span]) -> None:
+async def _with_configurations(store: InventoryStore, spans: list[_Span]) -> None:
     """Read the whole stored changes the spans' entries need (the window was read slim)."""
-    if not _slim(store):
+    if not isinstance(store, StoredReads):
         return
     wanted = {cid for span in spans for cid in _configurations_needed(span)}
     if not wanted:

@@ -7,12 +7,14 @@ register its endpoints, can name the keys without importing the app.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from cloudinv.core.metrics import Metrics
 from cloudinv.core.settings import Settings
+from cloudinv.sinks.alerts_store import AlertsStore
+from cloudinv.sinks.cloudtrail_store import CloudTrailStore
+from cloudinv.sinks.store import InventoryStore
 
 __all__ = ["METRICS_KEY", "RUNTIME_KEY", "SETTINGS_KEY", "STARTED_KEY", "STORES_KEY", "Stores"]
 
@@ -22,9 +24,9 @@ class Stores:
     """What the API reads. ``inventory``: versions, changes, scans; ``events``: CloudTrail;
     ``alerts``: alerts, their notifications and baselines."""
 
-    inventory: Any = None
-    events: Any = None
-    alerts: Any = None
+    inventory: InventoryStore | None = None
+    events: CloudTrailStore | None = None
+    alerts: AlertsStore | None = None
 
 
 SETTINGS_KEY = web.AppKey("settings", Settings)

@@ -246,10 +246,10 @@ def _time_writer_thread(store: EventsStore) -> list[float]:
     total = [0.0]
     write = store._write_batch
 
-    def timed(batch: Any) -> Any:
+    def timed(conn: Any, batch: Any) -> Any:
         t0 = time.thread_time()
         try:
-            return write(batch)
+            return write(conn, batch)
         finally:
             total[0] += time.thread_time() - t0
 

@@ -49,12 +49,9 @@ Schema (``PRAGMA user_version`` = 1); times are INTEGER microseconds since the e
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,7 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudinv.catalog.diff import changed_paths, json_patch
 from cloudinv.core.models import JsonPatchOp, UtcDatetime, utcnow
-from cloudinv.sinks.sqlite_open import open_retrying
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteDatabase, SqliteSchema
 from cloudinv.sinks.sqlite_store import from_us, to_us
 from cloudinv.sinks.store import InventoryStore, ResourceVersion, StoreError
 
@@ -401,151 +398,33 @@ class DriftItem(_Record):
 # The store
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    return conn
+_SQLITE_SCHEMA = SqliteSchema(what="the alerts store", version=SCHEMA_VERSION, ddl=_SCHEMA)
 
 
-class AlertsStore:
-    """Alerts, notifications, outbox and baselines on one SQLite file (WAL).
-
-    SQLite runs on threads owned by the store: one writer with one connection, and reader
-    threads each with their own connection. Other processes (the API, the CLI, more
-    workers) may open the same file.
-    """
+class AlertsStore(SqliteBacked):
+    """Alerts, notifications, outbox and baselines on one SQLite file (WAL), through
+    :class:`~cloudinv.sinks.sqlite_db.SqliteDatabase`: one writer thread, reader threads,
+    other processes (the API, the CLI, more workers) opening the same file."""
 
     def __init__(self, path: Path, *, reader_threads: int = 2) -> None:
         self.path = Path(path)
-        self._reader_threads = reader_threads
-        self._writer: ThreadPoolExecutor | None = None
-        self._readers: ThreadPoolExecutor | None = None
-        self._write_conn: sqlite3.Connection | None = None
-        self._read_conns: list[sqlite3.Connection] = []
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._open_lock = asyncio.Lock()
-        self._closed = False
+        self._db = SqliteDatabase(
+            self.path,
+            _SQLITE_SCHEMA,
+            readers=reader_threads,
+            error=StoreError,
+            thread_prefix="alerts",
+        )
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> AlertsStore:
         return cls(Path(data_dir) / ALERTS_FILE)
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        async with self._open_lock:
-            if self._closed:
-                raise StoreError(f"alerts store {self.path} is closed")
-            if self._writer is not None:
-                return
-            writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts-write")
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    writer, open_retrying, self._open_writer, str(self.path)
-                )
-            except BaseException:
-                writer.shutdown(wait=False)
-                raise
-            self._writer = writer
-            self._readers = ThreadPoolExecutor(
-                max_workers=self._reader_threads, thread_name_prefix="alerts-read"
-            )
-
-    def _open_writer(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self.path)
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than this cloudinv "
-                    f"({SCHEMA_VERSION}): upgrade cloudinv or use another data directory"
-                )
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
-        self._write_conn = conn
-
-    async def close(self) -> None:
-        async with self._open_lock:
-            if self._closed:
-                return
-            self._closed = True
-            writer, readers = self._writer, self._readers
-            self._writer = self._readers = None
-        if writer is None or readers is None:
-            return
-        await asyncio.get_running_loop().run_in_executor(None, self._shutdown, writer, readers)
-
-    def _shutdown(self, writer: ThreadPoolExecutor, readers: ThreadPoolExecutor) -> None:
-        writer.shutdown(wait=True)
-        readers.shutdown(wait=True)
-        with self._lock:
-            conns = [*self._read_conns]
-            self._read_conns.clear()
-        if self._write_conn is not None:
-            conns.append(self._write_conn)
-            self._write_conn = None
-        for conn in conns:
-            conn.close()
-
-    async def __aenter__(self) -> AlertsStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
-            await self.open()
-        writer = self._writer
-        if writer is None:
-            raise StoreError(f"alerts store {self.path} is closed")
-
-        def run() -> T:
-            conn = self._write_conn
-            if conn is None:
-                raise StoreError(f"alerts store {self.path} is closed")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return await asyncio.get_running_loop().run_in_executor(writer, run)
+        return await self._db.write(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._readers is None:
-            await self.open()
-        readers = self._readers
-        if readers is None:
-            raise StoreError(f"alerts store {self.path} is closed")
-        return await asyncio.get_running_loop().run_in_executor(readers, self._run_read, fn)
-
-    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA query_only = 1")
-            self._local.conn = conn
-            with self._lock:
-                self._read_conns.append(conn)
-        conn.execute("BEGIN")
-        try:
-            return fn(conn)
-        finally:
-            conn.execute("COMMIT")
+        return await self._db.read(fn)
 
     # -- alerts ----------------------------------------------------------------------------
 

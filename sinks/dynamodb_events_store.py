@@ -16,6 +16,7 @@ Reads are Queries, never Scans. Tables (on-demand, created by :meth:`open` when 
       p = "principals#<acct>",                           b = <label>   (+ first/last seen)
       p = "days#<acct>",                                 b = YYYY-MM-DD (days with events)
       p = "accounts",                                    b = <account>
+      p = "params",                                      b = request-parameter path
 
 Events are listed newest first, per account and day (the registry's days in the range),
 merged across accounts by (time, event id); the other filters (principal, service, event
@@ -33,23 +34,24 @@ transaction with conditional updates (idempotent by nature).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from cloudinv.core.models import CloudTrailEvent
+from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item
 from cloudinv.sinks.dynamodb_store import _backoff, _n, _s, table_names
-from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor, ensure_table
+from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor
 from cloudinv.sinks.events_store import (
     _BUCKET_MS,
     ActivityBucket,
     ActivityUpdate,
+    EventFilters,
     EventPage,
     EventsStoreError,
     Granularity,
@@ -66,7 +68,6 @@ __all__ = ["DynamoEventsStore"]
 
 log = logging.getLogger(__name__)
 
-Item = dict[str, Any]
 _TX_ITEMS = 100
 _RETRIES = 10
 _DAY_MS = _BUCKET_MS["day"]
@@ -96,7 +97,7 @@ _EVENTS_SPEC = TableSpec(
 _ACTIVITY_SPEC = TableSpec(attributes={"p": "S", "b": "S"}, key=("p", "b"))
 
 
-class DynamoEventsStore:
+class DynamoEventsStore(DynamoBacked):
     """CloudTrail events and their aggregates on DynamoDB (see the module docstring)."""
 
     def __init__(
@@ -115,82 +116,21 @@ class DynamoEventsStore:
         self.activity_table = f"{base}activity"
         self.region = region
         self.endpoint_url = endpoint_url
-        self._max_concurrency = max_concurrency
-        self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._writes = asyncio.Semaphore(write_concurrency)
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._client: Any = None
-        self._closed = False
+        self._dynamo = DynamoClient(
+            f"DynamoDB events store {table_prefix!r}",
+            [(self.events_table, _EVENTS_SPEC), (self.activity_table, _ACTIVITY_SPEC)],
+            region=region,
+            endpoint_url=endpoint_url,
+            max_concurrency=max_concurrency,
+            write_concurrency=write_concurrency,
+            error=EventsStoreError,
+        )
+        self._writes = self._dynamo.writes
         self._known: set[tuple[str, str]] = set()
-        self.calls: dict[str, int] = {}
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        if self._closed:
-            raise EventsStoreError("the events store is closed")
-        if self._client is not None:
-            return
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
-
-        stack = contextlib.AsyncExitStack()
-        try:
-            client = await stack.enter_async_context(
-                get_session().create_client(
-                    "dynamodb",
-                    region_name=self.region,
-                    endpoint_url=self.endpoint_url,
-                    config=AioConfig(
-                        retries={"mode": "standard", "max_attempts": 10},
-                        max_pool_connections=self._max_concurrency,
-                    ),
-                )
-            )
-            client.meta.events.register("before-call.dynamodb", self._count_call)
-            for table, spec in (
-                (self.events_table, _EVENTS_SPEC),
-                (self.activity_table, _ACTIVITY_SPEC),
-            ):
-                await ensure_table(client, table, spec, error=EventsStoreError)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack, self._client = stack, client
-
-    def _count_call(self, model: Any, **_: Any) -> None:
-        self.calls[model.name] = self.calls.get(model.name, 0) + 1
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
-
-    async def __aenter__(self) -> DynamoEventsStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def _call(self, operation: str, **params: Any) -> Item:
-        if self._client is None:
-            raise EventsStoreError("the events store is not open")
-        async with self._semaphore:
-            result: Item = await getattr(self._client, operation)(**params)
-            return result
+        self.calls = self._dynamo.calls
 
     async def _query(self, **params: Any) -> list[Item]:
-        items: list[Item] = []
-        while True:
-            page = await self._call("query", **params)
-            items += page.get("Items", [])
-            if not page.get("LastEvaluatedKey"):
-                return items
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return await self._dynamo.query(**params)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -201,9 +141,10 @@ class DynamoEventsStore:
         prepared, rejected = _prepare(batch)
         rows = sorted(prepared.values(), key=lambda v: v[0][1])
         registry: set[tuple[str, str]] = set()
-        for row, _ in rows:
+        for row, params in rows:
             registry.add(("accounts", row[2]))
             registry.add((f"days#{row[2]}", _day(row[1])))
+            registry.update(("params", path) for path, _ in params)
         await self._register(registry)
         inserted: list[tuple[Any, ...]] = []
         for group in _groups(rows):
@@ -338,37 +279,28 @@ class DynamoEventsStore:
         )
         return [item["b"]["S"] for item in items]
 
-    def _filter(
-        self,
-        principal: str | None,
-        user_name: str | None,
-        service: str | None,
-        event_name: str | None,
-        region: str | None,
-        errors_only: bool,
-        read_only: bool | None,
-        params: Mapping[str, str] | None,
-    ) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    @staticmethod
+    def _filter(f: EventFilters) -> tuple[list[str], dict[str, str], dict[str, Any]]:
         where: list[str] = []
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
         for attr, value in (
-            ("pr", principal),
-            ("pn", user_name),
-            ("svc", service),
-            ("name", event_name),
-            ("region", region),
+            ("pr", f.principal),
+            ("pn", f.user_name),
+            ("svc", f.service),
+            ("name", f.event_name),
+            ("region", f.region),
         ):
             if value is not None:
                 where.append(f"#{attr} = :{attr}")
                 names[f"#{attr}"] = attr
                 values[f":{attr}"] = _s(value)
-        if errors_only:
+        if f.errors_only:
             where.append("attribute_exists(err)")
-        if read_only is not None:
+        if f.read_only is not None:
             where.append("ro = :ro")
-            values[":ro"] = _n(int(read_only))
-        for i, (path, value) in enumerate((params or {}).items()):
+            values[":ro"] = _n(int(f.read_only))
+        for i, (path, value) in enumerate(f.params):
             where.append(f"contains(prm, :prm{i})")
             values[f":prm{i}"] = _s(f"{path}={value}")
         return where, names, values
@@ -388,19 +320,15 @@ class DynamoEventsStore:
 
     async def _select(
         self,
+        f: EventFilters,
         *,
-        account_id: str | None,
-        since: datetime | date | None,
-        until: datetime | date | None,
-        where: list[str],
-        names: dict[str, str],
-        values: dict[str, Any],
         want: int | None,
         after: str | None = None,
         count: bool = False,
     ) -> tuple[list[Item], int]:
-        low = _bound_ms(since, end=False)
-        high = _bound_ms(until, end=True)
+        where, names, values = self._filter(f)
+        low = _bound_ms(f.since, end=False)
+        high = _bound_ms(f.until, end=True)
         lo = f"{low:013d}" if low is not None else "0"
         hi = f"{high - 1:013d}~" if high is not None else "~"
         if after is not None:
@@ -410,7 +338,7 @@ class DynamoEventsStore:
         found: list[Item] = []
         total = 0
         by_day: dict[str, list[str]] = {}
-        for account, day in await self._partitions(account_id, low, high):
+        for account, day in await self._partitions(f.account_id, low, high):
             by_day.setdefault(day, []).append(account)
         for day in sorted(by_day, reverse=True):
 
@@ -435,17 +363,14 @@ class DynamoEventsStore:
                     params["Select"] = "COUNT"
                 items: list[Item] = []
                 n = 0
-                while True:
-                    page = await self._call("query", **params)
+                async for page in self._dynamo.responses(**params):
                     n += page.get("Count", 0)
                     items += [
                         i for i in page.get("Items", []) if after is None or i["ord"]["S"] < after
                     ]
                     if want is not None and len(items) >= want:
-                        return items, n
-                    if not page.get("LastEvaluatedKey"):
-                        return items, n
-                    params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                        break
+                return items, n
 
             results = await asyncio.gather(*(one(a) for a in by_day[day]))
             total += sum(n for _, n in results)
@@ -459,70 +384,20 @@ class DynamoEventsStore:
         return found, total
 
     async def events(
-        self,
-        *,
-        principal: str | None = None,
-        user_name: str | None = None,
-        service: str | None = None,
-        event_name: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        errors_only: bool = False,
-        read_only: bool | None = None,
-        since: datetime | date | None = None,
-        until: datetime | date | None = None,
-        params: Mapping[str, str] | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
+        self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> EventPage:
         if not 1 <= limit <= 10_000:
             raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
-        after = _decode_cursor(cursor) if cursor else None
-        where, names, values = self._filter(
-            principal, user_name, service, event_name, region, errors_only, read_only, params
-        )
+        f = filters or EventFilters()
         found, _ = await self._select(
-            account_id=account_id,
-            since=since,
-            until=until,
-            where=where,
-            names=names,
-            values=values,
-            want=limit + 1,
-            after=after,
+            f, want=limit + 1, after=_decode_cursor(cursor) if cursor else None
         )
         items = [CloudTrailEvent.model_validate_json(i["body"]["B"]) for i in found[:limit]]
         next_cursor = _encode_cursor(found[limit - 1]["ord"]["S"]) if len(found) > limit else None
         return EventPage(items=items, next_cursor=next_cursor)
 
-    async def count(
-        self,
-        *,
-        principal: str | None = None,
-        user_name: str | None = None,
-        service: str | None = None,
-        event_name: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        errors_only: bool = False,
-        read_only: bool | None = None,
-        since: datetime | date | None = None,
-        until: datetime | date | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> int:
-        where, names, values = self._filter(
-            principal, user_name, service, event_name, region, errors_only, read_only, params
-        )
-        _, total = await self._select(
-            account_id=account_id,
-            since=since,
-            until=until,
-            where=where,
-            names=names,
-            values=values,
-            want=None,
-            count=True,
-        )
+    async def count(self, filters: EventFilters | None = None) -> int:
+        _, total = await self._select(filters or EventFilters(), want=None, count=True)
         return total
 
     async def event(self, event_id: str) -> CloudTrailEvent | None:
@@ -642,8 +517,9 @@ class DynamoEventsStore:
         return [_bucket(b, _names(grouped[b])) for b in sorted(grouped)]
 
     async def parameter_paths(self, *, limit: int = 1000) -> list[str]:
-        """Not kept on DynamoDB (it would need a scan or another registry): none."""
-        return []
+        """Request-parameter paths that can be filtered on (``EventFilters.params``), from
+        the registry every write adds its events' paths to."""
+        return (await self._registry("params"))[:limit]
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -96,7 +96,6 @@ Tradeoffs, chosen deliberately:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import heapq
 import logging
@@ -114,7 +113,8 @@ import orjson
 from botocore.exceptions import ClientError
 
 from cloudinv.core.models import ChangeEvent, ScanManifest
-from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor, ensure_table
+from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item
+from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor
 from cloudinv.sinks.store import (
     ChangeFilters,
     ChangePage,
@@ -132,7 +132,6 @@ __all__ = ["DynamoStats", "DynamoStore", "table_names"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Item = dict[str, Any]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -305,7 +304,7 @@ class _Conflict(Exception):
         self.applied = applied
 
 
-class DynamoStore:
+class DynamoStore(DynamoBacked):
     """:class:`~cloudinv.sinks.store.InventoryStore` on four DynamoDB tables (see the module
     docstring)."""
 
@@ -324,11 +323,6 @@ class DynamoStore:
     ) -> None:
         if change_shards < 1:
             raise ValueError(f"change_shards must be at least 1, got {change_shards}")
-        if not 1 <= write_concurrency <= max_concurrency:
-            raise ValueError(
-                f"write_concurrency must be in [1, max_concurrency={max_concurrency}], "
-                f"got {write_concurrency}"
-            )
         self.table_prefix = table_prefix
         self.tables = table_names(table_prefix)
         self.region = region
@@ -341,16 +335,19 @@ class DynamoStore:
             raise ValueError(f"log_grace_s must be positive, got {log_grace_s}")
         self.log_grace_s = log_grace_s
         """How long a gap in the change log may still fill (see the module docstring)."""
-        self._retry_attempts = retry_attempts
-        self._max_concurrency = max_concurrency
-        self._semaphore = asyncio.Semaphore(max_concurrency)
-        # Writes in flight at once (transactions, batch writes). moto's server is not safe
-        # under concurrent writes (see tests/test_dynamodb_store.py): tests use 1.
-        self._writes = asyncio.Semaphore(write_concurrency)
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._client: Any = None
-        self._open_lock = asyncio.Lock()
-        self._closed = False
+        self._dynamo = DynamoClient(
+            f"DynamoDB store {table_prefix!r}",
+            [(self.tables[name], _SPECS[name]) for name in (VERSIONS, CHANGES, SCANS, META)],
+            region=region,
+            endpoint_url=endpoint_url,
+            max_concurrency=max_concurrency,
+            write_concurrency=write_concurrency,
+            create_tables=create_tables,
+            retry_attempts=retry_attempts,
+            error=StoreError,
+        )
+        self.stats.calls = self._dynamo.calls
+        self._writes = self._dynamo.writes
         self._known: set[tuple[str, str]] = set()
         """Registry entries (kind, value) this process knows are stored."""
 
@@ -364,96 +361,15 @@ class DynamoStore:
             write_concurrency=storage.dynamodb_write_concurrency,
         )
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        async with self._open_lock:
-            if self._closed:
-                raise StoreError(f"DynamoDB store {self.table_prefix!r} is closed")
-            if self._client is not None:
-                return
-            from aiobotocore.config import AioConfig
-            from aiobotocore.session import get_session
-
-            config = AioConfig(
-                retries={"mode": "standard", "max_attempts": self._retry_attempts},
-                max_pool_connections=self._max_concurrency,
-                connect_timeout=10,
-                read_timeout=60,
-            )
-            stack = contextlib.AsyncExitStack()
-            try:
-                client = await stack.enter_async_context(
-                    get_session().create_client(
-                        "dynamodb",
-                        region_name=self.region,
-                        endpoint_url=self.endpoint_url,
-                        config=config,
-                    )
-                )
-                client.meta.events.register("before-call.dynamodb", self._count_call)
-                for name in (VERSIONS, CHANGES, SCANS, META):
-                    await self._ensure_table(client, name)
-            except BaseException:
-                await stack.aclose()
-                raise
-            self._stack, self._client = stack, client
-
-    def _count_call(self, model: Any, **_: Any) -> None:
-        self.stats.calls[model.name] += 1
-
-    async def close(self) -> None:
-        async with self._open_lock:
-            if self._closed:
-                return
-            self._closed = True
-            stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
-
-    async def __aenter__(self) -> DynamoStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def _ensure_table(self, client: Any, name: str) -> None:
-        await ensure_table(
-            client, self.tables[name], _SPECS[name], create=self.create_tables, error=StoreError
-        )
-
     # -- calls -----------------------------------------------------------------------------
 
-    async def _call(self, operation: str, **params: Any) -> Item:
-        if self._client is None:
-            await self.open()
-        client = self._client
-        if client is None:
-            raise StoreError(f"DynamoDB store {self.table_prefix!r} is closed")
-        async with self._semaphore:
-            result: Item = await getattr(client, operation)(**params)
-            return result
-
-    async def _query(self, **params: Any) -> AsyncIterator[list[Item]]:
+    def _query(self, **params: Any) -> AsyncIterator[list[Item]]:
         """Pages of a Query, following LastEvaluatedKey."""
-        while True:
-            page = await self._call("query", **params)
-            yield page.get("Items", [])
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                return
-            params["ExclusiveStartKey"] = last
+        return self._dynamo.pages(**params)
 
     async def _query_until(self, want: int, **params: Any) -> list[Item]:
         """Items of a Query (filters applied) until ``want`` of them or the end."""
-        items: list[Item] = []
-        params.setdefault("Limit", min(1000, max(want, 50)))
-        async for page in self._query(**params):
-            items += page
-            if len(items) >= want:
-                return items[:want]
-        return items
+        return await self._dynamo.query(want=want, **params)
 
     async def _gather(self, calls: Sequence[Awaitable[T]]) -> list[T]:
         return list(await asyncio.gather(*calls))

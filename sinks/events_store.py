@@ -18,12 +18,9 @@ given as ``until`` means "through the end of that day" (the replaced tool exclud
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -35,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudinv.core.codec import encode
 from cloudinv.core.models import CloudTrailEvent, EventResource, Principal, UtcDatetime
-from cloudinv.sinks.sqlite_open import open_retrying
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteDatabase, SqliteSchema, immediate
 
 __all__ = [
     "EVENTS_STORE_FILE",
@@ -59,6 +56,7 @@ _BUCKET_MS: dict[str, int] = {"hour": 3_600_000, "day": 86_400_000}
 _MAX_PARAMS = 64
 _MAX_PARAM_VALUE = 256
 _PAGE_SIZE = 16384
+SCHEMA_VERSION = 1
 
 
 def events_store_path(data_dir: Path) -> Path:
@@ -469,111 +467,32 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
 # --- the store -----------------------------------------------------------------------------
 
 
-class EventsStore:
+_SQLITE_SCHEMA = SqliteSchema(
+    what="the events store",
+    version=SCHEMA_VERSION,
+    ddl=_SCHEMA,
+    # 16 KiB pages cost about 15% less CPU per stored event than the 4 KiB default (fewer
+    # b-tree splits and WAL frames for the same rows; bench/cloudtrail.py), and an event
+    # page is still one read.
+    page_size=_PAGE_SIZE,
+    writer_pragmas=("cache_size = -65536",),
+)
+
+
+class EventsStore(SqliteBacked):
     """See the module docstring. ``await open()`` before use; ``readonly`` for the API."""
 
     def __init__(self, path: Path, *, readonly: bool = False, readers: int = 4) -> None:
         self.path = path
         self.readonly = readonly
-        self._writer_pool: ThreadPoolExecutor | None = None
-        self._reader_pool: ThreadPoolExecutor | None = None
-        self._readers = readers
-        self._writer: sqlite3.Connection | None = None
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._open = False
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        """Create the database and schema if needed; safe to call again."""
-        if self._open:
-            return
-        self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="events-read")
-        if not self.readonly:
-            self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="events-write")
-            await self._run_write(lambda: open_retrying(self._open_writer, str(self.path)))
-        else:
-            await asyncio.to_thread(self._create_schema)
-        self._open = True
-
-    async def close(self) -> None:
-        if not self._open:
-            return
-        self._open = False
-        writer_pool, self._writer_pool = self._writer_pool, None
-        reader_pool, self._reader_pool = self._reader_pool, None
-        if writer_pool is not None:
-            await asyncio.get_running_loop().run_in_executor(writer_pool, self._close_writer)
-            await asyncio.to_thread(writer_pool.shutdown, wait=True)
-        if reader_pool is not None:
-            # Waits for queries in flight; their connections close after them.
-            await asyncio.to_thread(reader_pool.shutdown, wait=True)
-        with self._lock:
-            for conn in self._reader_conns:
-                conn.close()
-            self._reader_conns.clear()
-        self._local = threading.local()
-
-    async def __aenter__(self) -> EventsStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
-
-    def _create_schema(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
-        try:
-            # Takes effect only while the file is new (before WAL mode): 16 KiB pages cost
-            # about 15% less CPU per stored event than the 4 KiB default (fewer b-tree
-            # splits and WAL frames for the same rows; bench/cloudtrail.py), and an event
-            # page is still one read.
-            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(_SCHEMA)
-        finally:
-            conn.close()
-
-    def _open_writer(self) -> None:
-        self._create_schema()
-        conn = self._connect()
-        conn.execute("PRAGMA temp_store = MEMORY")
-        conn.execute("PRAGMA cache_size = -65536")
-        self._writer = conn
-
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            conn.execute("PRAGMA query_only = ON")
-            self._local.conn = conn
-            with self._lock:
-                self._reader_conns.append(conn)
-        return conn
-
-    async def _run_write(self, fn: Any, *args: Any) -> Any:
-        if self._writer_pool is None:
-            raise EventsStoreError("the events store is read-only or closed")
-        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, *args)
-
-    async def _run_read(self, fn: Any, *args: Any) -> Any:
-        if not self._open or self._reader_pool is None:
-            raise EventsStoreError("the events store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, fn, *args)
+        self._db = SqliteDatabase(
+            path,
+            _SQLITE_SCHEMA,
+            readers=readers,
+            readonly=readonly,
+            error=EventsStoreError,
+            thread_prefix="events",
+        )
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -586,16 +505,14 @@ class EventsStore:
         """
         if not batch:
             return WriteResult(0, 0, [])
-        result: WriteResult = await self._run_write(self._write_batch, list(batch))
-        return result
+        items = list(batch)
+        return await self._db.on_writer(lambda conn: self._write_batch(conn, items))
 
-    def _write_batch(self, batch: list[CloudTrailEvent | bytes]) -> WriteResult:
-        conn = self._writer
-        if conn is None:
-            raise EventsStoreError("the events store is closed")
+    def _write_batch(
+        self, conn: sqlite3.Connection, batch: list[CloudTrailEvent | bytes]
+    ) -> WriteResult:
         prepared, rejected = _prepare(batch)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             existing = _existing_ids(conn, list(prepared))
             new = sorted(
                 (v for k, v in prepared.items() if k not in existing), key=lambda v: v[0][1]
@@ -618,10 +535,6 @@ class EventsStore:
                     ],
                 )
                 updates = self._aggregate(conn, [row for row, _ in new])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return WriteResult(
             received=len(batch), inserted=len(new), updates=updates, rejected=rejected
         )
@@ -669,43 +582,19 @@ class EventsStore:
     # -- reads -----------------------------------------------------------------------------
 
     async def events(
-        self,
-        *,
-        principal: str | None = None,
-        user_name: str | None = None,
-        service: str | None = None,
-        event_name: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        errors_only: bool = False,
-        read_only: bool | None = None,
-        since: datetime | date | None = None,
-        until: datetime | date | None = None,
-        params: Mapping[str, str] | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
+        self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> EventPage:
-        """Matching events, newest first; ``limit`` 1-10,000. Filters are equalities (see
-        :class:`EventFilters`); ``params`` maps dotted request-parameter paths to values."""
+        """Matching events, newest first; ``limit`` 1-10,000 (see :class:`EventFilters`)."""
         if not 1 <= limit <= 10_000:
             raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
-        filters = EventFilters(
-            principal=principal,
-            user_name=user_name,
-            service=service,
-            event_name=event_name,
-            account_id=account_id,
-            region=region,
-            errors_only=errors_only,
-            read_only=read_only,
-            since=since,
-            until=until,
-            params=tuple((params or {}).items()),
+        f = filters or EventFilters()
+        return await self._db.read(
+            lambda conn: self._events(conn, f, limit, cursor), snapshot=False
         )
-        page: EventPage = await self._run_read(self._events, filters, limit, cursor)
-        return page
 
-    def _events(self, filters: EventFilters, limit: int, cursor: str | None) -> EventPage:
+    def _events(
+        self, conn: sqlite3.Connection, filters: EventFilters, limit: int, cursor: str | None
+    ) -> EventPage:
         where, args = _where(filters)
         if cursor:
             event_time, rowid = _decode_cursor(cursor)
@@ -715,68 +604,37 @@ class EventsStore:
             f"SELECT e.rowid, e.event_time, e.body FROM events e {_clause(where)} "
             "ORDER BY e.event_time DESC, e.rowid DESC LIMIT ?"
         )
-        rows = self._reader().execute(sql, [*args, limit + 1]).fetchall()
+        rows = conn.execute(sql, [*args, limit + 1]).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         items = [CloudTrailEvent.model_validate_json(body) for _, _, body in rows]
         next_cursor = _encode_cursor(rows[-1][1], rows[-1][0]) if more and rows else None
         return EventPage(items=items, next_cursor=next_cursor)
 
-    async def count(
-        self,
-        *,
-        principal: str | None = None,
-        user_name: str | None = None,
-        service: str | None = None,
-        event_name: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        errors_only: bool = False,
-        read_only: bool | None = None,
-        since: datetime | date | None = None,
-        until: datetime | date | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> int:
+    async def count(self, filters: EventFilters | None = None) -> int:
         """How many events match (the same filters as :meth:`events`)."""
-        filters = EventFilters(
-            principal=principal,
-            user_name=user_name,
-            service=service,
-            event_name=event_name,
-            account_id=account_id,
-            region=region,
-            errors_only=errors_only,
-            read_only=read_only,
-            since=since,
-            until=until,
-            params=tuple((params or {}).items()),
-        )
-        n: int = await self._run_read(self._count, filters)
-        return n
+        f = filters or EventFilters()
+        return await self._db.read(lambda conn: self._count(conn, f), snapshot=False)
 
-    def _count(self, filters: EventFilters) -> int:
+    def _count(self, conn: sqlite3.Connection, filters: EventFilters) -> int:
         where, args = _where(filters)
-        row = self._reader().execute(f"SELECT count(*) FROM events e {_clause(where)}", args)
+        row = conn.execute(f"SELECT count(*) FROM events e {_clause(where)}", args)
         return int(row.fetchone()[0])
 
     async def event(self, event_id: str) -> CloudTrailEvent | None:
-        found: CloudTrailEvent | None = await self._run_read(self._event, event_id)
-        return found
+        return await self._db.read(lambda conn: self._event(conn, event_id), snapshot=False)
 
-    def _event(self, event_id: str) -> CloudTrailEvent | None:
-        row = (
-            self._reader()
-            .execute("SELECT body FROM events WHERE event_id = ?", (event_id,))
-            .fetchone()
-        )
+    def _event(self, conn: sqlite3.Connection, event_id: str) -> CloudTrailEvent | None:
+        row = conn.execute("SELECT body FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return CloudTrailEvent.model_validate_json(row[0]) if row else None
 
     async def principals(self, *, account_id: str | None = None) -> list[PrincipalSummary]:
         """Every principal seen (per account), most active first."""
-        found: list[PrincipalSummary] = await self._run_read(self._principals, account_id)
-        return found
+        return await self._db.read(lambda conn: self._principals(conn, account_id), snapshot=False)
 
-    def _principals(self, account_id: str | None) -> list[PrincipalSummary]:
+    def _principals(
+        self, conn: sqlite3.Connection, account_id: str | None
+    ) -> list[PrincipalSummary]:
         sql = (
             "SELECT label, type, name, arn, account_id, events, errors, writes, first_seen, "
             "last_seen FROM principals"
@@ -800,7 +658,7 @@ class EventsStore:
                 last_seen=_from_ms(last),
             )
             for label, kind, name, arn, account, events, errors, writes, first, last in (
-                self._reader().execute(sql, args).fetchall()
+                conn.execute(sql, args).fetchall()
             )
         ]
 
@@ -812,11 +670,16 @@ class EventsStore:
         until: datetime | date | None = None,
     ) -> list[ServiceSummary]:
         """Event counts per service (from the daily aggregates: whole days), busiest first."""
-        found: list[ServiceSummary] = await self._run_read(self._services, account_id, since, until)
-        return found
+        return await self._db.read(
+            lambda conn: self._services(conn, account_id, since, until), snapshot=False
+        )
 
     def _services(
-        self, account_id: str | None, since: datetime | date | None, until: datetime | date | None
+        self,
+        conn: sqlite3.Connection,
+        account_id: str | None,
+        since: datetime | date | None,
+        until: datetime | date | None,
     ) -> list[ServiceSummary]:
         where = ["granularity = 'day'", "kind = 'service'"]
         args: list[Any] = []
@@ -824,7 +687,7 @@ class EventsStore:
         if account_id is not None:
             where.append("account_id = ?")
             args.append(account_id)
-        rows = self._reader().execute(
+        rows = conn.execute(
             "SELECT key, sum(events), sum(errors), sum(writes) FROM activity "
             f"{_clause(where)} GROUP BY key ORDER BY sum(events) DESC, key",
             args,
@@ -850,13 +713,16 @@ class EventsStore:
             raise EventsStoreError("activity: give a principal or a service, not both")
         if granularity not in _BUCKET_MS:
             raise EventsStoreError(f"granularity must be 'hour' or 'day', got {granularity!r}")
-        found: list[ActivityBucket] = await self._run_read(
-            self._activity, principal, service, account_id, since, until, granularity
+        return await self._db.read(
+            lambda conn: self._activity(
+                conn, principal, service, account_id, since, until, granularity
+            ),
+            snapshot=False,
         )
-        return found
 
     def _activity(
         self,
+        conn: sqlite3.Connection,
         principal: str | None,
         service: str | None,
         account_id: str | None,
@@ -874,7 +740,7 @@ class EventsStore:
             where.append("account_id = ?")
             args.append(account_id)
         _range(where, args, "bucket", since, until, _BUCKET_MS[granularity])
-        rows = self._reader().execute(
+        rows = conn.execute(
             "SELECT bucket, event_name, sum(events), sum(errors), sum(writes) FROM activity "
             f"{_clause(where)} GROUP BY bucket, event_name ORDER BY bucket",
             args,
@@ -886,11 +752,10 @@ class EventsStore:
 
     async def parameter_paths(self, *, limit: int = 1000) -> list[str]:
         """Request-parameter paths that can be filtered on (``EventFilters.params``)."""
-        found: list[str] = await self._run_read(self._parameter_paths, limit)
-        return found
+        return await self._db.read(lambda conn: self._parameter_paths(conn, limit), snapshot=False)
 
-    def _parameter_paths(self, limit: int) -> list[str]:
-        rows = self._reader().execute(
+    def _parameter_paths(self, conn: sqlite3.Connection, limit: int) -> list[str]:
+        rows = conn.execute(
             "SELECT DISTINCT path FROM event_params ORDER BY path LIMIT ?", (limit,)
         )
         return [path for (path,) in rows.fetchall()]

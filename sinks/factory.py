@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from cloudinv.core.settings import load_settings
+from cloudinv.sinks.cloudtrail_store import CloudTrailStore
 from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
 from cloudinv.sinks.dynamodb_store import DynamoStore
 from cloudinv.sinks.events_store import EventsStore, events_store_path
@@ -16,8 +17,6 @@ from cloudinv.sinks.store import InventoryStore
 
 if TYPE_CHECKING:
     from cloudinv.core.settings import Settings
-    from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
-    from cloudinv.sinks.events_store import EventsStore
 
 __all__ = ["events_store", "inventory_store", "inventory_store_factory", "worker_stores"]
 
@@ -32,7 +31,7 @@ def inventory_store(settings: Settings, data_dir: Path | None = None) -> Invento
 
 def events_store(
     settings: Settings, data_dir: Path | None = None, *, readonly: bool = False
-) -> EventsStore | DynamoEventsStore:
+) -> CloudTrailStore:
     """The CloudTrail events store the settings ask for (same rule as the inventory's)."""
     if "dynamodb" in settings.storage.targets:
         storage = settings.storage
@@ -65,12 +64,9 @@ def inventory_store_factory(
 
 def worker_stores(
     data_dir: Path, settings: Settings | None = None
-) -> tuple[Callable[[], InventoryStore], EventsStore]:
+) -> tuple[Callable[[], InventoryStore], CloudTrailStore]:
     """The worker's inventory store factory and CloudTrail events store, from the settings
     (read from the environment and ``cloudinv.toml`` when not given)."""
     if settings is None:
         settings = load_settings()
-    events = events_store(settings, data_dir)
-    # cloudinv.streams.activity is typed for the SQLite EventsStore; DynamoEventsStore has the same
-    # interface (write_batch, open, close), checked by the same tests.
-    return inventory_store_factory(data_dir, settings), cast("EventsStore", events)
+    return inventory_store_factory(data_dir, settings), events_store(settings, data_dir)

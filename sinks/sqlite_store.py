@@ -50,12 +50,9 @@ is one SQLite step and no Python work per row. The change log
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,7 +62,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from cloudinv.core.models import ChangeEvent, ScanManifest
-from cloudinv.sinks.sqlite_open import open_retrying
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteDatabase, SqliteSchema
 from cloudinv.sinks.store import (
     ChangeFilters,
     ChangePage,
@@ -283,168 +280,40 @@ class StoredVersion:
         }
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    return conn
+_SQLITE_SCHEMA = SqliteSchema(
+    what="the local store",
+    version=SCHEMA_VERSION,
+    ddl=_SCHEMA,
+    min_sqlite=MIN_SQLITE,  # UPDATE ... FROM, JSON functions
+)
 
 
-class SqliteStore:
+class SqliteStore(SqliteBacked):
     """:class:`~cloudinv.sinks.store.InventoryStore` on one SQLite file in WAL mode."""
 
     def __init__(self, path: Path, *, reader_threads: int = 2) -> None:
         self.path = Path(path)
-        self._reader_threads = reader_threads
-        self._writer: ThreadPoolExecutor | None = None
-        self._readers: ThreadPoolExecutor | None = None
-        self._write_conn: sqlite3.Connection | None = None
-        self._read_conns: list[sqlite3.Connection] = []
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._open_lock = asyncio.Lock()
-        self._closed = False
+        self._db = SqliteDatabase(
+            self.path,
+            _SQLITE_SCHEMA,
+            readers=reader_threads,
+            error=StoreError,
+            thread_prefix="store",
+        )
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SqliteStore:
         """The store of a data directory: ``<data_dir>/store/inventory.sqlite3``."""
         return cls(Path(data_dir) / STORE_FILE)
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        async with self._open_lock:
-            if self._closed:
-                raise StoreError(f"store {self.path} is closed")
-            if self._writer is not None:
-                return
-            writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    writer, open_retrying, self._open_writer, str(self.path)
-                )
-            except BaseException:
-                writer.shutdown(wait=False)
-                raise
-            self._writer = writer
-            self._readers = ThreadPoolExecutor(
-                max_workers=self._reader_threads, thread_name_prefix="store-read"
-            )
-
-    def _open_writer(self) -> None:
-        if sqlite3.sqlite_version_info < MIN_SQLITE:
-            raise StoreError(
-                f"the local store needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer "
-                f"(UPDATE ... FROM, JSON functions); this Python has {sqlite3.sqlite_version}"
-            )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self.path)
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than this cloudinv "
-                    f"({SCHEMA_VERSION}): upgrade cloudinv or use another data directory"
-                )
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
-        self._write_conn = conn
-
-    async def close(self) -> None:
-        async with self._open_lock:
-            if self._closed:
-                return
-            self._closed = True
-            writer, readers = self._writer, self._readers
-            self._writer = self._readers = None
-            if writer is None or readers is None:
-                return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._shutdown, writer, readers)
-
-    def _shutdown(self, writer: ThreadPoolExecutor, readers: ThreadPoolExecutor) -> None:
-        writer.shutdown(wait=True)
-        readers.shutdown(wait=True)
-        with self._lock:
-            conns = [*self._read_conns]
-            self._read_conns.clear()
-        if self._write_conn is not None:
-            conns.append(self._write_conn)
-            self._write_conn = None
-        for conn in conns:
-            conn.close()
-
-    async def __aenter__(self) -> SqliteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     # -- thread plumbing -------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
-            await self.open()
-        writer = self._writer
-        if writer is None:
-            raise StoreError(f"store {self.path} is closed")
-
-        def run() -> T:
-            conn = self._write_conn
-            if conn is None:
-                raise StoreError(f"store {self.path} is closed")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return await asyncio.get_running_loop().run_in_executor(writer, run)
+        return await self._db.write(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
-        """Run ``fn`` on a reader thread inside one read transaction, so that every query
-        of ``fn`` sees the same snapshot. ``single``: ``fn`` runs one statement, which is a
-        transaction of its own; BEGIN and COMMIT would only add two SQLite steps, each of
-        which gives up the GIL and may wait to take it back (see _json_query)."""
-        if self._readers is None:
-            await self.open()
-        readers = self._readers
-        if readers is None:
-            raise StoreError(f"store {self.path} is closed")
-        run = self._run_single if single else self._run_read
-        return await asyncio.get_running_loop().run_in_executor(readers, run, fn)
-
-    def _reader_conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA query_only = 1")
-            self._local.conn = conn
-            with self._lock:
-                self._read_conns.append(conn)
-        return conn
-
-    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._reader_conn()
-        conn.execute("BEGIN")
-        try:
-            return fn(conn)
-        finally:
-            conn.execute("COMMIT")
-
-    def _run_single(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return fn(self._reader_conn())
+        """``single``: ``fn`` runs one statement (see :meth:`SqliteDatabase.read`)."""
+        return await self._db.read(fn, snapshot=not single)
 
     # -- writes ----------------------------------------------------------------------------
 

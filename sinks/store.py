@@ -47,6 +47,8 @@ __all__ = [
     "ResourceVersion",
     "ScanRecord",
     "StoreError",
+    "StoredReads",
+    "StoredRow",
 ]
 
 
@@ -260,4 +262,77 @@ class ChangeLog(Protocol):
 
     async def current_counts(self) -> dict[tuple[str, str, str], int]:
         """Current (open) versions per (resource type, account, region)."""
+        ...
+
+
+class StoredRow(Protocol):
+    """A version as stored, its configuration still the stored JSON (what
+    :class:`StoredReads` returns): the API sends it without a model round trip."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def account_id(self) -> str: ...
+
+    def to_version(self) -> ResourceVersion:
+        """The model (for CSV and text search)."""
+        ...
+
+    def json_fields(self) -> dict[str, Any]:
+        """The fields of :class:`ResourceVersion` in its order, the configuration an
+        ``orjson.Fragment`` of the stored JSON."""
+        ...
+
+
+@runtime_checkable
+class StoredReads(Protocol):
+    """Optional, beside :class:`InventoryStore`: the same reads answered with the stored
+    JSON, for a store that keeps JSON it can send as it is (the SQLite store does: a page
+    then costs no parsing, validating or encoding per version). The API uses them when the
+    store is one (``isinstance(store, StoredReads)``) and the models otherwise."""
+
+    async def current_stored(self, key: str) -> StoredRow | None: ...
+
+    async def as_of_stored(self, key: str, at: datetime) -> StoredRow | None: ...
+
+    async def list_as_of_stored(
+        self,
+        *,
+        at: datetime | None = None,
+        resource_type: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        limit: int = 1000,
+        after_key: str | None = None,
+    ) -> Sequence[StoredRow]: ...
+
+    async def list_as_of_json(
+        self,
+        *,
+        at: datetime | None = None,
+        resource_type: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        limit: int = 1000,
+        after_key: str | None = None,
+    ) -> tuple[bytes, int, str | None]:
+        """The JSON array of the versions, how many, and the last key."""
+        ...
+
+    async def changes_stored(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: ChangeFilters | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        slim: bool = False,
+    ) -> tuple[bytes, str | None]:
+        """The JSON array of the changes (``slim``: without configurations), next cursor."""
+        ...
+
+    async def changes_by_id_stored(self, change_ids: Sequence[str]) -> bytes:
+        """The JSON array of the whole stored changes with these ids."""
         ...

@@ -2,8 +2,8 @@
 once and publishes aggregate updates.
 
 ``store_cloudtrail`` reads the CloudTrail topic in batches and hands each batch to
-:meth:`~cloudinv.sinks.events_store.EventsStore.write_batch`, which inserts the events not already
-stored and adds exactly those to the hourly and daily aggregates in one transaction.
+:meth:`~cloudinv.sinks.cloudtrail_store.CloudTrailStore.write_batch`, which inserts the events
+not already stored and adds exactly those to the hourly and daily aggregates in one transaction.
 Counting from the deduplicated store (not from windowed tables over the raw stream) is what
 makes a log file delivered twice, or a batch replayed after a crash (at-least-once
 delivery), count once. Every aggregate bucket a batch changed is published on
@@ -29,6 +29,7 @@ from faust.serializers.schemas import Schema
 
 from cloudinv.core.codec import PydanticCodec
 from cloudinv.core.topics import Topic, topic_name
+from cloudinv.sinks.cloudtrail_store import CloudTrailStore
 from cloudinv.sinks.events_store import ActivityUpdate, EventsStore, events_store_path
 from cloudinv.streams import batch_delivery
 from cloudinv.streams.app import StreamConfig
@@ -53,7 +54,7 @@ class ActivityStats:
 
 @dataclass
 class ActivityStage:
-    store: EventsStore
+    store: CloudTrailStore
     agent: Any
     """The Faust agent ``store_cloudtrail``."""
     activity_topic: Any
@@ -66,7 +67,7 @@ def bind(
     app: faust.App,
     config: StreamConfig,
     *,
-    store: EventsStore | None = None,
+    store: CloudTrailStore | None = None,
     batch_size: int = BATCH_SIZE,
     within_s: float = BATCH_WITHIN_S,
 ) -> ActivityStage:

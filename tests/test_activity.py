@@ -22,6 +22,7 @@ from cloudinv.producers.cloudtrail.normalize import normalize_record
 from cloudinv.producers.cloudtrail.tailer import tail
 from cloudinv.sinks.events_store import (
     ActivityUpdate,
+    EventFilters,
     EventsStore,
     EventsStoreError,
     events_store_path,
@@ -64,20 +65,23 @@ async def assert_queryable(store: EventsStore, records: list[dict[str, Any]]) ->
     want = expected_counts(records)
     assert await store.count() == len(records)
     for label, n in want["principal"].items():
-        assert await store.count(principal=label) == n, label
-        page = await store.events(principal=label, limit=1000)
+        assert await store.count(EventFilters(principal=label)) == n, label
+        page = await store.events(EventFilters(principal=label), limit=1000)
         assert len(page.items) == n
         assert {e.principal.label for e in page.items} == {label}
     for service, n in want["service"].items():
-        assert await store.count(service=service) == n, service
+        assert await store.count(EventFilters(service=service)) == n, service
     for account, n in want["account"].items():
-        assert await store.count(account_id=account) == n
+        assert await store.count(EventFilters(account_id=account)) == n
     for name, n in want["event_name"].items():
-        assert await store.count(event_name=name) == n
+        assert await store.count(EventFilters(event_name=name)) == n
     # The union of per-principal pages is every event exactly once.
     ids: list[str] = []
     for label in want["principal"]:
-        ids += [e.event_id for e in (await store.events(principal=label, limit=1000)).items]
+        ids += [
+            e.event_id
+            for e in (await store.events(EventFilters(principal=label), limit=1000)).items
+        ]
     assert sorted(ids) == sorted(r["eventID"] for r in records)
 
     principals = {p.label: p for p in await store.principals()}
@@ -149,14 +153,16 @@ async def test_time_ranges_paging_and_filters(
         await store.write_batch(shifted)
         d1, d2, d3 = sorted(per_day)
         # A date as `until` includes that whole day (the replaced tool dropped it).
-        assert await store.count(since=d1, until=d2) == per_day[d1] + per_day[d2]
-        assert await store.count(since=d3) == per_day[d3]
+        assert await store.count(EventFilters(since=d1, until=d2)) == per_day[d1] + per_day[d2]
+        assert await store.count(EventFilters(since=d3)) == per_day[d3]
         at = datetime(d2.year, d2.month, d2.day, tzinfo=UTC)
-        assert await store.count(until=at) == per_day[d1]
+        assert await store.count(EventFilters(until=at)) == per_day[d1]
         days = await store.activity(since=d2, until=d3, granularity="day")
         assert [b.events for b in days] == [per_day[d2], per_day[d3]]
-        assert await store.count(errors_only=True) == 1
-        assert await store.count(read_only=False) == sum(1 for e in events if not e.read_only)
+        assert await store.count(EventFilters(errors_only=True)) == 1
+        assert await store.count(EventFilters(read_only=False)) == sum(
+            1 for e in events if not e.read_only
+        )
 
         # Paging: newest first, every event once.
         seen: list[CloudTrailEvent] = []
@@ -181,20 +187,22 @@ async def test_request_parameter_filters(tmp_path: Path, events: list[CloudTrail
     path, value = next((p, v) for p, v in pairs if p == "instanceType")
     async with EventsStore(tmp_path / "events.sqlite3") as store:
         await store.write_batch(events)
-        found = await store.events(params={path: value})
+        found = await store.events(EventFilters(params=((path, value),)))
         assert run.event_id in {e.event_id for e in found.items}
         expected = sum(
             1 for e in events if (e.request_parameters or {}).get("instanceType") == value
         )
-        assert await store.count(params={path: value}) == expected
-        assert await store.count(event_name="RunInstances", params={path: value}) == 1
-        assert await store.count(params={path: "no-such-type"}) == 0
+        assert await store.count(EventFilters(params=((path, value),))) == expected
+        assert (
+            await store.count(EventFilters(event_name="RunInstances", params=((path, value),))) == 1
+        )
+        assert await store.count(EventFilters(params=((path, "no-such-type"),))) == 0
         assert path in await store.parameter_paths()
         # Nested list items are found under their list's path.
         volumes = next(e for e in events if e.event_name == "DescribeVolumeStatus")
         nested = [p for p in flatten_params(volumes.request_parameters) if "." in p[0]]
         if nested:
-            assert await store.count(params=dict(nested[:1])) >= 1
+            assert await store.count(EventFilters(params=tuple(nested[:1]))) >= 1
 
 
 async def test_encoded_events_are_stored_like_models(

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from cloudinv.core.settings import Settings
 from cloudinv.sinks.dynamodb_store import DynamoStore, table_names
+from cloudinv.sinks.events_store import EventFilters, EventsStoreError
 from cloudinv.sinks.factory import inventory_store
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import ChangeFilters, InventoryStore, StoreError
@@ -470,10 +471,12 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
             ) as stored_events:
                 async with asyncio.timeout(60):
                     while True:
-                        if await stored_events.count(account_id=account) >= len(events):
+                        if await stored_events.count(EventFilters(account_id=account)) >= len(
+                            events
+                        ):
                             break
                         await asyncio.sleep(0.2)
-                page = await stored_events.events(account_id=account, limit=1000)
+                page = await stored_events.events(EventFilters(account_id=account), limit=1000)
                 assert sorted(e.event_id for e in page.items) == sorted(e.event_id for e in events)
         finally:
             await app.stop()
@@ -493,7 +496,6 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
 async def test_events_store_cursor_limits_and_lookup(moto_endpoint: str) -> None:
     from cloudinv.core.models import CloudTrailEvent, Principal
     from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
-    from cloudinv.sinks.events_store import EventsStoreError
 
     def event(i: int) -> CloudTrailEvent:
         return CloudTrailEvent(
@@ -528,9 +530,12 @@ async def test_events_store_cursor_limits_and_lookup(moto_endpoint: str) -> None
             if cursor is None:
                 break
         assert pages == [["e4", "e3"], ["e2", "e1"], ["e0"]]
-        assert await s.count(params={"instanceType": "t3.micro"}) == 3
-        assert await s.count(read_only=False) == 2
-        assert await s.count(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4)) == 2
+        assert await s.count(EventFilters(params=(("instanceType", "t3.micro"),))) == 3
+        assert await s.count(EventFilters(read_only=False)) == 2
+        window = EventFilters(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4))
+        assert await s.count(window) == 2
+        # The request-parameter paths are kept, as in the SQLite store.
+        assert await s.parameter_paths() == ["instanceType"]
         with pytest.raises(EventsStoreError, match="cursor"):
             await s.events(cursor="bogus")
         with pytest.raises(EventsStoreError, match="limit"):
@@ -562,9 +567,7 @@ async def test_a_writer_that_moved_the_key_first_makes_the_batch_plan_again(
             if not interfered:
                 interfered.append(await b.put_changes(first))
 
-        a._client.meta.events.register(
-            "before-call.dynamodb.TransactWriteItems", other_writer_first
-        )
+        a._dynamo.before_call("TransactWriteItems", other_writer_first)
         assert await a.put_changes(second) == 1
         assert interfered == [1] and a.stats.conflict_reruns == 1
         history = await a.history(snap(1, T0).key)
@@ -683,9 +686,7 @@ async def test_a_gap_that_fills_late_is_not_skipped(moto_endpoint: str) -> None:
                 seen.append((await b.change_log_after(1, 10), await b.change_log_head()))
                 seen.append(await b.change_log_after(0, 10))
 
-        a._client.meta.events.register(
-            "before-call.dynamodb.TransactWriteItems", other_writer_first
-        )
+        a._dynamo.before_call("TransactWriteItems", other_writer_first)
         assert await a.put_changes(late) == 1
         assert seen[0] == ([], 1)
         assert log_ids(seen[1]) == [created[0].change_id]
@@ -722,7 +723,7 @@ async def test_an_old_gap_is_skipped_and_an_old_block_is_never_written(
                 delayed.append(True)
                 await asyncio.sleep(0.3)  # > grace / 3: the numbers are too old to write
 
-        writer._client.meta.events.register("before-call.dynamodb.UpdateItem", slow_reservation)
+        writer._dynamo.before_call("UpdateItem", slow_reservation)
         assert await writer.put_changes(change) == 1
         assert writer.stats.log_renumbered >= 1
         # Number 1 (and more if renumbered again) was reserved and never written.

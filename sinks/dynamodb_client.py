@@ -1,0 +1,200 @@
+"""One DynamoDB client as the DynamoDB stores use it: lifecycle, bounded calls, paging.
+
+Every DynamoDB store (inventory, events, alerts) holds a :class:`DynamoClient`: an aiobotocore
+client opened once (under a lock, so concurrent first calls share it) with one set of
+timeouts and botocore's ``standard`` retry mode (throttling and transient errors, with
+backoff), its tables made real by :func:`~cloudinv.sinks.dynamodb_tables.ensure_table`, every
+call counted by operation, at most ``max_concurrency`` calls in flight and, under
+:attr:`DynamoClient.writes`, at most ``write_concurrency`` writes. Retries botocore does not
+do (unprocessed items, cancelled transactions) are the stores' own, with
+:func:`cloudinv.core.retry.backoff_delays`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Self
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from cloudinv.sinks.dynamodb_tables import TableSpec, ensure_table
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "READ_TIMEOUT_S",
+    "RETRY_ATTEMPTS",
+    "DynamoBacked",
+    "DynamoClient",
+    "Item",
+]
+
+Item = dict[str, Any]
+
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 60
+RETRY_ATTEMPTS = 10
+
+
+class DynamoClient:
+    """See the module docstring. ``tables``: (table name, spec) pairs checked at open;
+    ``create_tables``: create the missing ones (else a missing table is an error).
+    Problems are raised as ``error``; ``what`` names the store in them."""
+
+    def __init__(
+        self,
+        what: str,
+        tables: Sequence[tuple[str, TableSpec]],
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        max_concurrency: int = 16,
+        write_concurrency: int = 4,
+        create_tables: bool = True,
+        retry_attempts: int = RETRY_ATTEMPTS,
+        error: type[Exception] = RuntimeError,
+    ) -> None:
+        if not 1 <= write_concurrency <= max_concurrency:
+            raise ValueError(
+                f"write_concurrency must be in [1, max_concurrency={max_concurrency}], "
+                f"got {write_concurrency}"
+            )
+        self.what = what
+        self.tables = list(tables)
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.create_tables = create_tables
+        self.calls: Counter[str] = Counter()
+        """Calls made, by operation name (botocore's, e.g. ``Query``)."""
+        self._error = error
+        self._retry_attempts = retry_attempts
+        self._max_concurrency = max_concurrency
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self.writes = asyncio.Semaphore(write_concurrency)
+        """Held around each write (transactions, batch writes, puts). moto's server is not
+        safe under concurrent writes (see tests/test_dynamodb_store.py): tests use 1."""
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the client and check (or create) the tables; safe to call again."""
+        async with self._open_lock:
+            if self._closed:
+                raise self._error(f"{self.what} is closed")
+            if self._client is not None:
+                return
+            config = AioConfig(
+                retries={"mode": "standard", "max_attempts": self._retry_attempts},
+                max_pool_connections=self._max_concurrency,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=READ_TIMEOUT_S,
+            )
+            stack = contextlib.AsyncExitStack()
+            try:
+                client = await stack.enter_async_context(
+                    get_session().create_client(
+                        "dynamodb",
+                        region_name=self.region,
+                        endpoint_url=self.endpoint_url,
+                        config=config,
+                    )
+                )
+                client.meta.events.register("before-call.dynamodb", self._count_call)
+                for table, spec in self.tables:
+                    await ensure_table(
+                        client, table, spec, create=self.create_tables, error=self._error
+                    )
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._stack, self._client = stack, client
+
+    def before_call(self, operation: str, handler: Callable[..., Any]) -> None:
+        """Run ``handler`` before each ``operation`` call (botocore's name, e.g.
+        ``TransactWriteItems``; may be a coroutine function); the client must be open."""
+        if self._client is None:
+            raise self._error(f"{self.what} is not open")
+        self._client.meta.events.register(f"before-call.dynamodb.{operation}", handler)
+
+    def _count_call(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+    async def close(self) -> None:
+        """Close the client; final."""
+        async with self._open_lock:
+            if self._closed:
+                return
+            self._closed = True
+            stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def call(self, operation: str, **params: Any) -> Item:
+        """One API call (``operation`` in botocore's snake case, e.g. ``query``)."""
+        if self._client is None:
+            await self.open()
+        client = self._client
+        if client is None:
+            raise self._error(f"{self.what} is closed")
+        async with self._semaphore:
+            result: Item = await getattr(client, operation)(**params)
+            return result
+
+    async def responses(self, **params: Any) -> AsyncIterator[Item]:
+        """The responses of a Query, page after page, following ``LastEvaluatedKey``."""
+        while True:
+            page = await self.call("query", **params)
+            yield page
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return
+            params["ExclusiveStartKey"] = last
+
+    async def pages(self, **params: Any) -> AsyncIterator[list[Item]]:
+        """The items of a Query, page after page."""
+        async for page in self.responses(**params):
+            yield page.get("Items", [])
+
+    async def query(self, *, want: int | None = None, **params: Any) -> list[Item]:
+        """The items of a Query (filters applied): all of them, or until ``want``."""
+        items: list[Item] = []
+        if want is not None:
+            params.setdefault("Limit", min(1000, max(want, 50)))
+        async for page in self.pages(**params):
+            items += page
+            if want is not None and len(items) >= want:
+                return items[:want]
+        return items
+
+
+class DynamoBacked:
+    """The lifecycle of a store that talks to DynamoDB through one :class:`DynamoClient`
+    (``self._dynamo``)."""
+
+    _dynamo: DynamoClient
+
+    async def open(self) -> None:
+        """Open the client and check (or create) the tables; safe to call again."""
+        await self._dynamo.open()
+
+    async def close(self) -> None:
+        await self._dynamo.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, operation: str, **params: Any) -> Item:
+        return await self._dynamo.call(operation, **params)
