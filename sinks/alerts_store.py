@@ -22,8 +22,8 @@ delivery) never reopens a resolved alert and a late ``StopLogging`` older than t
 ``StartLogging`` already seen changes nothing.
 
 Delivery (durable outbox). Every notification gets one outbox row per configured
-destination in the same transaction. Dispatchers (:mod:`cloudinv.sinks.webhooks`) deliver each
-destination's rows in order, leasing the head row so two worker processes never send it
+destination in the same transaction. Dispatchers (:mod:`cloudinv.streams.alert_delivery`)
+deliver each destination's rows in order, leasing the head row so two worker processes never send it
 twice at once, and reschedule it with backoff when the destination is down. A row leaves the
 outbox only once its destination acknowledged it.
 

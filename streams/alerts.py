@@ -16,8 +16,8 @@ acks a ``take_events`` batch once the loop body returns), so a crash replays the
 and the store's marks make the replay change nothing. Decoding and rule evaluation run on a
 worker thread, SQLite on the store's own threads: the event loop only moves batches.
 
-Delivery is the :class:`~cloudinv.sinks.webhooks.Dispatcher`'s, started with the app: the alerts
-topic, the configured webhooks and the SNS topic, each retried with backoff while it is
+Delivery is the :class:`~cloudinv.streams.alert_delivery.Dispatcher`'s, started with the app:
+the alerts topic, the configured webhooks and the SNS topic, each retried with backoff while it is
 down, never blocking the agents.
 
 Rules come from the built-in pack and ``alerts.rules_dir`` (see :mod:`cloudinv.streams.rules`); a
@@ -44,7 +44,8 @@ from cloudinv.core.settings import AlertSettings, load_settings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.sinks.alerts_store import AlertNotification, AlertsStore, Observation
 from cloudinv.sinks.store import StoreError
-from cloudinv.sinks.webhooks import (
+from cloudinv.streams import batch_delivery
+from cloudinv.streams.alert_delivery import (
     Destination,
     Dispatcher,
     RetryPolicy,
@@ -52,7 +53,6 @@ from cloudinv.sinks.webhooks import (
     TopicDestination,
     WebhookDestination,
 )
-from cloudinv.streams import batch_delivery
 from cloudinv.streams.app import StreamConfig
 from cloudinv.streams.rules import RuleSet, evaluate_change, evaluate_event, load_rules
 

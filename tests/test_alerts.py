@@ -42,8 +42,8 @@ from cloudinv.core.settings import AlertSettings, WebhookSettings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.cloudtrail.normalize import normalize_record
 from cloudinv.sinks.alerts_store import AlertNotification, AlertsStore, Observation, OutboxWait
-from cloudinv.sinks.webhooks import RetryPolicy, SnsDestination
 from cloudinv.streams import alerts
+from cloudinv.streams.alert_delivery import RetryPolicy, SnsDestination
 from cloudinv.streams.app import StreamConfig, create_app
 from cloudinv.streams.changes import ChangeDetector
 from tests.api_helpers import read_sse, running_api
@@ -605,7 +605,7 @@ async def test_the_outbox_leases_backs_off_and_keeps_refusals(tmp_path: Path) ->
     await runner.setup()
     port = _free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    from cloudinv.sinks.webhooks import Dispatcher, WebhookDestination
+    from cloudinv.streams.alert_delivery import Dispatcher, WebhookDestination
 
     destination = WebhookDestination(f"http://127.0.0.1:{port}/hook")
     try:

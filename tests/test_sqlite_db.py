@@ -51,14 +51,19 @@ async def test_a_file_from_a_newer_cloudinv_is_refused_and_left_as_it_is(
 
 async def test_concurrent_first_calls_open_the_file_once(kind: str, tmp_path: Path) -> None:
     make, _, writer_prefix = STORES[kind]
+
+    def writers() -> set[threading.Thread]:
+        # Other tests' stores may still be running in this process: count only new ones.
+        return {t for t in threading.enumerate() if t.name.startswith(writer_prefix)}
+
+    before = writers()
     store = make(tmp_path / "store.sqlite3")
     try:
         await asyncio.gather(*(store.open() for _ in range(8)))
-        writers = [t for t in threading.enumerate() if t.name.startswith(writer_prefix)]
-        assert len(writers) == 1, [t.name for t in writers]
+        assert len(writers() - before) == 1, [t.name for t in writers() - before]
     finally:
         await store.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith(writer_prefix)]
+    assert not writers() - before, "close stops the writer thread"
 
 
 async def test_a_closed_store_says_so(kind: str, tmp_path: Path) -> None:
