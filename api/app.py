@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import BaseModel, ValidationError
 
 import cloudinv.api.routes  # noqa: F401  (registers the /v1 endpoints)
@@ -159,6 +160,43 @@ def _wrap(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]
     return handle
 
 
+MAX_REQUEST_LINE = 8190
+"""Longest request target served (as most servers: nginx and aiohttp default to 8 KiB)."""
+PARSER_LINE_LIMIT = 65536
+
+
+class _BadRequestsInOneLine(logging.Filter):
+    """aiohttp logs a request it cannot parse (a request line over even the parser's limit,
+    a malformed header) with a traceback; a client's mistake is one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.msg, record.args = "bad HTTP request: %s", (str(exc).splitlines()[0],)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_AIOHTTP_SERVER_LOG = logging.getLogger("aiohttp.server")
+if not any(isinstance(f, _BadRequestsInOneLine) for f in _AIOHTTP_SERVER_LOG.filters):
+    _AIOHTTP_SERVER_LOG.addFilter(_BadRequestsInOneLine())
+
+
+@web.middleware
+async def request_line_limit(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if len(request.raw_path) > MAX_REQUEST_LINE:
+        return problem(
+            414,
+            "URI Too Long",
+            f"the request target is {len(request.raw_path)} bytes; at most {MAX_REQUEST_LINE}"
+            " are served: narrow the query or page through it with cursor",
+        )
+    return await handler(request)
+
+
 @web.middleware
 async def errors_and_metrics(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -174,6 +212,9 @@ async def errors_and_metrics(
             response = problem(404, "Not Found", f"no endpoint {request.path}; see /docs")
         elif exc.status == 405:
             response = problem(405, "Method Not Allowed", f"{request.method} {request.path}")
+            # RFC 9110: a 405 names the methods the resource has.
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
         elif exc.status >= 400:
             response = problem(exc.status, exc.reason, exc.text or exc.reason)
         else:
@@ -229,7 +270,15 @@ def create_app(
     """
 
     app = web.Application(
-        middlewares=[errors_and_metrics, auth_middleware(TokenTable(settings.api.tokens))]
+        middlewares=[
+            errors_and_metrics,
+            request_line_limit,
+            auth_middleware(TokenTable(settings.api.tokens)),
+        ],
+        # aiohttp's parser answers a request line over its limit with a plain-text 400 (and
+        # logs a traceback) before any middleware runs; parse up to PARSER_LINE_LIMIT and
+        # answer over MAX_REQUEST_LINE with a problem in request_line_limit instead.
+        handler_args={"max_line_size": PARSER_LINE_LIMIT},
     )
     app[SETTINGS_KEY] = settings
     app[RUNTIME_KEY] = runtime or {}

@@ -112,12 +112,25 @@ def parse_query(request: web.Request, model: type[Q]) -> Q:
         data[key] = values if len(values) > 1 else values[0]
     extras: dict[str, str] = {}
     if "params" in model.model_fields:
-        # ``param.<dotted.path>=<value>`` filters are collected into ``params``.
-        for key in [k for k in data if k.startswith("param.")]:
+        # Filters on nested fields are collected into ``params``: OpenAPI's deepObject form
+        # ``param[<dotted.path>]=<value>``, as /openapi.json declares it, or the shorter
+        # ``param.<dotted.path>=<value>``.
+        for key in [k for k in data if _param_path(k) is not None]:
             value = data.pop(key)
-            extras[key.removeprefix("param.")] = value if isinstance(value, str) else value[-1]
+            path = _param_path(key)
+            assert path is not None
+            extras[path] = value if isinstance(value, str) else value[-1]
         data["params"] = extras
     return model.model_validate(data)
+
+
+def _param_path(key: str) -> str | None:
+    """The dotted path of a ``param[<path>]`` or ``param.<path>`` key, else None."""
+    if key.startswith("param[") and key.endswith("]"):
+        return key[len("param[") : -1]
+    if key.startswith("param."):
+        return key.removeprefix("param.")
+    return None
 
 
 class BadRequest(Exception):

@@ -54,8 +54,9 @@ def _parameters(ep: Endpoint) -> list[dict[str, Any]]:
                     "name": "param",
                     "in": "query",
                     "style": "deepObject",
-                    "description": "param.<dotted.path>=<value>: equality filter on the "
-                    "event's request parameters",
+                    "explode": True,
+                    "description": "param[<dotted.path>]=<value> (or param.<dotted.path>="
+                    "<value>): equality filter on the event's request parameters",
                     "schema": {"type": "object", "additionalProperties": {"type": "string"}},
                 }
             )
@@ -139,7 +140,8 @@ def render_docs(spec: dict[str, Any]) -> str:
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<meta name=viewport content='width=device-width,initial-scale=1'>",
-        "<title>cloudinv API</title><style>body{font:15px/1.5 system-ui,sans-serif;max-width:"
+        '<title>cloudinv API</title><link rel="icon" href="/ui/favicon.svg">',
+        "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:"
         "60rem;margin:2rem auto;padding:0 1rem;color:#1b1f24}code,pre{font:13px ui-monospace,"
         "monospace}h2{margin-top:2rem;border-top:1px solid #ddd;padding-top:1rem}.m{display:"
         "inline-block;min-width:3.5rem;font-weight:700;color:#0b5}table{border-collapse:"

@@ -81,7 +81,13 @@ def _end(value: Any) -> Any:
     return _time(value, end=True)
 
 
-_TIME_SCHEMA = WithJsonSchema({"type": "string", "description": _TIME_HELP})
+_TIME_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "anyOf": [{"format": "date"}, {"format": "date-time"}],
+        "description": _TIME_HELP,
+    }
+)
 
 StartTime = Annotated[datetime, BeforeValidator(_start), _TIME_SCHEMA]
 """A time parameter where a date alone means the start of that day."""
@@ -104,8 +110,14 @@ def _type_name(value: Any) -> Any:
 ResourceTypeName = Annotated[
     str,
     BeforeValidator(_type_name),
+    # The schema lists what the server takes: the registered types (GET /v1/types).
     WithJsonSchema(
-        {"type": "string", "description": "CloudFormation type name, e.g. AWS::EC2::Instance"}
+        {
+            "type": "string",
+            "enum": sorted(default_registry().types()),
+            "description": "a registered CloudFormation type name, e.g. AWS::EC2::Instance "
+            "(matched case-insensitively; GET /v1/types lists them)",
+        }
     ),
 ]
 AccountId = Annotated[str, Field(pattern=r"^\d{12}$", description="12-digit AWS account id")]

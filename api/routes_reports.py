@@ -126,8 +126,9 @@ S3_METRICS_TTL_S = 600.0
 class S3MetricsQuery(Query):
     month: str | None = Field(
         default=None,
-        description="the month to report, YYYY-MM (default: the last complete month, UTC)",
-        json_schema_extra={"pattern": r"^\d{4}-(0[1-9]|1[0-2])$"},
+        description="the month to report, YYYY-MM, not after the current month (default: "
+        "the last complete month, UTC)",
+        json_schema_extra={"pattern": r"^[1-9]\d{3}-(0[1-9]|1[0-2])$"},
     )
     account: AccountId | None = None
     region: Region | None = Field(default=None, description="only buckets located in this region")

@@ -82,13 +82,32 @@ async def index(request: web.Request) -> web.StreamResponse:
     return await _file_response(request, UI_DIR / "index.html")
 
 
-async def ui_file(request: web.Request) -> web.StreamResponse:
-    relative = request.match_info["path"]
+def _ui_path(relative: str) -> Path | None:
+    """The file under :data:`UI_DIR` that ``relative`` names, or None if it names none.
+
+    A NUL or control character, a trailing slash (``app.css/`` is not a file), a hidden
+    segment, or a path that leaves the directory through ``..`` or a link names nothing.
+    """
+    if not relative or relative.endswith("/"):
+        return None
+    if any(ord(c) < 0x20 or c == "\x7f" for c in relative):
+        return None
+    if any(part.startswith(".") for part in Path(relative).parts):
+        return None
     target = (UI_DIR / relative).resolve()
-    # Only files under the UI directory, whatever ``..`` or links the path holds.
-    if not target.is_relative_to(UI_DIR) or any(p.startswith(".") for p in Path(relative).parts):
+    return target if target.is_relative_to(UI_DIR) else None
+
+
+async def ui_file(request: web.Request) -> web.StreamResponse:
+    target = _ui_path(request.match_info["path"])
+    if target is None:
         raise web.HTTPNotFound()
     return await _file_response(request, target)
+
+
+async def favicon(request: web.Request) -> web.StreamResponse:
+    """Browsers ask for ``/favicon.ico`` whatever the page links; answer with the UI's icon."""
+    return await _file_response(request, UI_DIR / "favicon.svg")
 
 
 @web.middleware
@@ -101,7 +120,7 @@ async def _ui_is_open(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def setup_ui(app: web.Application) -> None:
-    """Register ``/``, ``/ui/`` and ``/ui/<file>`` as open routes of ``app``.
+    """Register ``/``, ``/ui/``, ``/ui/<file>`` and ``/favicon.ico`` as open routes of ``app``.
 
     Call it after the app's middlewares are set: the opening middleware goes just before
     the authentication middleware (the last one), after error handling and metrics.
@@ -111,6 +130,7 @@ def setup_ui(app: web.Application) -> None:
         app.router.add_get("/ui", index, name="ui-index-bare"),
         app.router.add_get("/ui/", index, name="ui-index-slash"),
         app.router.add_get("/ui/{path:.+}", ui_file, name="ui-file"),
+        app.router.add_get("/favicon.ico", favicon, name="favicon"),
     ]
     app[_UI_RESOURCES] = frozenset(r.resource for r in routes)
     position = max(len(app.middlewares) - 1, 0)

@@ -92,6 +92,9 @@ async def test_request_parameter_filters(api: Api, data: PipelineData) -> None:
     assert await count(api, f"{query}&param.{path}=no-such-value") == 0
     status, body, _ = await api.get("/v1/events?param..x=1")
     assert status == 400 and body["parameter"] == "params"
+    # The deepObject form /openapi.json declares means the same filter.
+    deep = f"account={data.a.id}&{quote(f'param[{path}]')}={quote(value)}"
+    assert await count(api, deep) == n
 
 
 async def test_time_ranges_are_inclusive_to_the_millisecond(api: Api, data: PipelineData) -> None:
