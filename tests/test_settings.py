@@ -82,7 +82,7 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     [
         ("CLOUDINV_KAFKA__BOOTSTRAP", "no-port-here", "kafka.bootstrap", "host:port"),
         ("CLOUDINV_KAFKA__PARTITIONS", "many", "kafka.partitions", "valid integer"),
-        ("CLOUDINV_AWS__REGIONS", "mars-north-1x", "aws.regions", "region names"),
+        ("CLOUDINV_AWS__REGIONS", "mars-north-1x", "aws.regions", "unknown AWS region"),
         ("CLOUDINV_STORAGE__TARGETS", "local,floppy", "storage.targets", "'local', 's3'"),
         ("CLOUDINV_API__PORT", "70000", "api.port", "less than or equal to 65535"),
         ("CLOUDINV_LOG_LEVEL", "LOUD", "log_level", "'DEBUG'"),

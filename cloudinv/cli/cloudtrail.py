@@ -328,8 +328,11 @@ async def show_rejected(args: argparse.Namespace) -> int:
     from cloudinv.producers.cloudtrail.logfile import read_rejections
 
     settings = _settings(args)
-    for rejection in await read_rejections(settings.data_dir, args.limit):
+    rejections = await read_rejections(settings.data_dir, args.limit)
+    for rejection in rejections:
         print(f"{rejection.at}  {rejection.source}  {rejection.reason}")
+    if not rejections:
+        print(f"no rejected CloudTrail log files (recorded under {settings.data_dir})")
     return 0
 
 

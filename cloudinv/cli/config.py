@@ -1,4 +1,5 @@
-"""``cloudinv config show``: the effective configuration, secrets masked."""
+"""``cloudinv config show`` (the effective configuration, secrets masked) and
+``cloudinv config check`` (is it usable)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print the effective configuration (file + environment + defaults), secrets masked",
     )
     show.set_defaults(handler=show_config)
+    check = sub.add_parser(
+        "check",
+        help="validate the configuration (file + environment); exit 2 with one line per "
+        "problem, 0 if it is usable",
+    )
+    check.set_defaults(handler=check_config)
 
 
 def show_config(args: argparse.Namespace) -> int:
@@ -24,4 +31,11 @@ def show_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     print(f"# config file: {path if path else '(none: defaults and CLOUDINV_* environment)'}")
     print(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    path = resolve_config_path(args.config)
+    load_settings(args.config)  # a ConfigError names each bad key, value and source
+    print(f"configuration OK ({path if path else 'defaults and CLOUDINV_* environment'})")
     return 0

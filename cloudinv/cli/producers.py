@@ -58,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run_producers)
 
 
+PRODUCER_FLAGS = {
+    "aws.accounts": "--role-arn",
+    "aws.regions": "--regions",
+    "scan_interval_s": "--interval",
+    "metrics.producers_port": "--metrics-port",
+}
+
+
 async def run_producers(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {}
@@ -72,7 +80,7 @@ async def run_producers(args: argparse.Namespace) -> int:
         overrides["scan_interval_s"] = args.interval
     if args.metrics_port is not None:
         overrides["metrics"] = {"producers_port": args.metrics_port}
-    settings = load_settings(args.config, **overrides)
+    settings = load_settings(args.config, flags=PRODUCER_FLAGS, **overrides)
     configure_logging("producers", settings.log_level, settings.log_format)
     bootstrap = args.bootstrap
     if bootstrap is None and settings.kafka.is_embedded:

@@ -120,6 +120,15 @@ async def run_scan(args: argparse.Namespace) -> int:
     except UnknownResourceType as exc:
         raise ConfigError(f"--type: {exc} (see `cloudinv scan --list-types`)") from None
 
+    if args.accounts and aws.accounts and not aws.organization_role_name:
+        # Known before any AWS call: a usage error (exit 2), not a failed scan.
+        configured = {role.account_id for role in aws.accounts}
+        missing = sorted(set(args.accounts) - configured)
+        if missing:
+            raise ConfigError(
+                f"--account {', '.join(missing)}: not among the configured accounts "
+                f"({', '.join(sorted(configured))}); add its role with --role-arn"
+            )
     access = AwsAccess.from_settings(aws)
     targets = await access.discover_accounts(aws, only=args.accounts)
     stderr = Console(stderr=True)
@@ -180,8 +189,9 @@ def _aws_settings(args: argparse.Namespace) -> AwsSettings:
     try:
         return AwsSettings.model_validate(data)
     except ValidationError as exc:
+        flags = {"accounts": "--role-arn", "regions": "--regions"}
         raise ConfigError(
-            describe_validation_error(exc).replace("invalid config ", "invalid option aws.")
+            describe_validation_error(exc, flags=flags).replace("invalid config ", "invalid aws.")
         ) from None
 
 

@@ -10,10 +10,12 @@ value and what was expected.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,12 +39,12 @@ from pydantic_settings import (
 )
 
 from cloudinv.core.errors import ConfigError
+from cloudinv.core.regions import unknown_region_message
 
 DEFAULT_CONFIG_FILE = Path("cloudinv.toml")
 CONFIG_ENV = "CLOUDINV_CONFIG"
 EMBEDDED = "embedded"
 
-_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 
 
@@ -121,7 +123,7 @@ class KafkaSettings(_Section):
     @field_validator("msk_region")
     @classmethod
     def _msk_region(cls, value: str | None) -> str | None:
-        if value is not None and not _REGION_RE.match(value):
+        if value is not None and unknown_region_message([value]):
             raise ValueError("expected an AWS region name like us-east-1")
         return value
 
@@ -269,11 +271,11 @@ class AwsSettings(_Section):
     @classmethod
     def _regions(cls, value: list[str] | str) -> list[str] | str:
         if isinstance(value, list):
-            bad = [r for r in value if not _REGION_RE.match(r)]
-            if bad:
-                raise ValueError(f"expected AWS region names like us-east-1, got {bad}")
             if not value:
                 raise ValueError("expected at least one region, or 'all'")
+            problem = unknown_region_message(value)
+            if problem:
+                raise ValueError(problem)
         return value
 
     def effective_endpoint(self) -> str | None:
@@ -491,8 +493,16 @@ def resolve_config_path(path: Path | str | None) -> Path | None:
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 
 
-def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
-    """Read and validate settings. Raises ConfigError with key, value and expectation."""
+def load_settings(
+    config: Path | str | None = None,
+    *,
+    flags: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read and validate settings. Raises ConfigError with key, value and expectation.
+
+    ``flags``: which command-line options gave which of the ``overrides`` (see
+    :func:`describe_validation_error`)."""
     toml_file = resolve_config_path(config)
     if toml_file is not None:
         try:
@@ -503,7 +513,7 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, toml_file)) from None
+        raise ConfigError(describe_validation_error(exc, toml_file, flags)) from None
     except SettingsError as exc:
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise ConfigError(f"invalid config: {exc}{cause}") from None
@@ -511,12 +521,26 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
         _TOML_FILE.reset(token)
 
 
-def describe_validation_error(exc: ValidationError, toml_file: Path | None = None) -> str:
-    """One line per bad value: key, value, what was expected."""
+def describe_validation_error(
+    exc: ValidationError,
+    toml_file: Path | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> str:
+    """One line per bad value: key, value, what was expected, and where it was set.
+
+    ``flags`` maps setting keys (``aws.accounts``) to the command-line option that set them
+    (``--role-arn``): a bad value from a flag names the flag, not the file or environment.
+    """
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        env = "CLOUDINV_" + "__".join(str(p) for p in err["loc"] if isinstance(p, str)).upper()
+        # A list's items are set as the whole list (CLOUDINV_AWS__ACCOUNTS='[...]').
+        named = list(itertools.takewhile(lambda p: isinstance(p, str), err["loc"]))
+        env = "CLOUDINV_" + "__".join(str(p) for p in named).upper()
+        flag = next(
+            (f for k, f in (flags or {}).items() if key == k or key.startswith(k + ".")), None
+        )
+        where = f"from {flag}" if flag else f"set in {_where(toml_file)} or {env}"
         value = err.get("input")
         if err["type"] == "extra_forbidden":
             what = "unknown setting"
@@ -525,12 +549,11 @@ def describe_validation_error(exc: ValidationError, toml_file: Path | None = Non
         if isinstance(value, dict):
             # A rule across a section's keys: its input is the whole section, secrets and
             # all, so name the section instead of printing it.
-            lines.append(f"invalid config {key}: {what} (set in {_where(toml_file)} or {env}__*)")
+            suffix = f"from {flag}" if flag else f"set in {_where(toml_file)} or {env}__*"
+            lines.append(f"invalid config {key}: {what} ({suffix})")
             continue
         shown = "********" if _looks_secret(key) else repr(value)
-        lines.append(
-            f"invalid config {key} = {shown}: {what} (set in {_where(toml_file)} or {env})"
-        )
+        lines.append(f"invalid config {key} = {shown}: {what} ({where})")
     return "\n".join(lines)
 
 
