@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -35,8 +36,8 @@ from cloudinv.api.endpoints import (
 )
 from cloudinv.api.openapi import build_openapi, render_docs
 from cloudinv.api.problems import problem
-from cloudinv.api.routes_feed import close_feeds
 from cloudinv.api.routes_reports import setup_reports
+from cloudinv.api.sse import FEEDS_KEY, Feeds, close_feeds
 from cloudinv.api.state import (
     METRICS_KEY,
     RUNTIME_KEY,
@@ -51,6 +52,7 @@ from cloudinv.core.metrics import Metrics
 from cloudinv.core.settings import Settings
 from cloudinv.sinks.alerts_store import AlertsStore
 from cloudinv.sinks.factory import events_store, inventory_store
+from cloudinv.sinks.sqlite_store import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +257,22 @@ async def _local_stores(app: web.Application) -> AsyncIterator[None]:
         await inventory.close()
 
 
+def _with_alerts(app: web.Application, stores: Stores) -> Stores:
+    """``stores`` with, when it has none, the alerts store of the SQLite inventory's data
+    directory (``<data_dir>/store/alerts.sqlite3``; it opens on first use and closes with
+    the app)."""
+    inventory = stores.inventory
+    if stores.alerts is not None or not isinstance(inventory, SqliteStore):
+        return stores
+    alerts = AlertsStore.in_data_dir(inventory.path.parent.parent)
+
+    async def close_alerts(_: web.Application) -> None:
+        await alerts.close()
+
+    app.on_cleanup.append(close_alerts)
+    return replace(stores, alerts=alerts)
+
+
 def create_app(
     settings: Settings,
     runtime: dict[str, Any] | None = None,
@@ -284,7 +302,8 @@ def create_app(
     app[RUNTIME_KEY] = runtime or {}
     app[STARTED_KEY] = time.monotonic()
     app[METRICS_KEY] = metrics_registry or Metrics()
-    app[STORES_KEY] = stores or Stores()
+    app[STORES_KEY] = _with_alerts(app, stores or Stores())
+    app[FEEDS_KEY] = Feeds()
     if open_local_stores:
         app.cleanup_ctx.append(_local_stores)
 

@@ -7,22 +7,15 @@ sees another account's alert, drift item or notification.
 The alert stream tails the alerts store's notifications (each opening and resolution) in
 order; each event's ``id`` is the notification's sequence number. A client reconnecting with
 ``Last-Event-ID`` (or ``last_event_id``) first receives what it missed, then the live ones,
-without gap or duplicate: the stream is one ordered read of the store, so catching up and
-following are the same loop. Alerts are few, so each client polls the store itself
-(``POLL_INTERVAL_S``) rather than sharing a poller as the change feed does.
-
-With no alerts store given to the app, the one of the inventory store's data directory
-(``<data_dir>/store/alerts.sqlite3``) is opened on first use.
+without gap or duplicate. It is served by :mod:`cloudinv.api.sse`, as the change feed is:
+one poller per application, whatever the number of clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from pathlib import Path
 from typing import Annotated, Any
-from weakref import WeakKeyDictionary
 
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
@@ -39,6 +32,7 @@ from cloudinv.api.routes_common import (
     store_cursor_errors,
     stores,
 )
+from cloudinv.api.sse import EventLog, event_stream, last_event_id
 from cloudinv.api.state import SETTINGS_KEY
 from cloudinv.sinks.alerts_store import (
     SEVERITIES,
@@ -50,17 +44,11 @@ from cloudinv.sinks.alerts_store import (
     DriftItem,
     compute_drift,
 )
-from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.streams.rules import Rule, load_rules
 
 log = logging.getLogger(__name__)
 
 TAGS = ["alerts"]
-POLL_INTERVAL_S = 0.25
-HEARTBEAT_S = 15.0
-WRITE_TIMEOUT_S = 30.0
-PAGE = 500
-RETRY_MS = 2000
 
 
 # -- parameters -------------------------------------------------------------------------------
@@ -138,21 +126,12 @@ class RuleCatalog(BaseModel):
 
 # -- the store --------------------------------------------------------------------------------
 
-_FALLBACK: WeakKeyDictionary[web.Application, AlertsStore] = WeakKeyDictionary()
-
 
 def alerts_store(request: web.Request) -> AlertsStore:
     store = stores(request).alerts
-    if store is not None:
-        return store
-    fallback = _FALLBACK.get(request.app)
-    if fallback is None:
-        inventory = stores(request).inventory
-        if not isinstance(inventory, SqliteStore):
-            raise web.HTTPServiceUnavailable(reason="no alerts store is configured")
-        data_dir = Path(inventory.path).parent.parent
-        fallback = _FALLBACK[request.app] = AlertsStore.in_data_dir(data_dir)
-    return fallback
+    if store is None:
+        raise web.HTTPServiceUnavailable(reason="no alerts store is configured")
+    return store
 
 
 def _filters(view: AccountView, query: AlertFilterQuery, **more: Any) -> AlertFilters:
@@ -191,23 +170,6 @@ async def list_alerts(request: web.Request, query: AlertsQuery) -> Page[Alert]:
     return Page[Alert](items=page.items, next_cursor=next_cursor)
 
 
-def _frame(notification: AlertNotification) -> bytes:
-    data = notification.__pydantic_serializer__.to_json(notification)
-    return b"id: %d\nevent: alert\ndata: %s\n\n" % (notification.seq, data)
-
-
-def _last_event_id(request: web.Request, query: AlertStreamQuery) -> int | None:
-    header = request.headers.get("Last-Event-ID")
-    if header is None or not header.strip():
-        return query.last_event_id
-    text = header.strip()
-    if not text.isdigit():
-        raise BadRequest(
-            "Last-Event-ID", f"Last-Event-ID {text[:40]!r} is not an id of this stream", "an id"
-        )
-    return int(text)
-
-
 @endpoint(
     "GET",
     "/v1/alerts/stream",
@@ -217,7 +179,7 @@ def _last_event_id(request: web.Request, query: AlertStreamQuery) -> int | None:
     raw=True,
 )
 async def alert_stream(request: web.Request, query: AlertStreamQuery) -> web.StreamResponse:
-    last = _last_event_id(request, query)
+    last = last_event_id(request, query.last_event_id)
     view = account_view(request, query.account)
     store = alerts_store(request)
     severities, rule = query.severity, query.rule
@@ -230,57 +192,13 @@ async def alert_stream(request: web.Request, query: AlertStreamQuery) -> web.Str
             and (rule is None or alert.rule_id == rule)
         )
 
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
+    source = EventLog[AlertNotification](
+        event="alert",
+        head=store.head,
+        after=store.notifications_after,
+        data=lambda n: n.__pydantic_serializer__.to_json(n),
     )
-    await response.prepare(request)
-    try:
-        await _stream(request, response, store, wanted, last)
-    except (ConnectionError, TimeoutError) as exc:
-        log.debug("alert stream client left: %r", exc)
-    return response
-
-
-async def _stream(
-    request: web.Request,
-    response: web.StreamResponse,
-    store: AlertsStore,
-    wanted: Any,
-    last: int | None,
-) -> None:
-    async def send(data: bytes) -> None:
-        async with asyncio.timeout(WRITE_TIMEOUT_S):
-            await response.write(data)
-
-    await send(b"retry: %d\n\n" % RETRY_MS)
-    head = await store.head()
-    if last is None:
-        last = head
-        await send(b"id: %d\n\n" % last)
-    else:
-        last = min(last, head)
-    last_write = time.monotonic()
-    while True:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            return
-        batch = await store.notifications_after(last, PAGE)
-        if batch:
-            frames = [_frame(n) for n in batch if wanted(n)]
-            last = batch[-1].seq
-            if frames:
-                await send(b"".join(frames))
-                last_write = time.monotonic()
-            if len(batch) == PAGE:
-                continue
-        if time.monotonic() - last_write >= HEARTBEAT_S:
-            await send(b": keepalive\n\n")
-            last_write = time.monotonic()
-        await asyncio.sleep(POLL_INTERVAL_S)
+    return await event_stream(request, source, wanted, last)
 
 
 @endpoint(

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 import pytest
 
-from cloudinv.api import routes_feed
+from cloudinv.api import sse
 from cloudinv.core.models import ChangeEvent, ResourceSnapshot
 from cloudinv.streams.changes import ChangeDetector, DeletionRequest
 from tests.api_helpers import Api, SseEvent, read_sse, running_api
@@ -105,7 +105,7 @@ async def subscribed(api: Api, n: int = 1) -> None:
     """Wait until the feed has n subscribers (a client is live only once subscribed)."""
     async with asyncio.timeout(5):
         while True:
-            if routes_feed.feed_subscribers(api.app) >= n:
+            if sse.feed_subscribers(api.app) >= n:
                 return
             await asyncio.sleep(0.01)
 
@@ -229,8 +229,8 @@ async def test_a_slow_client_is_told_to_resume_and_slows_nobody(
     api: Api, writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A buffer holds at least one poll's page, or a burst would overflow every client.
-    monkeypatch.setattr(routes_feed, "PAGE", 50)
-    monkeypatch.setattr(routes_feed, "CLIENT_BUFFER", 100)
+    monkeypatch.setattr(sse, "PAGE", 50)
+    monkeypatch.setattr(sse, "CLIENT_BUFFER", 100)
     padding = "x" * 40_000
     n = 400
     # The slow client's socket gets a small fixed receive buffer. Linux autotunes a loopback
@@ -277,7 +277,7 @@ async def test_a_slow_client_is_told_to_resume_and_slows_nobody(
 async def test_heartbeats_and_one_poller_for_every_client(
     api: Api, writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(routes_feed, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(sse, "HEARTBEAT_S", 0.2)
 
     def pollers() -> set[asyncio.Task[Any]]:
         return {t for t in asyncio.all_tasks() if t.get_name() == "change-feed-poller"}
@@ -305,7 +305,7 @@ async def test_close_feeds_ends_open_streams_at_shutdown(api: Api) -> None:
     async with aiohttp.ClientSession() as http:
         resp = await open_stream(http, api)
         await subscribed(api)
-        await routes_feed.close_feeds(api.app)
+        await sse.close_feeds(api.app)
         # The stream ends (the read returns at end of stream, well before the timeout).
         assert await read_sse(resp, until=lambda e: False, timeout=3) == []
         resp.close()
