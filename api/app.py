@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 import cloudinv.api.routes  # noqa: F401  (registers the /v1 endpoints)
 from cloudinv import __version__
+from cloudinv.api.asyncapi import build_asyncapi
 from cloudinv.api.auth import TokenTable, auth_middleware
 from cloudinv.api.endpoints import (
     ENDPOINTS,
@@ -107,6 +108,13 @@ async def status(request: web.Request, _: None) -> Status:
 
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(build_openapi())
+
+
+async def asyncapi_json(request: web.Request) -> web.Response:
+    """The topics' contract (AsyncAPI 3.0) with this deployment's topic names and brokers."""
+    kafka = request.app[SETTINGS_KEY].kafka
+    bootstrap = "embedded" if kafka.is_embedded else kafka.bootstrap
+    return web.json_response(build_asyncapi(kafka.topic_prefix, bootstrap))
 
 
 async def docs(request: web.Request) -> web.Response:
@@ -316,6 +324,7 @@ def create_app(
         seen.add((ep.method, ep.path))
         app.router.add_route(ep.method, ep.path, _wrap(ep))
     app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/asyncapi.json", asyncapi_json)
     app.router.add_get("/docs", docs)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/readyz", readyz)

@@ -31,7 +31,7 @@ class TokenScope:
 
 
 SCOPE_KEY = web.RequestKey("scope", TokenScope)
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/asyncapi.json", "/docs"})
 
 
 def hash_token(token: str) -> str:

@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudinv.cli.baseline",
     "cloudinv.cli.athena",
     "cloudinv.cli.sql",
+    "cloudinv.cli.asyncapi",
 )
 
 
