@@ -409,6 +409,22 @@ def test_activity_dashboard_and_a_principals_chart(tab: Page, api: Api) -> None:
     assert seconds < 1.5, f"the activity page took {seconds:.2f} s"
     assert tab.page.get_attribute("#range-1h", "aria-pressed") == "true"
     assert tab.page.locator("#services-chart svg rect.bar").count() > 0
+    # A service has one colour: its bar beside the chart matches its swatch in the legend.
+    legend, bars = tab.page.evaluate(
+        """() => {
+          const colour = (el) => [...(el?.classList || [])].find((c) => /^c[0-9]+$/.test(c));
+          const legend = [...document.querySelectorAll('#services-chart ul.legend li')]
+            .map((li) => [li.textContent.trim(), colour(li.querySelector('.swatch'))]);
+          const bars = [...document.querySelectorAll('#services-bars li')]
+            .map((li) => [li.querySelector('.hbar-label [title]').getAttribute('title'),
+                          colour(li.querySelector('rect.bar'))]);
+          return [legend, bars];
+        }"""
+    )
+    in_legend = dict(legend)
+    compared = [(name, c) for name, c in bars if name in in_legend]
+    assert compared or len(legend) <= 1, (legend, bars)
+    assert all(c == in_legend[name] for name, c in compared), (legend, bars)
     events = int(tab.page.inner_text("#tile-events .tile-value").replace(",", ""))
     assert events > 0
 

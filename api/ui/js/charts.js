@@ -13,6 +13,15 @@ export const STEPS = { '5min': 5 * MINUTE, hour: HOUR, day: DAY };
 export const GRANULARITY_NAME = { '5min': '5 minutes', hour: 'hour', day: 'day' };
 export const PALETTE_SIZE = 10;
 
+/** The palette index of a series: its position in the chart's list of series, so a name has
+ *  one colour in every chart built from that list (the bars beside a chart match its legend);
+ *  a name outside the list takes the colour of 'other'. */
+export function seriesColor(series, name) {
+  const at = series.indexOf(name);
+  const index = at >= 0 ? at : series.indexOf('other');
+  return (index >= 0 ? index : series.length) % PALETTE_SIZE;
+}
+
 function pad(n) {
   return String(n).padStart(2, '0');
 }

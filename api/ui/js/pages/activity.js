@@ -6,7 +6,7 @@
 
 import { get, getAll, seg } from '../api.js';
 import { badge, empty, field, h, replace, section, table } from '../dom.js';
-import { GRANULARITY_NAME, bucketStart, fillBuckets, hBars, timeBars } from '../charts.js';
+import { GRANULARITY_NAME, bucketStart, fillBuckets, hBars, seriesColor, timeBars } from '../charts.js';
 import { fromInput, iso, num, principalShort, time, toInput } from '../format.js';
 import { principalHref } from '../nav.js';
 import { principalLabel } from './resource.js';
@@ -122,11 +122,12 @@ export async function render(view, ctx) {
     replace(
       topServices,
       h('h2', {}, 'Services'),
-      hBars({ items: services.filter((t) => t.events > 0).map((t) => ({ label: t.name, value: t.events, note: t.errors ? `(${num(t.errors)} failed)` : '' })), colorClass: 'c1', id: 'services-bars' }),
+      // A service has the same colour here as in the chart below (its series index there).
+      hBars({ items: services.filter((t) => t.events > 0).map((t) => ({ label: t.name, value: t.events, note: t.errors ? `(${num(t.errors)} failed)` : '', colorClass: `c${seriesColor(series, t.name)}` })), id: 'services-bars' }),
       truncated ? h('p', { class: 'muted' }, 'Quieter services are left out.') : null,
     );
     const buckets = fillBuckets(points, frame.from, frame.to, granularity);
-    return [heading, timeBars({ title: `Events per ${GRANULARITY_NAME[granularity]}, by service`, buckets, series, granularity, id: 'services-chart' })];
+    return [heading, timeBars({ title: `Events per ${GRANULARITY_NAME[granularity]}, by service`, buckets, series, granularity, colorOf: (name) => seriesColor(series, name), id: 'services-chart' })];
   });
 
   const principalsLoad = section(byPrincipal, 'Events per principal', async () => {
