@@ -347,6 +347,10 @@ def test_resource_page_history_and_diff(tab: Page, api: Api) -> None:
     assert tab.page.inner_text("#resource-id") == resource_id
     tree = tab.page.inner_text(".tree")
     assert "GroupId" in tree and resource_id in tree
+    # A list of tags shows each as `key = value`, not as its index and field count.
+    stored = api.get(f"/v1/resources/{urllib.parse.quote(key, safe='')}")
+    for tag in stored["configuration"].get("Tags", [])[:3]:
+        assert f"{tag['Key']} = {tag['Value']}" in tree, tree
 
     # Tabs work from the keyboard: arrow right from Configuration opens History.
     tab.page.focus("#tab-config")

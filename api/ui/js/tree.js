@@ -44,6 +44,21 @@ function touched(pointer, highlight) {
   return false;
 }
 
+const TAG_FIELDS = [['Key', 'Value'], ['key', 'value'], ['TagKey', 'TagValue']];
+const NAME_FIELDS = ['Name', 'GroupName', 'GroupId', 'Id', 'RuleId', 'CidrIp', 'Arn', 'Key', 'name', 'id'];
+
+/** What a folded object in a list is, beside its index: a tag as `key = value`, else the
+ *  first name-like field, so `Tags [2]` unfolds to `env = prod`, not `0 {2}`. */
+function itemLabel(value) {
+  if (Array.isArray(value) || !isContainer(value)) return null;
+  const scalar = (v) => v !== null && typeof v !== 'object';
+  for (const [k, v] of TAG_FIELDS) {
+    if (scalar(value[k]) && (scalar(value[v]) || value[v] === undefined)) return value[v] === undefined ? `${value[k]}` : `${value[k]} = ${value[v]}`;
+  }
+  const field = NAME_FIELDS.find((f) => scalar(value[f]));
+  return field ? `${field} ${value[field]}` : null;
+}
+
 function node(key, value, pointer, depth, opts) {
   const hl = opts.highlight.size && opts.highlight.has(pointer);
   const keyEl = key === null ? null : h('span', { class: 'k' }, key);
@@ -51,11 +66,12 @@ function node(key, value, pointer, depth, opts) {
     const items = entries(value);
     const open = depth < opts.openDepth || (opts.highlight.size > 0 && touched(pointer, opts.highlight));
     const meta = Array.isArray(value) ? `[${items.length}]` : `{${items.length}}`;
+    const label = opts.inList ? itemLabel(value) : null;
     return h(
       'details',
       { open, class: hl ? 'hl' : null, dataset: { path: pointer } },
-      h('summary', {}, keyEl, h('span', { class: 'meta' }, ` ${meta}`)),
-      h('ul', {}, items.map(([k, v]) => h('li', {}, node(k, v, `${pointer}/${escapeToken(k)}`, depth + 1, opts)))),
+      h('summary', {}, keyEl, label ? h('span', { class: 'item-label' }, ` ${label}`) : h('span', { class: 'meta' }, ` ${meta}`)),
+      h('ul', {}, items.map(([k, v]) => h('li', {}, node(k, v, `${pointer}/${escapeToken(k)}`, depth + 1, { ...opts, inList: Array.isArray(value) })))),
     );
   }
   return h(
