@@ -215,6 +215,7 @@ async def bench_agent(
     from cloudinv.streams import inventory
     from cloudinv.streams.app import StreamConfig, create_app
     from cloudinv.streams.changes import bind
+    from cloudinv.streams.worker import tune_gc
 
     broker = EmbeddedBroker(workdir / "broker")
     await broker.start()
@@ -231,6 +232,7 @@ async def bench_agent(
         # fast as its slowest agent drains it.
         inventory.bind(app, config)
     stage = bind(app, config)
+    tune_gc()  # as `cloudinv worker` does
     results: list[PassResult] = []
     try:
         await app.start()

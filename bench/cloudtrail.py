@@ -56,6 +56,7 @@ from cloudinv.runtime.embedded import EmbeddedBroker, SimulatedAws
 from cloudinv.sinks.events_store import EventsStore, events_store_path
 from cloudinv.streams.activity import BATCH_SIZE, BATCH_WITHIN_S, bind
 from cloudinv.streams.app import StreamConfig, create_app
+from cloudinv.streams.worker import tune_gc
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests/data/cloudtrail/sample-cloudtrail-event.json"
@@ -159,6 +160,7 @@ async def run_cloudinv(
     )
     app = create_app(config)
     stage = bind(app, config, batch_size=batch_size, within_s=within_s)
+    tune_gc()  # as `cloudinv worker` does
     alert_stage = None
     if with_alerts:
         from cloudinv.core.settings import AlertSettings

@@ -6,8 +6,8 @@ timeouts and botocore's ``standard`` retry mode (throttling and transient errors
 backoff), its tables made real by :func:`~cloudinv.sinks.dynamodb_tables.ensure_table`, every
 call counted by operation, at most ``max_concurrency`` calls in flight and, under
 :attr:`DynamoClient.writes`, at most ``write_concurrency`` writes. Retries botocore does not
-do (unprocessed items, cancelled transactions) are the stores' own, with
-:func:`cloudinv.core.retry.backoff_delays`.
+do (unprocessed items, cancelled transactions) are the stores' own, waiting
+:func:`backoff` between attempts.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Self
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from cloudinv.core.retry import backoff_delay
 from cloudinv.sinks.dynamodb_tables import TableSpec, ensure_table
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "DynamoBacked",
     "DynamoClient",
     "Item",
+    "backoff",
 ]
 
 Item = dict[str, Any]
@@ -37,6 +39,14 @@ Item = dict[str, Any]
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
 RETRY_ATTEMPTS = 10
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 5.0
+
+
+def backoff(attempt: int) -> float:
+    """Full-jitter exponential backoff for the stores' own retries (unprocessed items,
+    cancelled transactions): up to 50 ms, 100 ms, ... capped at 5 s."""
+    return backoff_delay(attempt, BACKOFF_FIRST_S, BACKOFF_MAX_S, jitter=True)
 
 
 class DynamoClient:

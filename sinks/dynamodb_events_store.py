@@ -44,8 +44,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from cloudinv.core.models import CloudTrailEvent
-from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item
-from cloudinv.sinks.dynamodb_store import _backoff, _n, _s, table_names
+from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, backoff
+from cloudinv.sinks.dynamodb_store import _n, _s, table_names
 from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor
 from cloudinv.sinks.events_store import (
     _BUCKET_MS,
@@ -198,7 +198,7 @@ class DynamoEventsStore(DynamoBacked):
                 if stored:
                     pending = [p for i, p in enumerate(pending) if i not in stored]
                     continue
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
         raise EventsStoreError("DynamoDB events: a transaction kept failing")
 
     def _event_put(self, row: tuple[Any, ...], params: list[tuple[str, str]]) -> Item:

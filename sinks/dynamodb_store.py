@@ -99,7 +99,6 @@ import asyncio
 import hashlib
 import heapq
 import logging
-import random
 import re
 import time
 import zlib
@@ -113,7 +112,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from cloudinv.core.models import ChangeEvent, ScanManifest
-from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item
+from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, backoff
 from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor
 from cloudinv.sinks.store import (
     ChangeFilters,
@@ -390,7 +389,7 @@ class DynamoStore(DynamoBacked):
                 applied += conflict.applied
                 self.stats.conflict_reruns += 1
                 log.warning("DynamoDB store: conflicting write, planning the batch again")
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
         raise StoreError(
             f"DynamoDB store: a batch of {len(batch)} changes kept conflicting with another "
             f"writer ({_CONFLICT_RETRIES} attempts)"
@@ -653,7 +652,7 @@ class DynamoStore(DynamoBacked):
                     raise _Conflict(0) from exc
                 if not reasons or reasons <= _RETRYABLE_REASONS:
                     self.stats.transaction_retries += 1
-                    await asyncio.sleep(_backoff(attempt))
+                    await asyncio.sleep(backoff(attempt))
                     continue
                 raise StoreError(f"DynamoDB transaction cancelled: {sorted(reasons)}") from exc
         raise StoreError(
@@ -678,7 +677,7 @@ class DynamoStore(DynamoBacked):
                         f"after {_THROTTLE_RETRIES} retries"
                     )
                 self.stats.unprocessed_retries += 1
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
 
     async def _register(self, entries: set[tuple[str, str]]) -> None:
         new = sorted(entries - self._known)
@@ -1143,11 +1142,6 @@ class DynamoStore(DynamoBacked):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _backoff(attempt: int) -> float:
-    """Full-jitter exponential backoff: up to 50 ms, 100 ms, ... capped at 5 s."""
-    return random.uniform(0, min(5.0, 0.05 * 2**attempt))
 
 
 def _bytes_hex(value: Any) -> str:

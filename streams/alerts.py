@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -43,7 +43,6 @@ from cloudinv.core.models import ChangeEvent
 from cloudinv.core.settings import AlertSettings, load_settings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.sinks.alerts_store import AlertNotification, AlertsStore, Observation
-from cloudinv.sinks.store import StoreError
 from cloudinv.streams import batch_delivery
 from cloudinv.streams.alert_delivery import (
     Destination,
@@ -55,6 +54,7 @@ from cloudinv.streams.alert_delivery import (
 )
 from cloudinv.streams.app import StreamConfig
 from cloudinv.streams.rules import RuleSet, evaluate_change, evaluate_event, load_rules
+from cloudinv.streams.store_retry import until_stored
 
 __all__ = ["AlertStage", "AlertStats", "bind", "destinations_for"]
 
@@ -64,8 +64,6 @@ P = ParamSpec("P")
 
 BATCH = 500
 WINDOW_S = 0.1
-RETRY_FIRST_DELAY_S = 0.5
-RETRY_MAX_DELAY_S = 30.0
 
 
 @dataclass
@@ -287,28 +285,9 @@ async def _apply(stage: AlertStage, observations: list[Observation]) -> None:
     if not observations:
         return
     stage.stats.observations += len(observations)
-    notifications = await _retrying(
+    notifications = await until_stored(
         "record alerts", stage.store.apply, observations, stage.dispatcher.names
     )
     if notifications:
         stage.stats.notifications += len(notifications)
         stage.dispatcher.wake()
-
-
-async def _retrying(
-    what: str, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
-) -> T:
-    """Call until it succeeds: no alert may be skipped because the store was busy."""
-
-    delay = RETRY_FIRST_DELAY_S
-    attempt = 1
-    while True:
-        try:
-            return await call(*args, **kwargs)
-        except StoreError:
-            raise
-        except Exception as exc:
-            log.warning("%s failed (attempt %d, retrying in %.1fs): %s", what, attempt, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_DELAY_S)
-            attempt += 1

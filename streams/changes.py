@@ -56,7 +56,6 @@ a snapshot deletes the resource at once, and a later listing in that state chang
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -89,9 +88,10 @@ from cloudinv.core.models import (
 )
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.sinks.sqlite_store import SqliteStore
-from cloudinv.sinks.store import InventoryStore, ResourceVersion, StoreError
+from cloudinv.sinks.store import InventoryStore, ResourceVersion
 from cloudinv.streams import batch_delivery
 from cloudinv.streams.app import StreamConfig
+from cloudinv.streams.store_retry import until_stored
 
 __all__ = [
     "GONE_STATES",
@@ -103,7 +103,6 @@ __all__ = [
     "bind",
     "change_id",
     "deletions_topic_name",
-    "tune_gc",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,10 +121,6 @@ SINK_BATCH = 250
 SINK_WINDOW_S = 0.2
 SCANS_BATCH = 200
 SCANS_WINDOW_S = 0.2
-GC_YOUNG_THRESHOLD = 50_000
-GC_OLDER_THRESHOLDS = (20, 10)
-RETRY_FIRST_DELAY_S = 0.5
-RETRY_MAX_DELAY_S = 30.0
 _YIELD_EVERY = 200
 """Snapshots compared between two yields to the event loop (and sends of their changes:
 changes waiting to be sent hold whole configurations alive)."""
@@ -142,20 +137,6 @@ class DeletionRequest(BaseModel):
     region: str
     scan_id: str
     scan_started_at: UtcDatetime
-
-
-def tune_gc() -> None:
-    """Collect the young generation less often in this process (once; the worker's).
-
-    A change carries whole configurations through decode, normalize, diff, send and store:
-    hundreds of short-lived objects each, and batches of them alive at once. With Python's
-    default thresholds (700, 10, 10) they outlived young collections, filled the oldest
-    generation, and full collections took a quarter of the worker's CPU on changed
-    resources (measured with gc.callbacks in bench/changes.py). A larger young generation
-    lets them die young; cycles are still collected.
-    """
-    if gc.get_threshold()[0] < GC_YOUNG_THRESHOLD:
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *GC_OLDER_THRESHOLDS)
 
 
 def deletions_topic_name(prefix: str) -> str:
@@ -573,7 +554,6 @@ def bind(
         stage.detect_batches += 1
 
     async def detect_changes(stream: faust.StreamT[bytes]) -> None:
-        tune_gc()
         await _consume(
             stream, queues.get(snapshots_name), DETECT_BATCH, DETECT_WINDOW_S, compare_snapshots
         )
@@ -589,7 +569,9 @@ def bind(
             messages = [event.message for event in events]
             manifests = list(_decode(detector, messages, ScanManifest.model_validate_json))
             store = await service.get()
-            stage.recorded_scans += await _retrying("record scans", store.record_scans, manifests)
+            stage.recorded_scans += await until_stored(
+                "record scans", store.record_scans, manifests
+            )
             futures = []
             for request in await _deletion_requests(store, manifests):
                 futures.append(
@@ -606,7 +588,7 @@ def bind(
     async def put_changes(messages: Sequence[Any]) -> None:
         batch = _change_batch(detector, messages)
         store = await service.get()
-        await _retrying("store changes", store.put_changes, batch)
+        await until_stored("store changes", store.put_changes, batch)
         stage.stored_changes += len(batch)
 
     async def store_changes(stream: faust.StreamT[bytes]) -> None:
@@ -770,7 +752,7 @@ async def _ensure_loaded(
     # A loop: the cache may be dropped (rebalance) while the store is being read.
     while missing := detector.missing(keys):
         store = await service.get()
-        found = await _retrying("load known state", store.latest, missing)
+        found = await until_stored("load known state", store.latest, missing)
         detector.warm(missing, found)
 
 
@@ -782,7 +764,7 @@ async def _deletion_requests(
     for manifest in manifests:
         if not manifest.can_delete:
             continue
-        current = await _retrying(
+        current = await until_stored(
             "read current keys",
             store.current_keys_in_scope,
             manifest.account_id,
@@ -802,21 +784,3 @@ async def _deletion_requests(
                 )
             )
     return requests
-
-
-async def _retrying(
-    what: str, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
-) -> T:
-    """Call until it succeeds: a sink must not skip data, so it waits out a busy store."""
-    delay = RETRY_FIRST_DELAY_S
-    attempt = 1
-    while True:
-        try:
-            return await call(*args, **kwargs)
-        except StoreError:
-            raise
-        except Exception as exc:
-            log.warning("%s failed (attempt %d, retrying in %.1fs): %s", what, attempt, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_DELAY_S)
-            attempt += 1

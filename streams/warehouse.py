@@ -48,6 +48,7 @@ from cloudinv.sinks.parquet_warehouse import ParquetWarehouse, targets_for
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import InventoryStore, ResourceVersion
 from cloudinv.streams.app import StreamConfig
+from cloudinv.streams.store_retry import until_stored
 
 __all__ = ["SnapshotExporter", "WarehouseStage", "bind"]
 
@@ -55,8 +56,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 20_000
 PAGE = 1000
-RETRY_FIRST_DELAY_S = 0.5
-RETRY_MAX_DELAY_S = 30.0
 CHANGED_MIN_GAP_S = 60.0
 """Least time between two snapshot exports triggered by changes (not by the interval)."""
 
@@ -297,12 +296,4 @@ async def _write_until_done(
 ) -> None:
     """Write the batch; on failure wait and write the same files again, until it succeeds."""
     warehouse.add_changes(changes, origins)
-    delay = RETRY_FIRST_DELAY_S
-    while True:
-        try:
-            await warehouse.flush()
-            return
-        except Exception as exc:
-            log.warning("warehouse: write failed, retrying in %.1fs: %s", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_DELAY_S)
+    await until_stored("warehouse: write", warehouse.flush)

@@ -18,7 +18,10 @@ from cloudinv.catalog.diff import (
     normalize,
     normalized_hash,
     rules_for_type,
+    rules_of,
 )
+from cloudinv.catalog.registry import default_registry
+from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.core.codec import encode
 from cloudinv.core.models import ChangeEvent, JsonPatchOp, canonical_json
 
@@ -105,6 +108,31 @@ def test_explicit_list_ids_and_ordered_lists() -> None:
     out = normalize(doc, rules)
     assert [r["Priority"] for r in out["Rules"]] == [1, 2]
     assert [t["Key"] for t in out["Tags"]] == ["z", "a"]
+
+
+def test_a_declaration_gives_the_rules_it_declares() -> None:
+    spec = ResourceSpec(
+        cfn_type="AWS::ElasticLoadBalancingV2::Thing",
+        service="elbv2",
+        list_operation="DescribeLoadBalancers",
+        result_path="LoadBalancers",
+        id_field="LoadBalancerArn",
+        arn_field="LoadBalancerArn",
+        volatile_fields=("State.Code",),
+        list_ids={"Rules": ("Priority",)},
+        ordered_lists=frozenset({"Actions"}),
+    )
+    rules = rules_of(spec)
+    assert rules == NormalizationRules(
+        volatile_paths=("State.Code",),
+        list_ids={"Rules": ("Priority",)},
+        ordered_lists=frozenset({"Actions"}),
+    )
+    doc = {"Rules": [{"Priority": 2}, {"Priority": 1}], "State": {"Code": "active"}}
+    assert normalize(doc, rules) == {"Rules": [{"Priority": 1}, {"Priority": 2}], "State": {}}
+    # Every registered type's rules are its declaration's (nothing read that is not declared).
+    for registered in default_registry().all():
+        assert rules_for_type(registered.cfn_type) == rules_of(registered)
 
 
 def test_volatile_paths_are_dropped_including_inside_lists() -> None:

@@ -15,7 +15,8 @@ Normalization rules, applied by :func:`normalize`:
    identity, so a reorder is not a change and an added or removed item is one operation.
    The identity of a list's items is, in this order:
 
-   - the per-type rule ``list_ids[field]`` (a tuple of item fields) when given;
+   - the per-type rule :attr:`~cloudinv.catalog.spec.ResourceSpec.list_ids` ``[field]`` (a
+     tuple of item fields) when the type declares one;
    - the whole (normalized) item for lists named in :data:`WHOLE_ITEM_IDENTITY_LISTS`
      (security group permissions: protocol + ports + ranges together are the rule);
    - the first field of :data:`IDENTITY_FIELDS` that every item has, with distinct values
@@ -44,6 +45,7 @@ from functools import lru_cache
 from typing import Any
 
 from cloudinv.catalog.registry import default_registry
+from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.core.models import JsonPatchOp, canonical_json
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "normalize",
     "normalized_hash",
     "rules_for_type",
+    "rules_of",
 ]
 
 IDENTITY_FIELDS: tuple[str, ...] = (
@@ -139,6 +142,15 @@ class NormalizationRules:
 DEFAULT_RULES = NormalizationRules()
 
 
+def rules_of(spec: ResourceSpec) -> NormalizationRules:
+    """The normalization rules a type's declaration gives."""
+    return NormalizationRules(
+        volatile_paths=spec.volatile_fields,
+        list_ids=dict(spec.list_ids),
+        ordered_lists=spec.ordered_lists,
+    )
+
+
 @lru_cache(maxsize=1024)
 def rules_for_type(resource_type: str) -> NormalizationRules:
     """The rules of a CloudFormation type, read from its declaration in the default registry.
@@ -150,11 +162,7 @@ def rules_for_type(resource_type: str) -> NormalizationRules:
         spec = default_registry().get(resource_type)
     except Exception:  # an unknown type is normal: the generic rules apply
         return DEFAULT_RULES
-    volatile = tuple(getattr(spec, "volatile_fields", ()) or ())
-    # Declarations may add explicit list identities later; read them when present.
-    list_ids = dict(getattr(spec, "list_ids", None) or {})
-    ordered = frozenset(getattr(spec, "ordered_lists", None) or ())
-    return NormalizationRules(volatile_paths=volatile, list_ids=list_ids, ordered_lists=ordered)
+    return rules_of(spec)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -147,6 +147,12 @@ class ResourceSpec:
     volatile_fields: tuple[str, ...] = ()
     """Configuration paths that change on every poll without the resource changing (usage
     counters, last-seen times); the change detector leaves them out of its comparison."""
+    list_ids: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """List field name → the item fields that together identify an item, where the generic
+    rules of :mod:`cloudinv.catalog.diff` (``Key``, ``GroupId``, ``Id`` ...) do not find it:
+    the list is then compared as a set keyed by them."""
+    ordered_lists: frozenset[str] = frozenset()
+    """List field names whose order means something even though their items have ids."""
     event_resource_ids: Mapping[str, str] = field(default_factory=dict)
     """CloudTrail event name → JMESPath over the raw CloudTrail record giving the id (or list
     of ids) of the resources of this type that the event touched."""

@@ -14,7 +14,7 @@ from cloudinv.core.errors import ConfigError
 from cloudinv.core.settings import load_settings
 from cloudinv.runtime.role_server import WorkerRoleServer
 from cloudinv.streams.app import StreamConfig
-from cloudinv.streams.worker import build_worker_app
+from cloudinv.streams.worker import build_worker_app, tune_gc
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,6 +61,7 @@ def run_worker(args: argparse.Namespace) -> int:
         # at the same file.
         os.environ["CLOUDINV_CONFIG"] = str(args.config)
     app = build_worker_app(config)
+    tune_gc()  # the whole process's, once, before the agents start
     if settings.metrics.worker_port:
         app.add_dependency(
             WorkerRoleServer(app, settings.metrics.host, settings.metrics.worker_port)

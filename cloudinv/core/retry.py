@@ -17,7 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-__all__ = ["RetryHook", "backoff_delays", "retry", "retry_sync"]
+__all__ = ["RetryHook", "backoff_delay", "backoff_delays", "retry", "retry_sync"]
 
 T = TypeVar("T")
 
@@ -29,14 +29,28 @@ def _always(exc: BaseException) -> bool:
     return isinstance(exc, Exception)
 
 
+def backoff_delay(
+    attempt: int,
+    first_delay_s: float,
+    max_delay_s: float,
+    *,
+    factor: float = 2.0,
+    jitter: bool = False,
+) -> float:
+    """The wait after failed attempt ``attempt`` (0-based), for loops that retry with
+    state of their own (unprocessed items, cancelled transactions)."""
+    bound = min(max_delay_s, first_delay_s * factor**attempt)
+    return random.uniform(0, bound) if jitter else bound
+
+
 def backoff_delays(
     first_delay_s: float, max_delay_s: float, *, factor: float = 2.0, jitter: bool = False
 ) -> Iterator[float]:
     """The waits between attempts, endless."""
-    delay = first_delay_s
+    attempt = 0
     while True:
-        yield random.uniform(0, delay) if jitter else delay
-        delay = min(delay * factor, max_delay_s)
+        yield backoff_delay(attempt, first_delay_s, max_delay_s, factor=factor, jitter=jitter)
+        attempt += 1
 
 
 async def retry(
