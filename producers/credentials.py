@@ -218,7 +218,8 @@ class _SharingClientCreator(AioClientCreator):  # type: ignore[misc]
 
 
 # aiobotocore's session names its creator class at client creation; the subclass behaves
-# as the original unless a SharedModels is in context. Left alone if aiobotocore changes.
+# as the original unless a SharedModels is in context. Left alone if aiobotocore changes;
+# aiobotocore is pinned exactly and tests/test_dependency_canaries.py checks what this relies on.
 if getattr(aiobotocore.session, "AioClientCreator", None) is AioClientCreator:
     aiobotocore.session.AioClientCreator = _SharingClientCreator
 

@@ -24,6 +24,9 @@ at least once, and the stages are idempotent).
 
 Only Faust's aiokafka transport is supported (the one cloudinv uses); with another,
 :func:`enable` returns ``None`` and the agent keeps reading its stream.
+
+This copies a private Faust method and reads private names, so faust-streaming is pinned
+exactly, and tests/test_dependency_canaries.py fails when an upgrade changes any of them.
 """
 
 from __future__ import annotations
