@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cloudinv.catalog.registry import UnknownResourceType, default_registry
 from cloudinv.core.models import ChangeEvent
 from cloudinv.sinks.alerts_store import Observation, RuleKind, Severity
+from cloudinv.streams.rule_paths import (
+    PathProblem,
+    check_change_expression,
+    check_configuration_expression,
+    check_event_expression,
+)
 
 __all__ = [
     "BUILTIN_PACK",
@@ -247,7 +253,37 @@ class Rule(_Model):
                     "'open_while' is for change rules: a state rule is open while its "
                     "condition holds"
                 )
+        self._check_paths()
         return self
+
+    def _check_paths(self) -> None:
+        """Every field the expressions reach exists in what they are evaluated over."""
+        checks: list[tuple[str, str | None, Callable[[str], None]]] = []
+        if self.kind == "event":
+            checks = [
+                ("condition", self.condition, check_event_expression),
+                ("resource", self.resource, check_event_expression),
+            ]
+        else:
+            assert self.resource_type is not None
+            cfn_type = self.resource_type
+            over_change = partial(check_change_expression, resource_type=cfn_type)
+            over_configuration = partial(check_configuration_expression, resource_type=cfn_type)
+            checks = [
+                (
+                    "condition",
+                    self.condition,
+                    over_configuration if self.kind == "state" else over_change,
+                ),
+                ("open_while", self.open_while, over_configuration),
+            ]
+        for name, expression, check in checks:
+            if expression is None:
+                continue
+            try:
+                check(expression)
+            except PathProblem as exc:
+                raise ValueError(f"{name}: {exc}") from None
 
     def event_names(self) -> set[str]:
         names: set[str] = set()
