@@ -191,3 +191,30 @@ def test_cli_prints_the_ddl_and_needs_a_bucket(tmp_path: Path) -> None:
     assert "pass --bucket or set storage.s3_bucket" in missing.stderr
     bad = run_cli("athena", "ddl", "--bucket", "Not_A_Bucket", cwd=tmp_path)
     assert bad.returncode == 2 and "not an S3 bucket name" in bad.stderr
+
+
+def test_apply_runs_every_statement_in_athena_and_reports_failures(
+    tmp_path: Path, moto_endpoint: str
+) -> None:
+    """``--apply`` against moto's Athena: every statement is started and waited for."""
+    env = {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    args = ("athena", "ddl", "--bucket", "my-inv", "--database", "inv", "--apply")
+    done = run_cli(*args, "--output-location", "s3://results/q/", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    total = 1 + 2 + 2 * len(REGISTRY) + done.stdout.count("CREATE OR REPLACE VIEW")
+    assert len(lines) == total and all(" ok " in line for line in lines)
+    assert lines[0].startswith(f"[1/{total}] ok  CREATE DATABASE")
+    assert f"{total} of {total} statement(s) applied" in done.stderr
+
+    # A workgroup Athena does not have: every statement fails, each says why, exit 1.
+    failed = run_cli(*args, "--workgroup", "no-such-workgroup", cwd=tmp_path, env=env)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "FAILED" in failed.stdout and "failed" in failed.stderr
+    bad = run_cli(*args, "--output-location", "results/q", cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "expected s3://" in bad.stderr
