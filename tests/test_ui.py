@@ -635,3 +635,37 @@ def _short(label: str) -> str:
 def _hours_ago(hours: float) -> str:
     moment = time.time() - hours * 3600
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+def test_the_diff_matches_list_items_by_identity_not_position(tab: Page) -> None:
+    """Removing the first of two rules is one removed rule, even when the other rule's own
+    lists came back in another order; items that name themselves (GroupId, Key) pair by
+    name. The page's own diff module, run in the browser."""
+    tab.sign_in("/inventory")
+    rows = tab.page.evaluate(
+        """async () => {
+          const { diffRows } = await import('/ui/js/diff.js');
+          const ssh = { FromPort: 22, ToPort: 22, IpProtocol: 'tcp',
+                        IpRanges: [{ CidrIp: '0.0.0.0/0' }, { CidrIp: '10.0.0.0/8' }] };
+          const https = { FromPort: 443, ToPort: 443, IpProtocol: 'tcp',
+                          IpRanges: [{ CidrIp: '10.0.0.0/8' }, { CidrIp: '192.168.0.0/16' }] };
+          const httpsReordered = { ...https, IpRanges: [...https.IpRanges].reverse() };
+          const rules = diffRows({ IpPermissions: [ssh, https] },
+                                 { IpPermissions: [httpsReordered] });
+          const tags = diffRows({ Tags: [{ Key: 'a', Value: '1' }, { Key: 'b', Value: '2' }] },
+                                { Tags: [{ Key: 'b', Value: '3' }] });
+          const pick = (rs) => rs.filter((r) => r.status !== 'same')
+            .map((r) => [r.status, r.path, r.left ?? null, r.right ?? null]);
+          return { rules: pick(rules), tags: pick(tags) };
+        }"""
+    )
+    # The SSH rule's leaves are removed; nothing of the HTTPS rule shows as changed.
+    assert rows["rules"] and all(r[0] == "removed" for r in rows["rules"]), rows["rules"]
+    assert all(r[1].startswith("/IpPermissions/0") for r in rows["rules"]), rows["rules"]
+    assert 22 in {r[2] for r in rows["rules"]} and 443 not in {r[2] for r in rows["rules"]}
+    # Tag b changed its value (paired by Key); tag a was removed.
+    assert ["changed", "/Tags/0/Value", "2", "3"] in rows["tags"], rows["tags"]
+    assert {tuple(r[:2]) for r in rows["tags"] if r[0] == "removed"} == {
+        ("removed", "/Tags/0/Key"),
+        ("removed", "/Tags/0/Value"),
+    }

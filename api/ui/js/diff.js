@@ -57,6 +57,56 @@ function alignLists(a, b) {
   return ops;
 }
 
+/** Fields that name a list item: two items with the same value in one are the same item. */
+const IDENTITY_FIELDS = ['GroupId', 'Key', 'RuleId', 'Id', 'Name', 'Arn', 'CidrIp', 'CidrIpv6', 'PrefixListId', 'AttachmentId', 'DeviceName', 'VolumeId', 'NetworkInterfaceId', 'InstanceId', 'AllocationId'];
+const ALIKE = 0.5;
+
+function identity(value) {
+  if (!isObject(value)) return null;
+  const field = IDENTITY_FIELDS.find((f) => value[f] !== undefined && !isContainer(value[f]));
+  return field ? `${field}=${JSON.stringify(value[field])}` : null;
+}
+
+/** How alike two values are, 0..1: the share of their leaves (path and value) they share. */
+function likeness(a, b) {
+  if (!isContainer(a) || !isContainer(b)) return canon(a) === canon(b) ? 1 : 0;
+  const left = new Set(flatten(a, '').map(([p, v]) => `${p}=${canon(v)}`));
+  const right = flatten(b, '').map(([p, v]) => `${p}=${canon(v)}`);
+  if (!left.size && !right.length) return 1;
+  const shared = right.filter((x) => left.has(x)).length;
+  return (2 * shared) / (left.size + right.length);
+}
+
+/** For each of `removed`, the index in `added` of the item it became, or null. Items with
+ *  the same identity pair first; the rest pair greedily by likeness, at least ALIKE. */
+function pairItems(removed, added) {
+  const partner = removed.map(() => null);
+  const free = new Set(added.map((_, j) => j));
+  removed.forEach((item, x) => {
+    const id = identity(item);
+    if (id === null) return;
+    const y = added.findIndex((other, j) => free.has(j) && identity(other) === id);
+    if (y >= 0) { partner[x] = y; free.delete(y); }
+  });
+  const candidates = [];
+  removed.forEach((item, x) => {
+    if (partner[x] !== null) return;
+    const id = identity(item);
+    for (const y of free) {
+      const other = identity(added[y]);
+      // Two items that name themselves differently are different items, however alike.
+      if (id !== null && other !== null) continue;
+      const score = likeness(item, added[y]);
+      if (score >= ALIKE) candidates.push([score, x, y]);
+    }
+  });
+  candidates.sort((p, q) => q[0] - p[0] || p[1] - q[1] || p[2] - q[2]);
+  for (const [, x, y] of candidates) {
+    if (partner[x] === null && free.has(y)) { partner[x] = y; free.delete(y); }
+  }
+  return partner;
+}
+
 function leaves(value, path, side, status, out) {
   for (const [p, v] of flatten(value, path)) {
     out.push(side === 'left'
@@ -84,27 +134,33 @@ function align(a, b, pathA, pathB, out) {
   }
   if (Array.isArray(a) && Array.isArray(b) && (a.length || b.length)) {
     const ops = alignLists(a, b);
-    // Within a run of removed and added items, the n-th removed and n-th added are the same
-    // item changed (its fields are compared); the rest were removed or added whole.
+    // Which removed item became which added one. Objects and lists are paired across the
+    // whole list, by identity (GroupId, Key, ...) or else likeness, so a rule that moved or
+    // whose own lists came back in another order is one item, not a removal and an addition;
+    // an item like none of the others was removed or added whole. Scalars pair by position
+    // within a run of removals and additions (a changed entry of an ordered list).
+    const became = new Map();
+    const dels = ops.filter((o) => o[0] === 'del' && isContainer(a[o[1]])).map((o) => o[1]);
+    const ins = ops.filter((o) => o[0] === 'ins' && isContainer(b[o[2]])).map((o) => o[2]);
+    pairItems(dels.map((i) => a[i]), ins.map((j) => b[j])).forEach((y, x) => {
+      if (y !== null) became.set(dels[x], ins[y]);
+    });
     for (let k = 0; k < ops.length;) {
-      if (ops[k][0] === 'same') {
-        const [, i, j] = ops[k];
-        align(a[i], b[j], `${pathA}/${i}`, `${pathB}/${j}`, out);
-        k += 1;
-        continue;
+      if (ops[k][0] === 'same') { k += 1; continue; }
+      const runDels = [];
+      const runIns = [];
+      for (; k < ops.length && ops[k][0] !== 'same'; k += 1) {
+        if (ops[k][0] === 'del' && !isContainer(a[ops[k][1]])) runDels.push(ops[k][1]);
+        if (ops[k][0] === 'ins' && !isContainer(b[ops[k][2]])) runIns.push(ops[k][2]);
       }
-      const dels = [];
-      const ins = [];
-      while (k < ops.length && ops[k][0] !== 'same') {
-        if (ops[k][0] === 'del') dels.push(ops[k][1]); else ins.push(ops[k][2]);
-        k += 1;
-      }
-      const pairs = Math.min(dels.length, ins.length);
-      for (let x = 0; x < Math.max(dels.length, ins.length); x += 1) {
-        if (x < pairs) align(a[dels[x]], b[ins[x]], `${pathA}/${dels[x]}`, `${pathB}/${ins[x]}`, out);
-        else if (x < dels.length) leaves(a[dels[x]], `${pathA}/${dels[x]}`, 'left', 'removed', out);
-        else leaves(b[ins[x]], `${pathB}/${ins[x]}`, 'right', 'added', out);
-      }
+      for (let x = 0; x < Math.min(runDels.length, runIns.length); x += 1) became.set(runDels[x], runIns[x]);
+    }
+    const paired = new Set(became.values());
+    for (const [op, i, j] of ops) {
+      if (op === 'same') align(a[i], b[j], `${pathA}/${i}`, `${pathB}/${j}`, out);
+      else if (op === 'del' && became.has(i)) align(a[i], b[became.get(i)], `${pathA}/${i}`, `${pathB}/${became.get(i)}`, out);
+      else if (op === 'del') leaves(a[i], `${pathA}/${i}`, 'left', 'removed', out);
+      else if (!paired.has(j)) leaves(b[j], `${pathB}/${j}`, 'right', 'added', out);
     }
     return;
   }
