@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,7 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudinv.catalog.diff import changed_paths, json_patch
 from cloudinv.core.models import JsonPatchOp, UtcDatetime, utcnow
-from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteDatabase, SqliteSchema
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema
 from cloudinv.sinks.sqlite_store import from_us, to_us
 from cloudinv.sinks.store import InventoryStore, ResourceVersion, StoreError
 
@@ -406,25 +406,10 @@ class AlertsStore(SqliteBacked):
     :class:`~cloudinv.sinks.sqlite_db.SqliteDatabase`: one writer thread, reader threads,
     other processes (the API, the CLI, more workers) opening the same file."""
 
-    def __init__(self, path: Path, *, reader_threads: int = 2) -> None:
-        self.path = Path(path)
-        self._db = SqliteDatabase(
-            self.path,
-            _SQLITE_SCHEMA,
-            readers=reader_threads,
-            error=StoreError,
-            thread_prefix="alerts",
-        )
-
-    @classmethod
-    def in_data_dir(cls, data_dir: Path) -> AlertsStore:
-        return cls(Path(data_dir) / ALERTS_FILE)
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._db.write(fn)
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._db.read(fn)
+    SCHEMA = _SQLITE_SCHEMA
+    FILE = ALERTS_FILE
+    ERROR = StoreError
+    THREADS = "alerts"
 
     # -- alerts ----------------------------------------------------------------------------
 

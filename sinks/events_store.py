@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudinv.core.codec import encode
 from cloudinv.core.models import CloudTrailEvent, EventResource, Principal, UtcDatetime
-from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteDatabase, SqliteSchema, immediate
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema, immediate
 
 __all__ = [
     "EVENTS_STORE_FILE",
@@ -482,17 +482,13 @@ _SQLITE_SCHEMA = SqliteSchema(
 class EventsStore(SqliteBacked):
     """See the module docstring. ``await open()`` before use; ``readonly`` for the API."""
 
+    SCHEMA = _SQLITE_SCHEMA
+    FILE = EVENTS_STORE_FILE
+    ERROR = EventsStoreError
+    THREADS = "events"
+
     def __init__(self, path: Path, *, readonly: bool = False, readers: int = 4) -> None:
-        self.path = path
-        self.readonly = readonly
-        self._db = SqliteDatabase(
-            path,
-            _SQLITE_SCHEMA,
-            readers=readers,
-            readonly=readonly,
-            error=EventsStoreError,
-            thread_prefix="events",
-        )
+        super().__init__(path, reader_threads=readers, readonly=readonly)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -588,9 +584,7 @@ class EventsStore(SqliteBacked):
         if not 1 <= limit <= 10_000:
             raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
         f = filters or EventFilters()
-        return await self._db.read(
-            lambda conn: self._events(conn, f, limit, cursor), snapshot=False
-        )
+        return await self._read(lambda conn: self._events(conn, f, limit, cursor), snapshot=False)
 
     def _events(
         self, conn: sqlite3.Connection, filters: EventFilters, limit: int, cursor: str | None
@@ -614,7 +608,7 @@ class EventsStore(SqliteBacked):
     async def count(self, filters: EventFilters | None = None) -> int:
         """How many events match (the same filters as :meth:`events`)."""
         f = filters or EventFilters()
-        return await self._db.read(lambda conn: self._count(conn, f), snapshot=False)
+        return await self._read(lambda conn: self._count(conn, f), snapshot=False)
 
     def _count(self, conn: sqlite3.Connection, filters: EventFilters) -> int:
         where, args = _where(filters)
@@ -622,7 +616,7 @@ class EventsStore(SqliteBacked):
         return int(row.fetchone()[0])
 
     async def event(self, event_id: str) -> CloudTrailEvent | None:
-        return await self._db.read(lambda conn: self._event(conn, event_id), snapshot=False)
+        return await self._read(lambda conn: self._event(conn, event_id), snapshot=False)
 
     def _event(self, conn: sqlite3.Connection, event_id: str) -> CloudTrailEvent | None:
         row = conn.execute("SELECT body FROM events WHERE event_id = ?", (event_id,)).fetchone()
@@ -630,7 +624,7 @@ class EventsStore(SqliteBacked):
 
     async def principals(self, *, account_id: str | None = None) -> list[PrincipalSummary]:
         """Every principal seen (per account), most active first."""
-        return await self._db.read(lambda conn: self._principals(conn, account_id), snapshot=False)
+        return await self._read(lambda conn: self._principals(conn, account_id), snapshot=False)
 
     def _principals(
         self, conn: sqlite3.Connection, account_id: str | None
@@ -670,7 +664,7 @@ class EventsStore(SqliteBacked):
         until: datetime | date | None = None,
     ) -> list[ServiceSummary]:
         """Event counts per service (from the daily aggregates: whole days), busiest first."""
-        return await self._db.read(
+        return await self._read(
             lambda conn: self._services(conn, account_id, since, until), snapshot=False
         )
 
@@ -713,7 +707,7 @@ class EventsStore(SqliteBacked):
             raise EventsStoreError("activity: give a principal or a service, not both")
         if granularity not in _BUCKET_MS:
             raise EventsStoreError(f"granularity must be 'hour' or 'day', got {granularity!r}")
-        return await self._db.read(
+        return await self._read(
             lambda conn: self._activity(
                 conn, principal, service, account_id, since, until, granularity
             ),
@@ -752,7 +746,7 @@ class EventsStore(SqliteBacked):
 
     async def parameter_paths(self, *, limit: int = 1000) -> list[str]:
         """Request-parameter paths that can be filtered on (``EventFilters.params``)."""
-        return await self._db.read(lambda conn: self._parameter_paths(conn, limit), snapshot=False)
+        return await self._read(lambda conn: self._parameter_paths(conn, limit), snapshot=False)
 
     def _parameter_paths(self, conn: sqlite3.Connection, limit: int) -> list[str]:
         rows = conn.execute(

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import ClassVar, Self, TypeVar
 
 from cloudinv.core.retry import retry_sync
 
@@ -280,9 +280,33 @@ class SqliteDatabase:
 
 
 class SqliteBacked:
-    """The lifecycle of a store kept in one :class:`SqliteDatabase` (``self._db``)."""
+    """A store kept in one :class:`SqliteDatabase`: its construction, lifecycle and calls.
 
-    _db: SqliteDatabase
+    A store class names its ``SCHEMA``, its ``FILE`` under a data directory, the ``ERROR`` it
+    raises and its threads' name prefix (``THREADS``), and runs its SQL through
+    :meth:`_write` and :meth:`_read`."""
+
+    SCHEMA: ClassVar[SqliteSchema]
+    FILE: ClassVar[Path]
+    ERROR: ClassVar[type[Exception]]
+    THREADS: ClassVar[str]
+
+    def __init__(self, path: Path, *, reader_threads: int = 2, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._db = SqliteDatabase(
+            self.path,
+            self.SCHEMA,
+            readers=reader_threads,
+            readonly=readonly,
+            error=self.ERROR,
+            thread_prefix=self.THREADS,
+        )
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> Self:
+        """The store of a data directory: ``<data_dir>/<FILE>``."""
+        return cls(Path(data_dir) / cls.FILE)
 
     async def open(self) -> None:
         """Create or check the file; safe to call again."""
@@ -297,3 +321,9 @@ class SqliteBacked:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._db.write(fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], *, snapshot: bool = True) -> T:
+        return await self._db.read(fn, snapshot=snapshot)

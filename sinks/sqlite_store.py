@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,7 +62,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from cloudinv.core.models import ChangeEvent, ScanManifest
-from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteDatabase, SqliteSchema
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema
 from cloudinv.sinks.store import (
     ChangeFilters,
     ChangePage,
@@ -291,29 +291,10 @@ _SQLITE_SCHEMA = SqliteSchema(
 class SqliteStore(SqliteBacked):
     """:class:`~cloudinv.sinks.store.InventoryStore` on one SQLite file in WAL mode."""
 
-    def __init__(self, path: Path, *, reader_threads: int = 2) -> None:
-        self.path = Path(path)
-        self._db = SqliteDatabase(
-            self.path,
-            _SQLITE_SCHEMA,
-            readers=reader_threads,
-            error=StoreError,
-            thread_prefix="store",
-        )
-
-    @classmethod
-    def in_data_dir(cls, data_dir: Path) -> SqliteStore:
-        """The store of a data directory: ``<data_dir>/store/inventory.sqlite3``."""
-        return cls(Path(data_dir) / STORE_FILE)
-
-    # -- thread plumbing -------------------------------------------------------------------
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._db.write(fn)
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
-        """``single``: ``fn`` runs one statement (see :meth:`SqliteDatabase.read`)."""
-        return await self._db.read(fn, snapshot=not single)
+    SCHEMA = _SQLITE_SCHEMA
+    FILE = STORE_FILE
+    ERROR = StoreError
+    THREADS = "store"
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -374,7 +355,7 @@ class SqliteStore(SqliteBacked):
             ).fetchone()
             return None if row is None else StoredVersion.from_row(row)
 
-        return await self._read(run, single=True)
+        return await self._read(run, snapshot=False)
 
     async def as_of(self, key: str, at: datetime) -> ResourceVersion | None:
         stored = await self.as_of_stored(key, at)
@@ -394,7 +375,7 @@ class SqliteStore(SqliteBacked):
                 return None
             return StoredVersion.from_row(row)
 
-        return await self._read(run, single=True)
+        return await self._read(run, snapshot=False)
 
     async def list_as_of(
         self,
@@ -439,7 +420,7 @@ class SqliteStore(SqliteBacked):
         def run(conn: sqlite3.Connection) -> list[StoredVersion]:
             return [StoredVersion.from_row(row) for row in conn.execute(sql, params).fetchall()]
 
-        return await self._read(run, single=True)
+        return await self._read(run, snapshot=False)
 
     async def list_as_of_json(
         self,
@@ -473,7 +454,7 @@ class SqliteStore(SqliteBacked):
             items, count, last = conn.execute(page_sql, params).fetchone()
             return (items or "[]").encode(), int(count), last
 
-        return await self._read(run, single=True)
+        return await self._read(run, snapshot=False)
 
     async def history(self, key: str) -> list[ResourceVersion]:
         def run(conn: sqlite3.Connection) -> list[ResourceVersion]:
@@ -483,7 +464,7 @@ class SqliteStore(SqliteBacked):
             )
             return [_version(row) for row in rows]
 
-        return await self._read(run, single=True)
+        return await self._read(run, snapshot=False)
 
     async def changes(
         self,
@@ -570,7 +551,7 @@ class SqliteStore(SqliteBacked):
             ).fetchone()
             return row
 
-        page = await self._read(run, single=True)
+        page = await self._read(run, snapshot=False)
         next_cursor = f"{page[2]}:{page[3]}" if page[1] > limit else None
         return page[0].encode(), next_cursor
 
@@ -588,7 +569,7 @@ class SqliteStore(SqliteBacked):
             ).fetchone()
             return str(row[0])
 
-        return (await self._read(run, single=True)).encode()
+        return (await self._read(run, snapshot=False)).encode()
 
     async def scans(
         self,
@@ -684,7 +665,7 @@ class SqliteStore(SqliteBacked):
         def run(conn: sqlite3.Connection) -> int:
             return int(conn.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0)
 
-        return await self._read(run, single=True)
+        return await self._read(run, snapshot=False)
 
     async def change_log_after(self, seq: int, limit: int) -> list[LoggedChange]:
         def run(conn: sqlite3.Connection) -> list[LoggedChange]:
@@ -695,7 +676,7 @@ class SqliteStore(SqliteBacked):
             ).fetchall()
             return [LoggedChange(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
 
-        return await self._read(run, single=True)
+        return await self._read(run, snapshot=False)
 
     async def current_counts(self) -> dict[tuple[str, str, str], int]:
         def run(conn: sqlite3.Connection) -> dict[tuple[str, str, str], int]:
@@ -705,7 +686,7 @@ class SqliteStore(SqliteBacked):
             ).fetchall()
             return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
-        return await self._read(run, single=True)
+        return await self._read(run, snapshot=False)
 
     async def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
         """SQLite's query plan for ``sql`` (tests check that lookups use the indexes)."""
