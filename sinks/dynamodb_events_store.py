@@ -46,7 +46,7 @@ from botocore.exceptions import ClientError
 from cloudinv.core.models import CloudTrailEvent
 from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, backoff
 from cloudinv.sinks.dynamodb_store import _n, _s, table_names
-from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor
+from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
 from cloudinv.sinks.events_store import (
     _BUCKET_MS,
     ActivityBucket,
@@ -78,15 +78,7 @@ def _day(ms: int) -> str:
     return _from_ms(ms - ms % _DAY_MS).date().isoformat()
 
 
-def _encode_cursor(ord_: str) -> str:
-    return encode_cursor("e1", ord_)
-
-
-def _decode_cursor(cursor: str) -> str:
-    value = decode_cursor("e1", cursor, _CURSOR_RE)
-    if value is None:
-        raise EventsStoreError(f"cursor {cursor!r} is not one this store returned")
-    return value
+_CURSORS = CursorCodec("e1", _CURSOR_RE, EventsStoreError)
 
 
 _EVENTS_SPEC = TableSpec(
@@ -390,10 +382,10 @@ class DynamoEventsStore(DynamoBacked):
             raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
         f = filters or EventFilters()
         found, _ = await self._select(
-            f, want=limit + 1, after=_decode_cursor(cursor) if cursor else None
+            f, want=limit + 1, after=_CURSORS.decode(cursor) if cursor else None
         )
         items = [CloudTrailEvent.model_validate_json(i["body"]["B"]) for i in found[:limit]]
-        next_cursor = _encode_cursor(found[limit - 1]["ord"]["S"]) if len(found) > limit else None
+        next_cursor = _CURSORS.encode(found[limit - 1]["ord"]["S"]) if len(found) > limit else None
         return EventPage(items=items, next_cursor=next_cursor)
 
     async def count(self, filters: EventFilters | None = None) -> int:

@@ -113,7 +113,7 @@ from botocore.exceptions import ClientError
 
 from cloudinv.core.models import ChangeEvent, ScanManifest
 from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, backoff
-from cloudinv.sinks.dynamodb_tables import TableSpec, decode_cursor, encode_cursor
+from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
 from cloudinv.sinks.store import (
     ChangeFilters,
     ChangePage,
@@ -246,15 +246,12 @@ def _version(item: Item) -> ResourceVersion:
     )
 
 
-def _encode_cursor(sk: str) -> str:
-    return encode_cursor("c1", sk)
-
-
-def _decode_cursor(cursor: str) -> str:
-    sk = decode_cursor("c1", cursor, _CURSOR_RE)
-    if sk is None:
-        raise StoreError(f"bad changes cursor {cursor!r}: pass back next_cursor of a previous page")
-    return sk
+_CURSORS = CursorCodec(
+    "c1",
+    _CURSOR_RE,
+    StoreError,
+    "bad changes cursor {!r}: pass back next_cursor of a previous page",
+)
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -903,7 +900,7 @@ class DynamoStore(DynamoBacked):
         lo = f"{max(to_us(since), 0):020d}" if since is not None else "0"
         if cursor is not None:
             # sk holds only digits, "#" and the change id: a space sorts before all of them.
-            lo = max(lo, _decode_cursor(cursor) + " ")
+            lo = max(lo, _CURSORS.decode(cursor) + " ")
         hi = "~"
         if until is not None:
             end = to_us(until)
@@ -971,7 +968,7 @@ class DynamoStore(DynamoBacked):
                 if len(found) >= need:
                     break
         items = [ChangeEvent.model_validate(_unpack(item["ev"]["B"])) for item in found[:limit]]
-        next_cursor = _encode_cursor(found[limit - 1]["sk"]["S"]) if len(found) > limit else None
+        next_cursor = _CURSORS.encode(found[limit - 1]["sk"]["S"]) if len(found) > limit else None
         return ChangePage(items=items, next_cursor=next_cursor)
 
     async def scans(

@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-__all__ = ["TableSpec", "decode_cursor", "encode_cursor", "ensure_table"]
+__all__ = ["CursorCodec", "TableSpec", "decode_cursor", "encode_cursor", "ensure_table"]
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +133,24 @@ def decode_cursor(tag: str, cursor: str, shape: re.Pattern[str]) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return value if shape.fullmatch(value) else None
+
+
+@dataclass(frozen=True)
+class CursorCodec:
+    """The cursors of one kind of page: ``tag`` names the kind, ``shape`` is what a sort key
+    of that page looks like; a cursor that is not one is raised as ``error`` with
+    ``message`` (formatted with the cursor's repr)."""
+
+    tag: str
+    shape: re.Pattern[str]
+    error: type[Exception]
+    message: str = "cursor {!r} is not one this store returned"
+
+    def encode(self, sort_key: str) -> str:
+        return encode_cursor(self.tag, sort_key)
+
+    def decode(self, cursor: str) -> str:
+        value = decode_cursor(self.tag, cursor, self.shape)
+        if value is None:
+            raise self.error(self.message.format(cursor))
+        return value
