@@ -135,8 +135,12 @@ export async function render(view, ctx) {
     const rows = principals.filter((r) => r.events > 0).sort((a, b) => b.events - a.events);
     const names = new Map(rows.map((r) => [r.label, shortName(r, rows)]));
     const top = rows.slice(0, TOP_SERIES);
+    const rest = rows.slice(TOP_SERIES);
     const points = [];
     for (const r of top) for (const b of r.buckets) points.push({ start: b.start, series: names.get(r.label), value: b.events });
+    // Every event is in the chart: the quieter principals together, as 'other'.
+    for (const r of rest) for (const b of r.buckets) points.push({ start: b.start, series: 'other', value: b.events });
+    const series = [...top.map((r) => names.get(r.label)), ...(rest.length ? ['other'] : [])];
     const buckets = fillBuckets(points, frame.from, frame.to, granularity);
     const keep = frame.range === 'custom' ? { range: 'custom', from: range.from, to: range.to } : { range: frame.range };
     replace(
@@ -155,7 +159,8 @@ export async function render(view, ctx) {
         )
         : empty('No principal was active in this time frame.'),
     );
-    return [h('h2', {}, 'Events per principal'), timeBars({ title: `Events per ${GRANULARITY_NAME[granularity]}, by principal`, buckets, series: top.map((r) => names.get(r.label)), granularity, id: 'principals-chart' })];
+    const note = rest.length ? h('p', { class: 'muted' }, `${rest.length} quieter principal${rest.length === 1 ? '' : 's'} (${num(rest.reduce((n, r) => n + r.events, 0))} events) shown together as 'other'.`) : null;
+    return [h('h2', {}, 'Events per principal'), timeBars({ title: `Events per ${GRANULARITY_NAME[granularity]}, by principal`, buckets, series, granularity, id: 'principals-chart' }), note];
   });
 
   const errorsLoad = section(errors, 'Errors and denied calls', async () => {
