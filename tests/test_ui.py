@@ -21,6 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -484,7 +485,6 @@ def test_alerts_and_reports_show_content_or_a_clear_not_available(tab: Page, api
 
 def _report_models() -> tuple[str, str]:
     """A snapshot report and an S3 report as the report modules build them, as JSON."""
-    from datetime import UTC, datetime
 
     from cloudinv.producers.reports.s3_metrics import (
         SIZE_COLUMNS,
@@ -590,8 +590,11 @@ def test_reports_render_the_report_models_with_charts_and_a_csv(tab: Page, api: 
     endpoint does not take ``format=csv``."""
     snapshots, s3 = _report_models()
 
+    requested: list[str] = []
+
     def serve(route: Any) -> None:
         url = route.request.url
+        requested.append(url)
         if "format=csv" in url:
             problem = {"status": 400, "title": "Bad Request", "detail": "unknown 'format'"}
             route.fulfill(status=400, content_type="application/json", body=json.dumps(problem))
@@ -619,6 +622,9 @@ def test_reports_render_the_report_models_with_charts_and_a_csv(tab: Page, api: 
 
     tab.go("#/reports?report=s3")
     assert tab.page.inner_text("#tile-buckets .tile-value") == "2"
+    # This month so far by default: a new estate has no complete month yet.
+    this_month = f"month={datetime.now(UTC):%Y-%m}"
+    assert any("/v1/reports/s3-metrics" in u and this_month in u for u in requested), requested
     biggest = tab.page.locator("#bucket-bars li").first.locator(".hbar-label").inner_text()
     assert biggest.startswith("logs")
     assert tab.page.locator("#class-bars li").count() == 2  # standard and glacier hold bytes

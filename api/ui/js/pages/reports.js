@@ -178,10 +178,12 @@ async function snapshotReport(ctx) {
 
 async function s3Report(ctx) {
   const path = '/v1/reports/s3-metrics';
-  const month = ctx.params.get('month') || '';
-  const monthInput = h('input', { type: 'month', id: 's3-month', value: month });
+  // This month so far by default: a new estate has nothing in the last complete month.
+  const thisMonth = new Date().toISOString().slice(0, 7);
+  const month = ctx.params.get('month') || thisMonth;
+  const monthInput = h('input', { type: 'month', id: 's3-month', value: month, max: thisMonth });
   const picker = h('form', { class: 'filters', onsubmit: (ev) => { ev.preventDefault(); ctx.setParams({ month: monthInput.value }); } },
-    field('Month (empty: the last complete month)', monthInput),
+    field('Month (default: this month so far)', monthInput),
     h('div', { class: 'field actions' }, h('button', { type: 'submit' }, 'Show')));
   const params = { month };
   const doc = await fetchReport(path, params, ctx);
