@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -54,6 +55,7 @@ from cloudinv.core.settings import Settings
 from cloudinv.sinks.alerts_store import AlertsStore
 from cloudinv.sinks.factory import events_store, inventory_store
 from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import AttributionJoin
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,46 @@ class Health(BaseModel):
     uptime_s: float
 
 
+class AttributionStatus(BaseModel):
+    """Changes of the last ``window_s`` that a stored write event explains (``matched``) and
+    how many of those say who did it (``attributed``); ``ratio`` = attributed / matched."""
+
+    window_s: float
+    changes: int
+    matched: int
+    attributed: int
+    ratio: float | None
+
+
 class Status(BaseModel):
     version: str
     mode: str
     components: list[RunningComponent]
     stats: dict[str, Any] = {}
+    attribution: AttributionStatus | None = None
+
+
+_FIGURE_HELP = {
+    "matched": "Changes of the last hour that a stored CloudTrail write event explains",
+    "attributed": "Of those, the changes that carry their attribution",
+}
+ATTRIBUTION_WINDOW = timedelta(hours=1)
+"""The period /v1/status and /metrics report the attribution figure over."""
+
+
+async def attribution_status(stores: Stores) -> AttributionStatus | None:
+    """The attribution figure of the inventory store, if it keeps write events."""
+    store = stores.inventory
+    if not isinstance(store, AttributionJoin):
+        return None
+    figure = await store.attribution_figure(datetime.now(UTC) - ATTRIBUTION_WINDOW)
+    return AttributionStatus(
+        window_s=ATTRIBUTION_WINDOW.total_seconds(),
+        changes=figure.changes,
+        matched=figure.matched,
+        attributed=figure.attributed,
+        ratio=figure.ratio,
+    )
 
 
 @endpoint(
@@ -103,6 +140,7 @@ async def status(request: web.Request, _: None) -> Status:
         mode=str(runtime.get("mode", "api")),
         components=components,
         stats=stats_fn() if stats_fn else {},
+        attribution=await attribution_status(request.app[STORES_KEY]),
     )
 
 
@@ -133,8 +171,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[METRICS_KEY]
+    figure = await attribution_status(request.app[STORES_KEY])
+    if figure is not None:
+        for name, value in (("matched", figure.matched), ("attributed", figure.attributed)):
+            registry.gauge(f"cloudinv_changes_{name}_last_hour", _FIGURE_HELP[name]).set(value)
+        if figure.ratio is not None:
+            registry.gauge(
+                "cloudinv_attribution_ratio",
+                "Attributed changes / changes with a matching write event, last hour",
+            ).set(figure.ratio)
     return web.Response(
-        text=request.app[METRICS_KEY].render(),
+        text=registry.render(),
         content_type="text/plain",
         headers={"X-Content-Type-Options": "nosniff"},
         charset="utf-8",

@@ -5,6 +5,8 @@ The store's change log (:class:`~cloudinv.sinks.store.ChangeLog`, commit order) 
 gap or duplicate, a bounded buffer per client (a client that falls behind gets a ``resume``
 event and reconnects), heartbeats. Each event's ``id`` is the store's sequence number of the
 change; its data is the stored ChangeEvent JSON.
+A change stored before its CloudTrail event was known comes again once the event is (the
+store logs it again, attributed): same ``change_id``, a new ``id``; replace the one you have.
 """
 
 from __future__ import annotations

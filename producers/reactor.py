@@ -1,12 +1,15 @@
 """Near-real-time changes: CloudTrail write events trigger a re-describe of what they touched.
 
-Each resource type declares which CloudTrail events name its resources
-(``ResourceSpec.event_resource_ids``: event name → JMESPath to the ids). The reactor reads
-the CloudTrail topic, and for a successful write event that names resources of a registered
-type it re-scans that (account, region, type) scope at once — without waiting for the next
-scheduled scan — and publishes the snapshots. Snapshots of the named resources carry the
-event's :class:`~cloudinv.core.models.Attribution` (principal, event id and name, source IP, event
-time), which the change detector copies into the resulting ChangeEvent.
+Which resources an event names is derived from the registered types themselves
+(:mod:`cloudinv.catalog.event_resources`: their identifier fields in the event's request,
+response and resources). The reactor reads the CloudTrail topic, and for a successful write
+event that names resources of a registered type it re-scans that (account, region, type)
+scope at once — without waiting for the next scheduled scan — and publishes the snapshots.
+Snapshots of the named resources carry the event's
+:class:`~cloudinv.core.models.Attribution` (principal, event id and name, source IP, event
+time), which the change detector copies into the resulting ChangeEvent. Whatever this race
+misses (a scheduled scan that saw the change first, a deletion) the change stage's
+attribution join catches (``cloudinv.streams.changes``).
 
 Events are gathered for ``debounce_s`` so a burst (a deployment touching twenty instances)
 costs one re-scan per scope, not twenty.
@@ -17,64 +20,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
+from cloudinv.catalog.event_resources import EventResourceIndex, attribution_of
 from cloudinv.catalog.registry import Registry, default_registry
-from cloudinv.catalog.spec import ResourceSpec, search
+from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.catalog.transform import MalformedResource, resource_identity
 from cloudinv.core.codec import decode
-from cloudinv.core.models import GLOBAL_REGION, Attribution, CloudTrailEvent, ResourceSnapshot
+from cloudinv.core.models import Attribution, CloudTrailEvent, ResourceSnapshot, ScanManifest
 from cloudinv.core.settings import AwsSettings
 from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.cloudtrail.normalize import partition_of
 from cloudinv.producers.credentials import AccountTarget, AwsAccess
 from cloudinv.producers.engine import ScanOptions, new_scan_id, scan_types
 from cloudinv.producers.publisher import KafkaPublisher
 
 log = logging.getLogger(__name__)
-
-# CloudTrail's eventSource prefix where it differs from the botocore client name.
-_EVENT_SOURCE_OF_SERVICE = {
-    "elbv2": "elasticloadbalancing",
-    "elb": "elasticloadbalancing",
-    "stepfunctions": "states",
-    "opensearch": "es",
-    "efs": "elasticfilesystem",
-    "apigatewayv2": "apigateway",
-    "application-autoscaling": "application-autoscaling",
-    "cloudwatch": "monitoring",
-}
-
-
-def event_source_prefix(service: str) -> str:
-    return _EVENT_SOURCE_OF_SERVICE.get(service, service)
-
-
-def raw_view(event: CloudTrailEvent) -> dict[str, Any]:
-    """The fields of the raw CloudTrail record that id expressions read."""
-    return {
-        "eventName": event.event_name,
-        "eventSource": event.event_source,
-        "awsRegion": event.region,
-        "recipientAccountId": event.account_id,
-        "requestParameters": event.request_parameters or {},
-        "responseElements": event.response_elements or {},
-        "resources": [r.model_dump(by_alias=True) for r in event.resources],
-    }
-
-
-def attribution_of(event: CloudTrailEvent) -> Attribution:
-    return Attribution(
-        event_id=event.event_id,
-        event_name=event.event_name,
-        event_time=event.event_time,
-        principal_arn=event.principal.arn,
-        principal_name=event.principal.name,
-        source_ip=event.source_ip,
-    )
 
 
 @dataclass(frozen=True)
@@ -84,53 +50,35 @@ class Trigger:
     region: str
     ids: frozenset[str]
     attribution: Attribution
+    created: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """Ids the event created → the event's response (their configuration as AWS gave it)."""
 
 
 class EventIndex:
-    """Event name → the types whose declarations say that event names their resources."""
+    """The re-describe triggers of an event: per registered type, the ids it names
+    (:class:`~cloudinv.catalog.event_resources.EventResourceIndex`, derived from the specs)."""
 
     def __init__(self, registry: Registry) -> None:
-        self._by_name: dict[str, list[ResourceSpec]] = {}
-        for spec in registry.all():
-            for name in spec.event_resource_ids:
-                self._by_name.setdefault(name, []).append(spec)
+        self._resources = EventResourceIndex(registry)
 
     def triggers(self, event: CloudTrailEvent) -> list[Trigger]:
-        if event.read_only or event.error_code:
-            return []
-        specs = self._by_name.get(event.event_name, [])
-        source = event.event_source.split(".", 1)[0]
-        raw = raw_view(event)
+        attribution: Attribution | None = None
         found: list[Trigger] = []
-        for spec in specs:
-            if event_source_prefix(spec.service) != source:
-                continue
-            ids = _as_ids(search(spec.event_resource_ids[event.event_name], raw))
-            if not ids:
-                continue
-            region = GLOBAL_REGION if spec.global_service else event.region
+        for touched in self._resources.touched(event):
+            if attribution is None:
+                attribution = attribution_of(event)
+            response = event.response_elements or {}
             found.append(
-                Trigger(spec, event.account_id, region, frozenset(ids), attribution_of(event))
+                Trigger(
+                    touched.spec,
+                    touched.account_id,
+                    touched.region,
+                    touched.ids,
+                    attribution,
+                    {rid: response for rid in touched.created},
+                )
             )
         return found
-
-
-def _as_ids(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value] if value else []
-    if isinstance(value, list):
-        return [str(v) for v in _flatten(value) if v]
-    return [str(value)]
-
-
-def _flatten(values: Iterable[Any]) -> Iterable[Any]:
-    for v in values:
-        if isinstance(v, list):
-            yield from _flatten(v)
-        else:
-            yield v
 
 
 def _attribution_for(
@@ -151,6 +99,9 @@ class ReactorStats:
     attributed: int = 0
     failures: int = 0
     skipped_unknown_account: int = 0
+    built_from_events: int = 0
+    """Resources gone before their re-describe, recorded from their creation events."""
+    skipped_unbuildable: int = 0
 
 
 @dataclass
@@ -159,6 +110,7 @@ class _Pending:
     account_id: str
     region: str
     attribution_by_id: dict[str, Attribution] = field(default_factory=dict)
+    created_by_id: dict[str, tuple[Attribution, dict[str, Any]]] = field(default_factory=dict)
 
 
 class ChangeReactor:
@@ -214,6 +166,8 @@ class ChangeReactor:
                     # The latest event wins: it is the one that left the resource as it is.
                     if previous is None or previous.event_time <= trigger.attribution.event_time:
                         entry.attribution_by_id[rid] = trigger.attribution
+                for rid, response in trigger.created.items():
+                    entry.created_by_id[rid] = (trigger.attribution, response)
         published = 0
         for entry in pending.values():
             try:
@@ -239,24 +193,81 @@ class ChangeReactor:
         regions = [self.aws.regions[0] if isinstance(self.aws.regions, list) else "us-east-1"]
         if not entry.spec.global_service:
             regions = [entry.region]
-        options = ScanOptions(scan_id=f"event-{new_scan_id()}", max_concurrency=4)
+        scan_id = f"event-{new_scan_id()}"
+        options = ScanOptions(scan_id=scan_id, max_concurrency=4)
         attributed = 0
+        seen: set[str] = set()
+        complete = True
+        manifests: list[ScanManifest] = []
         async for item in scan_types(self.access, [target], regions, [entry.spec], options=options):
+            if isinstance(item, ScanManifest):
+                complete = complete and item.can_delete
+                manifests.append(item)
+                continue
             if isinstance(item, ResourceSnapshot):
-                attribution = entry.attribution_by_id.get(item.resource_id) or next(
-                    (
-                        a
-                        for rid, a in entry.attribution_by_id.items()
-                        if rid in (item.arn, item.name)
-                    ),
-                    None,
-                )
+                seen.update(i for i in (item.resource_id, item.arn, item.name) if i)
+                attribution = _attribution_for(item, entry.attribution_by_id)
                 if attribution is not None:
                     item = item.model_copy(update={"attribution": attribution})
                     attributed += 1
             await self.publisher.publish(item)
+        if complete:
+            for rid, (attribution, response) in entry.created_by_id.items():
+                if rid in seen:
+                    continue
+                snapshot = self._from_event(entry, rid, attribution, response, scan_id)
+                if snapshot is not None:
+                    await self.publisher.publish(snapshot)
+                    self.stats.built_from_events += 1
+                    attributed += 1
+        # After the snapshots: a manifest that no longer lists a resource built from its
+        # creation event deletes it (now, or at the next scheduled scan of the scope).
+        for manifest in manifests:
+            await self.publisher.publish(manifest)
         self.stats.attributed += attributed
         return attributed
+
+    def _from_event(
+        self,
+        entry: _Pending,
+        rid: str,
+        attribution: Attribution,
+        response: dict[str, Any],
+        scan_id: str,
+    ) -> ResourceSnapshot | None:
+        """A resource created and gone before the re-describe: its snapshot from the creating
+        event's response, captured at the event's time and marked ``origin="event"``."""
+        spec = entry.spec
+        configuration = dict(response)
+        id_field = spec.id_field.replace("[]", "")
+        if "." not in id_field:
+            configuration.setdefault(id_field, rid)
+        region = "" if spec.global_service else entry.region
+        try:
+            identity = resource_identity(
+                spec,
+                configuration,
+                partition=partition_of(entry.region),
+                region=region,
+                account_id=entry.account_id,
+            )
+        except MalformedResource as exc:
+            self.stats.skipped_unbuildable += 1
+            log.warning("cannot build %s %s from its creation event: %s", spec.cfn_type, rid, exc)
+            return None
+        return ResourceSnapshot.build(
+            account_id=entry.account_id,
+            region=entry.region,
+            resource_type=spec.cfn_type,
+            resource_id=identity.resource_id,
+            arn=identity.arn,
+            name=identity.name,
+            tags=identity.tags,
+            configuration=configuration,
+            scan_id=scan_id,
+            captured_at=attribution.event_time,
+            attribution=attribution,
+        ).model_copy(update={"origin": "event"})
 
     async def run(self, stop: asyncio.Event) -> None:
         try:

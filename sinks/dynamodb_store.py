@@ -111,16 +111,28 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from botocore.exceptions import ClientError
 
-from cloudinv.core.models import ChangeEvent, ScanManifest
+from cloudinv.catalog.event_resources import refs_of
+from cloudinv.core.models import Attribution, ChangeEvent, ScanManifest
 from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, backoff
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
 from cloudinv.sinks.store import (
+    AttributionFigure,
     ChangeFilters,
     ChangePage,
     LoggedChange,
     ResourceVersion,
     ScanRecord,
     StoreError,
+    WriteEvent,
+)
+from cloudinv.sinks.versioning import (
+    OBSERVED_LAG,
+    Head,
+    StepKind,
+    advance,
+    best_attribution,
+    improves,
+    plan,
 )
 
 if TYPE_CHECKING:
@@ -148,6 +160,12 @@ _SEQ_KIND, _SEQ_VALUE = "seq", "commit"
 _RETRYABLE_REASONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict"}
 
 VERSIONS, CHANGES, SCANS, META = "versions", "changes", "scans", "meta"
+_OBSERVED_LAG_US = int(OBSERVED_LAG.total_seconds() * 1_000_000)
+_REF_KIND = "ref#"
+"""meta items ``kind = "ref#<ref>", value = key``: the names events may give a stored resource."""
+_WRITE_KIND = "we#"
+"""meta items ``kind = "we#<ref>", value = "<event_time µs, 20 digits>#<event_id>"``, ``at``:
+the attribution (JSON): recent write events naming the resource, for the attribution join."""
 
 
 def table_names(prefix: str) -> dict[str, str]:
@@ -272,17 +290,6 @@ class DynamoStats:
 
 
 @dataclass
-class _Head:
-    """A key's most recent version while a batch is being planned."""
-
-    vf: int
-    vt: int | None
-    config_hash: str
-    change_id: str
-    stored: bool
-
-
-@dataclass
 class _KeyChunk:
     """Operations of one key that must be applied together, and how many changes they hold."""
 
@@ -402,6 +409,7 @@ class DynamoStore(DynamoBacked):
         """key -> the put of its in-batch open version (closed in place by a later change)
         and the index of that put's chunk."""
         registry: set[tuple[str, str]] = set()
+        reattributions: dict[str, tuple[ChangeEvent, int]] = {}
 
         for index, change in enumerate(batch):
             if change.change_id in seen:
@@ -409,27 +417,22 @@ class DynamoStore(DynamoBacked):
             key = change.key
             t = to_us(change.captured_at)
             head = heads.get(key)
-            current = head if head is not None and head.vt is None else None
-            if change.change_type == "deleted":
-                if current is None or t <= current.vf:
-                    continue
-            else:
-                if change.after_hash is None or change.configuration is None:
-                    log.warning(
-                        "change %s (%s of %s) has no configuration or after_hash: not stored",
-                        change.change_id,
-                        change.change_type,
-                        key,
-                    )
-                    continue
-                if current is not None:
-                    if current.config_hash == change.after_hash or t <= current.vf:
-                        continue
-                elif head is not None and head.vt is not None and t < head.vt:
-                    continue  # a re-creation older than the deletion already stored
-            version_op = None
-            if change.change_type != "deleted":
-                version_op = self._version_put(change, t)
+            step = plan(change, t, head)
+            if step.kind is StepKind.INVALID:
+                log.warning(
+                    "change %s (%s of %s) has no configuration or after_hash: not stored",
+                    change.change_id,
+                    change.change_type,
+                    key,
+                )
+                continue
+            if step.kind is StepKind.SKIP:
+                if change.attribution is not None:
+                    # Maybe stored already, and back with a better attribution (the join).
+                    reattributions[change.change_id] = (change, t)
+                continue
+            current = step.closes
+            version_op = self._version_put(change, t) if step.opens else None
             row = self._change_put(change, t, commit, index)
             log_op = self._log_put(change, row["Put"]["Item"]["ev"])
             ops = [op for op in (version_op, row, log_op) if op is not None]
@@ -468,16 +471,27 @@ class DynamoStore(DynamoBacked):
             chunk.size += step_size
             if version_op is not None:
                 open_ops[key] = (version_op, len(chunks) - 1)
-                heads[key] = _Head(t, None, change.after_hash or "", change.change_id, False)
-            else:
-                assert current is not None
-                heads[key] = _Head(current.vf, t, current.config_hash, current.change_id, True)
+            heads[key] = advance(change, t, step)
             seen.add(change.change_id)
             registry.add(("account", change.account_id))
             registry.add(("day", _day(t)))
+            registry.update(
+                (_REF_KIND + ref, key)
+                for ref in refs_of(
+                    change.resource_type,
+                    change.account_id,
+                    change.region,
+                    key=key,
+                    resource_id=change.resource_id,
+                    name=change.name,
+                )
+            )
 
+        if reattributions:
+            for change_id in seen:
+                reattributions.pop(change_id, None)
         if not plans:
-            return 0
+            return await self._reattribute(list(reattributions.values()))
         await self._register(registry)
         rounds = max(len(chunks) for chunks in plans.values())
         applied = 0
@@ -497,7 +511,59 @@ class DynamoStore(DynamoBacked):
                     applied += result
             if conflict:
                 raise _Conflict(applied)
+        return applied + await self._reattribute(list(reattributions.values()))
+
+    async def _reattribute(self, changes: Sequence[tuple[ChangeEvent, int]]) -> int:
+        """Update stored changes in place when they come back better attributed: the change
+        item's event is replaced and a new change log item carries it to the live feed."""
+        chunks: list[_KeyChunk] = []
+        for change, t in changes:
+            stored = await self._stored_change(change.key, change.change_id, t)
+            if stored is None:
+                continue
+            previous = _unpack(stored["ev"]["B"]).get("attribution")
+            if not improves(
+                change.attribution,
+                None if previous is None else Attribution.model_validate(previous),
+            ):
+                continue
+            event = {"B": _pack(orjson.loads(change.model_dump_json(by_alias=True)))}
+            log_op = self._log_put(change, event)
+            update = {
+                "Update": {
+                    "TableName": self.tables[CHANGES],
+                    "Key": {"pk": stored["pk"], "sk": stored["sk"]},
+                    "UpdateExpression": "SET ev = :ev",
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeValues": {":ev": event},
+                }
+            }
+            chunks.append(
+                _KeyChunk(change.key, ops=[update, log_op], changes=1, logs=[log_op["Put"]["Item"]])
+            )
+        applied = 0
+        for group in _pack_transactions(chunks):
+            applied += await self._transact(group)
         return applied
+
+    async def _stored_change(self, key: str, change_id: str, t: int) -> Item | None:
+        """The stored item of one change (its key, capture time and id), or None."""
+        params: dict[str, Any] = {
+            "TableName": self.tables[CHANGES],
+            "IndexName": "by_key",
+            "KeyConditionExpression": "#k = :k AND begins_with(sk, :t)",
+            "FilterExpression": "cid = :cid",
+            "ExpressionAttributeNames": {"#k": "key"},
+            "ExpressionAttributeValues": {
+                ":k": _s(key),
+                ":t": _s(f"{t:020d}#"),
+                ":cid": _s(change_id),
+            },
+        }
+        async for page in self._query(**params):
+            if page:
+                return page[0]
+        return None
 
     async def _reserve(self, logs: Sequence[Item]) -> float:
         """Number log items (in order) with a block of the counter; returns when the block
@@ -565,11 +631,11 @@ class DynamoStore(DynamoBacked):
             }
         }
 
-    def _version_close(self, key: str, current: _Head, t: int) -> Item:
+    def _version_close(self, key: str, current: Head, t: int) -> Item:
         return {
             "Update": {
                 "TableName": self.tables[VERSIONS],
-                "Key": {"key": _s(key), "vf": _n(current.vf)},
+                "Key": {"key": _s(key), "vf": _n(current.valid_from)},
                 "UpdateExpression": "SET vt = :t REMOVE oa, os",
                 "ConditionExpression": "attribute_not_exists(vt) AND cid = :cid",
                 "ExpressionAttributeValues": {":t": _n(t), ":cid": _s(current.change_id)},
@@ -709,6 +775,137 @@ class DynamoStore(DynamoBacked):
         await self._batch_write(self.tables[SCANS], list(items.values()))
         return len(batch)
 
+    # -- the attribution join (cloudinv.sinks.store.AttributionJoin) -------------------------
+
+    async def record_write_events(
+        self, events: Sequence[WriteEvent], *, keep_since: datetime | None = None
+    ) -> list[ChangeEvent]:
+        """Write events go to the meta table (``we#<ref>``); ``keep_since`` is not applied
+        here: reads are bounded by time, and old items only take storage."""
+        items: dict[tuple[str, str], Item] = {}
+        for e in events:
+            a = e.attribution
+            value = f"{to_us(a.event_time):020d}#{a.event_id}"
+            for ref in e.refs:
+                items[(ref, value)] = {
+                    "kind": _s(_WRITE_KIND + ref),
+                    "value": _s(value),
+                    "at": {"B": a.model_dump_json().encode()},
+                }
+        if not items:
+            return []
+        await self._batch_write(self.tables[META], list(items.values()))
+        # Read after the write (strongly consistent): a change stored before is seen here.
+        refs = sorted({ref for ref, _ in items})
+        key_lists = await self._gather([self._meta_values(_REF_KIND + ref) for ref in refs])
+        keys_by_ref = dict(zip(refs, key_lists, strict=True))
+        candidates: dict[str, list[Attribution]] = {}
+        for e in events:
+            for key in {k for ref in e.refs for k in keys_by_ref.get(ref, ())}:
+                candidates.setdefault(key, []).append(e.attribution)
+        if not candidates:
+            return []
+        earliest = min(to_us(e.attribution.event_time) for e in events) - _OBSERVED_LAG_US
+        stored = await self._gather([self._changes_of_key(k, earliest) for k in candidates])
+        updates: list[ChangeEvent] = []
+        for key, changes in zip(candidates, stored, strict=True):
+            for change in changes:
+                found = best_attribution(change, candidates[key])
+                if found is not None:
+                    updates.append(change.model_copy(update={"attribution": found}))
+        return updates
+
+    async def attribution_updates(self, changes: Sequence[ChangeEvent]) -> list[ChangeEvent]:
+        pending = [c for c in changes if c.attribution is None]
+        if not pending:
+            return []
+        refs = {
+            c.change_id: refs_of(
+                c.resource_type,
+                c.account_id,
+                c.region,
+                key=c.key,
+                resource_id=c.resource_id,
+                name=c.name,
+            )
+            for c in pending
+        }
+        unique = sorted({ref for rs in refs.values() for ref in rs})
+        found = await self._gather([self._write_events(ref) for ref in unique])
+        by_ref = dict(zip(unique, found, strict=True))
+        updates: list[ChangeEvent] = []
+        for change in pending:
+            candidates = [a for ref in refs[change.change_id] for a in by_ref[ref]]
+            best = best_attribution(change, candidates) if candidates else None
+            if best is not None:
+                updates.append(change.model_copy(update={"attribution": best}))
+        return updates
+
+    async def attribution_figure(self, since: datetime) -> AttributionFigure:
+        changes: list[ChangeEvent] = []
+        cursor: str | None = None
+        while True:
+            page = await self.changes(since=since, limit=1000, cursor=cursor)
+            changes += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        cache: dict[str, list[Attribution]] = {}
+        matched = attributed = 0
+        for change in changes:
+            refs = refs_of(
+                change.resource_type,
+                change.account_id,
+                change.region,
+                key=change.key,
+                resource_id=change.resource_id,
+                name=change.name,
+            )
+            for ref in refs:
+                if ref not in cache:
+                    cache[ref] = await self._write_events(ref)
+            bare = change.model_copy(update={"attribution": None})
+            if best_attribution(bare, [a for ref in refs for a in cache[ref]]) is not None:
+                matched += 1
+                attributed += change.attribution is not None
+        return AttributionFigure(
+            since=since, changes=len(changes), matched=matched, attributed=attributed
+        )
+
+    async def _meta_values(self, kind: str) -> list[str]:
+        out: list[str] = []
+        async for page in self._query(
+            TableName=self.tables[META],
+            KeyConditionExpression="kind = :k",
+            ExpressionAttributeValues={":k": _s(kind)},
+            ConsistentRead=True,
+        ):
+            out += [item["value"]["S"] for item in page]
+        return out
+
+    async def _write_events(self, ref: str) -> list[Attribution]:
+        out: list[Attribution] = []
+        async for page in self._query(
+            TableName=self.tables[META],
+            KeyConditionExpression="kind = :k",
+            ExpressionAttributeValues={":k": _s(_WRITE_KIND + ref)},
+            ConsistentRead=True,
+        ):
+            out += [Attribution.model_validate_json(item["at"]["B"]) for item in page]
+        return out
+
+    async def _changes_of_key(self, key: str, since_us: int) -> list[ChangeEvent]:
+        out: list[ChangeEvent] = []
+        async for page in self._query(
+            TableName=self.tables[CHANGES],
+            IndexName="by_key",
+            KeyConditionExpression="#k = :k AND sk >= :t",
+            ExpressionAttributeNames={"#k": "key"},
+            ExpressionAttributeValues={":k": _s(key), ":t": _s(f"{max(since_us, 0):020d}")},
+        ):
+            out += [ChangeEvent.model_validate_json(_raw(item["ev"]["B"])) for item in page]
+        return out
+
     # -- reads -----------------------------------------------------------------------------
 
     async def _latest_item(
@@ -736,15 +933,14 @@ class DynamoStore(DynamoBacked):
         items = page.get("Items", [])
         return items[0] if items else None
 
-    async def _heads(self, keys: Sequence[str]) -> dict[str, _Head]:
+    async def _heads(self, keys: Sequence[str]) -> dict[str, Head]:
         items = await self._gather([self._latest_item(k, full=False) for k in keys])
         return {
-            key: _Head(
-                vf=int(item["vf"]["N"]),
-                vt=int(item["vt"]["N"]) if "vt" in item else None,
-                config_hash=item["hash"]["S"],
+            key: Head(
                 change_id=item["cid"]["S"],
-                stored=True,
+                config_hash=item["hash"]["S"],
+                valid_from=int(item["vf"]["N"]),
+                valid_to=int(item["vt"]["N"]) if "vt" in item else None,
             )
             for key, item in zip(keys, items, strict=True)
             if item is not None

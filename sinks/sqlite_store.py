@@ -7,7 +7,8 @@ on the event loop: one writer thread with one connection (SQLite has one writer 
 anyway), and a few reader threads, each with its own connection, which WAL lets read while
 the writer writes. Other processes (the API) may open the same file.
 
-Schema (``PRAGMA user_version`` = 1). Times are INTEGER microseconds since the Unix epoch,
+Schema (``PRAGMA user_version`` = 2; a version-1 file gains ``resource_refs`` and
+``write_events`` when opened). Times are INTEGER microseconds since the Unix epoch,
 UTC, so that comparisons and indexes are plain integer ones::
 
     versions(change_id TEXT PRIMARY KEY,      -- the change that opened the version
@@ -35,6 +36,10 @@ UTC, so that comparisons and indexes are plain integer ones::
     scans(scan_id, account_id, region, resource_type, status, started_at, finished_at,
           resource_count, errors BLOB, PRIMARY KEY (scan_id, account_id, region, resource_type))
       scans_by_time (finished_at), scans_by_scope (account_id, region, resource_type, finished_at)
+    resource_refs(ref, key, PRIMARY KEY (ref, key))  -- every name an event may give a stored
+                                      -- resource (cloudinv.catalog.event_resources.refs_of)
+    write_events(ref, event_time, event_id, attribution BLOB, PRIMARY KEY (ref, event_id))
+      write_events_by_time (event_time)   the attribution join's recent write events
 
 "As of T" is one seek on ``versions_by_key`` (the last version with ``valid_from <= T``,
 then ``valid_to > T`` or NULL); "everything of type Y in account Z at T" walks
@@ -61,15 +66,28 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import TypeAdapter
 
-from cloudinv.core.models import ChangeEvent, ScanManifest
+from cloudinv.catalog.event_resources import refs_of
+from cloudinv.core.models import Attribution, ChangeEvent, ScanManifest
 from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema
 from cloudinv.sinks.store import (
+    AttributionFigure,
     ChangeFilters,
     ChangePage,
     LoggedChange,
     ResourceVersion,
     ScanRecord,
     StoreError,
+    WriteEvent,
+)
+from cloudinv.sinks.versioning import (
+    OBSERVED_LAG,
+    Head,
+    StepKind,
+    advance,
+    best_attribution,
+    improves,
+    plan,
+    window_us,
 )
 
 __all__ = ["STORE_FILE", "SqliteStore", "StoredVersion", "from_us", "to_us"]
@@ -79,12 +97,13 @@ log = logging.getLogger(__name__)
 STORE_FILE = Path("store") / "inventory.sqlite3"
 """Where the store lives, relative to the data directory."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIN_SQLITE = (3, 33, 0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHANGE_LIST = TypeAdapter(list[ChangeEvent])
 _ONE_US = timedelta(microseconds=1)
 _IN_CHUNK = 500
+_OBSERVED_LAG_US = int(OBSERVED_LAG.total_seconds() * 1_000_000)
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -144,6 +163,34 @@ CREATE TABLE IF NOT EXISTS scans (
 CREATE INDEX IF NOT EXISTS scans_by_time ON scans (finished_at);
 CREATE INDEX IF NOT EXISTS scans_by_scope
     ON scans (account_id, region, resource_type, finished_at);
+
+CREATE TABLE IF NOT EXISTS resource_refs (
+    ref TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (ref, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS write_events (
+    ref         TEXT NOT NULL,
+    event_time  INTEGER NOT NULL,
+    event_id    TEXT NOT NULL,
+    attribution BLOB NOT NULL,
+    PRIMARY KEY (ref, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS write_events_by_time ON write_events (event_time);
+
+-- A file of schema 1 has versions and no refs: the refs of every resource stored (what
+-- cloudinv.catalog.event_resources.refs_of gives, in SQL). The guard is a constant term,
+-- checked once: with any ref present, nothing is read.
+INSERT OR IGNORE INTO resource_refs (ref, key)
+SELECT resource_type || '|' || account_id || '|' || region || '|' || ident, key FROM (
+    SELECT resource_type, account_id, region, key, resource_id AS ident FROM versions
+        WHERE NOT EXISTS (SELECT 1 FROM resource_refs)
+    UNION SELECT resource_type, account_id, region, key, name FROM versions
+        WHERE name IS NOT NULL AND name != '' AND NOT EXISTS (SELECT 1 FROM resource_refs)
+    UNION SELECT resource_type, account_id, region, key, key FROM versions
+        WHERE NOT EXISTS (SELECT 1 FROM resource_refs)
+);
 """
 
 _VERSION_COLUMNS = (
@@ -338,6 +385,159 @@ class SqliteStore(SqliteBacked):
             return len(rows)
 
         return await self._write(run)
+
+    # -- the attribution join (cloudinv.sinks.store.AttributionJoin) -------------------------
+
+    async def record_write_events(
+        self, events: Sequence[WriteEvent], *, keep_since: datetime | None = None
+    ) -> list[ChangeEvent]:
+        rows = [
+            [
+                ref,
+                to_us(e.attribution.event_time),
+                e.attribution.event_id,
+                e.attribution.model_dump_json(),
+            ]
+            for e in events
+            for ref in e.refs
+        ]
+        cutoff = None if keep_since is None else to_us(keep_since)
+
+        def run(conn: sqlite3.Connection) -> list[ChangeEvent]:
+            if cutoff is not None:
+                conn.execute("DELETE FROM write_events WHERE event_time < ?", (cutoff,))
+            if not rows:
+                return []
+            conn.execute(
+                "INSERT OR IGNORE INTO write_events (ref, event_time, event_id, attribution) "
+                + _select_columns(4, blobs=(3,))
+                + " FROM json_each(?)",
+                (orjson.dumps(rows).decode(),),
+            )
+            # Read in the same transaction: a change stored before it commits is seen here.
+            keys_by_ref: dict[str, list[str]] = {}
+            for ref, key in (
+                _json_query(
+                    conn,
+                    "SELECT json_group_array(json_array(ref, key)) FROM resource_refs "
+                    "WHERE ref IN (SELECT value FROM json_each(?))",
+                    sorted({row[0] for row in rows}),
+                )
+                or ()
+            ):
+                keys_by_ref.setdefault(ref, []).append(key)
+            candidates: dict[str, list[Attribution]] = {}
+            for e in events:
+                for key in {k for ref in e.refs for k in keys_by_ref.get(ref, ())}:
+                    candidates.setdefault(key, []).append(e.attribution)
+            if not candidates:
+                return []
+            earliest = min(to_us(e.attribution.event_time) for e in events)
+            stored = (
+                _json_query(
+                    conn,
+                    "SELECT json_group_array(CAST(event AS TEXT)) FROM changes "
+                    "WHERE key IN (SELECT value FROM json_each(?)) AND captured_at >= "
+                    + str(earliest - _OBSERVED_LAG_US),
+                    sorted(candidates),
+                )
+                or ()
+            )
+            updates: list[ChangeEvent] = []
+            for text in stored:
+                change = ChangeEvent.model_validate_json(text)
+                found = best_attribution(change, candidates[change.key])
+                if found is not None:
+                    updates.append(change.model_copy(update={"attribution": found}))
+            return updates
+
+        return await self._write(run)
+
+    async def attribution_updates(self, changes: Sequence[ChangeEvent]) -> list[ChangeEvent]:
+        pending = [c for c in changes if c.attribution is None]
+        if not pending:
+            return []
+        refs = {
+            c.change_id: refs_of(
+                c.resource_type,
+                c.account_id,
+                c.region,
+                key=c.key,
+                resource_id=c.resource_id,
+                name=c.name,
+            )
+            for c in pending
+        }
+
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            found: list[tuple[str, str]] = (
+                _json_query(
+                    conn,
+                    "SELECT json_group_array(json_array(ref, CAST(attribution AS TEXT))) "
+                    "FROM write_events WHERE ref IN (SELECT value FROM json_each(?))",
+                    sorted({ref for rs in refs.values() for ref in rs}),
+                )
+                or []
+            )
+            return found
+
+        by_ref: dict[str, list[Attribution]] = {}
+        for ref, text in await self._read(run, snapshot=False):
+            by_ref.setdefault(ref, []).append(Attribution.model_validate_json(text))
+        updates: list[ChangeEvent] = []
+        for change in pending:
+            candidates = [a for ref in refs[change.change_id] for a in by_ref.get(ref, ())]
+            found = best_attribution(change, candidates) if candidates else None
+            if found is not None:
+                updates.append(change.model_copy(update={"attribution": found}))
+        return updates
+
+    async def attribution_figure(self, since: datetime) -> AttributionFigure:
+        t = to_us(since)
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            changes = (
+                _json_query(
+                    conn,
+                    "SELECT json_group_array(json_array(key, resource_type, account_id, region,"
+                    " json_extract(event, '$.resource_id'), json_extract(event, '$.name'),"
+                    " captured_at, json_extract(event, '$.prior_seen_at'),"
+                    " json_extract(event, '$.observed_at'),"
+                    " json_extract(event, '$.attribution') IS NOT NULL))"
+                    " FROM changes WHERE captured_at >= json_extract(?, '$[0]')",
+                    [t],
+                )
+                or []
+            )
+            events = (
+                _json_query(
+                    conn,
+                    "SELECT json_group_array(json_array(ref, event_time)) FROM write_events "
+                    "WHERE event_time >= json_extract(?, '$[0]')",
+                    [t - _OBSERVED_LAG_US],
+                )
+                or []
+            )
+            return changes, events
+
+        changes, events = await self._read(run)
+        times: dict[str, list[int]] = {}
+        for ref, event_time in events:
+            times.setdefault(ref, []).append(event_time)
+        matched = attributed = 0
+        for key, rt, account, region, rid, name, captured, prior, observed, has in changes:
+            after, until = window_us(captured, prior, observed)
+            refs = refs_of(rt, account, region, key=key, resource_id=rid, name=name)
+            if any(
+                (after is None or et > after) and et <= until
+                for ref in refs
+                for et in times.get(ref, ())
+            ):
+                matched += 1
+                attributed += bool(has)
+        return AttributionFigure(
+            since=since, changes=len(changes), matched=matched, attributed=attributed
+        )
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -757,91 +957,79 @@ def _json_query(conn: sqlite3.Connection, sql: str, values: Any) -> Any:
     return orjson.loads(row[0]) if row and row[0] is not None else None
 
 
-@dataclass
-class _Open:
-    """A key's open version while a batch is being applied."""
-
-    change_id: str
-    config_hash: str
-    valid_from: int
-    stored: bool
-    """Already in the table (closed with an UPDATE) or opened by this batch."""
-
-
 def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, str]]) -> int:
-    """Apply changes in order inside the caller's transaction; returns how many applied.
+    """Apply changes in order inside the caller's transaction; returns how many applied
+    (changes updated in place with a better attribution included).
 
-    The batch is decided in Python from what the store holds (three queries), then written
-    with three statements, whatever its size.
+    The batch is planned in Python (:mod:`cloudinv.sinks.versioning`) from what the store
+    holds (two queries), then written with a handful of statements, whatever its size.
     """
     keys = sorted({change.key for change, _ in rows})
-    seen: set[str] = set(
-        _json_query(
+    stored_attribution: dict[str, Attribution | None] = {
+        change_id: None if attribution is None else Attribution.model_validate(attribution)
+        for change_id, attribution in _json_query(
             conn,
-            "SELECT json_group_array(change_id) FROM changes "
-            "WHERE change_id IN (SELECT value FROM json_each(?))",
+            "SELECT json_group_array(json_array(change_id, json_extract(event, '$.attribution')))"
+            " FROM changes WHERE change_id IN (SELECT value FROM json_each(?))",
             [change.change_id for change, _ in rows],
         )
         or ()
-    )
-    open_by_key = {
-        key: _Open(change_id, config_hash, valid_from, stored=True)
-        for key, change_id, config_hash, valid_from in _json_query(
+    }
+    heads: dict[str, Head | None] = {
+        key: Head(change_id, config_hash, valid_from, valid_to)
+        for key, change_id, config_hash, valid_from, valid_to in _json_query(
             conn,
-            "SELECT json_group_array(json_array(key, change_id, config_hash, valid_from)) "
-            "FROM versions WHERE valid_to IS NULL AND key IN (SELECT value FROM json_each(?))",
+            "SELECT json_group_array(json_array(key, change_id, config_hash, valid_from, "
+            "valid_to)) FROM versions AS v WHERE key IN (SELECT value FROM json_each(?)) "
+            "AND valid_from = (SELECT MAX(valid_from) FROM versions WHERE key = v.key)",
             keys,
         )
         or ()
     }
-    last_end: dict[str, int | None] = (
-        _json_query(
-            conn,
-            "SELECT json_group_object(key, ended) FROM (SELECT key, MAX(valid_to) AS ended "
-            "FROM versions WHERE key IN (SELECT value FROM json_each(?)) GROUP BY key)",
-            keys,
-        )
-        or {}
-    )
     closes: dict[str, int] = {}
     new_versions: dict[str, list[Any]] = {}
-    new_changes: list[list[Any]] = []
-
-    def close(version: _Open, at: int) -> None:
-        if version.stored:
-            closes[version.change_id] = at
-        else:
-            new_versions[version.change_id][10] = at
+    new_changes: dict[str, list[Any]] = {}
+    refs: list[tuple[str, str]] = []
 
     for change, event in rows:
-        if change.change_id in seen:
-            continue
         key = change.key
         t = to_us(change.captured_at)
-        current = open_by_key.get(key)
-        if change.change_type == "deleted":
-            if current is None or t <= current.valid_from:
-                continue  # nothing open to delete, or older than what is open
-            close(current, t)
-            del open_by_key[key]
-            last_end[key] = t
-        else:
-            if change.after_hash is None or change.configuration is None:
-                log.warning(
-                    "change %s (%s of %s) has no configuration or after_hash: not stored",
-                    change.change_id,
-                    change.change_type,
-                    key,
-                )
-                continue
-            if current is not None:
-                if current.config_hash == change.after_hash or t <= current.valid_from:
-                    continue  # already in that state, or older than what is open
-                close(current, t)
+        row = [
+            change.change_id,
+            key,
+            change.resource_type,
+            change.account_id,
+            change.region,
+            change.change_type,
+            t,
+            to_us(change.detected_at),
+            event,
+        ]
+        if change.change_id in stored_attribution:
+            # Stored already: kept, unless it comes back better attributed (logged again).
+            if improves(change.attribution, stored_attribution[change.change_id]):
+                stored_attribution[change.change_id] = change.attribution
+                new_changes[change.change_id] = row
+            continue
+        head = heads.get(key)
+        step = plan(change, t, head)
+        if step.kind is StepKind.INVALID:
+            log.warning(
+                "change %s (%s of %s) has no configuration or after_hash: not stored",
+                change.change_id,
+                change.change_type,
+                key,
+            )
+            continue
+        if step.kind is StepKind.SKIP:
+            continue
+        closed = step.closes
+        if closed is not None:
+            if closed.stored:
+                closes[closed.change_id] = t
             else:
-                ended = last_end.get(key)
-                if ended is not None and t < ended:
-                    continue  # a re-creation older than the deletion already stored
+                new_versions[closed.change_id][10] = t
+        if step.opens:
             new_versions[change.change_id] = [
                 change.change_id,
                 key,
@@ -855,21 +1043,20 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
                 t,
                 None,
             ]
-            open_by_key[key] = _Open(change.change_id, change.after_hash, t, stored=False)
-        seen.add(change.change_id)
-        new_changes.append(
-            [
-                change.change_id,
-                key,
+        heads[key] = advance(change, t, step)
+        stored_attribution[change.change_id] = change.attribution
+        new_changes[change.change_id] = row
+        refs += [
+            (ref, key)
+            for ref in refs_of(
                 change.resource_type,
                 change.account_id,
                 change.region,
-                change.change_type,
-                t,
-                to_us(change.detected_at),
-                event,
-            ]
-        )
+                key=key,
+                resource_id=change.resource_id,
+                name=change.name,
+            )
+        ]
     if closes:
         conn.execute(
             "UPDATE versions SET valid_to = json_extract(j.value, '$[1]') "
@@ -885,12 +1072,21 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
             (orjson.dumps(list(new_versions.values())).decode(),),
         )
     if new_changes:
+        # REPLACE: a change updated in place leaves its old row and takes the next sequence
+        # number, so that the change log (the live feed) carries it again.
         conn.execute(
-            "INSERT INTO changes (change_id, key, resource_type, account_id, region, "
+            "INSERT OR REPLACE INTO changes (change_id, key, resource_type, account_id, region, "
             "change_type, captured_at, detected_at, event) "
             + _select_columns(9, blobs=(8,))
             + " FROM json_each(?)",
-            (orjson.dumps(new_changes).decode(),),
+            (orjson.dumps(list(new_changes.values())).decode(),),
+        )
+    if refs:
+        conn.execute(
+            "INSERT OR IGNORE INTO resource_refs (ref, key) "
+            + _select_columns(2, blobs=())
+            + " FROM json_each(?)",
+            (orjson.dumps(refs).decode(),),
         )
     return len(new_changes)
 

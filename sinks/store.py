@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudinv.core.models import (
     AccountId,
+    Attribution,
     ChangeEvent,
     ChangeType,
     ResourceType,
@@ -39,6 +40,8 @@ from cloudinv.core.models import (
 )
 
 __all__ = [
+    "AttributionFigure",
+    "AttributionJoin",
     "ChangeFilters",
     "ChangeLog",
     "ChangePage",
@@ -49,6 +52,7 @@ __all__ = [
     "StoreError",
     "StoredReads",
     "StoredRow",
+    "WriteEvent",
 ]
 
 
@@ -335,4 +339,55 @@ class StoredReads(Protocol):
 
     async def changes_by_id_stored(self, change_ids: Sequence[str]) -> bytes:
         """The JSON array of the whole stored changes with these ids."""
+
+
+class WriteEvent(_Record):
+    """A successful CloudTrail write event and the resources it names
+    (refs of :mod:`cloudinv.catalog.event_resources`)."""
+
+    refs: tuple[str, ...]
+    attribution: Attribution
+
+
+class AttributionFigure(_Record):
+    """How many recent changes have a write event that explains them, and how many of those
+    carry an attribution (``ratio``: None when no change has one)."""
+
+    since: UtcDatetime
+    changes: int
+    matched: int
+    attributed: int
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.matched == 0 else self.attributed / self.matched
+
+
+@runtime_checkable
+class AttributionJoin(Protocol):
+    """Beside :class:`InventoryStore`: the join of changes with the write events that caused
+    them, whichever is stored first (see :mod:`cloudinv.sinks.versioning` for the window).
+
+    Neither method changes a stored change: each returns the changes a write event explains
+    better than their stored attribution, with that attribution, for the caller to send on the
+    changes topic; :meth:`InventoryStore.put_changes` then updates them in place. Each method
+    reads after its own write is committed, so of a change and its event stored at the same
+    time, at least one of the two calls sees the other.
+    """
+
+    async def record_write_events(
+        self, events: Sequence[WriteEvent], *, keep_since: datetime | None = None
+    ) -> list[ChangeEvent]:
+        """Store write events (idempotent by ref and event id), forget those before
+        ``keep_since``, and return stored changes they explain better."""
+        ...
+
+    async def attribution_updates(self, changes: Sequence[ChangeEvent]) -> list[ChangeEvent]:
+        """Of ``changes`` (just stored), those without attribution that a stored write event
+        explains, with it."""
+        ...
+
+    async def attribution_figure(self, since: datetime) -> AttributionFigure:
+        """Changes captured since ``since``: how many a stored write event explains, and
+        how many of those are attributed."""
         ...

@@ -31,6 +31,9 @@ class StreamConfig:
     fast_rebalance: bool = True
     kafka: KafkaSettings | None = None
     """The ``[kafka]`` settings, for TLS / SASL / MSK IAM credentials (None: plaintext)."""
+    attribution_window_s: float = 1800.0
+    """How long write events are kept for the attribution join: at least two scan intervals
+    (a scheduled scan may see a change that long after its event)."""
 
 
 def create_app(config: StreamConfig) -> faust.App:

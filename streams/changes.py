@@ -1,6 +1,6 @@
 """Change detection: snapshots and scan manifests in, ChangeEvents and stored versions out.
 
-Four agents, bound by :func:`bind`, each with concurrency 1:
+Five agents, bound by :func:`bind`, each with concurrency 1:
 
 ``detect_changes``
     Reads the snapshots topic (keyed by resource key). A :class:`ChangeDetector` keeps the
@@ -24,13 +24,30 @@ Four agents, bound by :func:`bind`, each with concurrency 1:
 ``store_changes``
     The store sink: writes changes to the :class:`~cloudinv.sinks.store.InventoryStore` in batches
     (one transaction each, retried until it succeeds), which closes and opens versions.
-    Idempotent by ``change_id``.
+    Idempotent by ``change_id``; a stored change that comes back better attributed is
+    updated in place (:mod:`cloudinv.sinks.versioning`). Then, for the changes it stored
+    without attribution, it asks the store for a known write event that explains them.
+``join_write_events``
+    The attribution join's other half: reads the CloudTrail topic (beside the activity
+    store), keeps each successful write event naming inventoried resources
+    (:mod:`cloudinv.catalog.event_resources`) in the store for ``attribution_window_s``, and
+    asks for the stored changes it explains.
+
+Attribution is a join, not a race: the re-describe a write event triggers carries the event
+on its snapshots (``cloudinv.producers.reactor``), and whatever that misses (a scheduled scan
+saw the change first, a deletion found by a scan) is joined in the store, whichever of the
+change and the event is stored first: each side reads after its own write is committed, so
+one of the two sees the other. What the join finds is sent on the changes topic as the same
+change with its attribution; the sink stores it in place, and subscribers of the topic and
+of the live feed get it again.
 
 The two detector agents never interleave inside a comparison: the detector runs without an
 await from the moment a batch's unknown keys are loaded to the moment its changes are handed
 to the producer.
 
-What a ChangeEvent carries: ``prior_configuration`` and ``configuration`` are normalized
+What a ChangeEvent carries: ``prior_seen_at`` (when the state it leaves was last observed)
+and, for a deletion found by a scan, ``observed_at`` (the scan's end) bound the write events
+that may have caused it. ``prior_configuration`` and ``configuration`` are normalized
 (:func:`cloudinv.catalog.diff.normalize`: the type's volatile fields dropped, lists with identities
 sorted), ``before_hash``/``after_hash`` are their hashes, and ``patch`` (RFC 6902) turns the
 one into the other; an absent configuration counts as ``{}`` for the patch.
@@ -60,7 +77,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import faust
@@ -75,10 +92,14 @@ from cloudinv.catalog.diff import (
     normalize,
     rules_for_type,
 )
+from cloudinv.catalog.event_resources import EventResourceIndex, attribution_of
+from cloudinv.catalog.registry import Registry, default_registry
 from cloudinv.core.models import (
     AccountId,
+    Attribution,
     ChangeEvent,
     ChangeType,
+    CloudTrailEvent,
     ResourceSnapshot,
     ResourceType,
     ScanManifest,
@@ -88,7 +109,12 @@ from cloudinv.core.models import (
 )
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.sinks.sqlite_store import SqliteStore
-from cloudinv.sinks.store import InventoryStore, ResourceVersion
+from cloudinv.sinks.store import (
+    AttributionJoin,
+    InventoryStore,
+    ResourceVersion,
+    WriteEvent,
+)
 from cloudinv.streams import batch_delivery
 from cloudinv.streams.app import StreamConfig
 from cloudinv.streams.store_retry import until_stored
@@ -121,6 +147,8 @@ SINK_BATCH = 250
 SINK_WINDOW_S = 0.2
 SCANS_BATCH = 200
 SCANS_WINDOW_S = 0.2
+JOIN_BATCH = 1000
+JOIN_WINDOW_S = 0.2
 _YIELD_EVERY = 200
 """Snapshots compared between two yields to the event loop (and sends of their changes:
 changes waiting to be sent hold whole configurations alive)."""
@@ -137,6 +165,8 @@ class DeletionRequest(BaseModel):
     region: str
     scan_id: str
     scan_started_at: UtcDatetime
+    scan_finished_at: UtcDatetime | None = None
+    """When the scan that did not list the key ended: the deletion happened before it."""
 
 
 def deletions_topic_name(prefix: str) -> str:
@@ -314,7 +344,9 @@ class ChangeDetector:
             if state is None or state.deleted:
                 self.stats.unchanged += 1
                 return None
-            return self._delete(key, state, captured, snapshot.scan_id)
+            return self._delete(
+                key, state, captured, snapshot.scan_id, attribution=snapshot.attribution
+            )
         rules = self._rules_for(snapshot.resource_type)
         configuration = normalize(snapshot.configuration, rules)
         document = canonical_json(configuration)
@@ -327,6 +359,7 @@ class ChangeDetector:
             return None
 
         change_type: ChangeType
+        prior_seen = None if state is None else state.last_seen
         if state is None or state.deleted:
             change_type = "created"
             prior, before = None, None
@@ -357,6 +390,8 @@ class ChangeDetector:
             scan_id=snapshot.scan_id,
             # Set when a CloudTrail event triggered this re-describe (cloudinv.producers.reactor).
             attribution=snapshot.attribution,
+            prior_seen_at=prior_seen,
+            origin=snapshot.origin,
         )
         self.states[key] = KnownState(
             resource_type=snapshot.resource_type,
@@ -379,10 +414,23 @@ class ChangeDetector:
         state = self.states.get(request.key)
         if state is None or state.deleted or state.last_seen >= request.scan_started_at:
             return None
-        return self._delete(request.key, state, request.scan_started_at, request.scan_id)
+        return self._delete(
+            request.key,
+            state,
+            request.scan_started_at,
+            request.scan_id,
+            observed_at=request.scan_finished_at,
+        )
 
     def _delete(
-        self, key: str, state: KnownState, at: datetime, scan_id: str | None
+        self,
+        key: str,
+        state: KnownState,
+        at: datetime,
+        scan_id: str | None,
+        *,
+        attribution: Attribution | None = None,
+        observed_at: datetime | None = None,
     ) -> ChangeEvent:
         prior = state.configuration()
         patch = json_patch(prior, None)
@@ -404,6 +452,9 @@ class ChangeDetector:
             captured_at=at,
             detected_at=self._clock(),
             scan_id=scan_id,
+            attribution=attribution,
+            prior_seen_at=state.last_seen,
+            observed_at=observed_at if observed_at is not None and observed_at > at else None,
         )
         state.config_hash = None
         state.document = None
@@ -476,12 +527,18 @@ class ChangeStage:
     recorded_scans: int = 0
     deletion_requests_sent: int = 0
     detect_batches: int = 0
+    join_agent: Any = None
+    write_events: int = 0
+    """Successful write events naming inventoried resources, recorded for the join."""
+    attributed_late: int = 0
+    """Stored changes the join attributed after the fact (sent again on the changes topic)."""
 
 
 def bind(
     app: faust.App,
     config: StreamConfig,
     store_factory: Callable[[], InventoryStore] | None = None,
+    registry: Registry | None = None,
 ) -> ChangeStage:
     """Declare the change detection agents on ``app``; the store defaults to local SQLite."""
     if store_factory is None:
@@ -521,6 +578,12 @@ def bind(
     # batch-feeding it too is possible now that co-readers are supported (each agent gets
     # its own queue, tests/test_batch_delivery.py) but has not been measured.
     queues = batch_delivery.enable(app, (snapshots_name,)) or {}
+    # The attribution join reads the CloudTrail topic beside the activity store, in batches
+    # of its own (batch_delivery gives each enable() call its own queues).
+    cloudtrail_name = topic_name(Topic.CLOUDTRAIL, config.topic_prefix)
+    cloudtrail_in = batch_delivery.BatchTopic(app, topics=[cloudtrail_name], **raw)
+    queues = {**queues, **(batch_delivery.enable(app, (cloudtrail_name,)) or {})}
+    index = EventResourceIndex(registry or default_registry())
     stage = ChangeStage(
         detector=detector,
         store=service,
@@ -590,6 +653,30 @@ def bind(
         store = await service.get()
         await until_stored("store changes", store.put_changes, batch)
         stage.stored_changes += len(batch)
+        if isinstance(store, AttributionJoin):
+            # After the changes are committed: an event stored meanwhile is seen here, or
+            # its own join (join_write_events) sees these changes.
+            updates = await until_stored("attribute changes", store.attribution_updates, batch)
+            stage.attributed_late += len(updates)
+            await emit(updates)
+
+    async def record_write_events(messages: Sequence[Any]) -> None:
+        events = list(_write_events(index, detector, messages))
+        store = await service.get()
+        if not isinstance(store, AttributionJoin):
+            return
+        keep_since = utcnow() - timedelta(seconds=config.attribution_window_s)
+        updates = await until_stored(
+            "record write events", store.record_write_events, events, keep_since=keep_since
+        )
+        stage.write_events += len(events)
+        stage.attributed_late += len(updates)
+        await emit(updates)
+
+    async def join_write_events(stream: faust.StreamT[bytes]) -> None:
+        await _consume(
+            stream, queues.get(cloudtrail_name), JOIN_BATCH, JOIN_WINDOW_S, record_write_events
+        )
 
     async def store_changes(stream: faust.StreamT[bytes]) -> None:
         await _consume(stream, queues.get(changes_name), SINK_BATCH, SINK_WINDOW_S, put_changes)
@@ -602,6 +689,9 @@ def bind(
     )
     stage.scans_agent = app.agent(scans, name="apply_scans", concurrency=1)(apply_scans)
     stage.sink_agent = app.agent(changes, name="store_changes", concurrency=1)(store_changes)
+    stage.join_agent = app.agent(cloudtrail_in, name="join_write_events", concurrency=1)(
+        join_write_events
+    )
     return stage
 
 
@@ -638,6 +728,16 @@ def _change_batch(detector: ChangeDetector, messages: Sequence[Any]) -> ChangeBa
         batch.append(change)
         batch.wire.append(message.value)
     return batch
+
+
+def _write_events(
+    index: EventResourceIndex, detector: ChangeDetector, messages: Sequence[Any]
+) -> Iterator[WriteEvent]:
+    """The write events of a batch of CloudTrail messages that name inventoried resources."""
+    for event in _decode(detector, messages, CloudTrailEvent.model_validate_json):
+        refs = tuple(ref.ref for ref in index.refs(event))
+        if refs:
+            yield WriteEvent(refs=refs, attribution=attribution_of(event))
 
 
 def _encode(change: ChangeEvent) -> bytes:
@@ -781,6 +881,7 @@ async def _deletion_requests(
                     region=manifest.region,
                     scan_id=manifest.scan_id,
                     scan_started_at=manifest.started_at,
+                    scan_finished_at=manifest.finished_at,
                 )
             )
     return requests

@@ -55,6 +55,10 @@ def run_worker(args: argparse.Namespace) -> int:
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         kafka=settings.kafka,
+        # Two of the longest scan interval: a scheduled scan may see a change that long after
+        # the write event that caused it.
+        attribution_window_s=2.0
+        * max([settings.scan_interval_s, *settings.scan_type_intervals_s.values()]),
     )
     if args.config:
         # Stages that read their own sections (alerts) load settings themselves: point them

@@ -94,6 +94,11 @@ class ResourceSnapshot(_Message):
         default=None,
         description="Set when a CloudTrail event triggered this re-describe: who caused it",
     )
+    origin: Literal["describe", "event"] = Field(
+        default="describe",
+        description="'event': built from the response of the CloudTrail event that created "
+        "the resource, because it was gone before a describe could see it",
+    )
 
     @property
     def key(self) -> str:
@@ -252,6 +257,21 @@ class ChangeEvent(_Message):
     detected_at: UtcDatetime
     scan_id: str | None = None
     attribution: Attribution | None = None
+    prior_seen_at: UtcDatetime | None = Field(
+        default=None,
+        description="When the state this change left was last observed (None: never seen "
+        "before); a write event after it, up to observed_at, may have caused the change",
+    )
+    origin: Literal["describe", "event"] = Field(
+        default="describe",
+        description="Where the new configuration comes from: an API describe, or the CloudTrail "
+        "event that created a resource gone before any describe saw it",
+    )
+    observed_at: UtcDatetime | None = Field(
+        default=None,
+        description="When the new state was observed, if later than captured_at (a deletion "
+        "found by a scan: the end of the scan that no longer listed the resource)",
+    )
 
 
 class Principal(_Message):

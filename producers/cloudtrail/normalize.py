@@ -21,10 +21,12 @@ from cloudinv.core.models import CloudTrailEvent, EventResource, Principal
 
 __all__ = [
     "InvalidRecordError",
+    "derived_arn",
     "infer_read_only",
     "is_secret_key",
     "normalize_record",
     "parse_principal",
+    "partition_of",
     "scrub_secrets",
     "service_of",
     "unwrap_eventbridge",
@@ -153,14 +155,59 @@ def _principal_name(kind: str | None, identity: dict[str, Any]) -> str | None:
     return identity.get("principalId")
 
 
-def parse_principal(identity: dict[str, Any] | None) -> Principal:
-    """The principal of a record's ``userIdentity`` (an empty one when absent)."""
+def partition_of(region: str | None) -> str:
+    """The ARN partition of a region: ``aws-cn`` for China, ``aws-us-gov`` for GovCloud."""
+    if region and region.startswith("cn-"):
+        return "aws-cn"
+    if region and region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def derived_arn(identity: dict[str, Any], region: str | None = None) -> str | None:
+    """The principal's ARN when the record leaves it out, built as AWS writes it elsewhere.
+
+    Some records of an IAM user (``ConsoleLogin``, ``CheckMfa``, sign-in failures) carry the
+    account and user name but no ``arn``; without one the same person would be counted under
+    two labels. Root is ``arn:<p>:iam::<account>:root``; an IAM user
+    ``arn:<p>:iam::<account>:user/<name>`` (the user's path is not in such records: a user with
+    a path keeps the label of its records that have the ARN, which AWS writes for every API
+    call); an assumed-role session ``arn:<p>:sts::<account>:assumed-role/<role>/<session>``
+    from its session issuer and ``principalId``. ``None`` when the record does not say enough.
+    """
+    arn = identity.get("arn")
+    if isinstance(arn, str) and arn:
+        return arn
+    kind = identity.get("type")
+    account = identity.get("accountId")
+    if not isinstance(account, str) or not account:
+        return None
+    partition = partition_of(region)
+    if kind == "Root":
+        return f"arn:{partition}:iam::{account}:root"
+    if kind == "IAMUser":
+        name = identity.get("userName")
+        return f"arn:{partition}:iam::{account}:user/{name}" if name else None
+    if kind == "AssumedRole":
+        issuer = (identity.get("sessionContext") or {}).get("sessionIssuer") or {}
+        role = issuer.get("userName") or _arn_resource(issuer.get("arn") or "") or ""
+        role = str(role).rsplit("/", 1)[-1]
+        principal_id = str(identity.get("principalId") or "")
+        session = principal_id.split(":", 1)[1] if ":" in principal_id else ""
+        if role and session:
+            return f"arn:{partition}:sts::{account}:assumed-role/{role}/{session}"
+    return None
+
+
+def parse_principal(identity: dict[str, Any] | None, region: str | None = None) -> Principal:
+    """The principal of a record's ``userIdentity`` (an empty one when absent); its ARN is
+    derived (:func:`derived_arn`) when the record leaves it out."""
     if not identity:
         return Principal()
     kind = identity.get("type")
     return Principal(
         type=kind,
-        arn=identity.get("arn"),
+        arn=derived_arn(identity, region),
         name=_principal_name(kind, identity),
         account_id=identity.get("accountId"),
         access_key_id=identity.get("accessKeyId") or None,
@@ -262,7 +309,7 @@ def normalize_record(record: dict[str, Any], source_file: str | None = None) -> 
         event_name=event_name,
         region=region,
         account_id=str(account),
-        principal=parse_principal(identity),
+        principal=parse_principal(identity, region),
         source_ip=record.get("sourceIPAddress"),
         user_agent=record.get("userAgent"),
         read_only=_read_only(record, event_name),
