@@ -4,11 +4,15 @@ Accounts come from one of three places: the local credential chain (the caller's
 account, found with STS GetCallerIdentity), a list of role ARNs (each with an optional
 external id), or AWS Organizations (ListAccounts, then a role of the given name in each
 account). Assumed-role credentials are cached per role and refreshed by aiobotocore ahead of
-their expiry; AssumeRole itself happens on first use, so an account whose role cannot be
-assumed fails its own scopes and no other.
+their expiry. AssumeRole happens once per account and credential lifetime, before the
+account's first scope (:meth:`AwsAccess.ensure_credentials`), whatever the number of scopes
+sharing the credentials; a role that cannot be assumed (denied, or STS unreachable) fails that
+account's scopes at once with one error, and is asked again only after
+:data:`FAILED_CREDENTIALS_RETRY_S`.
 
-Every client uses botocore's ``standard`` retry mode (exponential backoff with jitter on
-throttling and transient errors) and the configured endpoint (``aws.endpoint_url``, else
+Every client uses botocore's ``standard`` retry mode with its default of 3 attempts
+(exponential backoff with jitter on throttling and transient errors, at most a few seconds
+in all, so a dead endpoint fails fast) and the configured endpoint (``aws.endpoint_url``, else
 ``AWS_ENDPOINT_URL``). Clients made through :meth:`AwsAccess.client` share their service
 models and client classes (:class:`SharedModels`); a scan's clients also share one HTTP
 connection pool (:class:`SharedConnections`).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
@@ -37,7 +42,12 @@ from aiobotocore.session import AioSession, get_session
 from cloudinv.core.errors import CloudinvError
 from cloudinv.core.settings import AccountRole, AwsSettings
 
-DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_MAX_ATTEMPTS = 3
+"""botocore's standard retry mode default: the first call and two retries."""
+FAILED_CREDENTIALS_RETRY_S = 60.0
+"""How long a failed AssumeRole answers for the role before STS is asked again."""
+ADVISORY_REFRESH_S = 15 * 60
+"""botocore refreshes assumed credentials when less than this remains (advisory)."""
 ROLE_SESSION_NAME = "cloudinv"
 
 GLOBAL_SERVICE_REGIONS = {"aws": "us-east-1", "aws-us-gov": "us-gov-west-1", "aws-cn": "cn-north-1"}
@@ -48,6 +58,92 @@ ENABLED_REGION_STATUSES = frozenset({"opt-in-not-required", "opted-in"})
 
 class AccountDiscoveryError(CloudinvError):
     """The accounts to scan could not be determined (no credentials, Organizations denied)."""
+
+
+class CredentialsUnavailable(Exception):
+    """An account's credentials could not be had (AssumeRole denied, STS unreachable).
+
+    ``cause`` is the error STS (or the connection) gave; every scope of the account fails
+    with it."""
+
+    def __init__(self, role_arn: str, cause: BaseException) -> None:
+        super().__init__(f"cannot assume {role_arn}: {cause}")
+        self.role_arn = role_arn
+        self.cause = cause
+
+
+class _AssumedRole:
+    """One role's AssumeRole, shared by everything that signs with its credentials.
+
+    :meth:`ensure` (what :meth:`AwsAccess.ensure_credentials` awaits) assumes the role unless
+    credentials with more than :data:`ADVISORY_REFRESH_S` left are held; :meth:`fetch` is
+    the refresher botocore calls when its copy needs refreshing, and hands over what
+    :meth:`ensure` got first, so the first client costs no second call. Concurrent callers
+    share one call; a failure answers for :data:`FAILED_CREDENTIALS_RETRY_S` without asking
+    STS again.
+    """
+
+    def __init__(self, access: AwsAccess, role_arn: str, external_id: str | None) -> None:
+        self._access = access
+        self.role_arn = role_arn
+        self._external_id = external_id
+        self._lock = asyncio.Lock()
+        self._metadata: dict[str, Any] | None = None
+        self._expires: float = 0.0
+        self._unclaimed = False
+        """Credentials got by :meth:`ensure` that botocore has not taken yet."""
+        self._failure: CredentialsUnavailable | None = None
+        self._failed_at: float = 0.0
+        self.calls = 0
+        """AssumeRole calls made so far (for tests and diagnostics)."""
+
+    async def ensure(self) -> None:
+        async with self._lock:
+            if self._metadata is not None and self._expires - time.time() > ADVISORY_REFRESH_S:
+                return
+            await self._refresh()
+            self._unclaimed = True
+
+    async def fetch(self) -> dict[str, Any]:
+        async with self._lock:
+            fresh = self._expires - time.time() > ADVISORY_REFRESH_S
+            if not (self._unclaimed and fresh and self._metadata is not None):
+                await self._refresh()
+            self._unclaimed = False
+            assert self._metadata is not None
+            return self._metadata
+
+    async def _refresh(self) -> None:
+        now = time.time()
+        if self._failure is not None and now - self._failed_at < FAILED_CREDENTIALS_RETRY_S:
+            raise self._failure
+        try:
+            self._metadata, self._expires = await self._assume()
+        except Exception as exc:
+            self._failure, self._failed_at = CredentialsUnavailable(self.role_arn, exc), now
+            raise self._failure from None
+        self._failure = None
+
+    async def _assume(self) -> tuple[dict[str, Any], float]:
+        params: dict[str, Any] = {
+            "RoleArn": self.role_arn,
+            "RoleSessionName": f"{ROLE_SESSION_NAME}-{uuid.uuid4().hex[:8]}",
+        }
+        if self._external_id:
+            params["ExternalId"] = self._external_id
+        access = self._access
+        self.calls += 1
+        async with access.client(access.base_session, "sts", access.home_region) as sts:
+            response = await sts.assume_role(**params)
+        credentials = response["Credentials"]
+        expiration = credentials["Expiration"]
+        metadata = {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": expiration.isoformat(),
+        }
+        return metadata, expiration.timestamp()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,6 +371,7 @@ class AwsAccess:
         self.base_session = base_session or get_session()
         self.max_attempts = max_attempts
         self._role_credentials: dict[tuple[str, str | None], AioDeferredRefreshableCredentials] = {}
+        self._roles: dict[tuple[str, str | None], _AssumedRole] = {}
         self._warm: set[str] = set()
         self.models = SharedModels()
 
@@ -341,32 +438,38 @@ class AwsAccess:
         cache_key = (role_arn, external_id)
         credentials = self._role_credentials.get(cache_key)
         if credentials is None:
+            role = self._roles[cache_key] = _AssumedRole(self, role_arn, external_id)
             credentials = AioDeferredRefreshableCredentials(
-                refresh_using=self._assume_role_refresher(role_arn, external_id),
-                method="assume-role",
+                refresh_using=role.fetch, method="assume-role"
             )
             self._role_credentials[cache_key] = credentials
         return credentials
 
-    def _assume_role_refresher(self, role_arn: str, external_id: str | None) -> Any:
-        async def refresh() -> dict[str, Any]:
-            params: dict[str, Any] = {
-                "RoleArn": role_arn,
-                "RoleSessionName": f"{ROLE_SESSION_NAME}-{uuid.uuid4().hex[:8]}",
-            }
-            if external_id:
-                params["ExternalId"] = external_id
-            async with self.client(self.base_session, "sts", self.home_region) as sts:
-                response = await sts.assume_role(**params)
-            credentials = response["Credentials"]
-            return {
-                "access_key": credentials["AccessKeyId"],
-                "secret_key": credentials["SecretAccessKey"],
-                "token": credentials["SessionToken"],
-                "expiry_time": credentials["Expiration"].isoformat(),
-            }
+    def assume_role_calls(self, role_arn: str, external_id: str | None = None) -> int:
+        """How many times AssumeRole was called for the role (0 if never used)."""
+        role = self._roles.get((role_arn, external_id))
+        return role.calls if role is not None else 0
 
-        return refresh
+    async def ensure_credentials(self, target: AccountTarget) -> None:
+        """Have ``target``'s credentials before its scopes start: one AssumeRole shared by
+        all of them (none for the local credential chain, which signs on its own).
+
+        Raises :class:`CredentialsUnavailable` when the role cannot be assumed; the caller
+        then fails the account's scopes without trying them. Goes around botocore's refresh,
+        which would log a traceback per failed attempt."""
+        if target.role_arn is None or target.credentials is None:
+            return
+        role = next(
+            (self._roles[k] for k, c in self._role_credentials.items() if c is target.credentials),
+            None,
+        )
+        if role is None:  # credentials made elsewhere: let them resolve themselves
+            try:
+                await target.credentials.get_frozen_credentials()
+            except Exception as exc:
+                raise CredentialsUnavailable(target.role_arn, exc) from None
+            return
+        await role.ensure()
 
     async def caller_account(self) -> AccountTarget:
         """The account of the local credential chain."""

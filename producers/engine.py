@@ -25,6 +25,15 @@ and closing its own.
 
 Every planned scope ends with exactly one manifest. Global types (IAM, S3, Route 53,
 CloudFront) are scanned once per account and recorded in region ``global``.
+
+Failing fast. An account's credentials are had before its first scope, a few accounts ahead
+of the planner (:data:`CREDENTIALS_AHEAD`), one AssumeRole per account shared by all its
+scopes; when the role cannot be assumed (denied, STS unreachable) every scope of the account
+fails at once with that error and one warning line, and no client is made for it. A scope
+that fails for want of a connection (the endpoint refuses or never answers, after botocore's
+standard retries) marks its endpoint dead for the rest of the run: the scopes still to come
+on it fail at once with the same error (one warning line per endpoint), instead of each
+waiting out its own retries.
 """
 
 from __future__ import annotations
@@ -45,7 +54,12 @@ from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.core.models import GLOBAL_REGION, ResourceSnapshot, ScanError, ScanManifest, utcnow
 from cloudinv.core.settings import AwsSettings
 from cloudinv.producers.collect import Scope, ScopeCollector, to_scan_error
-from cloudinv.producers.credentials import AccountTarget, AwsAccess, SharedConnections
+from cloudinv.producers.credentials import (
+    AccountTarget,
+    AwsAccess,
+    CredentialsUnavailable,
+    SharedConnections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +67,12 @@ ScanItem = ResourceSnapshot | ScanManifest
 
 UNKNOWN_REGIONS = "*"
 """Region of the failed manifests emitted when an account's regions could not be listed."""
+
+CREDENTIALS_AHEAD = 8
+"""Accounts whose credentials are being had at once, ahead of the planner."""
+
+CONNECTION_ERROR_CODES = frozenset({"EndpointConnectionError", "ConnectTimeoutError"})
+"""Errors that say the endpoint cannot be reached at all (not that one call failed)."""
 
 
 def new_scan_id() -> str:
@@ -289,6 +309,8 @@ class _ScanRun:
         self._requests = asyncio.Semaphore(options.max_concurrency)
         self._groups: set[_ClientGroup] = set()
         self._offered_regions: dict[tuple[str, str], frozenset[str]] = {}
+        self._credentials: dict[str, asyncio.Task[None]] = {}
+        self._dead_endpoints: dict[str, ScanError] = {}
         self.sessions = _AccountSessions(access)
         # Every client of the run sends through one pool: the clients of one regional
         # endpoint (each account's EC2 in eu-west-1) reuse each other's connections.
@@ -307,9 +329,10 @@ class _ScanRun:
                     raise item
                 yield item
         finally:
-            for task in (conductor, *workers):
+            pending = [conductor, *workers, *self._credentials.values()]
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(conductor, *workers, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
             for group in list(self._groups):
                 await group.close()
             await self.connections.close()
@@ -331,7 +354,17 @@ class _ScanRun:
     async def _plan(self) -> None:
         global_specs = [s for s in self.specs if s.global_service]
         regional_specs = [s for s in self.specs if not s.global_service]
-        for target in self.targets:
+        for n, target in enumerate(self.targets):
+            for ahead in self.targets[n : n + CREDENTIALS_AHEAD]:
+                if ahead.account_id not in self._credentials:
+                    self._credentials[ahead.account_id] = asyncio.create_task(
+                        self.access.ensure_credentials(ahead)
+                    )
+            try:
+                await self._credentials.pop(target.account_id)
+            except CredentialsUnavailable as exc:
+                await self._fail_account(target, global_specs, regional_specs, exc)
+                continue
             # Hold the account's session while planning it, so that its groups share one
             # even when an early group ends before the next is planned.
             self.sessions.acquire(target)
@@ -339,6 +372,31 @@ class _ScanRun:
                 await self._plan_account(target, global_specs, regional_specs)
             finally:
                 self.sessions.release(target)
+
+    async def _fail_account(
+        self,
+        target: AccountTarget,
+        global_specs: list[ResourceSpec],
+        regional_specs: list[ResourceSpec],
+        failure: CredentialsUnavailable,
+    ) -> None:
+        """Every scope of an account whose credentials could not be had: failed, at once."""
+        error = to_scan_error(failure.cause, "AssumeRole")
+        scopes = len(global_specs)
+        if global_specs:
+            await self._fail_unplanned(target, global_specs, error, GLOBAL_REGION)
+        if regional_specs:
+            regions = self.regions if isinstance(self.regions, list) else [UNKNOWN_REGIONS]
+            for region in regions:
+                await self._fail_unplanned(target, regional_specs, error, region)
+            scopes += len(regional_specs) * len(regions)
+        log.warning(
+            "account %s: %s failed (%s): its %d scopes were not scanned",
+            target.account_id,
+            f"AssumeRole {failure.role_arn}",
+            " ".join(f"{error.code}: {error.message}".split())[:300],
+            scopes,
+        )
 
     async def _plan_account(
         self,
@@ -355,7 +413,8 @@ class _ScanRun:
         try:
             regions = await self.access.regions_for(target, self.regions)
         except Exception as exc:
-            await self._fail_unplanned(target, regional_specs, to_scan_error(exc, None))
+            error = to_scan_error(exc, None)
+            await self._fail_unplanned(target, regional_specs, error, UNKNOWN_REGIONS)
             return
         for region in regions:
             here = [s for s in regional_specs if await self._offered(target, s, region)]
@@ -407,15 +466,13 @@ class _ScanRun:
         return not regions or region in regions
 
     async def _fail_unplanned(
-        self, target: AccountTarget, specs: list[ResourceSpec], error: ScanError
+        self, target: AccountTarget, specs: list[ResourceSpec], error: ScanError, region: str
     ) -> None:
         if self.options.on_scopes_planned is not None:
             self.options.on_scopes_planned(len(specs))
         now = utcnow()
         for spec in specs:
-            await self._results.put(
-                self._failed(target.account_id, UNKNOWN_REGIONS, spec, error, now)
-            )
+            await self._results.put(self._failed(target.account_id, region, spec, error, now))
 
     def _failed(
         self, account_id: str, region: str, spec: ResourceSpec, error: ScanError, started: Any
@@ -450,6 +507,10 @@ class _ScanRun:
         except Exception as exc:
             error = to_scan_error(exc, None)
             return self._failed(scope.account_id, scope.region, scope.spec, error, started)
+        endpoint = str(client.meta.endpoint_url)
+        dead = self._dead_endpoints.get(endpoint)
+        if dead is not None:
+            return self._failed(scope.account_id, scope.region, scope.spec, dead, started)
         service_limit = group.service_limit(
             scope.spec.service, self.options.per_service_concurrency
         )
@@ -461,4 +522,15 @@ class _ScanRun:
             scan_id=self.options.scan_id,
             emit=self._results.put,
         )
-        return await collector.run()
+        manifest = await collector.run()
+        if manifest.status == "failed" and manifest.errors:
+            error = manifest.errors[0]
+            if error.code in CONNECTION_ERROR_CODES and endpoint not in self._dead_endpoints:
+                self._dead_endpoints[endpoint] = error
+                log.warning(
+                    "endpoint %s cannot be reached (%s): the scopes still to scan there fail "
+                    "at once",
+                    endpoint,
+                    error.code,
+                )
+        return manifest

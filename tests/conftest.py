@@ -60,6 +60,10 @@ from typing import Any  # noqa: E402
 SCAN_REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
 SCAN_DENIED_REGION = "eu-west-1"
 SCAN_DENIED_SERVICE = "rds"
+SCAN_DENIED_ROLE = "cloudinv-denied"
+"""Role name whose AssumeRole the denying proxy refuses."""
+ASSUME_ROLE_CALLS: dict[str, int] = {}
+"""AssumeRole requests the denying proxy saw, by RoleArn."""
 
 
 class ScanEstate:
@@ -385,8 +389,11 @@ def scan_estate(moto_endpoint: str) -> ScanEstate:
 async def denying_proxy(moto_endpoint: str) -> AsyncIterator[str]:
     """A reverse proxy in front of moto answering AccessDenied for every request signed for
     region SCAN_DENIED_REGION or service SCAN_DENIED_SERVICE (read from the SigV4 credential
-    scope of the Authorization header), in the error format of the request's protocol."""
+    scope of the Authorization header), in the error format of the request's protocol, and
+    for AssumeRole of a role named SCAN_DENIED_ROLE; counts AssumeRole calls by role ARN in
+    ASSUME_ROLE_CALLS."""
     import re
+    from urllib.parse import parse_qs
 
     import aiohttp
     from aiohttp import web
@@ -419,6 +426,13 @@ async def denying_proxy(moto_endpoint: str) -> AsyncIterator[str]:
         match = scope_re.search(request.headers.get("Authorization", ""))
         if match and (match[1] == SCAN_DENIED_REGION or match[2] == SCAN_DENIED_SERVICE):
             return denial(request, match[2])
+        if match and match[2] == "sts":
+            form = parse_qs((await request.read()).decode())
+            if form.get("Action") == ["AssumeRole"]:
+                arn = form["RoleArn"][0]
+                ASSUME_ROLE_CALLS[arn] = ASSUME_ROLE_CALLS.get(arn, 0) + 1
+                if arn.endswith(f":role/{SCAN_DENIED_ROLE}"):
+                    return denial(request, "sts")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop}
         async with client.request(
             request.method,

@@ -200,3 +200,36 @@ def test_bad_invocations_get_one_clear_line(tmp_path: Path, moto_endpoint: str) 
     listed = run_cloudinv("scan", "--list-types", cwd=tmp_path, endpoint=moto_endpoint)
     assert listed.returncode == 0
     assert "AWS::EC2::Instance\tec2\tregional" in listed.stdout
+
+
+def test_scan_against_a_closed_port_ends_fast_with_one_line_per_account(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once this closes
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    accounts = ["700000000081", "700000000082"]
+    args = ["scan", "--once", "--out", str(tmp_path / "out.jsonl"), "--no-progress"]
+    for account in accounts:
+        args += ["--role-arn", f"arn:aws:iam::{account}:role/cloudinv-reader"]
+    args += ["--regions", "us-east-1,eu-west-1"]  # every type: hundreds of scopes
+    result = subprocess.run(
+        [sys.executable, "-m", "cloudinv", *args],
+        cwd=tmp_path,
+        env=scan_env(closed),
+        capture_output=True,
+        text=True,
+        timeout=60,  # the bound for the whole scan; it used to run for hours
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    # One warning line per account on stderr, one row per account in the summary.
+    for account in accounts:
+        assert sum(account in line for line in result.stderr.splitlines()) == 1, result.stderr
+        rows = [line for line in result.stdout.splitlines() if line.strip("│ ").startswith(account)]
+        assert len(rows) == 1, result.stdout
+        assert "EndpointConnectionError" in rows[0]
+    assert "0 resources from" in result.stdout
+    assert "0 complete" in result.stdout and "failed" in result.stdout
+    assert len(result.stderr.splitlines()) < 10, result.stderr

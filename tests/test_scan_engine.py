@@ -7,17 +7,19 @@ engine must find exactly the same ids per (account, region, type).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
 from aiobotocore.session import AioSession
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from cloudinv.catalog.registry import Registry, default_registry
 from cloudinv.catalog.spec import DetailCall, ResourceSpec
@@ -28,7 +30,9 @@ from cloudinv.producers.collect import Scope, ScopeCollector
 from cloudinv.producers.credentials import AccountTarget, AwsAccess, SharedConnections
 from cloudinv.producers.engine import ScanItem, ScanOptions, scan, scan_types
 from tests.conftest import (
+    ASSUME_ROLE_CALLS,
     SCAN_DENIED_REGION,
+    SCAN_DENIED_ROLE,
     SCAN_DENIED_SERVICE,
     SCAN_ESTATE_TYPES,
     ScanEstate,
@@ -387,9 +391,12 @@ class FakeClient:
     """Answers ``describe_things`` / ``get_thing_policy`` from canned data; counts in-flight
     calls to check the engine's concurrency bounds."""
 
-    def __init__(self, behaviour: dict[str, Any], delay: float = 0.0) -> None:
+    def __init__(
+        self, behaviour: dict[str, Any], delay: float = 0.0, endpoint: str = "https://fake.test"
+    ) -> None:
         self.behaviour = behaviour
         self.delay = delay
+        self.meta = SimpleNamespace(endpoint_url=endpoint)
         self.in_flight = 0
         self.max_in_flight = 0
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -1064,3 +1071,96 @@ async def test_every_other_type_finds_what_was_seeded(moto_endpoint: str) -> Non
     zone = by_id[("AWS::Route53::HostedZone", seeded["AWS::Route53::HostedZone"])]
     assert zone.region == GLOBAL_REGION
     assert zone.arn == f"arn:aws:route53:::hostedzone/{seeded['AWS::Route53::HostedZone']}"
+
+
+async def test_denied_role_costs_one_assume_role_and_one_line(
+    scan_estate: ScanEstate, denying_proxy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    denied_account = "700000000077"
+    denied_arn = f"arn:aws:iam::{denied_account}:role/{SCAN_DENIED_ROLE}"
+    good_arn = scan_estate.role_arns[0]
+    aws = AwsSettings(
+        accounts=[AccountRole(role_arn=denied_arn), AccountRole(role_arn=good_arn)],
+        regions=scan_estate.regions,
+        endpoint_url=denying_proxy,
+        max_concurrency=16,
+    )
+    before = {arn: ASSUME_ROLE_CALLS.get(arn, 0) for arn in (denied_arn, good_arn)}
+    access = AwsAccess.from_settings(aws)
+    types = REGISTRY.types()  # every declared type: hundreds of scopes per account
+    with caplog.at_level(logging.WARNING):
+        _, manifests = await collect(scan(aws, types=types, access=access))
+
+    denied = [m for m in manifests if m.account_id == denied_account]
+    global_types = sum(1 for t in types if REGISTRY.get(t).global_service)
+    assert len(denied) == global_types + (len(types) - global_types) * len(scan_estate.regions)
+    assert {(m.status, m.errors[0].code, m.errors[0].operation) for m in denied} == {
+        ("failed", "AccessDenied", "AssumeRole")
+    }
+    assert all(not m.keys for m in denied)
+    # One AssumeRole per account, however many scopes share its credentials.
+    assert ASSUME_ROLE_CALLS[denied_arn] - before[denied_arn] == 1
+    assert ASSUME_ROLE_CALLS[good_arn] - before[good_arn] == 1
+    assert access.assume_role_calls(denied_arn) == 1
+    # One line for the denied account, no traceback anywhere.
+    lines = [r for r in caplog.records if denied_account in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "AccessDenied" in lines[0].getMessage()
+    assert all(r.exc_info is None for r in caplog.records), [
+        r.getMessage() for r in caplog.records if r.exc_info
+    ]
+    # The other account was scanned.
+    assert any(m.status == "complete" for m in manifests if m.account_id != denied_account)
+
+    # A second scan through the same access: the failure is remembered for a while, STS is
+    # not asked again at once.
+    _, again = await collect(scan(aws, types=types[:3], access=access))
+    assert ASSUME_ROLE_CALLS[denied_arn] - before[denied_arn] == 1
+    assert ASSUME_ROLE_CALLS[good_arn] - before[good_arn] == 1  # credentials still valid
+    assert all(m.status == "failed" for m in again if m.account_id == denied_account)
+
+
+async def test_unreachable_endpoint_fails_its_remaining_scopes_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dead = "https://ec2.eu-west-1.dead.test"
+    unreachable = EndpointConnectionError(endpoint_url=dead)
+    clients = {
+        ("111111111111", "eu-west-1", "ec2"): FakeClient(
+            {"describe_things": unreachable}, endpoint=dead
+        ),
+        ("111111111111", "us-east-1", "ec2"): FakeClient({"describe_things": things("t-1")}),
+    }
+    specs = [
+        ResourceSpec(
+            cfn_type=f"AWS::Test::Thing{n}",
+            service="ec2",
+            list_operation="DescribeThings",
+            result_path="Things[]",
+            id_field="ThingId",
+            arn_template="arn:{partition}:test:{region}:{account}:thing/{id}",
+        )
+        for n in range(5)
+    ]
+    access = FakeAccess(clients)
+    with caplog.at_level(logging.WARNING):
+        snapshots, manifests = await collect(
+            scan_types(
+                access,
+                [AccountTarget(account_id="111111111111")],
+                ["eu-west-1", "us-east-1"],
+                specs,
+                options=ScanOptions(max_concurrency=1),
+                registry=Registry(specs),
+            )
+        )
+    by_region: dict[str, set[str]] = defaultdict(set)
+    for m in manifests:
+        by_region[m.region].add(m.status)
+        if m.region == "eu-west-1":
+            assert m.errors[0].code == "EndpointConnectionError"
+    assert by_region == {"eu-west-1": {"failed"}, "us-east-1": {"complete"}}
+    assert len(snapshots) == 5
+    # The first scope found the endpoint dead; the other four did not call it.
+    assert len(clients[("111111111111", "eu-west-1", "ec2")].calls) == 1
+    assert len([r for r in caplog.records if dead in r.getMessage()]) == 1

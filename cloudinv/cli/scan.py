@@ -292,6 +292,36 @@ class ManifestFile:
             self._lines.append(manifest.model_dump_json() + "\n")
 
 
+def failure_rows(unfinished: list[ScanManifest]) -> list[tuple[str, ...]]:
+    """One row per (account, status, error): an account whose role was denied, or whose
+    endpoint was dead, is one line however many scopes it had."""
+    groups: dict[tuple[str, str, str, str], list[ScanManifest]] = {}
+    for manifest in unfinished:
+        error = manifest.errors[0] if manifest.errors else None
+        key = (
+            manifest.account_id,
+            manifest.status,
+            error.code if error else "",
+            " ".join((error.message if error else "").split())[:160],
+        )
+        groups.setdefault(key, []).append(manifest)
+    rows = []
+    for (account, status, code, message), manifests in groups.items():
+        regions = sorted({m.region for m in manifests})
+        types = sorted({m.resource_type for m in manifests})
+        rows.append(
+            (
+                account,
+                ", ".join(regions) if len(regions) <= 3 else f"{len(regions)} regions",
+                types[0] if len(types) == 1 else f"{len(types)} types",
+                status if len(manifests) == 1 else f"{status} ({len(manifests)} scopes)",
+                code,
+                message,
+            )
+        )
+    return rows
+
+
 def print_summary(tally: ScanTally, out: Path, seconds: float, console: Console) -> None:
     types = Table(title="Scan summary", title_justify="left")
     types.add_column("resource type")
@@ -313,16 +343,8 @@ def print_summary(tally: ScanTally, out: Path, seconds: float, console: Console)
         failures = Table(title="Scopes not complete", title_justify="left")
         for column in ("account", "region", "resource type", "status", "code", "message"):
             failures.add_column(column, overflow="fold")
-        for manifest in tally.unfinished:
-            error = manifest.errors[0] if manifest.errors else None
-            failures.add_row(
-                manifest.account_id,
-                manifest.region,
-                manifest.resource_type,
-                manifest.status,
-                error.code if error else "",
-                " ".join((error.message if error else "").split())[:160],
-            )
+        for row in failure_rows(tally.unfinished):
+            failures.add_row(*row)
         console.print(failures)
     failed = tally.statuses["failed"]
     partial = tally.statuses["partial"]
