@@ -2,7 +2,7 @@
 
 Layout (the same in every target, snappy-compressed Parquet)::
 
-    <root>/snapshots/resource_type=<AWS::Svc::Type>/dt=YYYY-MM-DD/part-<account_id>.parquet
+    <root>/snapshots/resource_type=<AWS::Svc::Type>/dt=YYYY-MM-DD/part-snapshot.parquet
     <root>/changes/resource_type=<AWS::Svc::Type>/dt=YYYY-MM-DD/part-<stem>.parquet
 
 Targets: :class:`LocalTarget` (a directory, ``<data_dir>/warehouse`` by default: the embedded
@@ -10,9 +10,11 @@ default, queried by ``cloudinv sql``) and :class:`S3Target` (``s3://<bucket>/<pr
 queried by Athena with the tables of ``cloudinv athena ddl``). ``resource_type`` and ``dt``
 are partition columns: they are in the path, not in the files.
 
-Columns of ``snapshots`` (one full snapshot per day, type and account: every resource current
-at ``snapshot_at``; rewritten while the day lasts, so the last write of a day is its
-end-of-day state):
+Columns of ``snapshots`` (one full snapshot per day and type, every account in one file,
+``part-snapshot.parquet``, split in ``part-snapshot-<n>.parquet`` above ``max_rows_per_file``:
+every resource current at ``snapshot_at``; rewritten while the day lasts, so the last write of
+a day is its end-of-day state; one file is replaced atomically, so a reader sees the old
+snapshot or the new one):
 
 =====================  ==================  =================================================
 column                 type                meaning
@@ -60,7 +62,7 @@ The typed struct columns exist only in files of registered types (see
 :mod:`cloudinv.sinks.warehouse_schema`); the ``*_json`` columns are in every file, so the cross-type
 tables (``snapshots``, ``changes``) read the same columns from every partition.
 
-Idempotence. Part names are deterministic: a snapshot part is named by its account and
+Idempotence. Part names are deterministic: a snapshot part is named by its position and
 replaced whole (a partition's parts no longer produced are deleted); a changes part by its
 origin, the Kafka partition and first offset it was read from (``part-p3-o<offset>``), or,
 without one, a hash of its change ids. A batch written again after a crash or a retried
@@ -70,6 +72,17 @@ replay has caught up every change is in one part. Readers may still see a change
 the moment between two such writes (``changes_latest_per_day`` keeps one per ``change_id``
 and day). Writes are atomic per file (rename locally, one PUT or completed multipart upload on
 S3). Parquet encoding runs on a worker thread, never on the event loop.
+
+Compaction. Every flush of every Kafka partition adds a changes part, so a day of a busy type
+gathers hundreds of small files, and every reader (Athena, DuckDB) pays a request and a footer
+read for each. :meth:`ParquetWarehouse.compact` merges a changes partition's settled parts
+(written more than ``settled_s`` ago: long committed, so no replay rewrites them) into one
+file (more above ``max_rows_per_file``), ``part-c<digest>[-<n>].parquet``, named by the
+parts it replaces, keeping one row per ``change_id`` and ordered by ``captured_at``. The
+merged file is put in place whole (rename, one PUT) before the parts it replaces are deleted:
+a reader never misses a change; in the instant between the two it may see one twice, as
+during a replay (``changes_latest_per_day`` keeps one). Compacting the same parts twice (two
+workers at once) writes the same name with the same content.
 """
 
 from __future__ import annotations
@@ -82,7 +95,7 @@ import logging
 import os
 import re
 import tempfile
-from collections import defaultdict
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -106,6 +119,7 @@ __all__ = [
     "ParquetWarehouse",
     "PartitionKey",
     "S3Target",
+    "StoredPart",
     "WarehouseError",
     "WarehouseStats",
     "WarehouseTarget",
@@ -167,6 +181,11 @@ CHANGE_COLUMNS: tuple[pa.Field, ...] = (
     pa.field("configuration_json", pa.string()),
 )
 """The columns every changes file has (typed configurations follow for registered types)."""
+
+SNAPSHOT_STEM = "snapshot"
+COMPACTED_PREFIX = "c"
+SETTLED_S = 60.0
+"""Age after which a changes part is compacted: its batch was committed long before."""
 
 _SAFE_STEM = re.compile(r"^[A-Za-z0-9._=-]+$")
 _PART_NAME = re.compile(r"^part-[A-Za-z0-9._=-]+\.parquet$")
@@ -325,8 +344,18 @@ class WarehouseTarget(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def put(self, path: str, data: bytes) -> None: ...
+    async def get(self, path: str) -> bytes: ...
     async def list(self, directory: str) -> list[str]: ...
+    async def list_parts(self, directory: str) -> list[StoredPart]: ...
     async def delete(self, paths: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """A part file in a target: its path and when it was last written (epoch seconds)."""
+
+    path: str
+    modified: float
 
 
 class LocalTarget:
@@ -366,6 +395,23 @@ class LocalTarget:
             return sorted(
                 f"{directory}/{p.name}" for p in folder.iterdir() if _PART_NAME.match(p.name)
             )
+
+        return await asyncio.to_thread(run)
+
+    async def get(self, path: str) -> bytes:
+        return await asyncio.to_thread((self.root / path).read_bytes)
+
+    async def list_parts(self, directory: str) -> list[StoredPart]:
+        def run() -> list[StoredPart]:
+            folder = self.root / directory
+            if not folder.is_dir():
+                return []
+            found = []
+            for p in folder.iterdir():
+                if _PART_NAME.match(p.name):
+                    with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                        found.append(StoredPart(f"{directory}/{p.name}", p.stat().st_mtime))
+            return sorted(found, key=lambda part: part.path)
 
         return await asyncio.to_thread(run)
 
@@ -460,16 +506,27 @@ class S3Target:
             raise
 
     async def list(self, directory: str) -> list[str]:
+        return [part.path for part in await self.list_parts(directory)]
+
+    async def list_parts(self, directory: str) -> list[StoredPart]:
         s3 = await self._s3()
         prefix = self.object_key(directory) + "/"
-        found: list[str] = []
+        found: list[StoredPart] = []
         paginator = s3.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 name = item["Key"][len(prefix) :]
                 if _PART_NAME.match(name):
-                    found.append(f"{directory}/{name}")
-        return sorted(found)
+                    modified = item["LastModified"].timestamp()
+                    found.append(StoredPart(f"{directory}/{name}", modified))
+        return sorted(found, key=lambda part: part.path)
+
+    async def get(self, path: str) -> bytes:
+        s3 = await self._s3()
+        response = await s3.get_object(Bucket=self.bucket, Key=self.object_key(path))
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+        return data
 
     async def delete(self, paths: Sequence[str]) -> None:
         s3 = await self._s3()
@@ -492,6 +549,12 @@ class WarehouseStats:
     bytes_written: int = 0
     change_rows: int = 0
     snapshot_rows: int = 0
+    compactions: int = 0
+    """Partitions compacted (per target)."""
+    files_compacted: int = 0
+    """Parts merged into compacted files and deleted."""
+    compaction_skips: int = 0
+    """Partitions whose parts could not be merged (schemas that do not unify): logged."""
     retries: int = 0
     coerce: CoerceStats = field(default_factory=CoerceStats)
 
@@ -649,21 +712,26 @@ class ParquetWarehouse:
         versions: Sequence[ResourceVersion],
         snapshot_at: datetime,
     ) -> int:
-        """Replace the day's snapshot of one type: one part per account, stale parts deleted."""
+        """Replace the day's snapshot of one type: one file for every account (split above
+        ``max_rows_per_file``), stale parts (of an earlier layout or a bigger day) deleted."""
         partition = PartitionKey("snapshots", resource_type, day.isoformat())
-        by_account: dict[str, list[ResourceVersion]] = defaultdict(list)
-        for version in versions:
-            by_account[version.account_id].append(version)
+        rows = sorted(versions, key=lambda v: (v.account_id, v.key))
+        size = self.max_rows_per_file
 
         def encode() -> list[tuple[str, bytes]]:
             return [
                 (
-                    part_path(partition, account),
+                    part_path(partition, SNAPSHOT_STEM if n == 0 else f"{SNAPSHOT_STEM}-{n}"),
                     parquet_bytes(
-                        snapshots_table(resource_type, rows, snapshot_at, self.stats.coerce)
+                        snapshots_table(
+                            resource_type,
+                            rows[start : start + size],
+                            snapshot_at,
+                            self.stats.coerce,
+                        )
                     ),
                 )
-                for account, rows in sorted(by_account.items())
+                for n, start in enumerate(range(0, max(1, len(rows)), size))
             ]
 
         files = await asyncio.to_thread(encode)
@@ -680,6 +748,71 @@ class ParquetWarehouse:
                 self.stats.files_deleted += len(stale)
         self.stats.snapshot_rows += len(versions)
         return len(files)
+
+    # -- compaction ------------------------------------------------------------------------
+
+    async def compact(
+        self, partition: PartitionKey, *, now: float | None = None, settled_s: float = SETTLED_S
+    ) -> int:
+        """Merge the settled parts of one changes partition into few files, in every target.
+
+        Returns the parts merged (and deleted), over all targets. See the module docstring."""
+        if partition.dataset != "changes":
+            raise ValueError(f"only changes partitions are compacted, not {partition}")
+        moment = time.time() if now is None else now
+        merged = 0
+        for target in self.targets:
+            directory = partition.directory()
+            found = await self._retry(f"list {directory}", target.list_parts, directory)
+            settled = sorted(p.path for p in found if moment - p.modified >= settled_s)
+            if len(settled) < 2:
+                continue
+            blobs = [await self._retry(f"read {p}", target.get, p) for p in settled]
+            try:
+                files = await asyncio.to_thread(self._merge, partition, settled, blobs)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                self.stats.compaction_skips += 1
+                log.warning("warehouse: cannot compact %s on %s: %s", directory, target.name, exc)
+                continue
+            for path, data in files:
+                await self._retry(f"write {path} to {target.name}", target.put, path, data)
+                self.stats.files_written += 1
+                self.stats.bytes_written += len(data)
+            fresh = {path for path, _ in files}
+            replaced = [p for p in settled if p not in fresh]
+            if replaced:
+                await self._retry(
+                    f"delete compacted parts on {target.name}", target.delete, replaced
+                )
+            self.stats.compactions += 1
+            self.stats.files_compacted += len(replaced)
+            self.stats.files_deleted += len(replaced)
+            merged += len(replaced)
+        return merged
+
+    def _merge(
+        self, partition: PartitionKey, paths: Sequence[str], blobs: Sequence[bytes]
+    ) -> list[tuple[str, bytes]]:
+        tables = [pq.read_table(io.BytesIO(blob)) for blob in blobs]
+        table = pa.concat_tables(tables, promote_options="default")
+        # One row per change (a replay may have left one twice), oldest first.
+        table = table.sort_by([("captured_at", "ascending"), ("change_id", "ascending")])
+        ids = table.column("change_id").to_pylist()
+        first: dict[str, int] = {}
+        for n, change_id in enumerate(ids):
+            first.setdefault(change_id, n)
+        if len(first) < len(ids):
+            table = table.take(pa.array(sorted(first.values()), pa.int64()))
+        digest = hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()[:32]
+        stem = f"{COMPACTED_PREFIX}{digest}"
+        size = self.max_rows_per_file
+        return [
+            (
+                part_path(partition, stem if n == 0 else f"{stem}-{n}"),
+                parquet_bytes(table.slice(start, size)),
+            )
+            for n, start in enumerate(range(0, max(1, table.num_rows), size))
+        ]
 
     # -- shared ----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,14 @@ import pytest
 from cloudinv.core.models import Attribution, ChangeEvent, JsonPatchOp
 from cloudinv.sinks.parquet_warehouse import (
     CHANGE_COLUMNS,
+    SETTLED_S,
     SNAPSHOT_COLUMNS,
     LocalTarget,
     ParquetWarehouse,
+    PartitionKey,
     S3Target,
     WarehouseError,
+    changes_schema,
 )
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.warehouse_schema import configuration_type
@@ -263,7 +267,7 @@ async def test_s3_target_on_moto_writes_the_same_layout(moto_endpoint: str, uniq
         assert keys == [
             "inv/changes/resource_type=AWS::EC2::Instance/dt=2026-03-04/"
             "part-p0-o00000000000000000007.parquet",
-            f"inv/snapshots/resource_type=AWS::EC2::Instance/dt=2026-03-04/part-{ACCOUNT}.parquet",
+            "inv/snapshots/resource_type=AWS::EC2::Instance/dt=2026-03-04/part-snapshot.parquet",
         ]
         body = await (await s3.get_object(Bucket=bucket, Key=keys[0]))["Body"].read()
         table = pq.read_table(io.BytesIO(body))
@@ -273,7 +277,7 @@ async def test_s3_target_on_moto_writes_the_same_layout(moto_endpoint: str, uniq
         snapshot = pq.read_table(io.BytesIO(body))
         assert snapshot.schema.names == [f.name for f in SNAPSHOT_COLUMNS] + ["configuration"]
         assert snapshot.column("resource_id").to_pylist() == ["i-0", "i-1"]
-    assert warehouse.stats.files_deleted == 1
+    assert warehouse.stats.files_deleted == 0  # one snapshot file, replaced in place
 
 
 async def test_s3_multipart_upload_of_a_large_part(moto_endpoint: str, unique: str) -> None:
@@ -348,10 +352,11 @@ async def test_daily_snapshot_comes_from_the_store_as_of_each_day(tmp_path: Path
         )
         assert await exporter.run_once() == 3
         day1_dir = root / "snapshots/resource_type=AWS::EC2::Instance/dt=2026-03-04"
-        assert sorted(p.name for p in day1_dir.iterdir()) == [
-            f"part-{ACCOUNT}.parquet",
-            f"part-{OTHER}.parquet",
-        ]
+        # Every account in one file.
+        assert sorted(p.name for p in day1_dir.iterdir()) == ["part-snapshot.parquet"]
+        assert pq.read_table(day1_dir / "part-snapshot.parquet").column(
+            "account_id"
+        ).to_pylist() == [ACCOUNT, ACCOUNT, OTHER]
 
         # Next day: i-3 (the other account's only resource) was deleted the evening before.
         gone = ChangeEvent(
@@ -372,16 +377,107 @@ async def test_daily_snapshot_comes_from_the_store_as_of_each_day(tmp_path: Path
         now[0] = day1 + timedelta(days=1)
         assert await exporter.run_once() == 2 + 2
         # Yesterday's final snapshot (as of 23:59:59.999999) no longer holds i-3 ...
-        assert sorted(p.name for p in day1_dir.iterdir()) == [f"part-{ACCOUNT}.parquet"]
-        final = pq.read_table(day1_dir / f"part-{ACCOUNT}.parquet")
+        assert sorted(p.name for p in day1_dir.iterdir()) == ["part-snapshot.parquet"]
+        final = pq.read_table(day1_dir / "part-snapshot.parquet")
         assert (
             final.column("snapshot_at").to_pylist()
             == [datetime(2026, 3, 4, 23, 59, 59, 999000, tzinfo=UTC)] * 2
         )
         # ... and today's holds the two current instances, typed.
         day2 = root / "snapshots/resource_type=AWS::EC2::Instance/dt=2026-03-05"
-        today = pq.read_table(day2 / f"part-{ACCOUNT}.parquet").to_pylist()
+        today = pq.read_table(day2 / "part-snapshot.parquet").to_pylist()
         assert sorted(r["resource_id"] for r in today) == ["i-1", "i-2"]
         assert today[0]["configuration"]["State"]["Name"] == "running"
         assert today[0]["change_id"].startswith("change-")
     assert date(2026, 3, 5) == exporter.last_day
+
+
+CHANGES_DIR = "changes/resource_type=AWS::EC2::Instance/dt=2026-03-04"
+CHANGES_PARTITION = PartitionKey("changes", "AWS::EC2::Instance", "2026-03-04")
+
+
+async def write_small_batches(warehouse: ParquetWarehouse) -> list[str]:
+    """Ten flushes of two Kafka partitions, one change twice (a replay cut differently
+    without origins); returns the change ids written, in captured_at order."""
+    ids = []
+    for n in range(10):
+        batch = [change(n * 2 + k, at=DAY + timedelta(minutes=n * 2 + k)) for k in range(2)]
+        await warehouse.write_changes(batch, [(n % 2, 100 + n * 2 + k) for k in range(2)])
+        ids += [c.change_id for c in batch]
+    await warehouse.write_changes([change(3, at=DAY + timedelta(minutes=3))])
+    return ids
+
+
+async def test_compaction_merges_a_days_settled_parts_into_one_file(tmp_path: Path) -> None:
+    root = tmp_path / "warehouse"
+    warehouse = await local_warehouse(root)
+    ids = await write_small_batches(warehouse)
+    folder = root / CHANGES_DIR
+    assert len(list(folder.glob("part-*.parquet"))) == 11
+
+    # Parts just written are not settled: nothing happens.
+    assert await warehouse.compact(CHANGES_PARTITION) == 0
+    assert len(list(folder.glob("part-*.parquet"))) == 11
+
+    later = time.time() + SETTLED_S + 1
+    assert await warehouse.compact(CHANGES_PARTITION, now=later) == 11
+    (merged,) = folder.glob("part-*.parquet")
+    assert merged.name.startswith("part-c")
+    table = pq.read_table(merged)
+    # Every change once, oldest first, with the schema of the parts.
+    assert table.column("change_id").to_pylist() == ids
+    assert table.schema == changes_schema("AWS::EC2::Instance")
+    assert not list(folder.glob(".tmp-*"))
+    # Once one file, compaction leaves it alone.
+    assert await warehouse.compact(CHANGES_PARTITION, now=later) == 0
+
+    # New parts join the compacted file once they are settled.
+    await warehouse.write_changes([change(50, at=DAY + timedelta(hours=5))], [(0, 500)])
+    assert await warehouse.compact(CHANGES_PARTITION) == 0
+    assert await warehouse.compact(CHANGES_PARTITION, now=time.time() + SETTLED_S + 1) == 2
+    (again,) = folder.glob("part-*.parquet")
+    assert again.name != merged.name
+    assert pq.read_table(again).column("change_id").to_pylist() == [*ids, "change-0050"]
+    assert warehouse.stats.compactions == 2 and warehouse.stats.files_compacted == 13
+
+
+async def test_compaction_splits_above_the_row_limit_and_only_compacts_changes(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "warehouse"
+    warehouse = await local_warehouse(root, max_rows_per_file=8)
+    ids = await write_small_batches(warehouse)
+    assert await warehouse.compact(CHANGES_PARTITION, now=time.time() + SETTLED_S + 1) > 0
+    # part-c<digest>.parquet, then part-c<digest>-1.parquet, -2 ...
+    files = sorted((root / CHANGES_DIR).glob("part-*.parquet"), key=lambda f: len(f.name))
+    files = files[:1] + sorted(files[1:])
+    assert [pq.read_table(f).num_rows for f in files] == [8, 8, 4]
+    assert [i for f in files for i in pq.read_table(f).column("change_id").to_pylist()] == ids
+    with pytest.raises(ValueError, match="only changes"):
+        await warehouse.compact(PartitionKey("snapshots", "AWS::EC2::Instance", "2026-03-04"))
+
+
+async def test_compaction_on_s3_replaces_the_parts_with_one_object(
+    moto_endpoint: str, unique: str
+) -> None:
+    from aiobotocore.session import get_session
+
+    bucket = f"warehouse-compact-{unique}"
+    async with get_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url=moto_endpoint
+    ) as s3:
+        await s3.create_bucket(Bucket=bucket)
+        target = S3Target(bucket, "inv", region="us-east-1", endpoint_url=moto_endpoint)
+        warehouse = ParquetWarehouse([target])
+        await warehouse.start()
+        try:
+            ids = await write_small_batches(warehouse)
+            assert len(await target.list(CHANGES_DIR)) == 11
+            later = time.time() + SETTLED_S + 1
+            assert await warehouse.compact(CHANGES_PARTITION, now=later) == 11
+            (key,) = await target.list(CHANGES_DIR)
+            table = pq.read_table(io.BytesIO(await target.get(key)))
+        finally:
+            await warehouse.close()
+        assert key.rsplit("/", 1)[1].startswith("part-c")
+        assert table.column("change_id").to_pylist() == ids

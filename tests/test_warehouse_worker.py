@@ -89,7 +89,7 @@ async def test_worker_writes_changes_and_the_daily_snapshot(
     assert stage.undecodable == 1
 
     snapshot = pq.read_table(
-        root / f"snapshots/resource_type=AWS::EC2::Instance/dt={day}/part-111111111111.parquet"
+        root / f"snapshots/resource_type=AWS::EC2::Instance/dt={day}/part-snapshot.parquet"
     )
     assert sorted(snapshot.column("resource_id").to_pylist()) == sorted(
         [f"i-{i}" for i in range(5)] + ["i-100", "i-101", "i-102"]
