@@ -17,9 +17,15 @@ current versions (one indexed query per page) and replaces today's partition; th
 after midnight first writes yesterday's as of its last instant. Reading the snapshots topic
 would process every snapshot of every scan a second time (the worker does not even run
 ``cloudinv.streams.inventory`` for that reason) to keep one per day, and could not say which
-resources were gone; the store already holds exactly "what was current at T". Workers
-sharing one data directory (one store) write the same snapshot files; workers with separate
-stores would each replace the partitions with their own share (not supported yet).
+resources were gone; the store already holds exactly "what was current at T".
+
+One worker exports, however many share the store: the one that owns partition 0 of the
+changes topic (Kafka's group assignment gives it to exactly one; when it moves, the new owner
+takes over within :data:`LEADER_POLL_S`). The same worker compacts the warehouse after each
+export: today's and yesterday's changes partitions of every type, their settled parts merged
+into one file (:meth:`ParquetWarehouse.compact`), so a day of a type is a few files however
+often the batches were flushed. Changes written by other workers do not hasten its next
+export (they wait for its own changes or the interval).
 
 See :mod:`cloudinv.sinks.parquet_warehouse` for the layout, schemas and idempotence.
 """
@@ -44,7 +50,7 @@ from cloudinv.core.models import ChangeEvent, utcnow
 from cloudinv.core.settings import StorageSettings, load_settings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.sinks.factory import inventory_store
-from cloudinv.sinks.parquet_warehouse import ParquetWarehouse, targets_for
+from cloudinv.sinks.parquet_warehouse import ParquetWarehouse, PartitionKey, targets_for
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import InventoryStore, ResourceVersion
 from cloudinv.streams.app import StreamConfig
@@ -58,6 +64,8 @@ BATCH = 20_000
 PAGE = 1000
 CHANGED_MIN_GAP_S = 60.0
 """Least time between two snapshot exports triggered by changes (not by the interval)."""
+LEADER_POLL_S = 5.0
+"""How often a worker that does not export checks whether it has become the one."""
 
 
 @dataclass
@@ -70,6 +78,7 @@ class WarehouseStage:
     undecodable: int = 0
     snapshot_runs: int = 0
     snapshot_errors: int = 0
+    compacted_parts: int = 0
     types_seen: set[str] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when changes were written: the snapshot is refreshed sooner than the interval."""
@@ -109,6 +118,16 @@ class SnapshotExporter:
             rows += len(versions)
         return rows
 
+    async def compact(self) -> int:
+        """Compact today's and yesterday's changes partitions of every type; parts merged."""
+        today = self.clock().astimezone(UTC).date()
+        merged = 0
+        for day in (today - timedelta(days=1), today):
+            for cfn_type in self.types():
+                partition = PartitionKey("changes", cfn_type, day.isoformat())
+                merged += await self.warehouse.compact(partition)
+        return merged
+
     async def run_once(self) -> int:
         """Today's snapshot as of now; after a day change, the previous day's final one too."""
         now = self.clock().astimezone(UTC)
@@ -131,12 +150,14 @@ class WarehouseService(Service):  # type: ignore[misc,unused-ignore]
         store: InventoryStore | None,
         interval_s: float,
         changed_min_gap_s: float = CHANGED_MIN_GAP_S,
+        leads: Callable[[], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         self._stage = stage
         self._store = store
         self._interval_s = interval_s
         self._changed_min_gap_s = changed_min_gap_s
+        self._leads = leads
         self._task: asyncio.Task[None] | None = None
         super().__init__(**kwargs)
 
@@ -148,6 +169,10 @@ class WarehouseService(Service):  # type: ignore[misc,unused-ignore]
 
     async def _snapshots(self, exporter: SnapshotExporter) -> None:
         while True:
+            if self._leads is not None and not self._leads():
+                # Another worker exports; check again soon in case that changes.
+                await asyncio.sleep(LEADER_POLL_S)
+                continue
             # Cleared before the export: changes written during it trigger the next one.
             self._stage.changed.clear()
             try:
@@ -157,6 +182,13 @@ class WarehouseService(Service):  # type: ignore[misc,unused-ignore]
             except Exception as exc:
                 self._stage.snapshot_errors += 1
                 log.warning("warehouse: snapshot export failed (retrying next interval): %s", exc)
+            try:
+                merged = await exporter.compact()
+                self._stage.compacted_parts += merged
+                if merged:
+                    log.info("warehouse: compacted %d changes parts", merged)
+            except Exception as exc:
+                log.warning("warehouse: compaction failed (retrying next run): %s", exc)
             await self._next_run()
 
     async def _next_run(self) -> None:
@@ -241,17 +273,28 @@ def bind(
 
         exporter = SnapshotExporter(store, warehouse, types)
         stage.exporter = exporter
+    changes_topic = topic_name(Topic.CHANGES, config.topic_prefix)
+
+    def leads() -> bool:
+        """This worker owns partition 0 of the changes topic (see the module docstring)."""
+        try:
+            assigned = app.consumer.assignment()
+        except Exception:  # not started, or between assignments
+            return False
+        return any(tp.topic == changes_topic and tp.partition == 0 for tp in assigned)
+
     app.add_dependency(
         WarehouseService(
             stage,
             store if snapshots else None,
             storage.warehouse_snapshot_interval_s,
             changed_min_gap_s,
+            leads=leads,
         )
     )
 
     changes_in = app.topic(
-        topic_name(Topic.CHANGES, config.topic_prefix),
+        changes_topic,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",

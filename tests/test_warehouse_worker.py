@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from cloudinv.core.models import utcnow
 from cloudinv.core.settings import StorageSettings
 from cloudinv.core.topics import Topic, topic_name
+from cloudinv.sinks.parquet_warehouse import LocalTarget, ParquetWarehouse
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.streams import warehouse as warehouse_stage
 from cloudinv.streams.app import StreamConfig, create_app
@@ -151,3 +154,90 @@ async def test_the_worker_app_writes_changes_to_the_local_warehouse(
         assert sorted(written) == sorted(c.change_id for c in sent)
     finally:
         await app.stop()
+
+
+async def test_of_two_workers_only_the_owner_of_partition_0_exports_the_snapshot(
+    broker: str, unique: str, tmp_path: Path
+) -> None:
+    config = StreamConfig(
+        bootstrap=broker,
+        data_dir=tmp_path,
+        app_id=f"test-warehouse-two-{unique}",
+        topic_prefix=f"w2{unique}",
+        partitions=2,
+    )
+    async with SqliteStore.in_data_dir(tmp_path) as seed:
+        await seed.put_changes([change(i, at=utcnow()) for i in range(3)])
+    storage = StorageSettings(
+        data_dir=tmp_path,
+        targets=["local"],
+        warehouse_flush_s=0.3,
+        warehouse_snapshot_interval_s=600,
+    )
+    apps, stages = [], []
+    for n in range(2):
+        # Each worker its own Faust data directory; one store and one warehouse for both.
+        own = dataclasses.replace(config, data_dir=tmp_path / f"worker-{n}")
+        app = create_app(own)
+        stage = warehouse_stage.bind(
+            app,
+            own,
+            storage=storage,
+            warehouse=ParquetWarehouse([LocalTarget(tmp_path / "warehouse")]),
+            store=SqliteStore.in_data_dir(tmp_path),
+            changed_min_gap_s=0.2,
+        )
+        assert stage is not None
+        apps.append(app)
+        stages.append(stage)
+    changes_topic = topic_name(Topic.CHANGES, config.topic_prefix)
+
+    def owners() -> list[int]:
+        """Which apps hold partition 0 of the changes topic now."""
+        found = []
+        for n, app in enumerate(apps):
+            with contextlib.suppress(Exception):
+                if any(
+                    tp.topic == changes_topic and tp.partition == 0
+                    for tp in app.consumer.assignment()
+                ):
+                    found.append(n)
+        return found
+
+    await asyncio.gather(*(app.start() for app in apps))
+    try:
+        # Wait for the group to settle: each worker holds partitions of the changes topic.
+        assigned: list[set[Any]] = []
+        try:
+            async with asyncio.timeout(90):
+                while True:
+                    assigned = [
+                        {tp for tp in app.consumer.assignment() if tp.topic == changes_topic}
+                        for app in apps
+                    ]
+                    if all(assigned) and len(owners()) == 1:
+                        break
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            raise AssertionError(f"no stable group: {assigned}") from None
+        (leader,) = owners()
+        other = 1 - leader
+        before = [s.snapshot_runs for s in stages]
+        # Changes on both workers ask both for an export; only the leader makes one.
+        for stage in stages:
+            stage.changed.set()
+        async with asyncio.timeout(60):
+            while stages[leader].snapshot_runs < before[leader] + 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        for stage in stages:
+            stage.changed.set()
+        async with asyncio.timeout(60):
+            while stages[leader].snapshot_runs < before[leader] + 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert owners() == [leader]
+        assert stages[other].snapshot_runs == before[other]
+    finally:
+        await asyncio.gather(*(app.stop() for app in apps), return_exceptions=True)
+    day = utcnow().date().isoformat()
+    folder = tmp_path / f"warehouse/snapshots/resource_type=AWS::EC2::Instance/dt={day}"
+    assert [p.name for p in folder.glob("part-*.parquet")] == ["part-snapshot.parquet"]
