@@ -1,25 +1,33 @@
-"""``cloudinv sql "SELECT ..."``: SQL over the local Parquet warehouse (DuckDB).
+"""``cloudinv sql "SELECT ..."``: SQL over the Parquet warehouse, local or S3 (DuckDB).
 
 The tables and views have the names ``cloudinv athena ddl`` gives them in Athena
 (``snapshots``, ``changes``, ``snapshots_ec2_instance``, ``snapshots_current``...), so a
 query tried here runs there. Output: a table (default), ``--format csv`` or ``--format json``
-(an array of objects). The warehouse is ``<storage.data_dir>/warehouse`` unless
-``--warehouse DIR`` is given.
+(an array of objects). The warehouse is ``--warehouse DIR`` or ``--warehouse
+s3://bucket/prefix``; by default ``<storage.data_dir>/warehouse`` when ``storage.targets``
+includes ``local``, else ``s3://<storage.s3_bucket>/<storage.s3_prefix>`` when it includes
+``s3``. S3 is read with the credentials of the AWS SDK's chain and ``aws.endpoint_url`` (or
+``AWS_ENDPOINT_URL``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from aiobotocore.session import get_session
 
 from cloudinv.core.settings import load_settings
+
+if TYPE_CHECKING:
+    from cloudinv.sinks.warehouse_query import WarehouseSource
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--format", choices=("table", "csv", "json"), default="table", help="output format"
     )
-    parser.add_argument("--warehouse", type=Path, help="warehouse directory")
+    parser.add_argument(
+        "--warehouse", metavar="DIR|s3://BUCKET/PREFIX", help="warehouse directory or S3 location"
+    )
     parser.set_defaults(handler=run_sql)
 
 
@@ -55,13 +65,38 @@ def _cell(value: Any) -> str:
     return str(_plain(value))
 
 
-def run_sql(args: argparse.Namespace) -> int:
+async def _source(args: argparse.Namespace) -> WarehouseSource:
+    # DuckDB and pyarrow load here, not for every command of the CLI.
+    from cloudinv.sinks.warehouse_query import LocalWarehouse, S3Credentials, S3Warehouse
+
+    settings = load_settings(args.config)
+    storage = settings.storage
+    location: str | None = args.warehouse
+    if location is None:
+        if "local" in storage.targets or "s3" not in storage.targets or not storage.s3_bucket:
+            return LocalWarehouse(settings.data_dir / "warehouse")
+        location = f"s3://{storage.s3_bucket}/{storage.s3_prefix.strip('/')}"
+    if not location.startswith("s3://"):
+        return LocalWarehouse(Path(location))
+    session = get_session()
+    found = await session.get_credentials()
+    credentials = None
+    if found is not None:
+        frozen = await found.get_frozen_credentials()
+        credentials = S3Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+    return S3Warehouse(
+        location,
+        credentials=credentials,
+        region=storage.s3_region or session.get_config_variable("region"),
+        endpoint_url=settings.aws.effective_endpoint(),
+    )
+
+
+async def run_sql(args: argparse.Namespace) -> int:
     from cloudinv.sinks.warehouse_query import run_query
 
-    root = args.warehouse
-    if root is None:
-        root = load_settings(args.config).data_dir / "warehouse"
-    result = run_query(root, args.query)
+    source = await _source(args)
+    result = await asyncio.to_thread(run_query, source, args.query)
     if args.format == "json":
         rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
         sys.stdout.write(orjson.dumps(rows, default=_plain).decode() + "\n")
