@@ -88,6 +88,7 @@ workers at once) writes the same name with the same content.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import hashlib
 import io
@@ -346,7 +347,7 @@ class WarehouseTarget(Protocol):
     async def put(self, path: str, data: bytes) -> None: ...
     async def get(self, path: str) -> bytes: ...
     async def list(self, directory: str) -> list[str]: ...
-    async def list_parts(self, directory: str) -> list[StoredPart]: ...
+    async def list_parts(self, directory: str) -> builtins.list[StoredPart]: ...
     async def delete(self, paths: Sequence[str]) -> None: ...
 
 
@@ -401,8 +402,8 @@ class LocalTarget:
     async def get(self, path: str) -> bytes:
         return await asyncio.to_thread((self.root / path).read_bytes)
 
-    async def list_parts(self, directory: str) -> list[StoredPart]:
-        def run() -> list[StoredPart]:
+    async def list_parts(self, directory: str) -> builtins.list[StoredPart]:
+        def run() -> builtins.list[StoredPart]:
             folder = self.root / directory
             if not folder.is_dir():
                 return []
@@ -508,10 +509,10 @@ class S3Target:
     async def list(self, directory: str) -> list[str]:
         return [part.path for part in await self.list_parts(directory)]
 
-    async def list_parts(self, directory: str) -> list[StoredPart]:
+    async def list_parts(self, directory: str) -> builtins.list[StoredPart]:
         s3 = await self._s3()
         prefix = self.object_key(directory) + "/"
-        found: list[StoredPart] = []
+        found: builtins.list[StoredPart] = []
         paginator = s3.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):

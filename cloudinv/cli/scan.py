@@ -305,7 +305,7 @@ def failure_rows(unfinished: list[ScanManifest]) -> list[tuple[str, ...]]:
             " ".join((error.message if error else "").split())[:160],
         )
         groups.setdefault(key, []).append(manifest)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for (account, status, code, message), manifests in groups.items():
         regions = sorted({m.region for m in manifests})
         types = sorted({m.resource_type for m in manifests})
