@@ -17,7 +17,7 @@ is 16 minutes) and per Kafka partition (``--partitions``), ``--changes`` changes
 Targets (issue 17): after compaction, at most a few files per type and day, and the query
 answers in under 1 s. Usage::
 
-    .venv/bin/python bench/warehouse.py                   # 40 types, 32 flushes x 4 partitions
+    .venv/bin/python bench/warehouse.py                   # 20 types, 32 flushes, 1 partition
     .venv/bin/python bench/warehouse.py --types 5 --flushes 4    # a quick check
 """
 
@@ -152,10 +152,10 @@ async def compact_day(warehouse: ParquetWarehouse, types: list[str]) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--types", type=int, default=40)
+    parser.add_argument("--types", type=int, default=20)
     parser.add_argument("--resources", type=int, default=300, help="per type, in the snapshot")
     parser.add_argument("--flushes", type=int, default=32, help="32 = 16 minutes of a worker")
-    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--changes", type=int, default=2, help="per type, partition and flush")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
