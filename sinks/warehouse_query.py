@@ -18,6 +18,7 @@ endpoint of ``aws.endpoint_url`` / ``AWS_ENDPOINT_URL``. Filters on ``dt`` and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,10 +221,22 @@ def _schema_of(dataset: str, resource_type: str | None) -> Sequence[pa.Field]:
     return list(schema)
 
 
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CATALOG_WORDS = frozenset({"information_schema", "show", "duckdb_tables", "duckdb_views"})
+"""Words of queries about the catalog itself: every table and view is made for them."""
+
+
 def connect(
-    source: WarehouseSource | Path, registry: Registry | None = None
+    source: WarehouseSource | Path,
+    registry: Registry | None = None,
+    *,
+    for_query: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the warehouse's tables and views over ``source``."""
+    """A DuckDB connection with the warehouse's tables and views over ``source``.
+
+    With ``for_query``, only the tables and views that query names (and those they read)
+    are made: making one reads the footers of its files, so a query over one table does not
+    pay for the hundreds of others."""
     registry = registry or default_registry()
     if isinstance(source, Path):
         source = LocalWarehouse(source)
@@ -234,10 +247,16 @@ def connect(
             "storage.targets including 'local' or 's3' (cloudinv demo writes 'local'), or "
             "pass --warehouse DIR or s3://bucket/prefix"
         )
-    con = duckdb.connect(":memory:")
     defs = table_defs(registry, types={t for found in present.values() for t in found})
-    created: list[TableDef] = []
-    for table in defs:
+    tables = [t for t in defs if t.resource_type is None or t.resource_type in present[t.dataset]]
+    views = view_defs(tables)
+    wanted = _names_read(for_query, views) if for_query is not None else None
+    if wanted is not None and wanted & _CATALOG_WORDS:
+        wanted = None
+    con = duckdb.connect(":memory:")
+    for table in tables:
+        if wanted is not None and table.name not in wanted:
+            continue
         columns = [f.name for f in table.columns]
         if table.resource_type is None:
             if present[table.dataset]:
@@ -246,15 +265,41 @@ def connect(
                 con.execute(f"CREATE VIEW {table.name} AS SELECT {select} FROM {relation}")
             else:
                 _empty_view(con, table)
-            created.append(table)
-        elif table.resource_type in present[table.dataset]:
+        else:
             select = ", ".join(f'"{c}"' for c in [*columns, "dt"])
             relation = source.relation(con, table.dataset, table.resource_type)
             con.execute(f"CREATE VIEW {table.name} AS SELECT {select} FROM {relation}")
-            created.append(table)
-    for name, select in view_defs(created):
-        con.execute(f"CREATE VIEW {name} AS {select}")
+    for name, select in views:
+        if wanted is None or name in wanted:
+            con.execute(f"CREATE VIEW {name} AS {select}")
     return con
+
+
+def _names_read(sql: str, views: Sequence[tuple[str, str]]) -> set[str]:
+    """Every word of ``sql`` (lower case), and of the views it names, transitively: a
+    superset of the tables and views the query reads."""
+    selects = dict(views)
+    names = {w.lower() for w in _WORD.findall(sql)}
+    todo = [n for n in names if n in selects]
+    while todo:
+        for word in _WORD.findall(selects[todo.pop()]):
+            word = word.lower()
+            if word not in names:
+                names.add(word)
+                if word in selects:
+                    todo.append(word)
+    return names
+
+
+def table_names(source: WarehouseSource | Path, registry: Registry | None = None) -> list[str]:
+    """The tables and views :func:`connect` can make over ``source``."""
+    registry = registry or default_registry()
+    if isinstance(source, Path):
+        source = LocalWarehouse(source)
+    present = source.present()
+    defs = table_defs(registry, types={t for found in present.values() for t in found})
+    tables = [t for t in defs if t.resource_type is None or t.resource_type in present[t.dataset]]
+    return sorted([t.name for t in tables] + [name for name, _ in view_defs(tables)])
 
 
 def _empty_view(con: duckdb.DuckDBPyConnection, table: TableDef) -> None:
@@ -271,19 +316,12 @@ def run_query(
     """Run one query over the warehouse at ``source`` (a directory or a source)."""
     if not sql.strip():
         raise WarehouseQueryError("expected a SQL query, got an empty string")
-    con = connect(source, registry)
+    con = connect(source, registry, for_query=sql)
     try:
         try:
             cursor = con.execute(sql)
         except duckdb.Error as exc:
-            tables = sorted(
-                row[0]
-                for row in con.execute(
-                    "SELECT table_name FROM information_schema.tables "
-                    "WHERE NOT starts_with(table_name, '_empty_') "
-                    "AND NOT starts_with(table_name, '_s3_')"
-                ).fetchall()
-            )
+            tables = table_names(source, registry)
             raise WarehouseQueryError(
                 f"query failed: {exc}\n(tables and views here: {', '.join(tables)})"
             ) from None

@@ -22,10 +22,10 @@ resources were gone; the store already holds exactly "what was current at T".
 One worker exports, however many share the store: the one that owns partition 0 of the
 changes topic (Kafka's group assignment gives it to exactly one; when it moves, the new owner
 takes over within :data:`LEADER_POLL_S`). The same worker compacts the warehouse after each
-export: today's and yesterday's changes partitions of every type, their settled parts merged
-into one file (:meth:`ParquetWarehouse.compact`), so a day of a type is a few files however
-often the batches were flushed. Changes written by other workers do not hasten its next
-export (they wait for its own changes or the interval).
+export, at most every :data:`COMPACT_INTERVAL_S`: today's and yesterday's changes partitions
+of every type, their settled parts merged into one file (:meth:`ParquetWarehouse.compact`),
+so a day of a type is a few files however often the batches were flushed. Changes written by
+other workers do not hasten its next export (they wait for its own changes or the interval).
 
 See :mod:`cloudinv.sinks.parquet_warehouse` for the layout, schemas and idempotence.
 """
@@ -66,6 +66,9 @@ CHANGED_MIN_GAP_S = 60.0
 """Least time between two snapshot exports triggered by changes (not by the interval)."""
 LEADER_POLL_S = 5.0
 """How often a worker that does not export checks whether it has become the one."""
+COMPACT_INTERVAL_S = 600.0
+"""Least time between two compactions: each lists two days of every type (on S3, about 170
+LIST requests with the built-in types: a few dollars a month at this interval)."""
 
 
 @dataclass
@@ -158,6 +161,7 @@ class WarehouseService(Service):  # type: ignore[misc,unused-ignore]
         self._interval_s = interval_s
         self._changed_min_gap_s = changed_min_gap_s
         self._leads = leads
+        self._compacted_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         super().__init__(**kwargs)
 
@@ -182,14 +186,21 @@ class WarehouseService(Service):  # type: ignore[misc,unused-ignore]
             except Exception as exc:
                 self._stage.snapshot_errors += 1
                 log.warning("warehouse: snapshot export failed (retrying next interval): %s", exc)
-            try:
-                merged = await exporter.compact()
-                self._stage.compacted_parts += merged
-                if merged:
-                    log.info("warehouse: compacted %d changes parts", merged)
-            except Exception as exc:
-                log.warning("warehouse: compaction failed (retrying next run): %s", exc)
+            await self._compact(exporter)
             await self._next_run()
+
+    async def _compact(self, exporter: SnapshotExporter) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._compacted_at is not None and now - self._compacted_at < COMPACT_INTERVAL_S:
+            return
+        self._compacted_at = now
+        try:
+            merged = await exporter.compact()
+            self._stage.compacted_parts += merged
+            if merged:
+                log.info("warehouse: compacted %d changes parts", merged)
+        except Exception as exc:
+            log.warning("warehouse: compaction failed (retrying next time): %s", exc)
 
     async def _next_run(self) -> None:
         """Wait out the interval, or less once changes came in: at least

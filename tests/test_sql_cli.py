@@ -124,6 +124,10 @@ async def test_bad_queries_and_an_empty_warehouse_are_clear_errors(tmp_path: Pat
     done = run_cli("sql", "SELEC 1", "--warehouse", str(root), cwd=tmp_path)
     assert done.returncode == 1 and "syntax error" in done.stderr.lower()
 
+    # Only the tables a query names are made; the catalog still shows them all.
+    shown = run_query(root, "SHOW TABLES")
+    assert {"changes", "snapshots_current", "changes_ec2_instance"} <= {r[0] for r in shown.rows}
+
     empty = run_cli("sql", "SELECT 1", "--warehouse", str(tmp_path / "none"), cwd=tmp_path)
     assert empty.returncode == 1
     assert "has no Parquet files yet" in empty.stderr
