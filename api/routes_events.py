@@ -15,10 +15,19 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field, RootModel, field_validator
 
-from cloudinv.api.endpoints import BadRequest, NotFound, Page, PageQuery, endpoint
+from cloudinv.api.endpoints import (
+    BadRequest,
+    NotFound,
+    Page,
+    PageQuery,
+    RawJson,
+    endpoint,
+    wants_csv,
+)
 from cloudinv.api.routes_common import (
     AccountId,
     AccountView,
@@ -39,6 +48,7 @@ from cloudinv.sinks.events_store import (
     EventFilters,
     PrincipalSummary,
     ServiceSummary,
+    StoredEvent,
 )
 
 TAGS = ["cloudtrail"]
@@ -70,7 +80,11 @@ class EventFilterQuery(PageQuery):
     principal: str | None = Field(
         default=None, min_length=1, description="principal label: ARN, root:<account>, service"
     )
-    user: str | None = Field(default=None, min_length=1, description="user or session name")
+    user: str | None = Field(
+        default=None,
+        min_length=1,
+        description="user or session name, in any case (IAM names ignore case)",
+    )
     service: str | None = Field(default=None, min_length=1, description="e.g. ec2")
     event_name: str | None = Field(default=None, min_length=1, description="e.g. RunInstances")
     account: AccountId | None = None
@@ -136,7 +150,7 @@ def _store_filters(query: EventsQuery, view: AccountView) -> EventFilters:
     tags=TAGS,
     csv_items=True,
 )
-async def list_events(request: web.Request, query: EventsQuery) -> EventsResult:
+async def list_events(request: web.Request, query: EventsQuery) -> EventsResult | RawJson:
     check_range(query.from_, query.to)
     view = account_view(request, query.account)
     state = decode_cursor(query.cursor, "events")
@@ -155,9 +169,9 @@ async def list_events(request: web.Request, query: EventsQuery) -> EventsResult:
         )
         return EventsResult(EventCount(count=sum(counts)))
 
-    async def fetch(n: int, cursor: str | None) -> tuple[list[CloudTrailEvent], str | None]:
+    async def fetch(n: int, cursor: str | None) -> tuple[list[StoredEvent], str | None]:
         with store_cursor_errors():
-            page = await store.events(filters, limit=n, cursor=cursor)
+            page = await store.stored_events(filters, limit=n, cursor=cursor)
         return page.items, page.next_cursor
 
     items, next_state = await filtered_page(
@@ -168,7 +182,17 @@ async def list_events(request: web.Request, query: EventsQuery) -> EventsResult:
         state=state,
     )
     cursor = encode_cursor("events", **next_state) if next_state else None
-    return EventsResult(Page[CloudTrailEvent](items=items, next_cursor=cursor))
+    if wants_csv(request, query):
+        models = [e.model() for e in items]
+        return EventsResult(Page[CloudTrailEvent](items=models, next_cursor=cursor))
+    # The stored JSON is the model's own (see event_json): sent without building models.
+    return RawJson(
+        b'{"items":['
+        + b",".join(e.json for e in items)
+        + b'],"next_cursor":'
+        + orjson.dumps(cursor)
+        + b"}"
+    )
 
 
 # -- principals and services --------------------------------------------------------------------
@@ -189,11 +213,16 @@ def _offset_page(items: Sequence[Any], query: PageQuery, kind: str) -> tuple[lis
     return list(items[start:end]), cursor
 
 
-async def visible_principals(request: web.Request, account: str | None) -> list[PrincipalSummary]:
+async def visible_principals(
+    request: web.Request, account: str | None, label: str | None = None
+) -> list[PrincipalSummary]:
+    """The principals the caller may see (``label``: that one only, in each account)."""
     view = account_view(request, account)
     if view.empty:
         return []
-    found: list[PrincipalSummary] = await events_store(request).principals(account_id=view.single)
+    found: list[PrincipalSummary] = await events_store(request).principals(
+        account_id=view.single, label=label
+    )
     return [p for p in found if view.allows(p.account_id)]
 
 
@@ -334,7 +363,7 @@ async def _activity(
 )
 async def principal_activity(request: web.Request, query: ActivityQuery) -> ActivityPage:
     name = request.match_info["name"]
-    if not any(p.label == name for p in await visible_principals(request, query.account)):
+    if not await visible_principals(request, query.account, label=name):
         raise NotFound(f"no principal {name!r}")
     buckets = await _activity(request, query, principal=name, service=None)
     items, cursor = _offset_page(buckets, query, "activity")

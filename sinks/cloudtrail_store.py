@@ -20,6 +20,7 @@ from cloudinv.sinks.events_store import (
     Granularity,
     PrincipalSummary,
     ServiceSummary,
+    StoredEventPage,
     WriteResult,
 )
 
@@ -50,14 +51,22 @@ class CloudTrailStore(Protocol):
         """Matching events, newest first; ``limit`` 1-10,000."""
         ...
 
+    async def stored_events(
+        self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> StoredEventPage:
+        """As :meth:`events`, each event as its stored JSON (exactly the model's)."""
+        ...
+
     async def count(self, filters: EventFilters | None = None) -> int:
         """How many events match."""
         ...
 
     async def event(self, event_id: str) -> CloudTrailEvent | None: ...
 
-    async def principals(self, *, account_id: str | None = None) -> list[PrincipalSummary]:
-        """Every principal seen (per account), most active first."""
+    async def principals(
+        self, *, account_id: str | None = None, label: str | None = None
+    ) -> list[PrincipalSummary]:
+        """Every principal seen (per account), most active first; ``label``: that one only."""
         ...
 
     async def services(

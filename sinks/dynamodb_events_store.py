@@ -6,7 +6,8 @@ Reads are Queries, never Scans. Tables (on-demand, created by :meth:`open` when 
 
     <prefix>-events     PK id (event_id)
                         attributes: acct, t (event time, epoch ms), svc, name, pr (principal
-                        label), pn (principal name), ro (1 read-only / 0 write), err (error
+                        label), pn (principal name), pnl (pn in lower case: user names
+                        match ignoring case, as IAM's do), ro (1 read-only / 0 write), err (error
                         code), prm (string set "path=value" of the request parameters),
                         body (B, the encoded event), ad ("acct#YYYY-MM-DD"), ord ("t#id")
       GSI by_account_day   ad / ord     an account's events of one day, in time order
@@ -57,11 +58,14 @@ from cloudinv.sinks.events_store import (
     Granularity,
     PrincipalSummary,
     ServiceSummary,
+    StoredEvent,
+    StoredEventPage,
     WriteResult,
     _bound_ms,
     _bucket,
     _from_ms,
     _prepare,
+    event_json,
 )
 
 __all__ = ["DynamoEventsStore"]
@@ -209,6 +213,7 @@ class DynamoEventsStore(DynamoBacked):
         }
         if pname is not None:
             item["pn"] = _s(pname)
+            item["pnl"] = _s(pname.lower())
         if ro is not None:
             item["ro"] = _n(ro)
         if err is not None:
@@ -276,9 +281,13 @@ class DynamoEventsStore(DynamoBacked):
         where: list[str] = []
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
+        if f.user_name is not None:
+            # Items written before pnl existed match their exact name only.
+            where.append("(#pnl = :pnl OR #pn = :pn)")
+            names.update({"#pnl": "pnl", "#pn": "pn"})
+            values.update({":pnl": _s(f.user_name.lower()), ":pn": _s(f.user_name)})
         for attr, value in (
             ("pr", f.principal),
-            ("pn", f.user_name),
             ("svc", f.service),
             ("name", f.event_name),
             ("region", f.region),
@@ -378,15 +387,23 @@ class DynamoEventsStore(DynamoBacked):
     async def events(
         self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> EventPage:
+        return (await self.stored_events(filters, limit=limit, cursor=cursor)).page()
+
+    async def stored_events(
+        self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> StoredEventPage:
         if not 1 <= limit <= 10_000:
             raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
         f = filters or EventFilters()
         found, _ = await self._select(
             f, want=limit + 1, after=_CURSORS.decode(cursor) if cursor else None
         )
-        items = [CloudTrailEvent.model_validate_json(i["body"]["B"]) for i in found[:limit]]
+        items = [
+            StoredEvent(i["id"]["S"], i["acct"]["S"], event_json(i["body"]["B"]))
+            for i in found[:limit]
+        ]
         next_cursor = _CURSORS.encode(found[limit - 1]["ord"]["S"]) if len(found) > limit else None
-        return EventPage(items=items, next_cursor=next_cursor)
+        return StoredEventPage(items=items, next_cursor=next_cursor)
 
     async def count(self, filters: EventFilters | None = None) -> int:
         _, total = await self._select(filters or EventFilters(), want=None, count=True)
@@ -399,14 +416,18 @@ class DynamoEventsStore(DynamoBacked):
         item = found.get("Item")
         return CloudTrailEvent.model_validate_json(item["body"]["B"]) if item else None
 
-    async def principals(self, *, account_id: str | None = None) -> list[PrincipalSummary]:
+    async def principals(
+        self, *, account_id: str | None = None, label: str | None = None
+    ) -> list[PrincipalSummary]:
         accounts = [account_id] if account_id is not None else await self._registry("accounts")
+        condition = "p = :p" if label is None else "p = :p AND b = :b"
+        extra = {} if label is None else {":b": _s(label)}
         lists = await asyncio.gather(
             *(
                 self._query(
                     TableName=self.activity_table,
-                    KeyConditionExpression="p = :p",
-                    ExpressionAttributeValues={":p": _s(f"principals#{a}")},
+                    KeyConditionExpression=condition,
+                    ExpressionAttributeValues={":p": _s(f"principals#{a}"), **extra},
                 )
                 for a in accounts
             )

@@ -14,11 +14,20 @@ stream.
 
 Times are stored as epoch milliseconds (UTC). Ranges are ``[since, until)``; a ``date``
 given as ``until`` means "through the end of that day" (the replaced tool excluded it).
+
+Queries. Each filter that narrows events has an index on (filter, time), and an events query
+names the index of its most selective filter (principal, user name, event name, service,
+account, else time: :func:`_index_for`), so SQLite never guesses without statistics and
+walks one index in time order, reading no more rows than the page needs. User names match
+case-insensitively (IAM names are). :meth:`EventsStore.stored_events` returns the stored JSON
+as it is (:class:`StoredEvent`, see :func:`event_json`), so the API sends events without
+parsing them into models; the activity endpoints read only the aggregates.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +54,10 @@ __all__ = [
     "Granularity",
     "PrincipalSummary",
     "ServiceSummary",
+    "StoredEvent",
+    "StoredEventPage",
     "WriteResult",
+    "event_json",
     "events_store_path",
     "flatten_params",
 ]
@@ -79,6 +91,30 @@ class EventPage(_Record):
 
     items: list[CloudTrailEvent]
     next_cursor: str | None = Field(default=None, description="None on the last page")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stored event: its JSON exactly as the model writes it (:func:`event_json`), and
+    the fields the API's paging and account views need."""
+
+    event_id: str
+    account_id: str
+    json: bytes
+
+    def model(self) -> CloudTrailEvent:
+        return CloudTrailEvent.model_validate_json(self.json)
+
+
+@dataclass(frozen=True)
+class StoredEventPage:
+    """Stored events, newest first; pass ``next_cursor`` back for the next page."""
+
+    items: list[StoredEvent]
+    next_cursor: str | None
+
+    def page(self) -> EventPage:
+        return EventPage(items=[e.model() for e in self.items], next_cursor=self.next_cursor)
 
 
 class PrincipalSummary(_Record):
@@ -178,7 +214,9 @@ CREATE INDEX IF NOT EXISTS events_by_principal ON events(principal, event_time);
 CREATE INDEX IF NOT EXISTS events_by_service ON events(service, event_time);
 CREATE INDEX IF NOT EXISTS events_by_account ON events(account_id, event_time);
 CREATE INDEX IF NOT EXISTS events_by_name ON events(event_name, event_time);
-CREATE INDEX IF NOT EXISTS events_by_user ON events(principal_name, event_time);
+DROP INDEX IF EXISTS events_by_user;
+CREATE INDEX IF NOT EXISTS events_by_user_nocase
+    ON events(principal_name COLLATE NOCASE, event_time);
 CREATE TABLE IF NOT EXISTS event_params (
     path TEXT NOT NULL,
     value TEXT NOT NULL,
@@ -322,6 +360,39 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 if _FIELD_TYPES.keys() != _EVENT_FIELDS:  # pragma: no cover - caught by any test run
     raise RuntimeError("every CloudTrailEvent field needs a type in events_store._FIELD_TYPES")
 _RESOURCE_FIELDS = frozenset(EventResource.model_fields)
+_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.(?!000000)\d{6})?Z")
+
+
+def _is_canonical(body: bytes) -> bool:
+    """True when ``body`` is what the model's own JSON would be (see :func:`event_json`)."""
+    try:
+        d = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    if d.__class__ is not dict or d.keys() != _EVENT_FIELDS:
+        return False
+    principal, resources, moment = d["principal"], d["resources"], d["event_time"]
+    return (
+        principal.__class__ is dict
+        and principal.keys() == _PRINCIPAL_FIELDS
+        and resources.__class__ is list
+        and all(r.__class__ is dict and r.keys() == _RESOURCE_FIELDS for r in resources)
+        and moment.__class__ is str
+        and _CANONICAL_TIME.fullmatch(moment) is not None
+    )
+
+
+def event_json(body: bytes) -> bytes:
+    """A stored event's JSON exactly as the model writes it (same fields, same values).
+
+    Bodies stored from the wire are the codec's encoding of the model (every field, times in
+    UTC with ``Z``) and are returned as they are, after a parse that checks that shape (about
+    30 times cheaper than building the model); any other body (an older or foreign
+    producer's, with fields left out) goes through the model."""
+    if _is_canonical(body):
+        return body
+    event = CloudTrailEvent.model_validate_json(body)
+    return event.__pydantic_serializer__.to_json(event, by_alias=True)
 
 
 class _NotFastPath(ValueError):
@@ -580,30 +651,48 @@ class EventsStore(SqliteBacked):
     async def events(
         self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> EventPage:
-        """Matching events, newest first; ``limit`` 1-10,000 (see :class:`EventFilters`)."""
-        if not 1 <= limit <= 10_000:
-            raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
+        """Matching events, newest first; ``limit`` 1-10,000 (see :class:`EventFilters`;
+        user names match ignoring case)."""
+        _check_limit(limit)
         f = filters or EventFilters()
-        return await self._read(lambda conn: self._events(conn, f, limit, cursor), snapshot=False)
+        return await self._read(
+            lambda conn: self._stored_events(conn, f, limit, cursor).page(), snapshot=False
+        )
 
-    def _events(
+    async def stored_events(
+        self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> StoredEventPage:
+        """As :meth:`events`, with each event's stored JSON instead of its model."""
+        _check_limit(limit)
+        f = filters or EventFilters()
+        return await self._read(
+            lambda conn: self._stored_events(conn, f, limit, cursor), snapshot=False
+        )
+
+    def _stored_events(
         self, conn: sqlite3.Connection, filters: EventFilters, limit: int, cursor: str | None
-    ) -> EventPage:
+    ) -> StoredEventPage:
         where, args = _where(filters)
         if cursor:
             event_time, rowid = _decode_cursor(cursor)
+            # The first condition bounds the index range; the second breaks time ties.
+            where.append("e.event_time <= ?")
             where.append("(e.event_time < ? OR (e.event_time = ? AND e.rowid < ?))")
-            args += [event_time, event_time, rowid]
+            args += [event_time, event_time, event_time, rowid]
         sql = (
-            f"SELECT e.rowid, e.event_time, e.body FROM events e {_clause(where)} "
+            "SELECT e.rowid, e.event_time, e.event_id, e.account_id, e.body "
+            f"FROM events e {_index_for(filters)} {_clause(where)} "
             "ORDER BY e.event_time DESC, e.rowid DESC LIMIT ?"
         )
         rows = conn.execute(sql, [*args, limit + 1]).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        items = [CloudTrailEvent.model_validate_json(body) for _, _, body in rows]
+        items = [
+            StoredEvent(event_id, account, event_json(body))
+            for _, _, event_id, account, body in rows
+        ]
         next_cursor = _encode_cursor(rows[-1][1], rows[-1][0]) if more and rows else None
-        return EventPage(items=items, next_cursor=next_cursor)
+        return StoredEventPage(items=items, next_cursor=next_cursor)
 
     async def count(self, filters: EventFilters | None = None) -> int:
         """How many events match (the same filters as :meth:`events`)."""
@@ -612,8 +701,8 @@ class EventsStore(SqliteBacked):
 
     def _count(self, conn: sqlite3.Connection, filters: EventFilters) -> int:
         where, args = _where(filters)
-        row = conn.execute(f"SELECT count(*) FROM events e {_clause(where)}", args)
-        return int(row.fetchone()[0])
+        sql = f"SELECT count(*) FROM events e {_index_for(filters)} {_clause(where)}"
+        return int(conn.execute(sql, args).fetchone()[0])
 
     async def event(self, event_id: str) -> CloudTrailEvent | None:
         return await self._read(lambda conn: self._event(conn, event_id), snapshot=False)
@@ -622,22 +711,30 @@ class EventsStore(SqliteBacked):
         row = conn.execute("SELECT body FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return CloudTrailEvent.model_validate_json(row[0]) if row else None
 
-    async def principals(self, *, account_id: str | None = None) -> list[PrincipalSummary]:
-        """Every principal seen (per account), most active first."""
-        return await self._read(lambda conn: self._principals(conn, account_id), snapshot=False)
+    async def principals(
+        self, *, account_id: str | None = None, label: str | None = None
+    ) -> list[PrincipalSummary]:
+        """Every principal seen (per account), most active first; ``label``: that one only."""
+        return await self._read(
+            lambda conn: self._principals(conn, account_id, label), snapshot=False
+        )
 
     def _principals(
-        self, conn: sqlite3.Connection, account_id: str | None
+        self, conn: sqlite3.Connection, account_id: str | None, label: str | None
     ) -> list[PrincipalSummary]:
         sql = (
             "SELECT label, type, name, arn, account_id, events, errors, writes, first_seen, "
             "last_seen FROM principals"
         )
+        where: list[str] = []
         args: list[Any] = []
+        if label is not None:
+            where.append("label = ?")
+            args.append(label)
         if account_id is not None:
-            sql += " WHERE account_id = ?"
+            where.append("account_id = ?")
             args.append(account_id)
-        sql += " ORDER BY events DESC, label"
+        sql += f" {_clause(where)} ORDER BY events DESC, label"
         return [
             PrincipalSummary(
                 label=label,
@@ -809,9 +906,11 @@ def _range(
 def _where(f: EventFilters) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     args: list[Any] = []
+    if f.user_name is not None:
+        where.append("e.principal_name = ? COLLATE NOCASE")
+        args.append(f.user_name)
     for column, value in (
         ("principal", f.principal),
-        ("principal_name", f.user_name),
         ("service", f.service),
         ("event_name", f.event_name),
         ("account_id", f.account_id),
@@ -839,3 +938,32 @@ def _where(f: EventFilters) -> tuple[list[str], list[Any]]:
         )
         args += [path, value]
     return where, args
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= 10_000:
+        raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
+
+
+_INDEX_BY_FILTER: tuple[tuple[str, Callable[[EventFilters], object]], ...] = (
+    ("events_by_principal", lambda f: f.principal),
+    ("events_by_user_nocase", lambda f: f.user_name),
+    ("events_by_name", lambda f: f.event_name),
+    ("events_by_service", lambda f: f.service),
+    ("events_by_account", lambda f: f.account_id),
+)
+"""Filters with an index of their own, the most selective first."""
+
+
+def _index_for(f: EventFilters) -> str:
+    """The ``INDEXED BY`` clause of the index that fits ``f`` best.
+
+    Each of these indexes is (filter, event_time), so the rows come out in the query's order
+    from the first filter given; with none of them, the time index. With only
+    request-parameter filters, SQLite chooses (it reads the parameter index first)."""
+    for index, value in _INDEX_BY_FILTER:
+        if value(f) is not None:
+            return f"INDEXED BY {index}"
+    if f.params:
+        return ""
+    return "INDEXED BY events_by_time"

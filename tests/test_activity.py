@@ -384,3 +384,83 @@ async def test_fixture_through_s3_sqs_tailer_broker_agent_into_store(
     daily_principals = {k[2]: n for k, n in latest.items() if k[:2] == ("day", "principal")}
     assert daily_principals == dict(expected_counts(records)["principal"])
     assert date(2017, 6, 1) in {k[3].date() for k in latest}
+
+
+async def test_stored_json_is_the_models_json_whatever_the_producer_wrote(
+    tmp_path: Path, events: list[CloudTrailEvent]
+) -> None:
+    """The API sends stored JSON as it is: it must be exactly what the model would write,
+    also for bodies a producer wrote in another shape (fields left out, +00:00 times)."""
+    sparse = orjson.dumps(
+        {
+            "event_id": "sparse-1",
+            "event_time": "2017-06-01T10:00:00.250+00:00",
+            "event_source": "ec2.amazonaws.com",
+            "service": "ec2",
+            "event_name": "DescribeInstances",
+            "region": "us-east-1",
+            "account_id": "111100000000",
+            "principal": {"type": "IAMUser", "name": "Alice"},
+            "resources": [],
+        }
+    )
+    async with EventsStore(tmp_path / "events.sqlite3") as store:
+        result = await store.write_batch([encode(e) for e in events[:20]] + [sparse])
+        assert (result.inserted, result.rejected) == (21, [])
+        page = await store.stored_events(limit=100)
+        assert len(page.items) == 21
+        for stored in page.items:
+            model = stored.model()
+            assert stored.json == model.__pydantic_serializer__.to_json(model, by_alias=True)
+            assert (stored.event_id, stored.account_id) == (model.event_id, model.account_id)
+        by_id = {s.event_id: s for s in page.items}
+        assert orjson.loads(by_id["sparse-1"].json)["event_time"] == "2017-06-01T10:00:00.250000Z"
+        assert [e.event_id for e in (await store.events(limit=100)).items] == list(by_id)
+
+
+async def test_user_names_match_ignoring_case(
+    tmp_path: Path, events: list[CloudTrailEvent]
+) -> None:
+    named = [e for e in events if e.principal.name]
+    name = named[0].principal.name
+    assert name is not None and name != name.upper()
+    expected = sum(1 for e in events if (e.principal.name or "").lower() == name.lower())
+    async with EventsStore(tmp_path / "events.sqlite3") as store:
+        await store.write_batch(events)
+        for spelling in (name, name.upper(), name.lower()):
+            assert await store.count(EventFilters(user_name=spelling)) == expected, spelling
+            page = await store.stored_events(EventFilters(user_name=spelling), limit=500)
+            assert len(page.items) == expected
+
+
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        ({"principal": "p"}, "events_by_principal"),
+        ({"principal": "p", "account_id": "111100000000", "service": "ec2"}, "events_by_principal"),
+        ({"user_name": "alice"}, "events_by_user_nocase"),
+        ({"event_name": "RunInstances", "service": "ec2"}, "events_by_name"),
+        ({"service": "ec2", "account_id": "111100000000"}, "events_by_service"),
+        ({"account_id": "111100000000"}, "events_by_account"),
+        ({"since": date(2017, 6, 1)}, "events_by_time"),
+        ({}, "events_by_time"),
+    ],
+)
+async def test_events_queries_walk_the_index_of_their_most_selective_filter(
+    tmp_path: Path, events: list[CloudTrailEvent], filters: dict[str, Any], index: str
+) -> None:
+    from cloudinv.sinks.events_store import _index_for, _where
+
+    async with EventsStore(tmp_path / "events.sqlite3") as store:
+        await store.write_batch(events)
+        f = EventFilters(**filters)
+        where, args = _where(f)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        sql = (
+            f"EXPLAIN QUERY PLAN SELECT e.body FROM events e {_index_for(f)} {clause} "
+            "ORDER BY e.event_time DESC, e.rowid DESC LIMIT 101"
+        )
+        with sqlite3.connect(tmp_path / "events.sqlite3") as conn:
+            plan = " ".join(row[-1] for row in conn.execute(sql, args))
+        assert f"INDEX {index}" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan  # rows come out in order: no sort
