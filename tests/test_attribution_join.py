@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 import pytest
 
 from cloudinv.catalog.event_resources import (
@@ -34,11 +36,12 @@ from cloudinv.core.models import (
 )
 from cloudinv.producers.cloudtrail.normalize import normalize_record
 from cloudinv.sinks.dynamodb_store import DynamoStore
+from cloudinv.sinks.events_store import EventsStore
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import AttributionJoin, InventoryStore, WriteEvent
 from cloudinv.sinks.versioning import Head, StepKind, advance, best_attribution, plan
 from cloudinv.streams.changes import change_id
-from tests.api_helpers import running_api
+from tests.api_helpers import read_sse, running_api
 
 ACCOUNT = "111111111111"
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -411,3 +414,45 @@ async def test_status_and_metrics_report_the_attribution_figure(
         _, text, _ = await api.get("/metrics")
         assert "cloudinv_attribution_ratio 1" in text
         assert "cloudinv_changes_matched_last_hour 1" in text
+
+
+async def test_an_iam_user_with_and_without_arn_is_one_principal_in_the_events_store(
+    tmp_path: Path,
+) -> None:
+    identity = {"type": "IAMUser", "principalId": "AIDA1", "accountId": ACCOUNT}
+    records = [
+        _record({**identity, "userName": "alice", "arn": f"arn:aws:iam::{ACCOUNT}:user/alice"}),
+        _record({**identity, "userName": "alice"}, "ConsoleLogin"),
+        _record({**identity, "userName": "alice"}, "CheckMfa"),
+    ]
+    store = EventsStore(tmp_path / "events.sqlite3")
+    await store.open()
+    try:
+        await store.write_batch([normalize_record(r) for r in records])
+        (alice,) = await store.principals()
+        assert alice.label == f"arn:aws:iam::{ACCOUNT}:user/alice"
+        assert alice.events == 3
+    finally:
+        await store.close()
+
+
+async def test_the_live_feed_sends_a_change_again_once_attributed(
+    sqlite_store: SqliteStore, tmp_path: Path
+) -> None:
+    created = change(captured=T0, prior_seen=None, kind="created", after="h1")
+    await sqlite_store.put_changes([created])
+    async with (
+        running_api(tmp_path, {"admin": None}, inventory=sqlite_store) as api,
+        aiohttp.ClientSession() as http,
+        http.get(f"{api.base}/v1/changes/stream?last_event_id=0", headers=api.auth()) as resp,
+    ):
+        first = await read_sse(resp, until=lambda events: len(events) >= 1, timeout=30)
+        (update,) = await sqlite_store.record_write_events(
+            [write_event(_attribution(T0 - timedelta(seconds=5), "create"))]
+        )
+        await sqlite_store.put_changes([update])
+        both = first + await read_sse(resp, until=lambda events: len(events) >= 1, timeout=30)
+    sent = [orjson.loads(e.data) for e in both]
+    assert [c["change_id"] for c in sent] == [created.change_id] * 2
+    assert [c["attribution"] is not None for c in sent] == [False, True]
+    assert int(both[1].id or 0) > int(both[0].id or 0)
