@@ -20,7 +20,8 @@ Views (their SQL is the same text in both engines):
 ``snapshots_latest_per_day``
     One row per (type, day, key): the latest snapshot of the day.
 ``changes_latest_per_day``
-    One row per (type, day, key): the day's last change (duplicates from replays collapse).
+    One row per (type, day, key): the day's last change (duplicates from replays collapse;
+    of a change published again with its attribution, the attributed copy).
 ``snapshots_<type>_current``
     ``snapshots_current`` for one type, with the typed configuration.
 
@@ -146,7 +147,8 @@ def view_defs(tables: Sequence[TableDef], database: str | None = None) -> list[t
         (
             "changes_latest_per_day",
             f"SELECT {change_cols} FROM (SELECT c.*, row_number() OVER (PARTITION BY "
-            'c.resource_type, c.dt, c."key" ORDER BY c.captured_at DESC, c.detected_at DESC, '
+            'c.resource_type, c.dt, c."key" ORDER BY c.captured_at DESC, '
+            "(c.attribution IS NULL) ASC, c.detected_at DESC, "
             f"c.change_id DESC) AS rn FROM {ref('changes')} c) t WHERE t.rn = 1",
         )
     )

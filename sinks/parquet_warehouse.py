@@ -796,14 +796,18 @@ class ParquetWarehouse:
     ) -> list[tuple[str, bytes]]:
         tables = [pq.read_table(io.BytesIO(blob)) for blob in blobs]
         table = pa.concat_tables(tables, promote_options="default")
-        # One row per change (a replay may have left one twice), oldest first.
+        # One row per change, oldest first. A change is there twice after a replay, or when
+        # its attribution arrived after it was published (the same change_id again, with
+        # `attribution` set): keep the attributed copy.
         table = table.sort_by([("captured_at", "ascending"), ("change_id", "ascending")])
         ids = table.column("change_id").to_pylist()
-        first: dict[str, int] = {}
+        attributed = table.column("attribution").is_valid().to_pylist()
+        chosen: dict[str, int] = {}
         for n, change_id in enumerate(ids):
-            first.setdefault(change_id, n)
-        if len(first) < len(ids):
-            table = table.take(pa.array(sorted(first.values()), pa.int64()))
+            if change_id not in chosen or (attributed[n] and not attributed[chosen[change_id]]):
+                chosen[change_id] = n
+        if len(chosen) < len(ids):
+            table = table.take(pa.array(sorted(chosen.values()), pa.int64()))
         digest = hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()[:32]
         stem = f"{COMPACTED_PREFIX}{digest}"
         size = self.max_rows_per_file

@@ -481,3 +481,24 @@ async def test_compaction_on_s3_replaces_the_parts_with_one_object(
             await warehouse.close()
         assert key.rsplit("/", 1)[1].startswith("part-c")
         assert table.column("change_id").to_pylist() == ids
+
+
+async def test_compaction_keeps_the_attributed_copy_of_a_change_published_twice(
+    tmp_path: Path,
+) -> None:
+    """A change stored before its CloudTrail event is published again, same change_id, with
+    its attribution: the compacted day holds that copy, whichever part came first."""
+    root = tmp_path / "warehouse"
+    warehouse = await local_warehouse(root)
+    attributed = change(7, at=DAY)
+    unattributed = attributed.model_copy(update={"attribution": None})
+    await warehouse.write_changes([unattributed], [(0, 10)])
+    await warehouse.write_changes([attributed], [(0, 11)])
+    await warehouse.write_changes([change(8, at=DAY).model_copy(update={"attribution": None})])
+    assert await warehouse.compact(CHANGES_PARTITION, now=time.time() + SETTLED_S + 1) == 3
+    (merged,) = (root / CHANGES_DIR).glob("part-*.parquet")
+    rows = pq.read_table(merged).to_pylist()
+    by_id = {r["change_id"]: r for r in rows}
+    assert len(rows) == 2
+    assert by_id["change-0007"]["attribution"]["event_name"] == "StartInstances"
+    assert by_id["change-0008"]["attribution"] is None
