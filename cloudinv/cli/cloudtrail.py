@@ -38,8 +38,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     backfill = sub.add_parser(
         "backfill",
         help="publish CloudTrail log files from S3 (by date) or a local directory",
-        description="Publish past CloudTrail log files. Resumable: files already done are "
-        "listed under <data dir>/cloudtrail/backfill-done.txt and skipped.",
+        description="Publish past CloudTrail log files. A file counts as done once the stream "
+        "worker stored its events. Resumable: files done are listed under "
+        "<data dir>/cloudtrail/backfill-done.txt and skipped; rejected files are skipped "
+        "until they change. Exits 1 when a file was rejected or failed.",
     )
     source = backfill.add_mutually_exclusive_group(required=True)
     source.add_argument("--bucket", help="S3 bucket of the trail")
@@ -51,7 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     backfill.add_argument(
         "--to", dest="end", type=_day, help="last day, inclusive, YYYY-MM-DD (S3)"
     )
-    backfill.add_argument("--concurrency", type=int, default=8, help="files read at once")
+    backfill.add_argument(
+        "--concurrency", type=int, default=16, help="files read at once (default 16)"
+    )
     backfill.add_argument("--restart", action="store_true", help="forget completed files first")
     backfill.add_argument(
         "--verify",
@@ -116,6 +120,11 @@ def _connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint-url", help="AWS endpoint (default: running instance or config)")
     parser.add_argument("--region", help="AWS region of the bucket or queue")
     parser.add_argument("--data-dir", type=Path, help="data dir (default: storage.data_dir)")
+    parser.add_argument(
+        "--consumer-group",
+        help="the stream workers' consumer group, whose commits acknowledge a file or "
+        "message end to end (default: kafka.consumer_group)",
+    )
 
 
 def _day(text: str) -> date:
@@ -131,6 +140,7 @@ class _Target:
     topic_prefix: str
     endpoint_url: str | None
     data_dir: Path
+    consumer_group: str
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -151,6 +161,7 @@ def _target(args: argparse.Namespace) -> _Target:
             topic_prefix=args.topic_prefix or settings.kafka.topic_prefix,
             endpoint_url=args.endpoint_url or settings.aws.effective_endpoint(),
             data_dir=settings.data_dir,
+            consumer_group=args.consumer_group or settings.kafka.consumer_group,
         )
     info = require_running_instance(settings.data_dir)
     return _Target(
@@ -158,10 +169,12 @@ def _target(args: argparse.Namespace) -> _Target:
         topic_prefix=args.topic_prefix or info.topic_prefix,
         endpoint_url=args.endpoint_url or info.aws_endpoint_url,
         data_dir=settings.data_dir,
+        consumer_group=args.consumer_group or settings.kafka.consumer_group,
     )
 
 
 async def run_backfill(args: argparse.Namespace) -> int:
+    from cloudinv.producers.cloudtrail.ack import CommitWatch
     from cloudinv.producers.cloudtrail.backfill import (
         RESUME_FILE,
         ResumeFile,
@@ -206,9 +219,13 @@ async def run_backfill(args: argparse.Namespace) -> int:
             events += len(parsed.messages) if parsed is not None else 0
             bar.update(task, advance=1, events=events)
 
-        async with CloudTrailPublisher(target.kafka, target.topic_prefix) as publisher:
+        async with (
+            CloudTrailPublisher(target.kafka, target.topic_prefix) as publisher,
+            CommitWatch(target.kafka, publisher.topic, target.consumer_group) as ack,
+        ):
             common: dict[str, Any] = {
                 "publisher": publisher,
+                "ack": ack,
                 "rejections": rejections,
                 "resume": resume,
                 "concurrency": args.concurrency,
@@ -228,15 +245,28 @@ async def run_backfill(args: argparse.Namespace) -> int:
                     **common,
                 )
     console.print(
-        f"backfill: {stats.files_done} file(s) published ({stats.events} events), "
-        f"{stats.already_done} already done, {stats.rejected_files} rejected file(s), "
-        f"{stats.rejected_records} rejected record(s)"
-        + (f", {stats.failed} failed (run again to retry them)" if stats.failed else "")
+        f"backfill: {stats.files_done} file(s) stored ({stats.events} events), "
+        f"{stats.already_done} already done, {stats.rejected_files} rejected file(s)"
+        + (
+            f" and {stats.still_rejected} still rejected (unchanged)"
+            if stats.still_rejected
+            else ""
+        )
+        + f", {stats.rejected_records} rejected record(s)"
+        + (f", {stats.replayed} published again after a broker loss" if stats.replayed else "")
+        + (f", {stats.failed} failed (run again to retry them)" if stats.failed else ""),
+        soft_wrap=True,
     )
+    if stats.rejected_files:
+        console.print(
+            "some files are not CloudTrail logs: see `cloudinv cloudtrail rejected`; a "
+            "rejected file is read again once it changes",
+            soft_wrap=True,
+        )
     problems = 0
     if args.verify:
         problems = await _verify(args, target, rejections, local_keys, console)
-    return 1 if stats.failed or problems else 0
+    return 1 if stats.failed or stats.rejected_files or problems else 0
 
 
 def _public_keys(paths: list[Path]) -> Any:
@@ -308,6 +338,7 @@ async def run_tail(args: argparse.Namespace) -> int:
         args.queue_url,
         kafka_client_kwargs=target.kafka,
         topic_prefix=target.topic_prefix,
+        consumer_group=target.consumer_group,
         data_dir=target.data_dir,
         endpoint_url=target.endpoint_url,
         region=args.region,
@@ -318,7 +349,8 @@ async def run_tail(args: argparse.Namespace) -> int:
     )
     print(
         f"tail: {stats.messages} message(s), {stats.files} file(s), {stats.events} events, "
-        f"{stats.rejected_files} rejected, {stats.skipped} skipped",
+        f"{stats.rejected_files} rejected, {stats.skipped} skipped, {stats.deleted} deleted "
+        "once stored",
         file=sys.stderr,
     )
     return 0

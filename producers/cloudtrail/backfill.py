@@ -2,19 +2,27 @@
 
 S3: under ``[prefix/]AWSLogs/[<org id>/]<account>/CloudTrail/<region>/YYYY/MM/DD/`` for each
 day from ``start`` to ``end`` inclusive, every account and region found in the bucket.
-Local: every ``.json`` and ``.json.gz`` file under a directory. Digest files are skipped.
+Local: every ``.json`` and ``.json.gz`` file under a directory. Digest files (by folder or by
+name) are skipped.
 
-Resumable: each file whose events Kafka acknowledged (or which was rejected and recorded) is
-appended to a resume file (``<data dir>/cloudtrail/backfill-done.txt``); a later run skips
-those. Files are processed with bounded concurrency and share the producer's batches.
+Files are pipelined: ``concurrency`` of them are read and parsed at once, publishing does not
+wait for other files, and thousands may wait for their acknowledgement together. A file is
+marked done only once the stream worker committed past its events (the end-to-end
+acknowledgement, :mod:`cloudinv.producers.cloudtrail.ack`); if the broker may have lost them
+first, the file is read and published again. Marks go to the resume file
+(``<data dir>/cloudtrail/backfill-done.txt``) in batches; a later run skips the files done.
+A file that cannot be read as CloudTrail is recorded as rejected with its size and mtime (or
+ETag): the next run skips it while it is unchanged and reads it again once it changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cloudinv.producers.cloudtrail.ack import AckLost, CommitWatch
 from cloudinv.producers.cloudtrail.layout import day_prefixes, find_region_prefixes
 from cloudinv.producers.cloudtrail.logfile import (
     LogFileDecoder,
@@ -32,11 +41,12 @@ from cloudinv.producers.cloudtrail.logfile import (
     is_digest_key,
     parse_log,
 )
-from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
+from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher, PublishError
 from cloudinv.producers.cloudtrail.tailer import S3Object, read_s3_log
 
 __all__ = [
     "RESUME_FILE",
+    "BackfillSource",
     "BackfillStats",
     "ResumeFile",
     "backfill_local",
@@ -48,6 +58,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RESUME_FILE = Path("cloudtrail") / "backfill-done.txt"
+MAX_ATTEMPTS = 5
+"""Publishing of one file tried this often (broker lost the events) before it counts failed."""
+MAX_WAITING_FILES = 20_000
+"""Files published and waiting for the worker at once (only their offsets are kept)."""
 
 
 Progress = Callable[[str, ParsedLog | None], None]
@@ -58,75 +72,152 @@ Progress = Callable[[str, ParsedLog | None], None]
 class BackfillStats:
     files_found: int = 0
     files_done: int = 0
+    """Files published and stored (acknowledged end to end)."""
     already_done: int = 0
     events: int = 0
     rejected_files: int = 0
+    """Files that are not CloudTrail logs (recorded; skipped until they change)."""
+    still_rejected: int = 0
+    """Files rejected by an earlier run and unchanged since: skipped."""
     rejected_records: int = 0
+    replayed: int = 0
+    """Files published again because the broker may have lost their events."""
     failed: int = 0
-    """Files that could not be read for a reason that may pass; not marked done."""
+    """Files that could not be read or stored for a reason that may pass; not marked done."""
+
+
+@dataclass(frozen=True)
+class BackfillSource:
+    """One file to backfill: its URI, what identifies its content, how to read it."""
+
+    uri: str
+    fingerprint: str
+    """Size and mtime (local) or size and ETag (S3): a changed rejected file is read again."""
+    read: Callable[[], Awaitable[ParsedLog]]
+
+
+@dataclass
+class ResumeState:
+    done: set[str] = field(default_factory=set)
+    rejected: dict[str, str] = field(default_factory=dict)
+    """URI → fingerprint of the content that was rejected."""
+
+
+_REJECTED = "rejected\t"
 
 
 class ResumeFile:
-    """The sources already backfilled, one per line."""
+    """What earlier runs finished: one URI per line for a file done, ``rejected<TAB>
+    fingerprint<TAB>URI`` for a file rejected. Marks are buffered and appended in batches
+    (:meth:`flush`; at most ``flush_every_s`` late): a crash loses only marks, never events
+    (the files are then published again, and stored once)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, flush_every_s: float = 0.5) -> None:
         self.path = path
+        self.flush_every_s = flush_every_s
+        self._buffer: list[str] = []
         self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
 
-    def _load(self) -> set[str]:
+    def _load(self) -> ResumeState:
+        state = ResumeState()
         try:
-            return {line for line in self.path.read_text().splitlines() if line}
+            lines = self.path.read_text().splitlines()
         except FileNotFoundError:
-            return set()
+            return state
+        for line in lines:
+            if line.startswith(_REJECTED):
+                _, fingerprint, uri = line.split("\t", 2)
+                state.rejected[uri] = fingerprint
+            elif line:
+                state.done.add(line)
+        return state
 
-    async def load(self) -> set[str]:
+    async def load(self) -> ResumeState:
         return await asyncio.to_thread(self._load)
 
     async def clear(self) -> None:
         await asyncio.to_thread(self.path.unlink, missing_ok=True)
 
-    def _append(self, source: str) -> None:
+    def _append(self, lines: list[str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
-            fh.write(source + "\n")
+            fh.write("".join(line + "\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
 
-    async def mark(self, source: str) -> None:
+    def mark_done(self, uri: str) -> None:
+        self._add(uri)
+
+    def mark_rejected(self, uri: str, fingerprint: str) -> None:
+        self._add(f"{_REJECTED}{fingerprint}\t{uri}")
+
+    def _add(self, line: str) -> None:
+        self._buffer.append(line)
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.flush_every_s)
+        await self.flush()
+
+    async def flush(self) -> None:
         async with self._lock:
-            await asyncio.to_thread(self._append, source)
+            lines, self._buffer = self._buffer, []
+            if lines:
+                await asyncio.to_thread(self._append, lines)
+
+    async def close(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and not timer.done():
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+        await self.flush()
 
 
 # --- listing -------------------------------------------------------------------------------
 
 
-async def list_s3_logs(s3: Any, bucket: str, prefix: str, start: date, end: date) -> list[S3Object]:
-    objects: list[S3Object] = []
+async def list_s3_logs(
+    s3: Any, bucket: str, prefix: str, start: date, end: date
+) -> list[tuple[S3Object, str]]:
+    """Log files of the range with their fingerprint (size and ETag)."""
+    objects: list[tuple[S3Object, str]] = []
     paginator = s3.get_paginator("list_objects_v2")
     for region_prefix in await find_region_prefixes(s3, bucket, prefix):
         for day in day_prefixes(region_prefix, start, end):
             async for page in paginator.paginate(Bucket=bucket, Prefix=day):
                 objects.extend(
-                    S3Object(bucket, item["Key"])
+                    (S3Object(bucket, item["Key"]), f"{item.get('Size')}:{item.get('ETag')}")
                     for item in page.get("Contents", [])
                     if not is_digest_key(item["Key"]) and not item["Key"].endswith("/")
                 )
     return objects
 
 
-def _list_local(root: Path) -> list[Path]:
+def _list_local(root: Path) -> list[tuple[Path, str]]:
     if root.is_file():
-        return [root]
-    if not root.is_dir():
+        paths = [root]
+    elif root.is_dir():
+        paths = sorted(
+            p
+            for p in root.rglob("*")
+            if p.name.endswith((".json", ".json.gz"))
+            and not is_digest_key(p.as_posix())
+            and p.is_file()
+        )
+    else:
         raise FileNotFoundError(f"{root} is not a file or directory")
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.name.endswith((".json", ".json.gz"))
-        and not is_digest_key(p.as_posix())
-    )
+    out = []
+    for path in paths:
+        st = path.stat()
+        out.append((path, f"{st.st_size}:{st.st_mtime_ns}"))
+    return out
 
 
-async def list_local_logs(root: Path) -> list[Path]:
+async def list_local_logs(root: Path) -> list[tuple[Path, str]]:
+    """Log files under ``root`` with their fingerprint (size and mtime)."""
     return await asyncio.to_thread(_list_local, root)
 
 
@@ -143,79 +234,132 @@ def read_local_log(path: Path) -> ParsedLog:
 # --- running -------------------------------------------------------------------------------
 
 
-async def _run(
-    sources: Iterable[tuple[str, Callable[[], Any]]],
-    *,
-    publisher: CloudTrailPublisher,
-    rejections: RejectionLog,
-    resume: ResumeFile | None,
-    concurrency: int,
-    progress: Progress | None,
-    stats: BackfillStats,
-) -> BackfillStats:
-    done = await resume.load() if resume else set()
-    queue = iter(sources)
+class _Backfill:
+    def __init__(
+        self,
+        *,
+        publisher: CloudTrailPublisher,
+        ack: CommitWatch | None,
+        rejections: RejectionLog,
+        resume: ResumeFile | None,
+        concurrency: int,
+        progress: Progress | None,
+        stats: BackfillStats,
+    ) -> None:
+        self.publisher = publisher
+        self.ack = ack
+        self.rejections = rejections
+        self.resume = resume
+        self.progress = progress
+        self.stats = stats
+        self.reading = asyncio.Semaphore(max(1, concurrency))
+        self.window = asyncio.Semaphore(MAX_WAITING_FILES)
 
-    async def worker() -> None:
-        # A fixed pool pulling from one iterator: bounded concurrency and bounded memory,
-        # however many files the range holds.
-        for source, read in queue:
-            await one(source, read)
-
-    def _failed(source: str, exc: BaseException) -> None:
-        # Not marked done: the next run (resume) tries it again.
-        stats.failed += 1
-        log.warning("cloudtrail backfill: cannot read %s (will retry on resume): %s", source, exc)
-        if progress:
-            progress(source, None)
-
-    async def one(source: str, read: Callable[[], Any]) -> None:
-        if source in done:
-            stats.already_done += 1
-            if progress:
-                progress(source, None)
-            return
-        parsed: ParsedLog | None = None
+    async def run(self, sources: Iterable[BackfillSource]) -> BackfillStats:
+        state = await self.resume.load() if self.resume else ResumeState()
+        tasks: set[asyncio.Task[None]] = set()
         try:
-            parsed = await read()
+            for source in sources:
+                if source.uri in state.done:
+                    self.stats.already_done += 1
+                    self._progress(source.uri, None)
+                    continue
+                if state.rejected.get(source.uri) == source.fingerprint:
+                    self.stats.still_rejected += 1
+                    self._progress(source.uri, None)
+                    continue
+                await self.window.acquire()
+                task = asyncio.create_task(self.one(source))
+                tasks.add(task)
+                task.add_done_callback(self._finished(tasks))
+            if tasks:
+                await asyncio.gather(*list(tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            if self.resume:
+                await self.resume.close()
+        return self.stats
+
+    def _finished(self, tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            self.window.release()
+
+        return done
+
+    def _progress(self, uri: str, parsed: ParsedLog | None) -> None:
+        if self.progress:
+            self.progress(uri, parsed)
+
+    def _failed(self, uri: str, exc: BaseException | str) -> None:
+        # Not marked done: the next run (resume) tries it again.
+        self.stats.failed += 1
+        log.warning("cloudtrail backfill: %s not done (the next run tries again): %s", uri, exc)
+        self._progress(uri, None)
+
+    async def one(self, source: BackfillSource) -> None:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            async with self.reading:
+                parsed = await self._read(source)
+            if parsed is None:
+                return
+            try:
+                offsets = await self.publisher.publish(parsed.messages)
+                if self.ack is not None:
+                    await self.ack.wait(offsets)
+            except PublishError as exc:
+                return self._failed(source.uri, exc)
+            except AckLost as exc:
+                self.stats.replayed += 1
+                log.info("cloudtrail backfill: publishing %s again: %s", source.uri, exc)
+                if attempt == MAX_ATTEMPTS:
+                    return self._failed(source.uri, f"lost {attempt} times: {exc}")
+                continue
+            if parsed.bad_records:
+                self.stats.rejected_records += len(parsed.bad_records)
+                await self.rejections.record(
+                    source.uri, parsed.bad_records_reason(), records=len(parsed.bad_records)
+                )
+            self.stats.events += len(parsed.messages)
+            self.stats.files_done += 1
+            if self.resume:
+                self.resume.mark_done(source.uri)
+            self._progress(source.uri, parsed)
+            return
+
+    async def _read(self, source: BackfillSource) -> ParsedLog | None:
+        """The parsed file, or ``None`` when it was rejected or failed (counted here)."""
+        reason: str
+        try:
+            return await source.read()
         except RejectedFileError as exc:
-            stats.rejected_files += 1
-            await rejections.record(exc.source, exc.reason)
+            reason = exc.reason
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code not in ("NoSuchKey", "404"):
-                return _failed(source, exc)
-            stats.rejected_files += 1
-            await rejections.record(source, f"cannot read from S3: {code}")
+                self._failed(source.uri, exc)
+                return None
+            reason = f"cannot read from S3: {code}"
         except (BotoCoreError, OSError) as exc:
-            return _failed(source, exc)
-        if parsed is not None:
-            if parsed.bad_records:
-                stats.rejected_records += len(parsed.bad_records)
-                await rejections.record(
-                    source,
-                    parsed.bad_records_reason(),
-                    records=len(parsed.bad_records),
-                )
-            await publisher.publish(parsed.messages)
-            stats.events += len(parsed.messages)
-        stats.files_done += 1
-        if resume:
-            await resume.mark(source)
-        if progress:
-            progress(source, parsed)
-
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-    return stats
+            self._failed(source.uri, exc)
+            return None
+        self.stats.rejected_files += 1
+        await self.rejections.record(source.uri, reason)
+        if self.resume:
+            self.resume.mark_rejected(source.uri, source.fingerprint)
+        self._progress(source.uri, None)
+        return None
 
 
 async def backfill_local(
     root: Path,
     *,
     publisher: CloudTrailPublisher,
+    ack: CommitWatch | None,
     rejections: RejectionLog,
     resume: ResumeFile | None,
-    concurrency: int = 4,
+    concurrency: int = 8,
     progress: Progress | None = None,
     on_listed: Callable[[int], None] | None = None,
 ) -> BackfillStats:
@@ -225,19 +369,20 @@ async def backfill_local(
     if on_listed:
         on_listed(len(paths))
 
-    def reader(path: Path) -> Callable[[], Any]:
+    def reader(path: Path) -> Callable[[], Awaitable[ParsedLog]]:
         return lambda: asyncio.to_thread(read_local_log, path)
 
-    sources = [(p.resolve().as_uri(), reader(p)) for p in paths]
-    return await _run(
-        sources,
+    sources = [BackfillSource(p.resolve().as_uri(), fp, reader(p)) for p, fp in paths]
+    backfill = _Backfill(
         publisher=publisher,
+        ack=ack,
         rejections=rejections,
         resume=resume,
         concurrency=concurrency,
         progress=progress,
         stats=stats,
     )
+    return await backfill.run(sources)
 
 
 async def backfill_s3(
@@ -247,12 +392,13 @@ async def backfill_s3(
     *,
     prefix: str = "",
     publisher: CloudTrailPublisher,
+    ack: CommitWatch | None,
     rejections: RejectionLog,
     resume: ResumeFile | None,
     endpoint_url: str | None = None,
     region: str | None = None,
     session: AioSession | None = None,
-    concurrency: int = 8,
+    concurrency: int = 32,
     progress: Progress | None = None,
     on_listed: Callable[[int], None] | None = None,
 ) -> BackfillStats:
@@ -269,15 +415,16 @@ async def backfill_s3(
         if on_listed:
             on_listed(len(objects))
 
-        def reader(obj: S3Object) -> Callable[[], Any]:
+        def reader(obj: S3Object) -> Callable[[], Awaitable[ParsedLog]]:
             return lambda: read_s3_log(s3, obj)
 
-        return await _run(
-            [(o.uri, reader(o)) for o in objects],
+        backfill = _Backfill(
             publisher=publisher,
+            ack=ack,
             rejections=rejections,
             resume=resume,
             concurrency=concurrency,
             progress=progress,
             stats=stats,
         )
+        return await backfill.run(BackfillSource(o.uri, fp, reader(o)) for o, fp in objects)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +61,18 @@ class RejectedFileError(ValueError):
         self.reason = reason
 
 
+_DIGEST_NAME = re.compile(r"_CloudTrail-Digest_[^/]*\.json(\.gz)?$")
+
+
 def is_digest_key(key: str) -> bool:
-    """Digest files (hourly SHA-256 chains) are not event logs."""
-    return "CloudTrail-Digest/" in key or key.startswith("CloudTrail-Digest")
+    """Digest files (hourly SHA-256 chains) are not event logs: recognised by their folder
+    (``CloudTrail-Digest/``) or by their name (``<account>_CloudTrail-Digest_<region>_...``),
+    so a digest copied out of its folder is not read as a log."""
+    return (
+        "CloudTrail-Digest/" in key
+        or key.startswith("CloudTrail-Digest")
+        or _DIGEST_NAME.search(key) is not None
+    )
 
 
 class LogFileDecoder:

@@ -11,7 +11,12 @@ Two kinds of SQS message are understood, on the same or separate queues:
 - CloudTrail events delivered by EventBridge: the body is an EventBridge envelope whose
   ``detail`` is the CloudTrail record.
 
-A message is deleted only after Kafka acknowledged every event it led to. A file that is not
+A message is deleted only after the stream worker committed past every event it led to (the
+end-to-end acknowledgement, :mod:`cloudinv.producers.cloudtrail.ack`); while it waits, its
+visibility is extended, and if the broker may have lost its events it is made visible again
+at once and replayed. Deletes and extensions go in batches of ten, several receives are in
+flight at once, and a message's events are not kept while it waits: files are pipelined. A
+file that is not
 valid gzip or JSON (or an S3 object that no longer exists, or a body that is no known
 message) is recorded in the :class:`~cloudinv.producers.cloudtrail.logfile.RejectionLog` and
 skipped, and its message is deleted so it does not come back forever; the rest of the batch goes on.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +44,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudinv.core.errors import CloudinvError
+from cloudinv.producers.cloudtrail.ack import AckLost, CommitWatch, Offsets
 from cloudinv.producers.cloudtrail.digest import (
     CloudTrailPublicKeys,
     DigestUnavailableError,
@@ -201,8 +208,13 @@ class TailerConfig:
     wait_time_s: int = 20
     """SQS long polling (0-20 s)."""
     max_messages: int = 10
-    max_concurrent_downloads: int = 8
-    max_messages_in_flight: int = 32
+    receivers: int = 4
+    """Receive calls in flight at once: one SQS round trip brings at most 10 messages."""
+    max_concurrent_downloads: int = 32
+    max_messages_in_flight: int = 2000
+    """Messages received and not yet deleted. Their events are not kept in memory while they
+    wait for the end-to-end acknowledgement (only offsets are), so this can be large: it is
+    what keeps files pipelined while the worker stores and commits."""
     visibility_timeout_s: int | None = None
     """Override the queue's visibility timeout for received messages."""
     verify_digests: bool = False
@@ -221,6 +233,10 @@ class TailerStats:
     rejected_records: int = 0
     retried: int = 0
     """Messages left in the queue after a transient failure."""
+    replayed: int = 0
+    """Messages handed back to the queue because the broker may have lost their events."""
+    extended: int = 0
+    """Visibility extensions of messages waiting for the worker."""
     idle_polls: int = 0
     digests_checked: int = 0
     integrity_findings: int = 0
@@ -236,8 +252,17 @@ class _Transient(Exception):
     """A failure that may pass: leave the message for another try."""
 
 
+def _merge(into: dict[int, int], offsets: Offsets | None) -> None:
+    for partition, offset in (offsets or {}).items():
+        into[partition] = max(offset, into.get(partition, -1))
+
+
 class CloudTrailTailer:
-    """Receive, process and delete SQS messages until stopped (see module docstring)."""
+    """Receive, process and delete SQS messages until stopped (see module docstring).
+
+    With ``ack`` (the runtime always passes one), a message is deleted only once the stream
+    worker committed past its events; without, once the broker acknowledged them (for a
+    topic no stream worker of this deployment reads)."""
 
     def __init__(
         self,
@@ -245,12 +270,14 @@ class CloudTrailTailer:
         publisher: CloudTrailPublisher,
         rejections: RejectionLog,
         *,
+        ack: CommitWatch | None = None,
         session: AioSession | None = None,
         public_keys: PublicKeys | None = None,
     ) -> None:
         self.config = config
         self.publisher = publisher
         self.rejections = rejections
+        self.ack = ack
         self.stats = TailerStats()
         self._session = session or get_session()
         self._downloads = asyncio.Semaphore(config.max_concurrent_downloads)
@@ -260,12 +287,18 @@ class CloudTrailTailer:
         self._s3: Any = None
         self._public_keys = public_keys
         self._verifier: DigestVerifier | None = None
+        self._visibility_s = config.visibility_timeout_s or 30
+        self._waiting: dict[str, tuple[str, float]] = {}
+        """Message id → (receipt handle, when its visibility runs out) while it waits."""
+        self._deletes: list[dict[str, Any]] = []
+        self._delete_flush: asyncio.TimerHandle | None = None
+        self._delete_tasks: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def _clients(self) -> AsyncIterator[None]:
         aio_config = AioConfig(
             retries={"mode": "standard", "max_attempts": 5},
-            max_pool_connections=self.config.max_concurrent_downloads + 4,
+            max_pool_connections=self.config.max_concurrent_downloads + self.config.receivers + 8,
             read_timeout=max(60, self.config.wait_time_s + 10),
         )
         common: dict[str, Any] = {
@@ -292,28 +325,49 @@ class CloudTrailTailer:
     async def run(
         self, stop: asyncio.Event | None = None, *, until_idle: bool = False
     ) -> TailerStats:
-        """Poll until ``stop`` is set (or cancelled); with ``until_idle``, return after the
-        first empty receive once nothing is in flight. In-flight messages finish first."""
+        """Poll until ``stop`` is set (or cancelled); with ``until_idle``, return after an
+        empty receive once nothing is in flight. In-flight messages finish first, except
+        those still waiting for the worker: they stay in the queue and come back."""
         stop = stop or asyncio.Event()
+        idle = asyncio.Event()
         async with self._clients():
             await self._check_queue()
+            extender = asyncio.create_task(self._extend_visibility(stop))
+            receivers = [
+                asyncio.create_task(self._receive_loop(stop, idle, until_idle))
+                for _ in range(max(1, self.config.receivers))
+            ]
             try:
-                while not stop.is_set():
-                    received = await self._receive(stop)
-                    if received == 0:
-                        self.stats.idle_polls += 1
-                        if until_idle:
-                            await self._drain()
-                            if await self._receive(stop, peek=True) == 0:
-                                break
+                await asyncio.gather(*receivers)
             finally:
-                await self._drain()
+                for task in receivers:
+                    task.cancel()
+                await asyncio.gather(*receivers, return_exceptions=True)
+                finishing = asyncio.Event()
+                finishing.set()
+                await self._drain(finishing)
+                extender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await extender
+                await self._flush_deletes()
         return self.stats
+
+    async def _receive_loop(
+        self, stop: asyncio.Event, idle: asyncio.Event, until_idle: bool
+    ) -> None:
+        while not stop.is_set() and not idle.is_set():
+            received = await self._receive(stop)
+            if received == 0:
+                self.stats.idle_polls += 1
+                if until_idle:
+                    await self._drain(stop)
+                    if await self._receive(stop, peek=True) == 0 and not self._tasks:
+                        idle.set()
 
     async def _check_queue(self) -> None:
         try:
-            await self._sqs.get_queue_attributes(
-                QueueUrl=self.config.queue_url, AttributeNames=["QueueArn"]
+            attributes = await self._sqs.get_queue_attributes(
+                QueueUrl=self.config.queue_url, AttributeNames=["QueueArn", "VisibilityTimeout"]
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
@@ -323,9 +377,32 @@ class CloudTrailTailer:
                     "queue URL (and region)"
                 ) from None
             raise TailerError(f"cannot use SQS queue {self.config.queue_url}: {exc}") from None
+        if self.config.visibility_timeout_s is None:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                self._visibility_s = int(attributes["Attributes"]["VisibilityTimeout"])
+        self._visibility_s = max(self._visibility_s, 2)
 
-    async def _drain(self) -> None:
-        if self._tasks:
+    async def _drain(self, stop: asyncio.Event) -> None:
+        """Wait for the messages in flight; once ``stop`` is set, those still waiting for the
+        worker are given up (they stay in the queue and come back)."""
+        while self._tasks:
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({*self._tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if stop.is_set():
+                break
+        if self._tasks and stop.is_set():
+            # Let what is being read and published finish (seconds); abandon the waits.
+            deadline = asyncio.get_running_loop().time() + 5
+            while self._tasks and asyncio.get_running_loop().time() < deadline:
+                waiting = [t for t in self._tasks if t.get_name() == "waiting"]
+                for task in waiting:
+                    task.cancel()
+                await asyncio.wait(set(self._tasks), timeout=0.2)
+            for task in list(self._tasks):
+                task.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _receive(self, stop: asyncio.Event, *, peek: bool = False) -> int:
@@ -390,9 +467,29 @@ class CloudTrailTailer:
                 "cloudtrail: message %s left in the queue for a retry: %s", message_id, transient[0]
             )
             return
-        await self._delete(message)
+        offsets: dict[int, int] = {}
+        for result in results:
+            _merge(offsets, result)  # type: ignore[arg-type]
+        if offsets and self.ack is not None:
+            current = asyncio.current_task()
+            if current is not None:
+                current.set_name("waiting")
+            self._waiting[message_id] = (
+                message["ReceiptHandle"],
+                time.monotonic() + self._visibility_s,
+            )
+            try:
+                await self.ack.wait(offsets)
+            except AckLost as exc:
+                self.stats.replayed += 1
+                log.info("cloudtrail: message %s comes back for a replay: %s", message_id, exc)
+                await self._release(message)
+                return
+            finally:
+                self._waiting.pop(message_id, None)
+        self._delete(message)
 
-    async def _do(self, item: Work, message_id: str) -> None:
+    async def _do(self, item: Work, message_id: str) -> Offsets | None:
         if isinstance(item, Skip):
             self.stats.skipped += 1
             log.debug("cloudtrail: skipped %s (%s)", message_id, item.reason)
@@ -402,27 +499,28 @@ class CloudTrailTailer:
             await self._verify_digest(item)
         elif isinstance(item, InlineRecords):
             parsed = await asyncio.to_thread(encode_records, item.records, item.source)
-            await self._publish(parsed)
+            return await self._publish(parsed)
         else:
-            await self._process_object(item)
+            return await self._process_object(item)
+        return None
 
-    async def _process_object(self, obj: S3Object) -> None:
+    async def _process_object(self, obj: S3Object) -> Offsets | None:
         async with self._downloads:
             try:
                 parsed = await read_s3_log(self._s3, obj)
             except RejectedFileError as exc:
                 await self._reject(exc.source, exc.reason)
-                return
+                return None
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in _GONE:
                     await self._reject(obj.uri, f"cannot read from S3: {code}")
-                    return
+                    return None
                 raise _Transient(f"{obj.uri}: {exc}") from exc
             except (TimeoutError, BotoCoreError, OSError) as exc:
                 raise _Transient(f"{obj.uri}: {exc!r}") from exc
         self.stats.files += 1
-        await self._publish(parsed)
+        return await self._publish(parsed)
 
     async def _verify_digest(self, item: DigestObject) -> None:
         if self._verifier is None:  # pragma: no cover - classify_message needs verify_digests
@@ -434,7 +532,7 @@ class CloudTrailTailer:
         self.stats.digests_checked += 1
         self.stats.integrity_findings += len(findings)
 
-    async def _publish(self, parsed: ParsedLog) -> None:
+    async def _publish(self, parsed: ParsedLog) -> Offsets:
         if parsed.bad_records:
             self.stats.rejected_records += len(parsed.bad_records)
             await self.rejections.record(
@@ -442,23 +540,100 @@ class CloudTrailTailer:
                 parsed.bad_records_reason(),
                 records=len(parsed.bad_records),
             )
-        await self.publisher.publish(parsed.messages)
+        offsets = await self.publisher.publish(parsed.messages)
         self.stats.events += len(parsed.messages)
+        return offsets
 
     async def _reject(self, source: str, reason: str) -> None:
         self.stats.rejected_files += 1
         await self.rejections.record(source, reason)
 
-    async def _delete(self, message: dict[str, Any]) -> None:
+    # -- deleting, extending, releasing: in batches of ten ------------------------------------
+
+    def _delete(self, message: dict[str, Any]) -> None:
+        self._deletes.append(message)
+        if len(self._deletes) >= 10:
+            self._start_delete_flush()
+        elif self._delete_flush is None:
+            loop = asyncio.get_running_loop()
+            self._delete_flush = loop.call_later(0.05, self._start_delete_flush)
+
+    def _start_delete_flush(self) -> None:
+        if self._delete_flush is not None:
+            self._delete_flush.cancel()
+            self._delete_flush = None
+        pending, self._deletes = self._deletes, []
+        for start in range(0, len(pending), 10):
+            task = asyncio.create_task(self._delete_batch(pending[start : start + 10]))
+            self._delete_tasks.add(task)
+            task.add_done_callback(self._delete_tasks.discard)
+
+    async def _flush_deletes(self) -> None:
+        while self._deletes or self._delete_tasks:
+            self._start_delete_flush()
+            await asyncio.gather(*list(self._delete_tasks), return_exceptions=True)
+
+    async def _delete_batch(self, messages: list[dict[str, Any]]) -> None:
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+        ]
         try:
-            await self._sqs.delete_message(
-                QueueUrl=self.config.queue_url, ReceiptHandle=message["ReceiptHandle"]
+            response = await self._sqs.delete_message_batch(
+                QueueUrl=self.config.queue_url, Entries=entries
             )
-            self.stats.deleted += 1
         except (ClientError, BotoCoreError) as exc:
             # Received again later; the sinks are idempotent.
             self._note(f"delete: {exc}")
-            log.warning("cloudtrail: cannot delete message: %s", exc)
+            log.warning("cloudtrail: cannot delete %d message(s): %s", len(messages), exc)
+            return
+        failed = response.get("Failed", [])
+        self.stats.deleted += len(messages) - len(failed)
+        if failed:
+            self._note(f"delete: {failed[0]}")
+            log.warning("cloudtrail: %d message(s) not deleted: %s", len(failed), failed[0])
+
+    async def _release(self, message: dict[str, Any]) -> None:
+        """Make a message visible again at once, to be received and replayed."""
+        try:
+            await self._sqs.change_message_visibility(
+                QueueUrl=self.config.queue_url,
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=0,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            # It comes back when its visibility runs out instead.
+            log.info("cloudtrail: cannot release message early: %s", exc)
+
+    async def _extend_visibility(self, stop: asyncio.Event) -> None:
+        """Keep the messages that wait for the worker invisible, in batches of ten."""
+        every = max(self._visibility_s / 3, 0.5)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            now = time.monotonic()
+            due = [
+                (mid, handle)
+                for mid, (handle, until) in self._waiting.items()
+                if until - now < self._visibility_s / 2
+            ]
+            for start in range(0, len(due), 10):
+                chunk = due[start : start + 10]
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": self._visibility_s}
+                    for i, (_, h) in enumerate(chunk)
+                ]
+                try:
+                    response = await self._sqs.change_message_visibility_batch(
+                        QueueUrl=self.config.queue_url, Entries=entries
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    log.warning("cloudtrail: cannot extend message visibility: %s", exc)
+                    continue
+                failed = {f.get("Id") for f in response.get("Failed", [])}
+                for i, (mid, handle) in enumerate(chunk):
+                    if str(i) not in failed and mid in self._waiting:
+                        self._waiting[mid] = (handle, time.monotonic() + self._visibility_s)
+                        self.stats.extended += 1
 
 
 async def tail(
@@ -466,6 +641,7 @@ async def tail(
     *,
     kafka_client_kwargs: dict[str, Any],
     topic_prefix: str,
+    consumer_group: str | None,
     data_dir: Path | None,
     endpoint_url: str | None = None,
     region: str | None = None,
@@ -474,8 +650,18 @@ async def tail(
     **options: Any,
 ) -> TailerStats:
     """Run a tailer with its own Kafka producer until ``stop`` is set or the task is
-    cancelled. ``options`` are further :class:`TailerConfig` fields."""
+    cancelled. Messages are deleted once ``consumer_group`` (the stream workers' group)
+    committed past their events; ``None`` only for a topic no worker of ours reads.
+    ``options`` are further :class:`TailerConfig` fields."""
     config = TailerConfig(queue_url=queue_url, region=region, endpoint_url=endpoint_url, **options)
-    async with CloudTrailPublisher(kafka_client_kwargs, topic_prefix) as publisher:
-        tailer = CloudTrailTailer(config, publisher, RejectionLog(data_dir))
+    async with contextlib.AsyncExitStack() as stack:
+        publisher = await stack.enter_async_context(
+            CloudTrailPublisher(kafka_client_kwargs, topic_prefix)
+        )
+        ack = None
+        if consumer_group is not None:
+            ack = await stack.enter_async_context(
+                CommitWatch(kafka_client_kwargs, publisher.topic, consumer_group)
+            )
+        tailer = CloudTrailTailer(config, publisher, RejectionLog(data_dir), ack=ack)
         return await tailer.run(stop, until_idle=until_idle)
