@@ -80,6 +80,10 @@ class AttributionStatus(BaseModel):
 class Status(BaseModel):
     version: str
     mode: str
+    ready: bool = True
+    """False while the pipeline cannot do its job (broker unreachable, a stage down)."""
+    reasons: list[str] = []
+    """Why it is not ready."""
     components: list[RunningComponent]
     stats: dict[str, Any] = {}
     attribution: AttributionStatus | None = None
@@ -106,6 +110,12 @@ async def attribution_status(stores: Stores) -> AttributionStatus | None:
         attributed=figure.attributed,
         ratio=figure.ratio,
     )
+
+
+def _not_ready(runtime: dict[str, Any]) -> list[str]:
+    """What the runtime (``cloudinv demo`` / ``up``) reports as down: its ``health``."""
+    health: Callable[[], list[str]] | None = runtime.get("health")
+    return list(health()) if health else []
 
 
 @endpoint(
@@ -135,9 +145,12 @@ async def status(request: web.Request, _: None) -> Status:
         for c in runtime.get("components", [])
     ]
     stats_fn: Callable[[], dict[str, Any]] | None = runtime.get("stats")
+    reasons = _not_ready(runtime)
     return Status(
         version=__version__,
         mode=str(runtime.get("mode", "api")),
+        ready=not reasons,
+        reasons=reasons,
         components=components,
         stats=stats_fn() if stats_fn else {},
         attribution=await attribution_status(request.app[STORES_KEY]),
@@ -160,12 +173,14 @@ async def docs(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 once the store the endpoints read is open, else 503 (open, no token:
-    load balancers and orchestrators probe it)."""
-    if request.app[STORES_KEY].inventory is None:
+    """Readiness: 200 once the store the endpoints read is open and, under ``cloudinv demo``
+    / ``up``, while the broker answers and every stage runs; else 503 with the reason (open,
+    no token: load balancers and orchestrators probe it)."""
+    reasons = [] if request.app[STORES_KEY].inventory is not None else ["the store is not open"]
+    reasons += _not_ready(request.app[RUNTIME_KEY])
+    if reasons:
         return web.json_response(
-            {"status": "not ready", "role": "api", "reason": "the store is not open"},
-            status=503,
+            {"status": "not ready", "role": "api", "reason": "; ".join(reasons)}, status=503
         )
     return web.json_response({"status": "ready", "role": "api"})
 

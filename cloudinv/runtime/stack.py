@@ -1,9 +1,20 @@
 """Running every stage in one process tree: ``cloudinv demo`` and ``cloudinv up``.
 
 :class:`Runtime` starts, in order, the broker (embedded, or the configured Kafka), the
-simulated AWS estate (demo only), the stream worker (a child process), the producers and the
-API (in this process), then writes the connection file. Whatever happens — a normal exit,
-Ctrl-C, SIGTERM, or one stage failing — it stops everything it started, in reverse order.
+simulated AWS estate (demo only), the stream worker (a child process), the producers, the
+CloudTrail tailers (child processes) and the API (in this process), then writes the
+connection file.
+
+Children are supervised, not torn down with the rest: one that dies is restarted with
+backoff and the log says why it died (signal or exit status). A restarted embedded broker is
+empty: the topics are created again and the worker restarted; producers reconnect; what the
+CloudTrail sources had not seen acknowledged end to end (stored by the worker) they publish
+again. The runtime gives up, with a non-zero exit, only when one child fails repeatedly in a
+short time. Children get exactly this process's effective settings
+(:func:`~cloudinv.runtime.processes.settings_env`). Health is reported as it is: the API's
+``/readyz`` and ``/v1/status`` say not ready while the broker does not answer or a child is
+down. On Ctrl-C or SIGTERM everything stops in reverse order within a fixed budget
+(:data:`STOP_BUDGET_S`), even with the broker gone.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +48,6 @@ from cloudinv.core.connection import (
 from cloudinv.core.errors import RuntimeStartError
 from cloudinv.core.kafka import client_kwargs, cluster_reachable, ensure_topics
 from cloudinv.core.settings import AccountRole, ApiToken, Settings
-from cloudinv.producers.cloudtrail.tailer import tail
 from cloudinv.producers.credentials import AwsAccess
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.reactor import ChangeReactor
@@ -47,13 +58,22 @@ from cloudinv.runtime.embedded import (
     require_moto,
     resolve_broker_binary,
 )
-from cloudinv.runtime.processes import ChildProcess, ensure_port_free
+from cloudinv.runtime.processes import (
+    ChildProcess,
+    Supervisor,
+    ensure_port_free,
+    settings_env,
+)
 from cloudinv.simulator.estate import ESTATE_TYPES, EstateMutator, EstateSpec, seed_estate
 from cloudinv.simulator.trail import TRAIL_REGION, EstateTrail
 
 log = logging.getLogger(__name__)
 
 StopCallback = Callable[[], Awaitable[None]]
+
+STOP_BUDGET_S = 7.0
+"""Ctrl-C to exit, whatever state the broker and children are in."""
+BROKER_PROBE_EVERY_S = 1.0
 
 
 @dataclass
@@ -86,6 +106,11 @@ class Runtime:
     _trail: Any = None
     reactor: Any = None
     _worker: ChildProcess | None = None
+    _broker: EmbeddedBroker | None = None
+    _tailers: dict[str, ChildProcess] = field(default_factory=dict)
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    broker_problem: str | None = None
+    """Why the broker is not usable now (``None`` while it answers)."""
 
     @property
     def data_dir(self) -> Path:
@@ -157,26 +182,43 @@ class Runtime:
     async def _remove_connection(self) -> None:
         remove_connection(self.data_dir, os.getpid())
 
-    async def stop(self) -> None:
-        """Stop everything started so far, newest first. Never raises."""
+    async def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Stop everything started so far, newest first, within ``budget_s`` (children
+        left then are killed). Never raises."""
+        deadline = time.monotonic() + budget_s
+        self.supervisor.stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(task, max(deadline - time.monotonic(), 0.1))
         self._tasks.clear()
         while self._stops:
             name, stop = self._stops.pop()
+            # Each stage gets a share of what is left; the last ones (the broker) a minimum.
+            timeout = max(min(deadline - time.monotonic() - 1.0, 4.0), 0.2)
             try:
-                await asyncio.wait_for(stop(), timeout=20)
+                await asyncio.wait_for(stop(), timeout=timeout)
+            except TimeoutError:
+                log.warning("stopping %s took more than %.1fs; moved on", name, timeout)
             except Exception as exc:  # one stage failing to stop must not strand the others
                 log.warning("stopping %s failed: %s", name, exc)
+        for child in self._children():
+            if child.running:
+                await child.kill()
+
+    def _children(self) -> list[ChildProcess]:
+        children = [self._worker, *self._tailers.values()]
+        if self._broker is not None:
+            children.append(self._broker.child)
+        return [c for c in children if c is not None]
 
     # -- stages -----------------------------------------------------------------------------
 
     async def _start_embedded_broker(self) -> str:
         broker = EmbeddedBroker(self.data_dir)
-        self._stops.append(("broker", broker.stop))
+        self._broker = broker
+        self._stops.append(("broker", self._stop_broker))
         await broker.start()
         self.kafka_bootstrap = broker.bootstrap
         assert broker.child is not None
@@ -188,7 +230,62 @@ class Runtime:
                 log=str(broker.child.log_path),
             )
         )
+        self.supervisor.watch(
+            "the embedded broker",
+            lambda: self._broker.child if self._broker else None,
+            self._restart_broker,
+        )
         return broker.bootstrap
+
+    async def _stop_broker(self) -> None:
+        if self._broker is not None:
+            await self._broker.stop()
+
+    async def _restart_broker(self) -> None:
+        """A new broker on the same port (clients reconnect to the address they know), the
+        topics again, and a new worker: the old one's group and internal topics are gone."""
+        assert self._broker is not None
+        broker = EmbeddedBroker(self.data_dir, port=self._broker.port)
+        await broker.start()
+        self._broker = broker
+        assert broker.child is not None
+        self._set_pid("broker", broker.child.pid)
+        await ensure_topics(self.settings.kafka, self.kafka_bootstrap)
+        if self._worker is not None:
+            old = self._worker
+            await self._spawn_worker()
+            await old.stop(timeout=3.0)
+
+    def _set_pid(self, name: str, pid: int | None) -> None:
+        for index, component in enumerate(self.components):
+            if component.name == name:
+                self.components[index] = component.model_copy(update={"pid": pid})
+
+    def child_settings(self) -> Settings:
+        """The settings every child gets: this process's, with the broker it really uses."""
+        kafka = self.settings.kafka.model_copy(update={"bootstrap": self.kafka_bootstrap})
+        storage = self.settings.storage.model_copy(update={"data_dir": self.data_dir})
+        return self.settings.model_copy(update={"kafka": kafka, "storage": storage})
+
+    async def _watch_broker(self) -> None:
+        """Probe the broker every second: what /readyz reports, and a log line per change."""
+        while True:
+            ok = await cluster_reachable(self.settings.kafka, self.kafka_bootstrap, timeout=2.0)
+            problem = None if ok else f"the Kafka broker at {self.kafka_bootstrap} does not answer"
+            if problem != self.broker_problem:
+                if problem:
+                    log.warning("%s", problem)
+                else:
+                    log.warning("the Kafka broker at %s answers again", self.kafka_bootstrap)
+                self.broker_problem = problem
+            await asyncio.sleep(BROKER_PROBE_EVERY_S)
+
+    def health(self) -> list[str]:
+        """Why the pipeline is not ready now (empty when it is)."""
+        reasons = list(self.supervisor.down())
+        if self.broker_problem:
+            reasons.append(self.broker_problem)
+        return reasons
 
     async def _check_kafka(self) -> str:
         servers = ",".join(self.settings.kafka.servers())
@@ -250,22 +347,31 @@ class Runtime:
         return f"a change every {self.options.mutate_interval_s:g}s"
 
     async def _start_worker(self) -> str:
-        env = dict(os.environ)
-        env.update(
-            CLOUDINV_KAFKA__BOOTSTRAP=self.kafka_bootstrap,
-            CLOUDINV_STORAGE__DATA_DIR=str(self.data_dir),
-        )
-        argv = [sys.executable, "-m", "cloudinv", "worker"]
-        child = ChildProcess("stream worker", argv, self.data_dir / "logs" / "worker.log", env)
-        self._stops.append(("stream worker", child.stop))
-        await child.start()
+        self._stops.append(("stream worker", self._stop_worker))
+        child = await self._spawn_worker()
         await asyncio.sleep(0.5)
         child.raise_if_exited()
         self.components.append(
             RunningComponent(name="worker", pid=child.pid, log=str(child.log_path))
         )
-        self._worker = child
+        self.supervisor.watch("the stream worker", lambda: self._worker, self._restart_worker)
         return f"pid {child.pid}"
+
+    async def _spawn_worker(self) -> ChildProcess:
+        env = settings_env(self.child_settings())
+        argv = [sys.executable, "-m", "cloudinv", "worker"]
+        child = ChildProcess("stream worker", argv, self.data_dir / "logs" / "worker.log", env)
+        await child.start()
+        self._worker = child
+        self._set_pid("worker", child.pid)
+        return child
+
+    async def _restart_worker(self) -> None:
+        await self._spawn_worker()
+
+    async def _stop_worker(self) -> None:
+        if self._worker is not None:
+            await self._worker.stop(timeout=3.0)
 
     async def _start_producers(self) -> str:
         from aiobotocore.session import get_session
@@ -332,22 +438,20 @@ class Runtime:
         if not queue_urls:
             return "no queue configured (cloudtrail.queue_urls)"
         kafka = client_kwargs(self.settings.kafka, self.kafka_bootstrap)
-        for url in queue_urls:
+        self._stops.append(("CloudTrail tailers", self._stop_tailers))
+        for index, url in enumerate(queue_urls):
+            name = "tailer" if len(queue_urls) == 1 else f"tailer-{index + 1}"
 
-            async def run_tailer(stop: asyncio.Event, url: str = url) -> None:
-                await tail(
-                    url,
-                    kafka_client_kwargs=kafka,
-                    topic_prefix=self.settings.kafka.topic_prefix,
-                    data_dir=self.data_dir,
-                    endpoint_url=endpoint,
-                    region=region,
-                    stop=stop,
-                    verify_digests=self.settings.cloudtrail.verify_digests,
-                )
+            async def spawn(url: str = url, name: str = name) -> None:
+                await self._spawn_tailer(name, url, region, endpoint)
 
-            self._run_task(f"tailer {url}", run_tailer)
-        detail = f"tailing {len(queue_urls)} queue(s)"
+            await spawn()
+            child = self._tailers[name]
+            self.components.append(
+                RunningComponent(name=name, address=url, pid=child.pid, log=str(child.log_path))
+            )
+            self.supervisor.watch(f"the CloudTrail {name}", partial(self._tailers.get, name), spawn)
+        detail = f"tailing {len(queue_urls)} queue(s), acknowledged when stored"
         if self.settings.cloudtrail.react and self.scheduler is not None:
             reactor = ChangeReactor(
                 self.scheduler.aws,
@@ -361,17 +465,67 @@ class Runtime:
             detail += ", re-describing what write events touch"
         return detail
 
+    async def _spawn_tailer(
+        self, name: str, url: str, region: str | None, endpoint: str | None
+    ) -> None:
+        """``cloudinv cloudtrail tail`` as a child: a tailer that dies (or is killed) loses
+        nothing, its messages not yet stored come back from SQS to its successor."""
+        settings = self.child_settings()
+        argv = [
+            sys.executable,
+            "-m",
+            "cloudinv",
+            "cloudtrail",
+            "tail",
+            "--queue-url",
+            url,
+            "--bootstrap",
+            self.kafka_bootstrap,
+            "--topic-prefix",
+            settings.kafka.topic_prefix,
+            "--consumer-group",
+            settings.kafka.consumer_group,
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        if region:
+            argv += ["--region", region]
+        if endpoint:
+            argv += ["--endpoint-url", endpoint]
+        child = ChildProcess(
+            f"CloudTrail {name}",
+            argv,
+            self.data_dir / "logs" / f"{name}.log",
+            settings_env(settings),
+        )
+        await child.start()
+        self._tailers[name] = child
+        self._set_pid(name, child.pid)
+
+    async def _stop_tailers(self) -> None:
+        await asyncio.gather(*(c.stop(timeout=3.0) for c in self._tailers.values()))
+
     def _run_task(self, name: str, body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-        """Run ``body(stop)`` until the runtime stops; a crash is logged, not fatal."""
+        """Run ``body(stop)`` until the runtime stops; a crash is logged and the body run
+        again after a backoff (1 s doubling to 30 s)."""
         stop = asyncio.Event()
 
         async def run() -> None:
-            try:
-                await body(stop)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s stopped with an error", name)
+            delay = 1.0
+            while not stop.is_set():
+                began = time.monotonic()
+                try:
+                    await body(stop)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s stopped with an error; starting it again in %gs", name, delay)
+                if time.monotonic() - began > 60:
+                    delay = 1.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 30.0)
 
         async def request_stop() -> None:
             stop.set()
@@ -396,6 +550,7 @@ class Runtime:
             "mode": self.options.mode,
             "components": self.components,
             "stats": self.stats,
+            "health": self.health,
             # The AWS access the producers scan with (the demo's: its simulated AWS only),
             # for the reports the API makes live (S3 metrics).
             "aws": (self.scheduler.aws, self.scheduler.access) if self.scheduler else None,
@@ -441,15 +596,18 @@ class Runtime:
         return out
 
     async def watch_children(self) -> None:
-        """Return when a child stage dies, so the runtime can stop instead of limping on."""
-        while True:
-            await asyncio.sleep(1.0)
-            worker = self._worker
-            if worker is not None and not worker.running:
-                raise RuntimeStartError(
-                    f"the stream worker exited unexpectedly (log: {worker.log_path}): "
-                    + (worker.log_tail(1) or "no output")
-                )
+        """Supervise the children (and probe the broker) until cancelled; raise
+        RuntimeStartError when a child keeps failing."""
+        self.supervisor.note = lambda text: self.console.print(
+            f"! {text}", highlight=False, markup=False
+        )
+        probe = asyncio.create_task(self._watch_broker(), name="broker-probe")
+        try:
+            await self.supervisor.run()
+        finally:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
 
 
 @contextlib.asynccontextmanager
