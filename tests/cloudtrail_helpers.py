@@ -4,6 +4,7 @@ that notifies an SQS queue, and reading a topic back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 
 import boto3
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cloudinv.core.kafka import ensure_topics
 from cloudinv.core.settings import KafkaSettings
@@ -79,6 +80,12 @@ class MotoTrail:
         text = body.decode() if isinstance(body, bytes) else body
         await asyncio.to_thread(self.sqs.send_message, QueueUrl=self.queue_url, MessageBody=text)
 
+    def messages_in_flight(self) -> int:
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
     def messages_left(self) -> int:
         attrs = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url,
@@ -118,3 +125,62 @@ async def consume(bootstrap: str, topic: str, count: int, timeout: float = 30) -
     finally:
         await consumer.stop()
     return out
+
+
+class CommittingGroup:
+    """A consumer group that reads a topic and commits what it read: the part of the stream
+    worker that the end-to-end acknowledgement watches (a real aiokafka group on the real
+    broker), without the rest of the worker. ``paused`` holds commits back."""
+
+    def __init__(self, bootstrap: str, topic: str, group_id: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+        )
+        self.messages: list[Any] = []
+        self.paused = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> CommittingGroup:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    async def _run(self) -> None:
+        uncommitted = False
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                self.messages.extend(records)
+                uncommitted = True
+            if uncommitted and not self.paused.is_set():
+                await self.consumer.commit()
+                uncommitted = False
+
+
+async def commit_offsets(
+    bootstrap: str, topic: str, group_id: str, offsets: dict[int, int]
+) -> None:
+    """Commit offsets for a group as a worker would (a real OffsetCommit on the broker)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in offsets]
+        consumer.assign(tps)
+        await consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
+    finally:
+        await consumer.stop()

@@ -17,6 +17,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from cloudinv.core.codec import decode
 from cloudinv.core.models import CloudTrailEvent
 from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.cloudtrail.ack import CommitWatch
 from cloudinv.producers.cloudtrail.backfill import (
     RESUME_FILE,
     ResumeFile,
@@ -45,7 +46,9 @@ from cloudinv.producers.cloudtrail.tailer import (
 from tests.cli_helpers import run_cli
 from tests.cloudtrail_helpers import (
     ACCOUNT,
+    CommittingGroup,
     MotoTrail,
+    commit_offsets,
     consume,
     create_topics,
     fixture_records,
@@ -193,6 +196,7 @@ async def test_tailer_moto_s3_sqs_to_broker_with_bad_inputs(
         trail.queue_url,
         kafka_client_kwargs={"bootstrap_servers": broker},
         topic_prefix=prefix,
+        consumer_group=None,  # broker acknowledgement: end to end is tested below
         data_dir=tmp_path,
         endpoint_url=moto_endpoint,
         region="us-east-1",
@@ -234,8 +238,106 @@ async def test_tailer_moto_s3_sqs_to_broker_with_bad_inputs(
 
 
 class _FailingPublisher:
-    async def publish(self, messages: Any) -> None:
+    async def publish(self, messages: Any) -> dict[int, int]:
         raise PublishError("broker down")
+
+
+async def test_messages_are_deleted_only_once_the_worker_group_committed(
+    broker: str, moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
+    """End-to-end acknowledgement: while the group commits nothing, every message stays in
+    the queue (its visibility extended past the 2 s timeout); once it commits, they go."""
+    trail = await asyncio.to_thread(MotoTrail.create, moto_endpoint, unique)
+    prefix = f"t{unique}"
+    await create_topics(broker, prefix)
+    records = fixture_records()
+    for n in range(6):
+        await trail.put(log_key(n), log_bytes(records[n * 10 : n * 10 + 10]))
+    topic = topic_name(Topic.CLOUDTRAIL, prefix)
+    config = TailerConfig(
+        queue_url=trail.queue_url,
+        region="us-east-1",
+        endpoint_url=moto_endpoint,
+        wait_time_s=1,
+        visibility_timeout_s=2,
+    )
+    group = CommittingGroup(broker, topic, f"g{unique}")
+    group.paused.set()
+    stop = asyncio.Event()
+    async with (
+        CloudTrailPublisher({"bootstrap_servers": broker}, prefix) as publisher,
+        CommitWatch({"bootstrap_servers": broker}, topic, f"g{unique}") as ack,
+        group,
+    ):
+        tailer = CloudTrailTailer(config, publisher, RejectionLog(tmp_path), ack=ack)
+        running = asyncio.create_task(tailer.run(stop))
+        deadline = asyncio.get_running_loop().time() + 30
+        while tailer.stats.events < 60 or len(group.messages) < 60:
+            assert asyncio.get_running_loop().time() < deadline, tailer.stats
+            await asyncio.sleep(0.1)
+        # Published and read by the group, not committed: nothing deleted, even after the
+        # visibility timeout would have run out twice.
+        while tailer.stats.extended < 12:
+            assert asyncio.get_running_loop().time() < deadline, tailer.stats
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(trail.messages_in_flight) == 6
+        assert tailer.stats.deleted == 1  # the s3:TestEvent, which led to no event
+        group.paused.clear()
+        while tailer.stats.deleted < 7:
+            assert asyncio.get_running_loop().time() < deadline, (
+                tailer.stats,
+                ack._committed,
+                ack.last_error,
+                ack.waiting,
+            )
+            await asyncio.sleep(0.1)
+        stop.set()
+        stats = await running
+    assert await asyncio.to_thread(trail.messages_left) == 0
+    assert (stats.events, stats.replayed, stats.messages) == (60, 0, 7)
+
+
+async def test_a_broker_loss_before_the_commit_replays_the_message(
+    broker: str, moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
+    """The watch reports AckLost when the group's committed offset goes back (what a
+    restarted broker or a recreated group looks like); the message comes back at once and
+    its events are published again."""
+    trail = await asyncio.to_thread(MotoTrail.create, moto_endpoint, unique)
+    prefix = f"t{unique}"
+    await create_topics(broker, prefix, partitions=1)
+    topic = topic_name(Topic.CLOUDTRAIL, prefix)
+    # The group has committed offset 5 (short of the events to come, at offsets 0-7) ...
+    await commit_offsets(broker, topic, f"g{unique}", {0: 5})
+    records = fixture_records()[:8]
+    await trail.put(log_key(1), log_bytes(records))
+    config = TailerConfig(
+        queue_url=trail.queue_url, region="us-east-1", endpoint_url=moto_endpoint, wait_time_s=1
+    )
+    stop = asyncio.Event()
+    async with (
+        CloudTrailPublisher({"bootstrap_servers": broker}, prefix) as publisher,
+        CommitWatch({"bootstrap_servers": broker}, topic, f"g{unique}") as ack,
+    ):
+        tailer = CloudTrailTailer(config, publisher, RejectionLog(tmp_path), ack=ack)
+        running = asyncio.create_task(tailer.run(stop))
+        deadline = asyncio.get_running_loop().time() + 30
+        while tailer.stats.events < 8 or not ack.waiting:
+            assert asyncio.get_running_loop().time() < deadline, tailer.stats
+            await asyncio.sleep(0.05)
+        # ... and is now back at 0 (what a new group on a restarted broker looks like).
+        await commit_offsets(broker, topic, f"g{unique}", {0: 0})
+        while tailer.stats.replayed < 1:
+            assert asyncio.get_running_loop().time() < deadline, tailer.stats
+            await asyncio.sleep(0.05)
+        async with CommittingGroup(broker, topic, f"g{unique}"):
+            while tailer.stats.deleted < 2:
+                assert asyncio.get_running_loop().time() < deadline, tailer.stats
+                await asyncio.sleep(0.1)
+        stop.set()
+        stats = await running
+    assert stats.events == 16  # published twice: the sinks store each event once
+    assert await asyncio.to_thread(trail.messages_left) == 0
 
 
 async def test_transient_failure_leaves_the_message_for_a_retry(
@@ -301,12 +403,14 @@ async def test_backfill_local_dir_and_resume(broker: str, unique: str, tmp_path:
         .resolve()
         .as_uri()
     )
-    await resume.mark(done_before)
+    resume.mark_done(done_before)
+    await resume.close()
     seen: list[str] = []
     async with CloudTrailPublisher({"bootstrap_servers": broker}, prefix) as publisher:
         stats = await backfill_local(
             logs,
             publisher=publisher,
+            ack=None,
             rejections=RejectionLog(data_dir),
             resume=resume,
             progress=lambda source, parsed: seen.append(source),
@@ -314,7 +418,7 @@ async def test_backfill_local_dir_and_resume(broker: str, unique: str, tmp_path:
     assert stats.files_found == 4  # a, b, c, broken: not the digest, not notes.txt
     assert stats.already_done == 1
     assert stats.events == 92
-    assert stats.rejected_files == 1
+    assert (stats.files_done, stats.rejected_files) == (2, 1)
     assert len(seen) == 4
     got = await consume(broker, topic_name(Topic.CLOUDTRAIL, prefix), 92)
     got_ids = {decode(CloudTrailEvent, m.value).event_id for m in got}
@@ -323,30 +427,47 @@ async def test_backfill_local_dir_and_resume(broker: str, unique: str, tmp_path:
     # Resuming again publishes nothing.
     async with CloudTrailPublisher({"bootstrap_servers": broker}, prefix) as publisher:
         again = await backfill_local(
-            logs, publisher=publisher, rejections=RejectionLog(data_dir), resume=resume
+            logs, publisher=publisher, ack=None, rejections=RejectionLog(data_dir), resume=resume
         )
-    assert (again.already_done, again.events) == (4, 0)
+    assert (again.already_done, again.still_rejected, again.events) == (3, 1, 0)
 
 
 async def test_backfill_cli_subprocess_resumes(broker: str, unique: str, tmp_path: Path) -> None:
+    """The real command against a real consumer group: files count as done once the group
+    committed past them; a rejected file makes the run fail, is skipped while unchanged and
+    read again once it changed; digests are recognised by name outside their folder."""
     prefix = f"t{unique}"
     await create_topics(broker, prefix)
     logs = tmp_path / "logs"
     ids = _local_logs(logs)
+    day = logs / "AWSLogs" / ACCOUNT / "CloudTrail" / "us-east-1" / "2017" / "06" / "01"
+    (
+        day / f"{ACCOUNT}_CloudTrail-Digest_us-east-1_t_us-east-1_20170601T000000Z.json.gz"
+    ).write_bytes(gzip.compress(b'{"digestStartTime": "x"}'))
     args = (
         "cloudtrail", "backfill", "--path", str(logs), "--bootstrap", broker,
         "--topic-prefix", prefix, "--data-dir", str(tmp_path / "data"),
+        "--consumer-group", f"g{unique}",
     )  # fmt: skip
-    first = await asyncio.to_thread(run_cli, *args, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert "4 file(s) published (142 events)" in first.stderr
-    assert "1 rejected file(s)" in first.stderr
-    second = await asyncio.to_thread(run_cli, *args, cwd=tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert "0 file(s) published (0 events), 4 already done" in second.stderr
-    got = await consume(broker, topic_name(Topic.CLOUDTRAIL, prefix), 142)
-    assert {decode(CloudTrailEvent, m.value).event_id for m in got} == ids
-    assert len(got) == 142
+    topic = topic_name(Topic.CLOUDTRAIL, prefix)
+    async with CommittingGroup(broker, topic, f"g{unique}") as group:
+        first = await asyncio.to_thread(run_cli, *args, cwd=tmp_path)
+        assert first.returncode == 1, first.stderr
+        assert "3 file(s) stored (142 events)" in first.stderr
+        assert "1 rejected file(s)" in first.stderr
+        assert "cloudinv cloudtrail rejected" in first.stderr
+        second = await asyncio.to_thread(run_cli, *args, cwd=tmp_path)
+        assert second.returncode == 0, second.stderr
+        assert "0 file(s) stored (0 events), 3 already done" in second.stderr
+        assert "1 unchanged since rejected" in second.stderr
+        # The rejected file is replaced by a good one: the next run reads it.
+        extra = [{**fixture_records()[0], "eventID": "fixed-1"}]
+        (day / "broken.json.gz").write_bytes(log_bytes(extra))
+        third = await asyncio.to_thread(run_cli, *args, cwd=tmp_path)
+        assert third.returncode == 0, third.stderr
+        assert "1 file(s) stored (1 events), 3 already done" in third.stderr
+    got_ids = [decode(CloudTrailEvent, m.value).event_id for m in group.messages]
+    assert sorted(got_ids) == sorted(ids | {"fixed-1"})
 
 
 def test_backfill_cli_needs_a_running_instance_or_bootstrap(tmp_path: Path) -> None:
@@ -410,6 +531,7 @@ async def test_backfill_s3_date_range(
             date(2017, 6, 2),
             prefix="trails",
             publisher=publisher,
+            ack=None,
             rejections=RejectionLog(tmp_path),
             resume=ResumeFile(tmp_path / RESUME_FILE),
             endpoint_url=moto_endpoint,

@@ -248,7 +248,7 @@ async def run_backfill(args: argparse.Namespace) -> int:
         f"backfill: {stats.files_done} file(s) stored ({stats.events} events), "
         f"{stats.already_done} already done, {stats.rejected_files} rejected file(s)"
         + (
-            f" and {stats.still_rejected} still rejected (unchanged)"
+            f" and {stats.still_rejected} unchanged since rejected"
             if stats.still_rejected
             else ""
         )
