@@ -332,6 +332,8 @@ async def test_fixture_through_s3_sqs_tailer_broker_agent_into_store(
             trail.queue_url,
             kafka_client_kwargs={"bootstrap_servers": broker},
             topic_prefix=prefix,
+            # Deleted only once this Faust app committed past them (stored).
+            consumer_group=config.app_id,
             data_dir=tmp_path,
             endpoint_url=moto_endpoint,
             region="us-east-1",

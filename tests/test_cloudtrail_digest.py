@@ -26,6 +26,7 @@ from aiobotocore.session import get_session
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.cloudtrail.digest import (
     CloudTrailPublicKeys,
     DigestFormatError,
@@ -44,6 +45,7 @@ from cloudinv.producers.cloudtrail.tailer import CloudTrailTailer, DigestObject,
 from tests.cli_helpers import run_cli
 from tests.cloudtrail_helpers import (
     ACCOUNT,
+    CommittingGroup,
     MotoTrail,
     create_topics,
     fixture_records,
@@ -411,17 +413,19 @@ async def test_backfill_cli_verify_records_findings(
         )
     )
     data_dir = tmp_path / "data"
-    result = await asyncio.to_thread(
-        run_cli,
-        "cloudtrail", "backfill", "--bucket", trail.trail.bucket,
-        "--from", "2024-05-01", "--to", "2024-05-01", "--verify", "--public-key", str(pem),
-        "--bootstrap", broker, "--topic-prefix", prefix, "--endpoint-url", moto_endpoint,
-        "--region", REGION, "--data-dir", str(data_dir),
-        cwd=tmp_path,
-        timeout=120,
-    )  # fmt: skip
+    # The files count as done once this group (standing in for the worker) committed.
+    async with CommittingGroup(broker, topic_name(Topic.CLOUDTRAIL, prefix), f"g{unique}"):
+        result = await asyncio.to_thread(
+            run_cli,
+            "cloudtrail", "backfill", "--bucket", trail.trail.bucket,
+            "--from", "2024-05-01", "--to", "2024-05-01", "--verify", "--public-key", str(pem),
+            "--bootstrap", broker, "--topic-prefix", prefix, "--endpoint-url", moto_endpoint,
+            "--region", REGION, "--data-dir", str(data_dir), "--consumer-group", f"g{unique}",
+            cwd=tmp_path,
+            timeout=120,
+        )  # fmt: skip
     assert result.returncode == 1, result.stderr
-    assert "4 file(s) published" in result.stderr
+    assert "4 file(s) stored" in result.stderr
     assert "verify: 2 digest(s), 4 of 5 log file(s) valid, 2 signature(s) verified" in (
         result.stderr
     )
