@@ -53,12 +53,12 @@ class MotoTrail:
     sqs: Any
 
     @classmethod
-    def create(cls, endpoint: str, name: str) -> MotoTrail:
+    def create(cls, endpoint: str, name: str, visibility_s: int = 30) -> MotoTrail:
         kwargs: dict[str, Any] = {"endpoint_url": endpoint, "region_name": "us-east-1"}
         s3 = boto3.client("s3", **kwargs)
         sqs = boto3.client("sqs", **kwargs)
         queue_url = sqs.create_queue(
-            QueueName=f"ct-{name}", Attributes={"VisibilityTimeout": "30"}
+            QueueName=f"ct-{name}", Attributes={"VisibilityTimeout": str(visibility_s)}
         )["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"

@@ -109,6 +109,7 @@ class Runtime:
     _broker: EmbeddedBroker | None = None
     _tailers: dict[str, ChildProcess] = field(default_factory=dict)
     supervisor: Supervisor = field(default_factory=Supervisor)
+    info: ConnectionInfo | None = None
     broker_problem: str | None = None
     """Why the broker is not usable now (``None`` while it answers)."""
 
@@ -176,6 +177,7 @@ class Runtime:
             components=self.components,
         )
         write_connection(self.data_dir, info)
+        self.info = info
         self._stops.append(("connection file", self._remove_connection))
         return info
 
@@ -257,9 +259,13 @@ class Runtime:
             await old.stop(timeout=3.0)
 
     def _set_pid(self, name: str, pid: int | None) -> None:
+        """A restarted child's new pid, in /v1/status and the connection file."""
         for index, component in enumerate(self.components):
             if component.name == name:
                 self.components[index] = component.model_copy(update={"pid": pid})
+        if self.info is not None:
+            self.info = self.info.model_copy(update={"components": list(self.components)})
+            write_connection(self.data_dir, self.info)
 
     def child_settings(self) -> Settings:
         """The settings every child gets: this process's, with the broker it really uses."""

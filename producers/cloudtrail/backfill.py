@@ -308,13 +308,14 @@ class _Backfill:
                 offsets = await self.publisher.publish(parsed.messages)
                 if self.ack is not None:
                     await self.ack.wait(offsets)
-            except PublishError as exc:
-                return self._failed(source.uri, exc)
-            except AckLost as exc:
+            except (PublishError, AckLost) as exc:
+                # The broker is away or lost the events (an embedded broker restarts empty):
+                # read and publish the file again, after a pause while the broker recovers.
                 self.stats.replayed += 1
-                log.info("cloudtrail backfill: publishing %s again: %s", source.uri, exc)
                 if attempt == MAX_ATTEMPTS:
-                    return self._failed(source.uri, f"lost {attempt} times: {exc}")
+                    return self._failed(source.uri, f"not stored after {attempt} tries: {exc}")
+                log.info("cloudtrail backfill: publishing %s again: %s", source.uri, exc)
+                await asyncio.sleep(min(2.0**attempt, 15.0))
                 continue
             if parsed.bad_records:
                 self.stats.rejected_records += len(parsed.bad_records)
