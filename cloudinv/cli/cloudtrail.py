@@ -28,6 +28,7 @@ from rich.progress import (
 )
 
 from cloudinv.core.errors import CloudinvError, ConfigError
+from cloudinv.core.logs import limit_reconnect_noise
 from cloudinv.core.settings import Settings, load_settings
 
 
@@ -174,6 +175,7 @@ def _target(args: argparse.Namespace) -> _Target:
 
 
 async def run_backfill(args: argparse.Namespace) -> int:
+    limit_reconnect_noise()
     from cloudinv.producers.cloudtrail.ack import CommitWatch
     from cloudinv.producers.cloudtrail.backfill import (
         RESUME_FILE,
@@ -247,11 +249,7 @@ async def run_backfill(args: argparse.Namespace) -> int:
     console.print(
         f"backfill: {stats.files_done} file(s) stored ({stats.events} events), "
         f"{stats.already_done} already done, {stats.rejected_files} rejected file(s)"
-        + (
-            f" and {stats.still_rejected} unchanged since rejected"
-            if stats.still_rejected
-            else ""
-        )
+        + (f" and {stats.still_rejected} unchanged since rejected" if stats.still_rejected else "")
         + f", {stats.rejected_records} rejected record(s)"
         + (f", {stats.replayed} published again after a broker loss" if stats.replayed else "")
         + (f", {stats.failed} failed (run again to retry them)" if stats.failed else ""),
@@ -323,6 +321,7 @@ async def _verify(
 
 
 async def run_tail(args: argparse.Namespace) -> int:
+    limit_reconnect_noise()
     from cloudinv.producers.cloudtrail.tailer import tail
 
     target = _target(args)

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from cloudinv.core.errors import ConfigError
+from cloudinv.core.logs import limit_reconnect_noise
 from cloudinv.core.settings import load_settings
 from cloudinv.runtime.role_server import WorkerRoleServer
 from cloudinv.streams.app import StreamConfig
@@ -74,5 +75,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from faust import Worker
 
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    # A broker that is away must not flood worker.log with a line per reconnect attempt.
+    limit_reconnect_noise()
     worker.execute_from_commandline()
     return 0

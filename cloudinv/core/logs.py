@@ -96,3 +96,44 @@ def configure_logging(
     root.handlers[:] = make_handlers(role, level, fmt, log_file, console_level)
     # aiokafka logs every refused connection while a broker starts; that is expected.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+class RateLimit(logging.Filter):
+    """Lets one record per message template through every ``every_s`` seconds, and says how
+    many were held back: a broker that is away makes aiokafka log every reconnect attempt
+    (dozens a second), which would bury everything else."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        now = record.created
+        last, held = self._last.get(key, (0.0, 0))
+        if now - last < self.every_s:
+            self._last[key] = (last, held + 1)
+            return False
+        self._last[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like this in the last {self.every_s:.0f}s)"
+        return True
+
+
+def limit_reconnect_noise(every_s: float = 30.0) -> None:
+    """Rate-limit aiokafka's connection errors (one line per kind every ``every_s``)."""
+    logger = logging.getLogger("aiokafka")
+    if not any(isinstance(f, RateLimit) for f in logger.filters):
+        logger.addFilter(RateLimit(every_s))
+    for name in (
+        "aiokafka.conn",
+        "aiokafka.client",
+        "aiokafka.cluster",
+        "aiokafka.consumer.fetcher",
+        "aiokafka.consumer.group_coordinator",
+        "aiokafka.producer.sender",
+    ):
+        child = logging.getLogger(name)
+        if not any(isinstance(f, RateLimit) for f in child.filters):
+            child.addFilter(RateLimit(every_s))

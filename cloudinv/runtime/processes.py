@@ -57,6 +57,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def ensure_port_free(host: str, port: int, what: str, setting: str) -> None:
     """Raise a one-line error naming the port, its user and the setting that picks it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves bind (aiohttp, Tansu): connections of a previous
+        # listener in TIME_WAIT (a broker just killed) do not make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
