@@ -191,19 +191,27 @@ class Runtime:
         self.supervisor.stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, max(deadline - time.monotonic(), 0.1))
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=max(min(deadline - time.monotonic(), 2.0), 0.1))
         self._tasks.clear()
         while self._stops:
             name, stop = self._stops.pop()
             # Each stage gets a share of what is left; the last ones (the broker) a minimum.
             timeout = max(min(deadline - time.monotonic() - 1.0, 4.0), 0.2)
-            try:
-                await asyncio.wait_for(stop(), timeout=timeout)
-            except TimeoutError:
+            task = asyncio.ensure_future(stop())
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                # A client flushing to a dead broker (aiokafka's producer) catches one
+                # cancellation and goes on waiting in its cleanup: cancel until it ends.
+                # What it held is published again by its source.
                 log.warning("stopping %s took more than %.1fs; moved on", name, timeout)
-            except Exception as exc:  # one stage failing to stop must not strand the others
+                for _ in range(5):
+                    task.cancel()
+                    done, _ = await asyncio.wait({task}, timeout=0.1)
+                    if done:
+                        break
+            elif not task.cancelled() and (exc := task.exception()) is not None:
+                # One stage failing to stop must not strand the others.
                 log.warning("stopping %s failed: %s", name, exc)
         for child in self._children():
             if child.running:
