@@ -34,6 +34,8 @@ from tests.cli_helpers import cli_env
 from tests.cloudtrail_helpers import ACCOUNT, MotoTrail, fixture_records, log_bytes, log_key
 from tests.test_demo import _alive, _get, _wait_gone
 
+pytestmark = pytest.mark.recovery  # long (about a minute a case), still part of `make test`
+
 BACKFILL_FILES = 30
 TAILED_FILES = 15
 EVENTS_PER_FILE = 9

@@ -178,7 +178,7 @@ def settings_env(settings: Settings, base: Mapping[str, str] | None = None) -> d
     env = {k: v for k, v in (base if base is not None else os.environ).items()}
     for name in [k for k in env if k.startswith(ENV_PREFIX)]:
         del env[name]
-    for name, value in _revealed(settings.model_dump(mode="python")).items():
+    for name, value in reveal_secrets(settings.model_dump(mode="python")).items():
         key = f"{ENV_PREFIX}{name.upper()}"
         if isinstance(value, dict | list):
             env[key] = orjson.dumps(value).decode()
@@ -187,13 +187,13 @@ def settings_env(settings: Settings, base: Mapping[str, str] | None = None) -> d
     return env
 
 
-def _revealed(value: Any) -> Any:
+def reveal_secrets(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, dict):
-        return {k: _revealed(v) for k, v in value.items()}
+        return {k: reveal_secrets(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_revealed(v) for v in value]
+        return [reveal_secrets(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
