@@ -348,8 +348,15 @@ async def run_cloudinv(
                 sys.executable, "-m", "cloudinv", "cloudtrail", "backfill", "--path", str(local),
                 *connection, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
+            await _until(lambda: stage.stats.inserted > 0, source, every_s=0.005)
+            first = time.perf_counter() - t0
             await _until(lambda: done(total), source)
             wall = time.perf_counter() - t0
+            print(
+                f"  command start-up (imports, connections) until the first event stored: "
+                f"{first:.2f} s; then {total / max(wall - first, 1e-9):,.0f} events/s",
+                file=sys.stderr,
+            )
             cpu = time.process_time() - cpu0
             _, err = await source.communicate()
             acked = time.perf_counter() - t0
