@@ -26,9 +26,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cloudinv.core.metrics import Metrics
-from cloudinv.core.settings import load_settings
+from cloudinv.core.settings import KafkaSettings, load_settings
 from cloudinv.core.topics import Topic, topic_name
-from cloudinv.runtime.role_server import Probe, RoleServer, WorkerProbe
+from cloudinv.runtime.role_server import BrokerProbe, Probe, RoleServer, WorkerProbe
 from cloudinv.streams.app import StreamConfig, create_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -348,3 +348,28 @@ async def test_worker_metrics_show_partitions_lag_and_processed_events(
         assert done["cloudinv_worker_events_processed_total"] >= 50
     finally:
         await app.stop()
+
+
+async def test_a_role_is_not_ready_while_its_broker_does_not_answer(broker: str) -> None:
+    """Every role server's /readyz asks the broker too (BrokerProbe): a closed port is
+    reported with the reason, the running broker is ready."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"
+    for bootstrap, expected in ((closed, 503), (broker, 200)):
+        probe = Probe(Metrics(), broker=BrokerProbe(KafkaSettings(bootstrap=bootstrap)))
+        server = RoleServer("producers", probe)
+        port = await server.start("127.0.0.1", 0)
+        try:
+            assert probe.broker is not None
+            await probe.broker.check()
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/readyz") as resp,
+            ):
+                body = await resp.json()
+            assert resp.status == expected, body
+            if expected == 503:
+                assert body["reason"] == f"the Kafka broker at {closed} does not answer"
+        finally:
+            await server.stop()

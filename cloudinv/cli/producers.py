@@ -18,7 +18,7 @@ from cloudinv.core.logs import configure_logging
 from cloudinv.core.settings import load_settings
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.schedule import ScanScheduler
-from cloudinv.runtime.role_server import ProducersProbe, RoleServer
+from cloudinv.runtime.role_server import BrokerProbe, ProducersProbe, RoleServer
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -99,7 +99,7 @@ async def run_producers(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    probe = ProducersProbe(scheduler, publisher)
+    probe = ProducersProbe(scheduler, publisher, broker=BrokerProbe(settings.kafka, bootstrap))
     server: RoleServer | None = None
     if settings.metrics.producers_port:
         # Up before Kafka is reached, so /healthz answers (and /readyz says why not ready)

@@ -69,7 +69,9 @@ def run_worker(args: argparse.Namespace) -> int:
     tune_gc()  # the whole process's, once, before the agents start
     if settings.metrics.worker_port:
         app.add_dependency(
-            WorkerRoleServer(app, settings.metrics.host, settings.metrics.worker_port)
+            WorkerRoleServer(
+                app, settings.metrics.host, settings.metrics.worker_port, kafka=settings.kafka
+            )
         )
     # Faust's Worker owns the event loop and signal handling (SIGTERM/SIGINT stop it cleanly).
     from faust import Worker

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from mode import Service
 
+from cloudinv.core.kafka import cluster_reachable
 from cloudinv.core.metrics import Counter, Metrics
+from cloudinv.core.settings import KafkaSettings
 
 if TYPE_CHECKING:
     import faust
@@ -35,7 +37,14 @@ if TYPE_CHECKING:
     from cloudinv.producers.publisher import KafkaPublisher
     from cloudinv.producers.schedule import ScanScheduler
 
-__all__ = ["Probe", "ProducersProbe", "RoleServer", "WorkerProbe", "WorkerRoleServer"]
+__all__ = [
+    "BrokerProbe",
+    "Probe",
+    "ProducersProbe",
+    "RoleServer",
+    "WorkerProbe",
+    "WorkerRoleServer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +54,51 @@ Check = Callable[[], str | None]
 """Returns ``None`` when the condition holds, else the reason it does not."""
 
 
+class BrokerProbe:
+    """Asks the Kafka cluster for metadata every ``every_s`` (over the configured security):
+    :attr:`problem` says why it does not answer, ``None`` while it does. A change is logged
+    once, not every probe: a broker that is away must not flood the log."""
+
+    def __init__(
+        self, kafka: KafkaSettings, bootstrap: str | None = None, *, every_s: float = 1.0
+    ) -> None:
+        self.kafka = kafka
+        self.bootstrap = bootstrap or kafka.bootstrap
+        self.every_s = every_s
+        self.problem: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self) -> str | None:
+        ok = await cluster_reachable(self.kafka, self.bootstrap, timeout=2.0)
+        problem = None if ok else f"the Kafka broker at {self.bootstrap} does not answer"
+        if problem != self.problem:
+            if problem:
+                log.warning("%s", problem)
+            else:
+                log.warning("the Kafka broker at %s answers again", self.bootstrap)
+            self.problem = problem
+        return problem
+
+    async def run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self.every_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="broker-probe")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 class Probe:
-    """What a role server asks its role: liveness, readiness, and a metrics refresh."""
+    """What a role server asks its role: liveness, readiness, and a metrics refresh. With a
+    :class:`BrokerProbe`, the role is not ready while the broker does not answer."""
 
     def __init__(
         self,
@@ -55,11 +107,17 @@ class Probe:
         live: Check | None = None,
         ready: Check | None = None,
         collect: Callable[[], None] | None = None,
+        broker: BrokerProbe | None = None,
     ) -> None:
         self.metrics = metrics
         self.live = live or (lambda: None)
         self.ready = ready or (lambda: None)
         self.collect = collect or (lambda: None)
+        self.broker = broker
+
+    def not_ready(self) -> str | None:
+        """Why the role is not ready (liveness, the broker, then the role's own check)."""
+        return self.live() or (self.broker.problem if self.broker else None) or self.ready()
 
 
 class RoleServer:
@@ -81,6 +139,8 @@ class RoleServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (port 0: any free port); returns the bound port."""
+        if self.probe.broker is not None:
+            self.probe.broker.start()
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -98,6 +158,8 @@ class RoleServer:
         return self.port
 
     async def stop(self) -> None:
+        if self.probe.broker is not None:
+            await self.probe.broker.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -112,8 +174,7 @@ class RoleServer:
         return self._status(self.probe.live(), "ok", "failing")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        reason = self.probe.live() or self.probe.ready()
-        return self._status(reason, "ready", "not ready")
+        return self._status(self.probe.not_ready(), "ready", "not ready")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         try:
@@ -143,8 +204,10 @@ class WorkerProbe(Probe):
     lag (end offset minus committed offset, per partition), messages and events processed
     come from Faust's monitor and consumer."""
 
-    def __init__(self, app: faust.App, metrics: Metrics | None = None) -> None:
-        super().__init__(metrics or Metrics())
+    def __init__(
+        self, app: faust.App, metrics: Metrics | None = None, broker: BrokerProbe | None = None
+    ) -> None:
+        super().__init__(metrics or Metrics(), broker=broker)
         self.app = app
         self.assignments = 0
         self.live = self._live
@@ -221,16 +284,18 @@ class WorkerProbe(Probe):
             _set_counter(self._received, count, topic=topic)
         _set_counter(self._events, monitor.events_total)
         _set_counter(self._rebalances, self.assignments)
-        self._up.set(1.0 if self._ready() is None and self._live() is None else 0.0)
+        self._up.set(1.0 if self.not_ready() is None else 0.0)
 
 
 class WorkerRoleServer(Service):  # type: ignore[misc]  # mode is untyped
     """Runs the worker's :class:`RoleServer` with the Faust app: add it with
     ``app.add_dependency``; it starts and stops with the app."""
 
-    def __init__(self, app: faust.App, host: str, port: int) -> None:
+    def __init__(
+        self, app: faust.App, host: str, port: int, kafka: KafkaSettings | None = None
+    ) -> None:
         super().__init__()
-        self.probe = WorkerProbe(app)
+        self.probe = WorkerProbe(app, broker=BrokerProbe(kafka) if kafka is not None else None)
         self.server = RoleServer("worker", self.probe)
         self.host = host
         self.requested_port = port
@@ -250,9 +315,13 @@ class ProducersProbe(Probe):
     producer is connected (:attr:`connected`); live while the schedule loop runs."""
 
     def __init__(
-        self, scheduler: ScanScheduler, publisher: KafkaPublisher, metrics: Metrics | None = None
+        self,
+        scheduler: ScanScheduler,
+        publisher: KafkaPublisher,
+        metrics: Metrics | None = None,
+        broker: BrokerProbe | None = None,
     ) -> None:
-        super().__init__(metrics or Metrics())
+        super().__init__(metrics or Metrics(), broker=broker)
         self.scheduler = scheduler
         self.publisher = publisher
         self.connected = False
@@ -320,4 +389,4 @@ class ProducersProbe(Probe):
         _set_counter(self._retries, self.publisher.stats.retries)
         self._last_scan.set(self.last_round_at)
         self._last_duration.set(stats.last.seconds if stats.last else 0.0)
-        self._up.set(1.0 if self._ready() is None and self._live() is None else 0.0)
+        self._up.set(1.0 if self.not_ready() is None else 0.0)

@@ -64,6 +64,7 @@ from cloudinv.runtime.processes import (
     ensure_port_free,
     settings_env,
 )
+from cloudinv.runtime.role_server import BrokerProbe
 from cloudinv.simulator.estate import ESTATE_TYPES, EstateMutator, EstateSpec, seed_estate
 from cloudinv.simulator.trail import TRAIL_REGION, EstateTrail
 
@@ -110,8 +111,8 @@ class Runtime:
     _tailers: dict[str, ChildProcess] = field(default_factory=dict)
     supervisor: Supervisor = field(default_factory=Supervisor)
     info: ConnectionInfo | None = None
-    broker_problem: str | None = None
-    """Why the broker is not usable now (``None`` while it answers)."""
+    broker_probe: BrokerProbe | None = None
+    """Asks the broker for metadata every second: what /readyz reports."""
 
     @property
     def data_dir(self) -> Path:
@@ -281,24 +282,11 @@ class Runtime:
         storage = self.settings.storage.model_copy(update={"data_dir": self.data_dir})
         return self.settings.model_copy(update={"kafka": kafka, "storage": storage})
 
-    async def _watch_broker(self) -> None:
-        """Probe the broker every second: what /readyz reports, and a log line per change."""
-        while True:
-            ok = await cluster_reachable(self.settings.kafka, self.kafka_bootstrap, timeout=2.0)
-            problem = None if ok else f"the Kafka broker at {self.kafka_bootstrap} does not answer"
-            if problem != self.broker_problem:
-                if problem:
-                    log.warning("%s", problem)
-                else:
-                    log.warning("the Kafka broker at %s answers again", self.kafka_bootstrap)
-                self.broker_problem = problem
-            await asyncio.sleep(BROKER_PROBE_EVERY_S)
-
     def health(self) -> list[str]:
         """Why the pipeline is not ready now (empty when it is)."""
         reasons = list(self.supervisor.down())
-        if self.broker_problem:
-            reasons.append(self.broker_problem)
+        if self.broker_probe is not None and self.broker_probe.problem:
+            reasons.append(self.broker_probe.problem)
         return reasons
 
     async def _check_kafka(self) -> str:
@@ -615,13 +603,14 @@ class Runtime:
         self.supervisor.note = lambda text: self.console.print(
             f"! {text}", highlight=False, markup=False
         )
-        probe = asyncio.create_task(self._watch_broker(), name="broker-probe")
+        self.broker_probe = BrokerProbe(
+            self.settings.kafka, self.kafka_bootstrap, every_s=BROKER_PROBE_EVERY_S
+        )
+        self.broker_probe.start()
         try:
             await self.supervisor.run()
         finally:
-            probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe
+            await self.broker_probe.stop()
 
 
 @contextlib.asynccontextmanager
