@@ -298,6 +298,9 @@ class CloudTrailTailer:
     async def _clients(self) -> AsyncIterator[None]:
         aio_config = AioConfig(
             retries={"mode": "standard", "max_attempts": 5},
+            # The calls are the tailer's own, well-formed: validating their parameters
+            # is CPU spent per file for nothing.
+            parameter_validation=False,
             max_pool_connections=self.config.max_concurrent_downloads + self.config.receivers + 8,
             read_timeout=max(60, self.config.wait_time_s + 10),
         )
