@@ -41,6 +41,7 @@ from aiobotocore.session import AioSession, get_session
 
 from cloudinv.core.errors import CloudinvError
 from cloudinv.core.settings import AccountRole, AwsSettings
+from cloudinv.producers.accounts import OuMembers, is_selected, ou_members, select_roles
 
 DEFAULT_MAX_ATTEMPTS = 3
 """botocore's standard retry mode default: the first call and two retries."""
@@ -517,6 +518,21 @@ class AwsAccess:
             ) from None
         return roles
 
+    async def ou_members(self, aws: AwsSettings) -> OuMembers | None:
+        """The accounts under the OUs the include / exclude lists name (``None``: none)."""
+        if not (aws.include_ous or aws.exclude_ous):
+            return None
+        try:
+            async with self.client(
+                self.base_session, "organizations", self.home_region
+            ) as organizations:
+                return await ou_members(organizations, aws)
+        except Exception as exc:
+            raise AccountDiscoveryError(
+                "cannot list the accounts of aws.include_ous / exclude_ous "
+                f"(organizations:ListAccountsForParent): {exc}"
+            ) from None
+
     async def discover_accounts(
         self, aws: AwsSettings, only: Iterable[str] | None = None
     ) -> list[AccountTarget]:
@@ -531,12 +547,21 @@ class AwsAccess:
             roles += await self.organization_roles(aws.organization_role_name)
         targets: dict[str, AccountTarget] = {}
         if roles:
-            for role in roles:
-                if role.account_id not in targets and (wanted is None or role.account_id in wanted):
+            # The [aws] include / exclude lists: this process's share (producers/accounts.py).
+            for role in select_roles(roles, aws, await self.ou_members(aws)):
+                if wanted is None or role.account_id in wanted:
                     targets[role.account_id] = self.role_account(role)
+            if not targets and wanted is None:
+                raise AccountDiscoveryError(
+                    f"none of the {len(roles)} account(s) found is selected by aws."
+                    "include_accounts / exclude_accounts / include_ous / exclude_ous: "
+                    "check those lists"
+                )
         else:
             caller = await self.caller_account()
-            if wanted is None or caller.account_id in wanted:
+            if (wanted is None or caller.account_id in wanted) and is_selected(
+                caller.account_id, aws
+            ):
                 targets[caller.account_id] = caller
         if wanted is not None:
             missing = wanted - set(targets)

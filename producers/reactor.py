@@ -33,7 +33,7 @@ from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.catalog.transform import MalformedResource, resource_identity
 from cloudinv.core.codec import decode
 from cloudinv.core.models import Attribution, CloudTrailEvent, ResourceSnapshot, ScanManifest
-from cloudinv.core.settings import AwsSettings
+from cloudinv.core.settings import AwsSettings, KafkaSettings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.cloudtrail.normalize import partition_of
 from cloudinv.producers.credentials import AccountTarget, AwsAccess
@@ -125,7 +125,7 @@ class ChangeReactor:
         *,
         access: AwsAccess | None = None,
         registry: Registry | None = None,
-        group_id: str = "cloudinv-reactor",
+        group_id: str | None = None,
         debounce_s: float = 1.0,
         auto_offset_reset: str = "latest",
     ) -> None:
@@ -136,7 +136,9 @@ class ChangeReactor:
         self.debounce_s = debounce_s
         self._consumer = AIOKafkaConsumer(
             topic_name(Topic.CLOUDTRAIL, topic_prefix),
-            group_id=group_id,
+            # Derived from kafka.consumer_group (KafkaSettings.group_for): two deployments
+            # on one cluster never share it. Unset only in tests of the default settings.
+            group_id=group_id or KafkaSettings().group_for("reactor"),
             auto_offset_reset=auto_offset_reset,
             enable_auto_commit=False,
             **consumer_kwargs,

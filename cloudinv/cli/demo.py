@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudinv.core.logs import configure_logging
-from cloudinv.core.settings import Settings, load_settings
+from cloudinv.core.settings import Settings, load_settings, role_arn_overrides
 from cloudinv.runtime.stack import RuntimeOptions, run_until_stopped
 
 
@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=None,
         metavar="ARN",
-        help="assume this role to reach an account (repeatable)",
+        help="assume this role to reach an account (repeatable; the whole selection, "
+        "Organizations discovery off)",
     )
     up.add_argument("--regions", help="comma-separated regions, or 'all'")
     up.add_argument(
@@ -136,7 +137,7 @@ async def run_up(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     aws: dict[str, Any] = {}
     if args.role_arn:
-        aws["accounts"] = [{"role_arn": arn} for arn in args.role_arn]
+        aws.update(role_arn_overrides(args.role_arn))
     if args.regions:
         aws["regions"] = args.regions
     if aws:

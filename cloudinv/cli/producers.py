@@ -15,7 +15,7 @@ from typing import Any
 from cloudinv.core.connection import require_running_instance
 from cloudinv.core.kafka import client_kwargs, ensure_topics
 from cloudinv.core.logs import configure_logging
-from cloudinv.core.settings import load_settings
+from cloudinv.core.settings import load_settings, role_arn_overrides
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.schedule import ScanScheduler
 from cloudinv.runtime.role_server import BrokerProbe, ProducersProbe, RoleServer
@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--role-arn",
         action="append",
         metavar="ARN",
-        help="assume this role to reach an account (repeatable)",
+        help="assume this role to reach an account (repeatable); the roles given are the "
+        "whole selection, even with aws.organization_role_name set (split an organization "
+        "between producers this way, or with aws.include_accounts / exclude_accounts)",
     )
     parser.add_argument("--regions", help="comma-separated regions, or 'all'")
     parser.add_argument(
@@ -71,7 +73,7 @@ async def run_producers(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     aws: dict[str, Any] = {}
     if args.role_arn:
-        aws["accounts"] = [{"role_arn": arn} for arn in args.role_arn]
+        aws.update(role_arn_overrides(args.role_arn))
     if args.regions:
         aws["regions"] = args.regions
     if aws:

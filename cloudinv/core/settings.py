@@ -46,6 +46,8 @@ CONFIG_ENV = "CLOUDINV_CONFIG"
 EMBEDDED = "embedded"
 
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+_ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
+_OU_ID_RE = re.compile(r"^(r-[0-9a-z]{4,32}|ou-[0-9a-z]{4,32}-[a-z0-9]{8,32})$")
 
 
 def _split_list(value: str) -> Any:
@@ -184,6 +186,12 @@ class KafkaSettings(_Section):
     def is_embedded(self) -> bool:
         return self.bootstrap == EMBEDDED
 
+    def group_for(self, role: str) -> str:
+        """The consumer group of a role other than the stream workers (the re-describe
+        reactor): derived from :attr:`consumer_group`, so two deployments sharing a cluster
+        (two groups) never share a role's group either."""
+        return f"{self.consumer_group}.{role}"
+
     def servers(self) -> list[str]:
         """Bootstrap servers as aiokafka wants them (``host:port`` strings)."""
         if self.is_embedded:
@@ -259,6 +267,24 @@ class AwsSettings(_Section):
         description="AWS requests in flight (and scopes collected at once) across a whole scan; "
         "each (account, region, service) has at most 4",
     )
+    include_accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Scan only these account ids (of the roles and the discovered accounts); "
+        "empty: every account, unless include_ous names some",
+    )
+    exclude_accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Never scan these account ids"
+    )
+    include_ous: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Scan only accounts under these organizational units (ou-... or the root "
+        "r-..., nested OUs included); needs organization_role_name",
+    )
+    exclude_ous: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Never scan accounts under these organizational units (nested included); "
+        "needs organization_role_name",
+    )
 
     @field_validator("regions", mode="before")
     @classmethod
@@ -266,6 +292,59 @@ class AwsSettings(_Section):
         if isinstance(value, str) and value != "all":
             return _split_list(value)
         return value
+
+    @field_validator(
+        "include_accounts", "exclude_accounts", "include_ous", "exclude_ous", mode="before"
+    )
+    @classmethod
+    def _split_selection(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _split_list(value)
+        if isinstance(value, list):
+            # TOML integers (account ids written without quotes) keep their 12 digits.
+            return [f"{v:012d}" if isinstance(v, int) else v for v in value]
+        return value
+
+    @field_validator("include_accounts", "exclude_accounts")
+    @classmethod
+    def _account_ids(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if not _ACCOUNT_ID_RE.match(a)]
+        if bad:
+            raise ValueError(f"expected 12-digit AWS account ids, got {bad}")
+        return value
+
+    @field_validator("include_ous", "exclude_ous")
+    @classmethod
+    def _ou_ids(cls, value: list[str]) -> list[str]:
+        bad = [o for o in value if not _OU_ID_RE.match(o)]
+        if bad:
+            raise ValueError(
+                "expected organizational unit ids like ou-ab12-cd34ef56 (or a root like "
+                f"r-ab12), got {bad}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _selection(self) -> AwsSettings:
+        both = sorted(set(self.include_accounts) & set(self.exclude_accounts))
+        if both:
+            raise ValueError(
+                f"account(s) {', '.join(both)} are both in include_accounts and "
+                "exclude_accounts: keep each in one list"
+            )
+        both = sorted(set(self.include_ous) & set(self.exclude_ous))
+        if both:
+            raise ValueError(
+                f"organizational unit(s) {', '.join(both)} are both in include_ous and "
+                "exclude_ous: keep each in one list"
+            )
+        if (self.include_ous or self.exclude_ous) and not self.organization_role_name:
+            raise ValueError(
+                "include_ous and exclude_ous select accounts found through Organizations: "
+                "set organization_role_name too (or list account ids in include_accounts)"
+            )
+        return self
+
 
     @field_validator("regions")
     @classmethod
@@ -280,6 +359,19 @@ class AwsSettings(_Section):
 
     def effective_endpoint(self) -> str | None:
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def role_arn_overrides(role_arns: list[str]) -> dict[str, Any]:
+    """``[aws]`` overrides that make ``role_arns`` the whole account selection
+    (``--role-arn``): Organizations discovery is off for this process, so a producer given
+    its share of an organization's accounts scans exactly those (the account id lists still
+    filter them)."""
+    return {
+        "accounts": [{"role_arn": arn} for arn in role_arns],
+        "organization_role_name": None,
+        "include_ous": [],
+        "exclude_ous": [],
+    }
 
 
 StorageTarget = Literal["local", "s3", "dynamodb"]

@@ -461,6 +461,7 @@ class Runtime:
                 kafka,
                 self.settings.kafka.topic_prefix,
                 access=self.scheduler.access,
+                group_id=self.settings.kafka.group_for("reactor"),
             )
             self.reactor = reactor
             self._run_task("reactor", reactor.run)
