@@ -53,7 +53,7 @@ from cloudinv.core.connection import RunningComponent
 from cloudinv.core.metrics import Metrics
 from cloudinv.core.settings import Settings
 from cloudinv.sinks.alerts_store import AlertsStore
-from cloudinv.sinks.factory import events_store, inventory_store
+from cloudinv.sinks.factory import alerts_store, events_store, inventory_store
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import AttributionJoin
 
@@ -311,7 +311,7 @@ async def _local_stores(app: web.Application) -> AsyncIterator[None]:
     # storage.targets with "dynamodb": the DynamoDB stores, else SQLite in the data directory.
     inventory = inventory_store(app[SETTINGS_KEY], data_dir)
     events = events_store(app[SETTINGS_KEY], data_dir)
-    alerts = AlertsStore.in_data_dir(data_dir)
+    alerts = alerts_store(app[SETTINGS_KEY], data_dir)
     await inventory.open()
     try:
         await events.open()

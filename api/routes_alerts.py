@@ -39,7 +39,7 @@ from cloudinv.sinks.alerts_store import (
     Alert,
     AlertFilters,
     AlertNotification,
-    AlertsStore,
+    AlertsBackend,
     AlertStatus,
     DriftItem,
     compute_drift,
@@ -127,7 +127,7 @@ class RuleCatalog(BaseModel):
 # -- the store --------------------------------------------------------------------------------
 
 
-def alerts_store(request: web.Request) -> AlertsStore:
+def alerts_store(request: web.Request) -> AlertsBackend:
     store = stores(request).alerts
     if store is None:
         raise web.HTTPServiceUnavailable(reason="no alerts store is configured")

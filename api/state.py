@@ -12,7 +12,7 @@ from aiohttp import web
 
 from cloudinv.core.metrics import Metrics
 from cloudinv.core.settings import Settings
-from cloudinv.sinks.alerts_store import AlertsStore
+from cloudinv.sinks.alerts_store import AlertsBackend
 from cloudinv.sinks.cloudtrail_store import CloudTrailStore
 from cloudinv.sinks.store import InventoryStore
 
@@ -26,7 +26,7 @@ class Stores:
 
     inventory: InventoryStore | None = None
     events: CloudTrailStore | None = None
-    alerts: AlertsStore | None = None
+    alerts: AlertsBackend | None = None
 
 
 SETTINGS_KEY = web.AppKey("settings", Settings)

@@ -51,11 +51,11 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,6 +74,7 @@ __all__ = [
     "AlertNotification",
     "AlertPage",
     "AlertStatus",
+    "AlertsBackend",
     "AlertsStore",
     "BaselineEntry",
     "BaselineScope",
@@ -81,9 +82,12 @@ __all__ = [
     "Observation",
     "OutboxItem",
     "OutboxWait",
+    "PairState",
     "Pin",
     "RuleKind",
     "Severity",
+    "Step",
+    "advance",
     "alert_id",
     "compute_drift",
     "pin_baseline",
@@ -286,6 +290,78 @@ class OutboxWait:
     until: datetime
 
 
+@dataclass
+class PairState:
+    """What one (rule, resource) pair holds: its mark (time in microseconds, cause) and its
+    open alert. Every alerts store reads it, moves it with :func:`advance`, writes it back."""
+
+    mark: tuple[int, str] | None
+    open_alert: Alert | None
+
+
+@dataclass(frozen=True)
+class Step:
+    """What :func:`advance` did to a pair: the new mark; the alert to store (``None``: only
+    the mark moves); the notification to make (``opened`` means a new alert)."""
+
+    mark: tuple[int, str]
+    alert: Alert | None
+    notify: NotificationKind | None
+
+
+def advance(pair: PairState, obs: Observation, openings: Callable[[], int]) -> Step | None:
+    """Apply one observation to its pair (see the module docstring); ``None`` when it changes
+    nothing (a replay, older than the mark, or nothing open and nothing to open). ``pair`` is
+    updated in place; ``openings`` counts the pair's past openings (called only to open)."""
+    at = to_us(obs.at)
+    if pair.mark is not None and (at < pair.mark[0] or pair.mark[1] == obs.cause):
+        return None  # a replay, or older than what was already applied
+    alert = pair.open_alert
+    if alert is None and not (obs.opens and obs.holds):
+        # Nothing open and nothing to open: the mark left by the last alert's opening or
+        # resolution already guards against replays, so the common case writes nothing.
+        return None
+    pair.mark = (at, obs.cause)
+    if alert is not None:
+        if not obs.holds:
+            resolved = alert.model_copy(
+                update={"status": "resolved", "resolved_at": obs.at, "resolved_by": obs.cause}
+            )
+            pair.open_alert = None
+            return Step(pair.mark, resolved, "resolved")
+        if obs.opens:
+            seen = alert.model_copy(
+                update={
+                    "occurrences": alert.occurrences + 1,
+                    "last_seen_at": max(alert.last_seen_at, obs.at),
+                }
+            )
+            pair.open_alert = seen
+            return Step(pair.mark, seen, None)
+        return Step(pair.mark, None, None)
+    opened = Alert(
+        alert_id=alert_id(obs.rule_id, obs.key, obs.cause),
+        rule_id=obs.rule_id,
+        title=obs.title,
+        severity=obs.severity,
+        kind=obs.kind,
+        status="open",
+        key=obs.key,
+        resource_type=obs.resource_type,
+        account_id=obs.account_id,
+        region=obs.region,
+        name=obs.name,
+        opening=openings() + 1,
+        opened_at=obs.at,
+        opened_by=obs.cause,
+        last_seen_at=obs.at,
+        occurrences=1,
+        detail=obs.detail,
+    )
+    pair.open_alert = opened
+    return Step(pair.mark, opened, "opened")
+
+
 # ---------------------------------------------------------------------------------------------
 # Baselines
 
@@ -392,6 +468,60 @@ class DriftItem(_Record):
     patch: list[JsonPatchOp] = Field(
         default_factory=list, description="RFC 6902 from the baseline to the current version"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# What every alerts store offers
+
+
+@runtime_checkable
+class AlertsBackend(Protocol):
+    """Alerts, notifications, the delivery outbox and baselines: what the alert agents, the
+    dispatchers, the API and ``cloudinv baseline`` use. :class:`AlertsStore` (SQLite, one
+    host) and :class:`~cloudinv.sinks.dynamodb_alerts_store.DynamoAlertsStore` (shared by
+    every host) implement it; ``cloudinv.sinks.factory.alerts_store`` picks one."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def apply(
+        self, observations: Sequence[Observation], destinations: Sequence[str] = ()
+    ) -> list[AlertNotification]: ...
+
+    async def alerts(
+        self, filters: AlertFilters | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> AlertPage: ...
+
+    async def alert(self, alert_id: str) -> Alert | None: ...
+
+    async def open_alerts(self, rule_id: str | None = None) -> list[Alert]: ...
+
+    async def head(self) -> int: ...
+
+    async def notifications_after(self, seq: int, limit: int = 500) -> list[AlertNotification]: ...
+
+    async def claim(self, destination: str, lease_s: float) -> OutboxItem | OutboxWait | None: ...
+
+    async def delivered(self, item_id: int) -> None: ...
+
+    async def retry_later(self, item_id: int, error: str, at: datetime) -> None: ...
+
+    async def give_up(self, item_id: int, error: str) -> None: ...
+
+    async def prune_delivered(self, before: datetime) -> int: ...
+
+    async def outbox_counts(self) -> dict[tuple[str, str], int]: ...
+
+    async def pin(
+        self, scope: BaselineScope, versions: Sequence[ResourceVersion], pinned_at: datetime
+    ) -> Pin: ...
+
+    async def pins(self) -> list[Pin]: ...
+
+    async def baselines(
+        self, *, resource_type: str | None = None, account_ids: Sequence[str] | None = None
+    ) -> list[BaselineEntry]: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -749,63 +879,37 @@ def _apply(
 ) -> list[AlertNotification]:
     notifications: list[AlertNotification] = []
     for obs in observations:
-        at = to_us(obs.at)
         mark = conn.execute(
             "SELECT at, cause FROM marks WHERE rule_id = ? AND key = ?", (obs.rule_id, obs.key)
         ).fetchone()
-        if mark is not None and (at < mark[0] or mark[1] == obs.cause):
-            continue  # a replay, or older than what was already applied
         row = conn.execute(
             "SELECT body FROM alerts WHERE rule_id = ? AND key = ? AND status = 'open'",
             (obs.rule_id, obs.key),
         ).fetchone()
-        if row is None and not (obs.opens and obs.holds):
-            # Nothing open and nothing to open: the mark left by the last alert's opening or
-            # resolution already guards against replays, so the common case writes nothing.
+        pair = PairState(
+            mark=None if mark is None else (int(mark[0]), str(mark[1])),
+            open_alert=None if row is None else Alert.model_validate_json(row[0]),
+        )
+
+        def openings(obs: Observation = obs) -> int:
+            return int(
+                conn.execute(
+                    "SELECT count(*) FROM alerts WHERE rule_id = ? AND key = ?",
+                    (obs.rule_id, obs.key),
+                ).fetchone()[0]
+            )
+
+        step = advance(pair, obs, openings)
+        if step is None:
             continue
         conn.execute(
             "INSERT OR REPLACE INTO marks (rule_id, key, at, cause) VALUES (?, ?, ?, ?)",
-            (obs.rule_id, obs.key, at, obs.cause),
+            (obs.rule_id, obs.key, *step.mark),
         )
-        if row is not None:
-            alert = Alert.model_validate_json(row[0])
-            if not obs.holds:
-                resolved = alert.model_copy(
-                    update={"status": "resolved", "resolved_at": obs.at, "resolved_by": obs.cause}
-                )
-                _save(conn, resolved)
-                notifications.append(_notify(conn, resolved, "resolved", obs.at, destinations, now))
-            elif obs.opens:
-                seen = alert.model_copy(
-                    update={
-                        "occurrences": alert.occurrences + 1,
-                        "last_seen_at": max(alert.last_seen_at, obs.at),
-                    }
-                )
-                _save(conn, seen)
-        elif obs.opens and obs.holds:
-            openings = conn.execute(
-                "SELECT count(*) FROM alerts WHERE rule_id = ? AND key = ?", (obs.rule_id, obs.key)
-            ).fetchone()[0]
-            alert = Alert(
-                alert_id=alert_id(obs.rule_id, obs.key, obs.cause),
-                rule_id=obs.rule_id,
-                title=obs.title,
-                severity=obs.severity,
-                kind=obs.kind,
-                status="open",
-                key=obs.key,
-                resource_type=obs.resource_type,
-                account_id=obs.account_id,
-                region=obs.region,
-                name=obs.name,
-                opening=int(openings) + 1,
-                opened_at=obs.at,
-                opened_by=obs.cause,
-                last_seen_at=obs.at,
-                occurrences=1,
-                detail=obs.detail,
-            )
+        alert = step.alert
+        if alert is None:
+            continue
+        if step.notify == "opened":
             conn.execute(
                 "INSERT OR IGNORE INTO alerts (alert_id, rule_id, key, account_id, resource_type, "
                 "region, severity, status, opened_at, resolved_at, body) "
@@ -818,11 +922,14 @@ def _apply(
                     alert.resource_type,
                     alert.region,
                     alert.severity,
-                    at,
+                    to_us(alert.opened_at),
                     alert.model_dump_json().encode(),
                 ),
             )
-            notifications.append(_notify(conn, alert, "opened", obs.at, destinations, now))
+        else:
+            _save(conn, alert)
+        if step.notify is not None:
+            notifications.append(_notify(conn, alert, step.notify, obs.at, destinations, now))
     return notifications
 
 
@@ -896,7 +1003,7 @@ async def _current(inventory: InventoryStore, scope: BaselineScope) -> list[Reso
 
 
 async def pin_baseline(
-    alerts: AlertsStore,
+    alerts: AlertsBackend,
     inventory: InventoryStore,
     scope: BaselineScope,
     *,
@@ -922,7 +1029,7 @@ def _narrow(
 
 
 async def compute_drift(
-    alerts: AlertsStore,
+    alerts: AlertsBackend,
     inventory: InventoryStore,
     *,
     resource_type: str | None = None,

@@ -1,5 +1,6 @@
-"""Which inventory store the settings ask for: DynamoDB when ``storage.targets`` contains
-``dynamodb``, else the local SQLite store under the data directory."""
+"""Which stores the settings ask for (inventory, CloudTrail events, alerts): DynamoDB when
+``storage.targets`` contains ``dynamodb``, else the local SQLite stores under the data
+directory."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloudinv.core.settings import load_settings
+from cloudinv.sinks.alerts_store import AlertsBackend, AlertsStore
 from cloudinv.sinks.cloudtrail_store import CloudTrailStore
+from cloudinv.sinks.dynamodb_alerts_store import DynamoAlertsStore
 from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
 from cloudinv.sinks.dynamodb_store import DynamoStore
 from cloudinv.sinks.events_store import EventsStore, events_store_path
@@ -18,7 +21,13 @@ from cloudinv.sinks.store import InventoryStore
 if TYPE_CHECKING:
     from cloudinv.core.settings import Settings
 
-__all__ = ["events_store", "inventory_store", "inventory_store_factory", "worker_stores"]
+__all__ = [
+    "alerts_store",
+    "events_store",
+    "inventory_store",
+    "inventory_store_factory",
+    "worker_stores",
+]
 
 
 def inventory_store(settings: Settings, data_dir: Path | None = None) -> InventoryStore:
@@ -44,6 +53,20 @@ def events_store(
 
     directory = data_dir if data_dir is not None else settings.data_dir
     return EventsStore(events_store_path(directory), readonly=readonly)
+
+
+def alerts_store(settings: Settings, data_dir: Path | None = None) -> AlertsBackend:
+    """The alerts store (alerts, notifications, outbox, baselines), by the same rule: with
+    ``dynamodb`` in ``storage.targets`` every worker and API of the deployment shares it."""
+    if "dynamodb" in settings.storage.targets:
+        storage = settings.storage
+        return DynamoAlertsStore(
+            storage.dynamodb_table_prefix,
+            region=storage.dynamodb_region,
+            endpoint_url=storage.dynamodb_endpoint_url or settings.aws.effective_endpoint(),
+            write_concurrency=storage.dynamodb_write_concurrency,
+        )
+    return AlertsStore.in_data_dir(data_dir if data_dir is not None else settings.data_dir)
 
 
 def inventory_store_factory(

@@ -36,7 +36,7 @@ import orjson
 
 from cloudinv import __version__
 from cloudinv.core.models import utcnow
-from cloudinv.sinks.alerts_store import AlertNotification, AlertsStore, OutboxItem, OutboxWait
+from cloudinv.sinks.alerts_store import AlertNotification, AlertsBackend, OutboxItem, OutboxWait
 
 __all__ = [
     "DeliveryError",
@@ -333,7 +333,7 @@ class DestinationStats:
 class Dispatcher:
     """Delivers every destination's outbox rows (see the module docstring)."""
 
-    store: AlertsStore
+    store: AlertsBackend
     destinations: Sequence[Destination]
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout_s: float = 10.0

@@ -8,7 +8,8 @@ delivery of what they raise.
     Reads the CloudTrail topic in batches; every event rule naming each event is evaluated
     (:func:`cloudinv.streams.rules.evaluate_event`).
 
-Both hand their observations to the :class:`~cloudinv.sinks.alerts_store.AlertsStore`, which opens
+Both hand their observations to the alerts store (:mod:`cloudinv.sinks.alerts_store`; on
+DynamoDB with ``dynamodb`` in ``storage.targets``), which opens
 an alert once per (rule, resource) while it stays open, resolves it when a later change or event
 clears it, and queues each opening and resolution in its outbox for every
 destination, in one transaction. Offsets are committed only after that transaction (Faust
@@ -40,9 +41,10 @@ from pydantic import ValidationError
 from cloudinv.core.codec import PydanticCodec
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.models import ChangeEvent
-from cloudinv.core.settings import AlertSettings, load_settings
+from cloudinv.core.settings import AlertSettings, Settings, load_settings
 from cloudinv.core.topics import Topic, topic_name
-from cloudinv.sinks.alerts_store import AlertNotification, AlertsStore, Observation
+from cloudinv.sinks.alerts_store import AlertNotification, AlertsBackend, AlertsStore, Observation
+from cloudinv.sinks.factory import alerts_store as configured_alerts_store
 from cloudinv.streams import batch_delivery
 from cloudinv.streams.alert_delivery import (
     Destination,
@@ -79,7 +81,7 @@ class AlertStats:
 @dataclass
 class AlertStage:
     rules: RuleSet
-    store: AlertsStore
+    store: AlertsBackend
     dispatcher: Dispatcher
     changes_agent: Any = None
     events_agent: Any = None
@@ -126,16 +128,15 @@ def destinations_for(
     return found
 
 
-def _settings_from_environment() -> tuple[AlertSettings, str | None]:
-    """``cloudinv worker`` builds its app from a StreamConfig: the alert settings are read
-    again here, from the same environment and ``cloudinv.toml``."""
+def _settings_from_environment() -> Settings | None:
+    """``cloudinv worker`` builds its app from a StreamConfig: the settings are read again
+    here, from the same environment and ``cloudinv.toml``."""
 
     try:
-        settings = load_settings()
+        return load_settings()
     except ConfigError as exc:
         log.error("alerts: settings unreadable, using defaults (no webhooks): %s", exc)
-        return AlertSettings(), None
-    return settings.alerts, settings.aws.effective_endpoint()
+        return None
 
 
 def bind(
@@ -144,7 +145,7 @@ def bind(
     *,
     settings: AlertSettings | None = None,
     rules: RuleSet | None = None,
-    store: AlertsStore | None = None,
+    store: AlertsBackend | None = None,
     destinations: Sequence[Destination] | None = None,
     retry: RetryPolicy | None = None,
     sns_endpoint_url: str | None = None,
@@ -152,9 +153,11 @@ def bind(
     """Declare the alert agents on ``app``. Unset arguments come from the settings: rules
     from the pack and ``rules_dir``, destinations from ``webhooks`` and ``sns_topic_arn``,
     the retry schedule from ``retry_*``."""
+    loaded = _settings_from_environment() if settings is None or store is None else None
     if settings is None:
-        settings, endpoint = _settings_from_environment()
-        sns_endpoint_url = sns_endpoint_url or endpoint
+        settings = loaded.alerts if loaded is not None else AlertSettings()
+        if loaded is not None:
+            sns_endpoint_url = sns_endpoint_url or loaded.aws.effective_endpoint()
     if rules is None:
         rules = load_rules(settings.rules_dir, builtin=settings.builtin_rules)
     for problem in rules.problems:
@@ -167,7 +170,7 @@ def bind(
 
     # The alerts topic's schema is built here rather than registered in cloudinv.core.codec
     # (``register(Topic.ALERTS, AlertNotification)``): the codec's meta-test
-    # (tests/test_codec.py) requires a sample of every registered model and has none for
+    # (tests/test_codec.py) requires a sample of loaded registered model and has none for
     # alerts yet. The bytes are the same codec's.
     alerts_topic = app.topic(
         topic_name(Topic.ALERTS, config.topic_prefix),
@@ -185,7 +188,15 @@ def bind(
         future = await alerts_topic.send(key=key, value=notification)
         await future
 
-    alerts_store = store or AlertsStore.in_data_dir(config.data_dir)
+    # The deployment's alerts store: DynamoDB with "dynamodb" in storage.targets (shared by
+    # loaded worker and API), else the data directory's SQLite file.
+    alerts_store: AlertsBackend
+    if store is not None:
+        alerts_store = store
+    elif loaded is not None:
+        alerts_store = configured_alerts_store(loaded, config.data_dir)
+    else:
+        alerts_store = AlertsStore.in_data_dir(config.data_dir)
     dispatcher = Dispatcher(
         alerts_store,
         [TopicDestination(publish), *destinations],

@@ -23,7 +23,7 @@ import asyncio
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +41,17 @@ from cloudinv.core.models import ChangeEvent, ResourceSnapshot
 from cloudinv.core.settings import AlertSettings, WebhookSettings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.cloudtrail.normalize import normalize_record
-from cloudinv.sinks.alerts_store import AlertNotification, AlertsStore, Observation, OutboxWait
+from cloudinv.sinks.alerts_store import (
+    AlertFilters,
+    AlertNotification,
+    AlertsBackend,
+    AlertsStore,
+    BaselineScope,
+    Observation,
+    OutboxWait,
+)
+from cloudinv.sinks.dynamodb_alerts_store import DynamoAlertsStore
+from cloudinv.sinks.store import ResourceVersion
 from cloudinv.streams import alerts
 from cloudinv.streams.alert_delivery import RetryPolicy, SnsDestination
 from cloudinv.streams.app import StreamConfig, create_app
@@ -548,6 +558,18 @@ async def test_sns_destination_publishes_to_the_topic(
 # -- the store and the dispatcher without Kafka ---------------------------------------------------
 
 
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def alerts_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str
+) -> Callable[[], AlertsBackend]:
+    """Makes the alerts store under test: SQLite in tmp_path, or DynamoDB on the suite's moto
+    server with a table prefix of the test's own."""
+    if request.param == "sqlite":
+        return lambda: AlertsStore.in_data_dir(tmp_path)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return lambda: DynamoAlertsStore(f"alerts-{unique}", endpoint_url=endpoint, write_concurrency=1)
+
+
 def observation(key: str, at: datetime, cause: str, *, fires: bool) -> Observation:
     return Observation(
         rule_id=SSH_RULE,
@@ -564,10 +586,12 @@ def observation(key: str, at: datetime, cause: str, *, fires: bool) -> Observati
     )
 
 
-async def test_the_store_opens_once_resolves_and_ignores_replays(tmp_path: Path) -> None:
+async def test_the_store_opens_once_resolves_and_ignores_replays(
+    alerts_backend: Callable[[], AlertsBackend],
+) -> None:
     t = datetime(2026, 11, 1, tzinfo=UTC)
     key = "arn:aws:ec2:us-east-1:210987654321:security-group/sg-1"
-    async with AlertsStore.in_data_dir(tmp_path) as store:
+    async with alerts_backend() as store:
         first = await store.apply([observation(key, t, "c1", fires=True)], ["a", "b"])
         assert [(n.kind, n.alert.opening) for n in first] == [("opened", 1)]
         # Still firing: no new alert, one more occurrence.
@@ -588,9 +612,24 @@ async def test_the_store_opens_once_resolves_and_ignores_replays(tmp_path: Path)
         counts = await store.outbox_counts()
         assert counts == {("a", "pending"): 2, ("b", "pending"): 1}
         assert [n.seq for n in await store.notifications_after(0)] == [1, 2, 3]
+        assert await store.head() == 3
+        assert [n.seq for n in await store.notifications_after(2)] == [3]
+        # Filters and pages, newest first.
+        page = await store.alerts(AlertFilters(status="resolved"), limit=1)
+        assert [(a.opening, a.status) for a in page.items] == [(1, "resolved")]
+        (opened,) = await store.open_alerts()
+        assert opened.opening == 2
+        first_page = await store.alerts(limit=1)
+        assert first_page.items == [opened] and first_page.next_cursor is not None
+        rest = await store.alerts(limit=5, cursor=first_page.next_cursor)
+        assert [a.opening for a in rest.items] == [1] and rest.next_cursor is None
+        assert await store.alert(opened.alert_id) == opened
+        assert (await store.alerts(AlertFilters(account_ids=("000000000000",)))).items == []
 
 
-async def test_the_outbox_leases_backs_off_and_keeps_refusals(tmp_path: Path) -> None:
+async def test_the_outbox_leases_backs_off_and_keeps_refusals(
+    alerts_backend: Callable[[], AlertsBackend],
+) -> None:
     t = datetime(2026, 11, 1, tzinfo=UTC)
     answers = [500, 400, 200]  # a failure, a refusal for good, then success
     hits: list[str] = []
@@ -609,7 +648,7 @@ async def test_the_outbox_leases_backs_off_and_keeps_refusals(tmp_path: Path) ->
 
     destination = WebhookDestination(f"http://127.0.0.1:{port}/hook")
     try:
-        async with AlertsStore.in_data_dir(tmp_path) as store:
+        async with alerts_backend() as store:
             keys = [f"arn:aws:ec2:us-east-1:{ACCOUNT}:security-group/sg-{i}" for i in (1, 2)]
             made = await store.apply(
                 [observation(k, t, f"c-{k}", fires=True) for k in keys], [destination.name]
@@ -636,3 +675,39 @@ async def test_the_outbox_leases_backs_off_and_keeps_refusals(tmp_path: Path) ->
             assert counts == {(destination.name, "dead"): 1, (destination.name, "delivered"): 1}
     finally:
         await runner.cleanup()
+
+
+async def test_baselines_pin_replace_and_narrow(
+    alerts_backend: Callable[[], AlertsBackend],
+) -> None:
+    t = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def version(n: int, account: str, region: str = REGION) -> ResourceVersion:
+        return ResourceVersion(
+            key=f"arn:aws:ec2:{region}:{account}:security-group/sg-{n}",
+            resource_type="AWS::EC2::SecurityGroup",
+            resource_id=f"sg-{n}",
+            account_id=account,
+            region=region,
+            configuration={"GroupId": f"sg-{n}"},
+            config_hash=f"h{n}",
+            valid_from=t,
+            change_id=f"c{n}",
+        )
+
+    other = "123456789012"
+    async with alerts_backend() as store:
+        scope = BaselineScope(account_id=ACCOUNT)
+        await store.pin(scope, [version(1, ACCOUNT), version(2, ACCOUNT)], t)
+        await store.pin(BaselineScope(account_id=other), [version(3, other)], t)
+        # Pinning the scope again replaces its baselines and its pin, not the other's.
+        again = await store.pin(scope, [version(2, ACCOUNT)], t + timedelta(1))
+        assert again.count == 1
+        assert [p.account_id for p in await store.pins()] == [other, ACCOUNT]
+        mine = await store.baselines(account_ids=[ACCOUNT])
+        assert [(b.key.rsplit("/", 1)[1], b.config_hash) for b in mine] == [("sg-2", "h2")]
+        assert len(await store.baselines()) == 2
+        assert await store.baselines(resource_type="AWS::S3::Bucket") == []
+        assert await store.baselines(account_ids=[]) == []
+        with pytest.raises(ValueError, match="outside the pinned scope"):
+            await store.pin(scope, [version(4, other)], t)

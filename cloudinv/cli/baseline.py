@@ -15,11 +15,16 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.settings import load_settings
+
+if TYPE_CHECKING:
+    from cloudinv.sinks.alerts_store import AlertsBackend
+    from cloudinv.sinks.store import InventoryStore
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,29 +65,34 @@ def _account(value: str | None) -> str | None:
     return value
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
+def _stores(args: argparse.Namespace) -> tuple[InventoryStore, AlertsBackend]:
+    """The deployment's inventory and alerts stores (unopened): the configured DynamoDB
+    tables with ``dynamodb`` in storage.targets, else the data directory's SQLite files."""
+    from cloudinv.sinks.factory import alerts_store, inventory_store
     from cloudinv.sinks.sqlite_store import STORE_FILE
 
-    data_dir = Path(args.data_dir or load_settings(args.config).data_dir)
-    if not (data_dir / STORE_FILE).is_file():
+    settings = load_settings(args.config)
+    data_dir = Path(args.data_dir or settings.data_dir)
+    if "dynamodb" not in settings.storage.targets and not (data_dir / STORE_FILE).is_file():
         raise ConfigError(
             f"no inventory in {data_dir} (expected {data_dir / STORE_FILE}): run the worker "
             "or the demo first, or pass --data-dir"
         )
-    return data_dir
+    return inventory_store(settings, data_dir), alerts_store(settings, data_dir)
 
 
 async def run_pin(args: argparse.Namespace) -> int:
-    from cloudinv.sinks.alerts_store import AlertsStore, BaselineScope, pin_baseline
-    from cloudinv.sinks.sqlite_store import SqliteStore
+    from cloudinv.sinks.alerts_store import BaselineScope, pin_baseline
 
     scope = BaselineScope(_type_name(args.resource_type), _account(args.account), args.region)
-    data_dir = _data_dir(args)
-    async with (
-        SqliteStore.in_data_dir(data_dir) as inventory,
-        AlertsStore.in_data_dir(data_dir) as alerts,
-    ):
+    inventory, alerts = _stores(args)
+    await inventory.open()
+    await alerts.open()
+    try:
         pin = await pin_baseline(alerts, inventory, scope)
+    finally:
+        await alerts.close()
+        await inventory.close()
     print(
         f"pinned {pin.count} resource(s) of {scope.label()} as the baseline "
         f"at {pin.pinned_at.isoformat()}"
@@ -91,16 +101,14 @@ async def run_pin(args: argparse.Namespace) -> int:
 
 
 async def run_show(args: argparse.Namespace) -> int:
-    from cloudinv.sinks.alerts_store import AlertsStore, compute_drift
-    from cloudinv.sinks.sqlite_store import SqliteStore
+    from cloudinv.sinks.alerts_store import compute_drift
 
     resource_type = _type_name(args.resource_type)
     account = _account(args.account)
-    data_dir = _data_dir(args)
-    async with (
-        SqliteStore.in_data_dir(data_dir) as inventory,
-        AlertsStore.in_data_dir(data_dir) as alerts,
-    ):
+    inventory, alerts = _stores(args)
+    await inventory.open()
+    await alerts.open()
+    try:
         pins = await alerts.pins()
         items = await compute_drift(
             alerts,
@@ -108,6 +116,9 @@ async def run_show(args: argparse.Namespace) -> int:
             resource_type=resource_type,
             account_ids=None if account is None else [account],
         )
+    finally:
+        await alerts.close()
+        await inventory.close()
     if not pins:
         print("no baseline pinned yet: run `cloudinv baseline pin` first", file=sys.stderr)
         return 1

@@ -345,7 +345,6 @@ class AwsSettings(_Section):
             )
         return self
 
-
     @field_validator("regions")
     @classmethod
     def _regions(cls, value: list[str] | str) -> list[str] | str:
