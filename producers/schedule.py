@@ -27,6 +27,9 @@ from cloudinv.producers.publisher import KafkaPublisher
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE_S = 5.0
+"""How long a round in progress may go on after a stop request (roles stop within 10 s)."""
+
 
 @dataclass
 class RoundSummary:
@@ -42,6 +45,8 @@ class RoundSummary:
 class SchedulerStats:
     rounds: int = 0
     failed_rounds: int = 0
+    interrupted_rounds: int = 0
+    """Rounds cut short by a stop request (redone at the next start)."""
     snapshots: int = 0
     failed_scopes: int = 0
     last: RoundSummary | None = None
@@ -134,11 +139,29 @@ class ScanScheduler:
             summary.seconds,
         )
 
-    async def run(self, stop: asyncio.Event, tick_s: float = 1.0) -> None:
-        """Run rounds until ``stop`` is set. Errors fail a round, never the loop."""
+    async def run(
+        self, stop: asyncio.Event, tick_s: float = 1.0, *, stop_grace_s: float = STOP_GRACE_S
+    ) -> None:
+        """Run rounds until ``stop`` is set. Errors fail a round, never the loop.
+
+        A round in progress when ``stop`` is set gets ``stop_grace_s`` to finish, then is
+        cancelled: a role must stop within a container's grace period (10 s), and a scan
+        cut short is simply redone at the next start. Nothing of it is half-applied: the
+        snapshots it published are idempotent, and a scope whose manifest was not
+        published deletes nothing.
+        """
         while not stop.is_set():
+            round_task = asyncio.create_task(self.run_round(), name="scan-round")
             try:
-                await self.run_round()
+                if not await _finished_or_stopped(round_task, stop, stop_grace_s):
+                    self.stats.interrupted_rounds += 1
+                    log.info(
+                        "scan round interrupted by the stop request after %.0fs of grace; "
+                        "it is redone at the next start",
+                        stop_grace_s,
+                    )
+                    return
+                round_task.result()
             except asyncio.CancelledError:
                 raise
             except CloudinvError as exc:
@@ -149,7 +172,28 @@ class ScanScheduler:
                 self.stats.failed_rounds += 1
                 log.exception("scan round failed (retrying next round)")
                 await _wait(stop, min(self.interval_s, 30.0))
+            finally:
+                if not round_task.done():
+                    round_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await round_task
             await _wait(stop, tick_s)
+
+
+async def _finished_or_stopped(
+    task: asyncio.Task[RoundSummary], stop: asyncio.Event, grace_s: float
+) -> bool:
+    """Wait for ``task``; once ``stop`` is set, for ``grace_s`` more at most. Returns
+    whether it finished (else it is still running; the caller cancels it)."""
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        return True
+    await asyncio.wait({task}, timeout=grace_s)
+    return task.done()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

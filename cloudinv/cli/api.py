@@ -40,5 +40,8 @@ def run_api(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         print=print,
+        # SIGTERM: open streams are ended and requests in flight get 5 s, so the role stops
+        # within a container runtime's 10 s grace.
+        shutdown_timeout=5.0,
     )
     return 0

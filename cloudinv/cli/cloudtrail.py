@@ -1,4 +1,5 @@
-"""``cloudinv cloudtrail``: backfill CloudTrail logs, tail an SQS queue, list rejected files.
+"""``cloudinv cloudtrail``: backfill CloudTrail logs, tail an SQS queue, run the CloudTrail
+role (``run``, in :mod:`cloudinv.cli.cloudtrail_run`), list rejected files.
 
 ``backfill`` and ``tail`` feed the CloudTrail topic of the running instance (found through
 its connection file under the data dir) unless ``--bootstrap`` names a broker; then the
@@ -27,6 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cloudinv.cli.cloudtrail_run import register_run
 from cloudinv.core.errors import CloudinvError, ConfigError
 from cloudinv.core.logs import limit_reconnect_noise
 from cloudinv.core.settings import Settings, load_settings
@@ -93,6 +95,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _connection_flags(tail)
     tail.set_defaults(handler=run_tail)
+
+    register_run(sub)
 
     rejected = sub.add_parser("rejected", help="list log files that could not be read")
     rejected.add_argument("--limit", type=int, default=50)

@@ -226,6 +226,13 @@ class MetricsSettings(_Section):
         le=65535,
         description="Port of `cloudinv producers`' /metrics, /healthz, /readyz; unset or 0: off",
     )
+    cloudtrail_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of `cloudinv cloudtrail run`'s /metrics, /healthz, /readyz; unset "
+        "or 0: off",
+    )
 
 
 class AccountRole(_Section):

@@ -1,13 +1,15 @@
 """Health, readiness and Prometheus metrics for the roles that serve no API: ``cloudinv
-worker`` and ``cloudinv producers``.
+worker``, ``cloudinv producers`` and ``cloudinv cloudtrail run``.
 
-A small aiohttp server on its own port (``[metrics] worker_port`` / ``producers_port``):
+A small aiohttp server on its own port (``[metrics] worker_port`` / ``producers_port`` /
+``cloudtrail_port``):
 
 ``GET /healthz``
     Liveness: 200 while the process runs and its work loop has not crashed, else 503.
 ``GET /readyz``
     Readiness: 200 once the role does its job (the worker has joined the consumer group and
-    is not rebalancing; the producers' Kafka producer is connected), else 503 with the reason.
+    is not rebalancing; the producers' Kafka producer is connected; the CloudTrail role's
+    Kafka clients are started), else 503 with the reason.
 ``GET /metrics``
     The role's :class:`~cloudinv.core.metrics.Metrics` registry in the Prometheus text format,
     refreshed from the live objects (Faust's monitor, the scheduler's counters) per scrape.
@@ -36,9 +38,11 @@ if TYPE_CHECKING:
 
     from cloudinv.producers.publisher import KafkaPublisher
     from cloudinv.producers.schedule import ScanScheduler
+    from cloudinv.runtime.cloudtrail_role import CloudTrailRole
 
 __all__ = [
     "BrokerProbe",
+    "CloudTrailProbe",
     "Probe",
     "ProducersProbe",
     "RoleServer",
@@ -389,4 +393,59 @@ class ProducersProbe(Probe):
         _set_counter(self._retries, self.publisher.stats.retries)
         self._last_scan.set(self.last_round_at)
         self._last_duration.set(stats.last.seconds if stats.last else 0.0)
+        self._up.set(1.0 if self.not_ready() is None else 0.0)
+
+
+# -- the CloudTrail role ------------------------------------------------------------------------
+
+
+class CloudTrailProbe(Probe):
+    """The tailers' and the reactor's counters. Ready once their Kafka clients are started;
+    live while none of them stopped with an error."""
+
+    def __init__(
+        self,
+        role: CloudTrailRole,
+        metrics: Metrics | None = None,
+        broker: BrokerProbe | None = None,
+    ) -> None:
+        super().__init__(metrics or Metrics(), broker=broker)
+        self.role = role
+        self.live = role.failed
+        self.ready = self._ready
+        self.collect = self._collect
+        m = self.metrics
+        self._tailer = {
+            name: m.counter(f"cloudinv_cloudtrail_{name}_total", text)
+            for name, text in (
+                ("messages", "SQS messages received"),
+                ("deleted", "SQS messages deleted once their events were published"),
+                ("files", "CloudTrail log files read"),
+                ("events", "CloudTrail events published"),
+                ("rejected_files", "Log files or messages rejected (see cloudtrail rejected)"),
+                ("retried", "Messages left in the queue after a transient failure"),
+            )
+        }
+        self._reactor = {
+            name: m.counter(f"cloudinv_reactor_{name}_total", text)
+            for name, text in (
+                ("events", "CloudTrail events read by the re-describe reactor"),
+                ("rescans", "Scopes re-described because a write event named them"),
+                ("attributed", "Snapshots published with the event that changed them"),
+                ("failures", "Re-describes that failed"),
+            )
+        }
+        self._up = m.gauge("cloudinv_cloudtrail_ready", "1 when the role is ready, else 0")
+
+    def _ready(self) -> str | None:
+        return None if self.role.connected else "the Kafka clients are not started"
+
+    def _collect(self) -> None:
+        for name, counter in self._tailer.items():
+            total = sum(getattr(t.stats, name) for t in self.role.tailers)
+            _set_counter(counter, total)
+        reactor = self.role.reactor
+        if reactor is not None:
+            for name, counter in self._reactor.items():
+                _set_counter(counter, getattr(reactor.stats, name))
         self._up.set(1.0 if self.not_ready() is None else 0.0)
