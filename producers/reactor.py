@@ -146,6 +146,20 @@ class ChangeReactor:
         self._targets: dict[str, AccountTarget] | None = None
         self.stats = ReactorStats()
 
+    async def prepare(self) -> None:
+        """Find the accounts before the first event rather than on it (Organizations
+        discovery and the first AssumeRole take seconds): a role calls this before it says
+        it is ready."""
+        await self._target("")
+
+    def assignment(self) -> set[Any]:
+        """The CloudTrail partitions this reactor consumes now (empty before it joined its
+        group: with ``latest`` offsets, events published before then are not seen)."""
+        try:
+            return set(self._consumer.assignment())
+        except Exception:  # not started, or stopping
+            return set()
+
     async def _target(self, account_id: str) -> AccountTarget | None:
         if self._targets is None:
             targets = await self.access.discover_accounts(self.aws)

@@ -81,6 +81,7 @@ class CloudTrailRole:
                     prefix,
                     group_id=settings.kafka.group_for("reactor"),
                 )
+                await self.reactor.prepare()
             self.tasks = [
                 asyncio.create_task(t.run(stop), name=f"tailer {t.config.queue_url}")
                 for t in self.tailers

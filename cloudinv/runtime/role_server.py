@@ -400,8 +400,8 @@ class ProducersProbe(Probe):
 
 
 class CloudTrailProbe(Probe):
-    """The tailers' and the reactor's counters. Ready once their Kafka clients are started;
-    live while none of them stopped with an error."""
+    """The tailers' and the reactor's counters. Ready once their Kafka clients are started
+    and the reactor has partitions; live while none of them stopped with an error."""
 
     def __init__(
         self,
@@ -438,7 +438,12 @@ class CloudTrailProbe(Probe):
         self._up = m.gauge("cloudinv_cloudtrail_ready", "1 when the role is ready, else 0")
 
     def _ready(self) -> str | None:
-        return None if self.role.connected else "the Kafka clients are not started"
+        if not self.role.connected:
+            return "the Kafka clients are not started"
+        reactor = self.role.reactor
+        if reactor is not None and not reactor.assignment():
+            return "the reactor has not joined its consumer group yet"
+        return None
 
     def _collect(self) -> None:
         for name, counter in self._tailer.items():
