@@ -38,8 +38,50 @@ def test_compose_file_matches_the_compose_specification() -> None:
 
 def test_compose_has_kafka_emulator_and_every_role() -> None:
     services = _compose()["services"]
-    assert {"kafka", "aws", "producers", "worker", "api"} <= set(services)
+    assert {"kafka", "aws", "producers-a", "producers-b", "cloudtrail", "worker", "api"} <= set(
+        services
+    )
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_compose_runs_the_roles_apart_topology_on_one_shared_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What tests/test_roles_apart.py runs: producers x2 splitting the organization, the
+    CloudTrail role, workers x2, APIs x2, DynamoDB and S3 as the store, no shared volume."""
+    services = _compose()["services"]
+    monkeypatch.chdir(tmp_path)
+
+    def settings(name: str) -> Any:
+        for key, value in services[name]["environment"].items():
+            monkeypatch.setenv(key, str(value))
+        try:
+            return load_settings()
+        finally:
+            for key in services[name]["environment"]:
+                monkeypatch.delenv(key)
+
+    a, b = settings("producers-a"), settings("producers-b")
+    assert a.aws.organization_role_name and a.aws.include_accounts
+    assert b.aws.exclude_accounts == a.aws.include_accounts and not b.aws.include_accounts
+    assert services["cloudtrail"]["command"] == ["cloudtrail", "run"]
+    assert settings("cloudtrail").cloudtrail.queue_urls
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert services["api"]["deploy"]["replicas"] == 2
+    for name, service in _cloudinv_services():
+        chosen = settings(name)
+        assert set(chosen.storage.targets) == {"dynamodb", "s3"}, name
+        assert chosen.storage.s3_bucket, name
+        assert "volumes" not in service, f"{name} keeps local state on a shared volume"
+        assert service["stop_grace_period"] == "10s", name
+        assert "healthcheck" in service, name
+
+
+def test_compose_role_commands_parse() -> None:
+    parser = build_parser()
+    for name, service in _cloudinv_services():
+        args = parser.parse_args(service["command"])
+        assert callable(args.handler), name
 
 
 def _cloudinv_services() -> list[tuple[str, dict[str, Any]]]:
