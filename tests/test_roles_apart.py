@@ -41,7 +41,7 @@ import pytest
 from cloudinv.core.settings import AwsSettings
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.schedule import RoundSummary, ScanScheduler
-from tests.cli_helpers import cli_env
+from tests.cli_helpers import cli_env, run_cli
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(300)]
 
@@ -472,3 +472,9 @@ async def test_a_stop_request_cuts_a_long_scan_round_short() -> None:
     await loop
     assert scheduler.stats.interrupted_rounds == 1
     assert scheduler.stats.rounds == 0 and scheduler.stats.failed_rounds == 0
+
+
+def test_the_cloudtrail_role_without_a_queue_says_what_to_set(tmp_path: Path) -> None:
+    result = run_cli("cloudtrail", "run", "--bootstrap", "127.0.0.1:9", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "cloudtrail.queue_urls" in result.stderr and "--only react" in result.stderr
