@@ -11,7 +11,8 @@ Checked, on a small estate (an organization of 3 accounts, 3 types, one region):
   (tailer -> reactor -> worker -> DynamoDB -> API);
 - the alert it raises through a worker is visible through both APIs (the DynamoDB alerts
   store);
-- the S3 warehouse holds today's snapshot of every type;
+- one snapshot export per type and day: the S3 warehouse holds one file of today's snapshot
+  per type, written by one of the two workers;
 - every role exits within 10 s of SIGTERM, with status 0.
 """
 
@@ -96,8 +97,9 @@ class Role:
                 stderr=subprocess.STDOUT,
             )
 
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-2500:] if self.log.exists() else ""
+    def tail(self, chars: int | None = 2500) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text if chars is None else text[-chars:]
 
 
 @dataclass
@@ -253,6 +255,17 @@ async def _get(http: aiohttp.ClientSession, url: str, **params: str) -> Any:
         if resp.status != 200:
             return None
         return await resp.json()
+
+
+async def _metrics(http: aiohttp.ClientSession, role: Role) -> dict[str, float]:
+    """A role's /metrics as {'name{labels}': value}."""
+    async with http.get(f"{role.url}/metrics") as resp:
+        text = await resp.text()
+    return {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 @pytest.fixture
@@ -414,18 +427,39 @@ async def test_roles_apart_share_one_store_and_stop_on_time(
         today = datetime.now(UTC).date().isoformat()
         s3 = management.client("s3", endpoint_url=moto_endpoint)
 
-        async def snapshots() -> set[str]:
+        async def snapshots() -> dict[str, list[str]] | NotYet:
             listed = await asyncio.to_thread(
                 s3.list_objects_v2, Bucket=warehouse, Prefix="cloudinv/snapshots/"
             )
-            found = {
-                o["Key"].split("/")[2].removeprefix("resource_type=")
-                for o in listed.get("Contents", [])
-                if f"/dt={today}/" in o["Key"]
-            }
-            return found if found >= set(TYPES) else set()
+            found: dict[str, list[str]] = {}
+            for o in listed.get("Contents", []):
+                if f"/dt={today}/" in o["Key"]:
+                    cfn_type = o["Key"].split("/")[2].removeprefix("resource_type=")
+                    found.setdefault(cfn_type, []).append(o["Key"])
+            return found if set(found) >= set(TYPES) else NotYet(found)
 
-        await deployment.until("today's snapshots in S3", snapshots)
+        # One snapshot export per type and day however many workers: one file each, and
+        # written by one worker (the owner of the changes topic's partition 0) while the
+        # group kept its first assignment.
+        def exporters() -> list[str]:
+            return [
+                w.name
+                for w in deployment.by_name("worker-")
+                if "snapshot refreshed" in w.tail(None)
+            ]
+
+        async def exported() -> dict[str, list[str]] | NotYet:
+            found = await snapshots()
+            return found if found and exporters() else NotYet(found)
+
+        files = await deployment.until("today's snapshots in S3", exported)
+        assert all(len(keys) == 1 for keys in files.values()), files
+        rebalances = [
+            (await _metrics(http, w)).get("cloudinv_worker_rebalances_total", 0)
+            for w in deployment.by_name("worker-")
+        ]
+        if rebalances == [1, 1]:
+            assert len(exporters()) == 1, exporters()
 
         # SIGTERM: every role exits within 10 s, cleanly. One at a time, as their containers
         # would be stopped on their own hosts: seven interpreters tearing down at once on
