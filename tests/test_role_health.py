@@ -267,7 +267,7 @@ def test_producers_without_a_broker_fail_with_one_clear_line(tmp_path: Path) -> 
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("service", ["producers", "worker", "api"])
+@pytest.mark.parametrize("service", ["producers-a", "producers-b", "cloudtrail", "worker", "api"])
 def test_compose_healthchecks_probe_each_roles_readyz_port(
     service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -281,7 +281,8 @@ def test_compose_healthchecks_probe_each_roles_readyz_port(
     if service == "api":
         port = int(spec["command"][spec["command"].index("--port") + 1])
     else:
-        port = getattr(settings.metrics, f"{service}_port")
+        role = service.split("-")[0]  # producers-a and producers-b are producers
+        port = getattr(settings.metrics, f"{role}_port")
     assert port
     if service != "api":
         assert settings.metrics.host == "0.0.0.0"  # reachable by Prometheus in the network
