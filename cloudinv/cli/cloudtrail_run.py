@@ -16,7 +16,7 @@ from cloudinv.core.errors import ConfigError
 from cloudinv.core.logs import configure_logging
 from cloudinv.core.settings import load_settings
 from cloudinv.runtime.cloudtrail_role import CloudTrailRole
-from cloudinv.runtime.role_server import CloudTrailProbe, RoleServer
+from cloudinv.runtime.role_server import BrokerProbe, CloudTrailProbe, RoleServer
 
 __all__ = ["register_run"]
 
@@ -87,7 +87,9 @@ async def run_role(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     server: RoleServer | None = None
     if settings.metrics.cloudtrail_port:
-        server = RoleServer("cloudtrail", CloudTrailProbe(role))
+        # Not ready while the broker does not answer, as the producers and workers.
+        probe = CloudTrailProbe(role, broker=BrokerProbe(settings.kafka, bootstrap))
+        server = RoleServer("cloudtrail", probe)
         await server.start(settings.metrics.host, settings.metrics.cloudtrail_port)
     try:
         await role.run(stop)
