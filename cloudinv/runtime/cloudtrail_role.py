@@ -9,10 +9,10 @@ topic's partitions are split between them). ``tail`` / ``react`` run only one ha
 deployments that size them apart.
 
 Stopping (SIGTERM) never loses work: a tailer stops receiving at once and finishes the
-messages in flight (each deleted only once Kafka acknowledged its events; one cut short
-stays in the queue and comes back), the reactor commits the CloudTrail offsets only after
-the snapshots of a batch are published, so a batch cut short is read again by whoever owns
-the partition next.
+messages in flight (each deleted only once the stream workers' group, kafka.consumer_group,
+committed past its events; one cut short stays in the queue and comes back); the reactor
+commits the CloudTrail offsets only after the snapshots of a batch are published, so a
+batch cut short is read again by whoever owns the partition next.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from cloudinv.core.kafka import client_kwargs, ensure_topics
 from cloudinv.core.settings import Settings
+from cloudinv.producers.cloudtrail.ack import CommitWatch
 from cloudinv.producers.cloudtrail.logfile import RejectionLog
 from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
 from cloudinv.producers.cloudtrail.tailer import CloudTrailTailer, TailerConfig
@@ -61,6 +62,11 @@ class CloudTrailRole:
         async with contextlib.AsyncExitStack() as stack:
             if self.tail:
                 publisher = await stack.enter_async_context(CloudTrailPublisher(kafka, prefix))
+                # A message is deleted only once the stream workers' group committed past
+                # its events (the broker may not keep them): see producers/cloudtrail/ack.py.
+                ack = await stack.enter_async_context(
+                    CommitWatch(kafka, publisher.topic, settings.kafka.consumer_group)
+                )
                 rejections = RejectionLog(self.data_dir or settings.data_dir)
                 for url in self.queue_urls:
                     config = TailerConfig(
@@ -69,7 +75,7 @@ class CloudTrailRole:
                         endpoint_url=settings.aws.effective_endpoint(),
                         verify_digests=settings.cloudtrail.verify_digests,
                     )
-                    self.tailers.append(CloudTrailTailer(config, publisher, rejections))
+                    self.tailers.append(CloudTrailTailer(config, publisher, rejections, ack=ack))
             if self.react:
                 snapshots = KafkaPublisher(kafka, prefix)
                 await snapshots.start()
