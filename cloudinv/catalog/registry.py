@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Iterable, Iterator
 from functools import cache
 
+from cloudinv.catalog.generic import derived_catalog
 from cloudinv.catalog.spec import ResourceSpec
 
 RESOURCE_MODULES: tuple[str, ...] = (
@@ -120,11 +121,31 @@ class Registry:
 
 
 @cache
-def default_registry() -> Registry:
-    """Every built-in resource type (imported once)."""
+def curated_registry() -> Registry:
+    """The hand-declared types of ``cloudinv.catalog.resources`` (imported once)."""
     registry = Registry()
     for module_name in RESOURCE_MODULES:
         module = importlib.import_module(module_name)
         for spec in module.SPECS:
             registry.register(spec)
     return registry
+
+
+@cache
+def default_registry() -> Registry:
+    """Every built-in type: the curated ones, then the derived ones they do not declare.
+
+    A curated declaration has priority over a derived one of the same type (it may add
+    detail calls, event maps, volatile fields the derivation cannot know).
+    """
+    registry = Registry(curated_registry())
+    for spec in derived_catalog().specs:
+        if spec.cfn_type not in registry:
+            registry.register(spec)
+    return registry
+
+
+def excluded_types() -> dict[str, str]:
+    """CloudFormation types neither curated nor derived, with the reason each was left out."""
+    curated = curated_registry()
+    return {t: why for t, why in derived_catalog().excluded.items() if t not in curated}

@@ -156,6 +156,13 @@ class ResourceSpec:
     event_resource_ids: Mapping[str, str] = field(default_factory=dict)
     """CloudTrail event name → JMESPath over the raw CloudTrail record giving the id (or list
     of ids) of the resources of this type that the event touched."""
+    region_field: str | None = None
+    """For a global list of regional resources (S3's ListBuckets): the configuration field
+    holding the resource's region (``None``/empty is ``us-east-1``, ``EU`` is ``eu-west-1``,
+    as GetBucketLocation answers). Each resource is recorded in its own region."""
+    derived: bool = False
+    """Derived from the CloudFormation schemas (``cloudinv.catalog.generic``), not declared
+    by hand in ``cloudinv.catalog.resources``."""
 
     def __post_init__(self) -> None:
         if not CFN_TYPE_RE.match(self.cfn_type):
