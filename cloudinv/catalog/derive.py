@@ -71,9 +71,10 @@ class ServiceIndex:
     global_services: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, session: Any) -> ServiceIndex:
+    def build(cls, session: Any, services: Iterable[str] | None = None) -> ServiceIndex:
+        """The index of ``services`` (default: every service botocore knows)."""
         index = cls(session=session)
-        for service in session.get_available_services():
+        for service in services if services is not None else session.get_available_services():
             if service in HTTP_VERB_SERVICES:
                 continue  # authorized by HTTP verb, not action: no action maps to an operation
             model = session.get_service_model(service)
@@ -230,11 +231,21 @@ def _id_member(members: Mapping[str, Shape], identifier: str, resource: str) -> 
 
 
 def _arn_member(members: Mapping[str, Shape], resource: str) -> str | None:
-    named = _string(members, _find_member(members, "Arn", resource + "Arn", "ResourceArn"))
+    """The member holding this resource's own ARN: ``Arn``, or ``<name>Arn`` where the name
+    ends the type's (``GroupArn`` of a ``ProtectionGroup``); never another resource's ARN
+    (a payment key alias's ``KeyArn``)."""
+    named = _string(members, _find_member(members, "Arn", resource + "Arn"))
     if named is not None:
         return named
-    arns = [n for n in members if n.lower().endswith("arn") and members[n].type_name == "string"]
-    return arns[0] if len(arns) == 1 else None
+    own = [
+        name
+        for name in members
+        if _lower(name).endswith("arn")
+        and len(name) > 3
+        and _lower(resource).endswith(_lower(name)[:-3])
+        and members[name].type_name == "string"
+    ]
+    return own[0] if len(own) == 1 else None
 
 
 def _arn_template(
