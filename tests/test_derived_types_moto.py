@@ -37,7 +37,7 @@ from cloudinv.producers.engine import ScanOptions, scan_types
 
 ACCOUNT = "210987654321"
 REGION = "us-east-1"
-VERIFIED_AT_LEAST = 1
+VERIFIED_AT_LEAST = 90
 """Derived types seeded in moto and collected right (README quotes the current count)."""
 
 MOTO_GAPS = {
@@ -142,8 +142,8 @@ def create_operations() -> dict[str, OperationModel]:
             operation = index.operation(action)
             if operation is not None and operation[0] == spec.service:
                 # CreateModelPackage, not CreateModel, makes a SageMaker model package.
-                exact = name.lower().removeprefix("create") == resource
-                candidates.append((not exact, resource not in name.lower(), order, operation[1]))
+                made = name.lower().removeprefix("create")
+                candidates.append((made != resource, not resource.endswith(made), order, operation[1]))
         if candidates:
             found[spec.cfn_type] = min(candidates, key=lambda c: c[:3])[3]
     return found
