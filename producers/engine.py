@@ -103,6 +103,26 @@ def resolve_types(registry: Registry, types: Iterable[str] | None) -> list[Resou
     return list(specs.values())
 
 
+def select_types(
+    registry: Registry, aws: AwsSettings, types: Iterable[str] | None = None
+) -> list[ResourceSpec]:
+    """The specs a scan covers: ``types`` when named, else the settings' selection.
+
+    ``aws.types`` picks all registered types or only the curated ones; ``aws.include_types``
+    adds types to that set and ``aws.exclude_types`` removes them (also from ``types``). A
+    type's parent is scanned through the child's own list calls, so excluding a parent
+    does not stop its children. Unknown names raise UnknownResourceType.
+    """
+    excluded = {registry.get(name).cfn_type for name in aws.exclude_types}
+    if types:
+        chosen = resolve_types(registry, types)
+    else:
+        base = registry.all() if aws.types == "all" else [s for s in registry if not s.derived]
+        extra = [registry.get(name) for name in aws.include_types]
+        chosen = base + [s for s in extra if s not in base]
+    return [spec for spec in chosen if spec.cfn_type not in excluded]
+
+
 async def scan(
     aws: AwsSettings,
     *,
@@ -118,7 +138,7 @@ async def scan(
     if the accounts cannot be determined; after that, AWS errors only fail their own scopes.
     """
     registry = registry or default_registry()
-    specs = resolve_types(registry, types)
+    specs = select_types(registry, aws, types)
     access = access or AwsAccess.from_settings(aws)
     targets = await access.discover_accounts(aws, only=accounts)
     options = options or ScanOptions(max_concurrency=aws.max_concurrency)

@@ -24,12 +24,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cloudinv.catalog.registry import UnknownResourceType, default_registry
+from cloudinv.catalog.registry import (
+    Registry,
+    UnknownResourceType,
+    default_registry,
+    excluded_types,
+)
+from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.models import ResourceSnapshot, ScanManifest
 from cloudinv.core.settings import AwsSettings, describe_validation_error, load_settings
 from cloudinv.producers.credentials import AwsAccess
-from cloudinv.producers.engine import ScanOptions, resolve_types, scan_types
+from cloudinv.producers.engine import ScanOptions, scan_types, select_types
 from cloudinv.producers.tally import ScanTally
 
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
@@ -96,17 +102,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="ID",
         help="scan only this account id (repeatable)",
     )
-    parser.add_argument("--list-types", action="store_true", help="list the types and exit")
+    parser.add_argument(
+        "--curated",
+        action="store_true",
+        help="scan only the curated (hand-declared) types; sets aws.types = curated",
+    )
+    parser.add_argument(
+        "--list-types",
+        action="store_true",
+        help="list the types the settings select and exit (with --all: every registered type "
+        "and every CloudFormation type left out, with why)",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="with --list-types: also the types left out"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_scan)
 
 
 async def run_scan(args: argparse.Namespace) -> int:
     registry = default_registry()
+    aws = _aws_settings(args)
+    try:
+        specs = select_types(registry, aws, args.types)
+    except UnknownResourceType as exc:
+        raise ConfigError(
+            f"--type, aws.include_types or aws.exclude_types: {exc} "
+            "(see `cloudinv scan --list-types --all`)"
+        ) from None
     if args.list_types:
-        for spec in registry:
-            scope = "global" if spec.global_service else "regional"
-            print(f"{spec.cfn_type}\t{spec.service}\t{scope}")
+        print_types(registry, specs, show_all=args.all)
         return 0
     if not args.once:
         raise ConfigError(
@@ -114,11 +139,6 @@ async def run_scan(args: argparse.Namespace) -> int:
             "for a one-shot scan to a file use `cloudinv scan --once --out FILE.jsonl`"
         )
     out = _output_path(args.out)
-    aws = _aws_settings(args)
-    try:
-        specs = resolve_types(registry, args.types)
-    except UnknownResourceType as exc:
-        raise ConfigError(f"--type: {exc} (see `cloudinv scan --list-types`)") from None
 
     if args.accounts and aws.accounts and not aws.organization_role_name:
         # Known before any AWS call: a usage error (exit 2), not a failed scan.
@@ -165,6 +185,22 @@ async def run_scan(args: argparse.Namespace) -> int:
     return 0 if tally.all_complete else 1
 
 
+def print_types(registry: Registry, selected: list[ResourceSpec], *, show_all: bool) -> None:
+    """One line per type: name, service, global/regional, origin; with ``show_all`` the
+    unselected registered types and the CloudFormation types left out, with why."""
+    chosen = {spec.cfn_type for spec in selected}
+    for spec in registry:
+        if spec.cfn_type not in chosen and not show_all:
+            continue
+        scope = "global" if spec.global_service else "regional"
+        origin = "derived" if spec.derived else "curated"
+        state = "" if spec.cfn_type in chosen else "\tnot selected"
+        print(f"{spec.cfn_type}\t{spec.service}\t{scope}\t{origin}{state}")
+    if show_all:
+        for cfn_type, why in sorted(excluded_types().items()):
+            print(f"{cfn_type}\t-\t-\tleft out\t{why}")
+
+
 def _output_path(out: Path | None) -> Path:
     if out is None:
         raise ConfigError("--once needs --out FILE (.jsonl or .csv)")
@@ -186,6 +222,8 @@ def _aws_settings(args: argparse.Namespace) -> AwsSettings:
         data["organization_role_name"] = None
     if args.regions:
         data["regions"] = args.regions
+    if args.curated:
+        data["types"] = "curated"
     try:
         return AwsSettings.model_validate(data)
     except ValidationError as exc:

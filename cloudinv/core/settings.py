@@ -293,6 +293,20 @@ class AwsSettings(_Section):
         "needs organization_role_name",
     )
 
+    types: Literal["all", "curated"] = Field(
+        default="all",
+        description="Resource types scanned: 'all' registered types (curated and derived from "
+        "the CloudFormation schemas), or only the 'curated' hand-declared ones",
+    )
+    include_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Types scanned besides those of aws.types (opt-in), e.g. AWS::Glue::Job",
+    )
+    exclude_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Types never scanned (opt-out), e.g. AWS::SageMaker::Model",
+    )
+
     @field_validator("regions", mode="before")
     @classmethod
     def _split_regions(cls, value: Any) -> Any:
@@ -351,6 +365,11 @@ class AwsSettings(_Section):
                 "set organization_role_name too (or list account ids in include_accounts)"
             )
         return self
+
+    @field_validator("include_types", "exclude_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: Any) -> Any:
+        return _split_list(value) if isinstance(value, str) else value
 
     @field_validator("regions")
     @classmethod
