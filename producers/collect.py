@@ -20,7 +20,14 @@ How errors end a scope:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +38,7 @@ from pydantic import ValidationError
 
 from cloudinv.catalog.registry import Registry
 from cloudinv.catalog.spec import DetailCall, ResourceSpec, search
-from cloudinv.catalog.transform import MalformedResource, resource_identity
+from cloudinv.catalog.transform import MalformedResource, resource_identity, resource_region
 from cloudinv.core.models import (
     ResourceSnapshot,
     ScanError,
@@ -145,6 +152,7 @@ class ScopeCollector:
         self.emit = emit
         self.max_errors = max_errors
         self._keys: dict[str, None] = {}
+        self._key_regions: dict[str, str] = {}
         self._errors: list[ScanError] = []
         self._partial = False
 
@@ -181,6 +189,20 @@ class ScopeCollector:
             keys=list(self._keys),
             errors=self._errors,
         )
+
+    def by_region(self, manifest: ScanManifest, regions: Iterable[str]) -> list[ScanManifest]:
+        """For a type recorded in each resource's own region (``region_field``): one manifest
+        per region (``regions``, where the type can be, and every region seen), each listing
+        that region's keys, so deletions are found where the resources are recorded."""
+        if self.spec.region_field is None:
+            return [manifest]
+        keys: dict[str, list[str]] = {region: [] for region in regions}
+        for key in manifest.keys:
+            keys.setdefault(self._key_regions.get(key, self.scope.region), []).append(key)
+        return [
+            manifest.model_copy(update={"region": region, "keys": region_keys})
+            for region, region_keys in sorted(keys.items())
+        ]
 
     def _record(self, error: ScanError) -> None:
         if len(self._errors) < self.max_errors:
@@ -333,9 +355,11 @@ class ScopeCollector:
                 region=self._identity_region(),
                 account_id=self.scope.account_id,
             )
+            region = resource_region(self.spec, configuration, self.scope.region)
         except MalformedResource:
             return
         self._keys.setdefault(identity.arn)
+        self._key_regions.setdefault(identity.arn, region)
 
     async def _emit_snapshot(self, configuration: dict[str, Any]) -> None:
         try:
@@ -348,9 +372,10 @@ class ScopeCollector:
             )
             if identity.arn in self._keys:
                 return  # the same resource twice (overlapping pages or variants)
+            region = resource_region(self.spec, configuration, self.scope.region)
             snapshot = ResourceSnapshot.build(
                 account_id=self.scope.account_id,
-                region=self.scope.region,
+                region=region,
                 resource_type=self.spec.cfn_type,
                 resource_id=identity.resource_id,
                 arn=identity.arn,
@@ -366,4 +391,5 @@ class ScopeCollector:
             )
             return
         self._keys[identity.arn] = None
+        self._key_regions[identity.arn] = region
         await self.emit(snapshot)

@@ -472,18 +472,23 @@ class _ScanRun:
         """
         if self.access.endpoint_url:
             return True
-        key = (target.partition, spec.service)
+        regions = await self._service_regions(target.partition, spec.service)
+        return not regions or region in regions
+
+    async def _service_regions(self, partition: str, service: str) -> frozenset[str]:
+        """The regions botocore's endpoint data lists for ``service`` (empty if unknown)."""
+        key = (partition, service)
         regions = self._offered_regions.get(key)
         if regions is None:
             session = self.access.base_session
             try:
                 # Read the service model in a thread; the lookup then hits the loader's cache.
-                await asyncio.to_thread(session.warm_up_loader_caches, spec.service)
-                found = await session.get_available_regions(spec.service, target.partition)
+                await asyncio.to_thread(session.warm_up_loader_caches, service)
+                found = await session.get_available_regions(service, partition)
             except Exception:
                 found = []
             regions = self._offered_regions[key] = frozenset(found)
-        return not regions or region in regions
+        return regions
 
     async def _fail_unplanned(
         self, target: AccountTarget, specs: list[ResourceSpec], error: ScanError, region: str
@@ -513,24 +518,25 @@ class _ScanRun:
     async def _worker(self) -> None:
         while (work := await self._work.get()) is not None:
             try:
-                manifest = await self._collect(work)
-                await self._results.put(manifest)
+                for manifest in await self._collect(work):
+                    await self._results.put(manifest)
             finally:
                 if await work.group.scope_done():
                     self._groups.discard(work.group)
 
-    async def _collect(self, work: _ScopeWork) -> ScanManifest:
+    async def _collect(self, work: _ScopeWork) -> list[ScanManifest]:
+        """The scope's manifest; one per region for types recorded in their own region."""
         scope, group = work.scope, work.group
         started = utcnow()
         try:
             client = await group.client(scope.spec.service)
         except Exception as exc:
             error = to_scan_error(exc, None)
-            return self._failed(scope.account_id, scope.region, scope.spec, error, started)
+            return [self._failed(scope.account_id, scope.region, scope.spec, error, started)]
         endpoint = str(client.meta.endpoint_url)
         dead = self._dead_endpoints.get(endpoint)
         if dead is not None:
-            return self._failed(scope.account_id, scope.region, scope.spec, dead, started)
+            return [self._failed(scope.account_id, scope.region, scope.spec, dead, started)]
         service_limit = group.service_limit(
             scope.spec.service, self.options.per_service_concurrency
         )
@@ -553,4 +559,16 @@ class _ScanRun:
                     endpoint,
                     error.code,
                 )
-        return manifest
+        if scope.spec.region_field is None:
+            return [manifest]
+        regions = await self._recorded_regions(scope)
+        return collector.by_region(manifest, regions)
+
+    async def _recorded_regions(self, scope: Scope) -> list[str]:
+        """Where a type recorded in its resources' own regions can have resources: every
+        region of its service in the partition (the scanned ones with a custom endpoint)."""
+        if not self.access.endpoint_url:
+            found = await self._service_regions(scope.partition, scope.spec.service)
+            if found:
+                return sorted(found)
+        return self.regions if isinstance(self.regions, list) else []

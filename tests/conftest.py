@@ -68,7 +68,7 @@ ASSUME_ROLE_CALLS: dict[str, int] = {}
 
 class ScanEstate:
     """Accounts seeded for the scan tests and, per (account, region, type), the ids boto3
-    lists directly (region ``global`` for IAM and S3)."""
+    lists directly (region ``global`` for IAM; S3 buckets in their own region)."""
 
     def __init__(self, endpoint: str, accounts: list[str]) -> None:
         self.endpoint = endpoint
@@ -323,7 +323,6 @@ def _list_ids_with_boto3(session: Any, endpoint: str, region: str) -> dict[str, 
 
 def _list_global_ids_with_boto3(session: Any, endpoint: str) -> dict[str, set[str]]:
     iam = session.client("iam", endpoint_url=endpoint)
-    s3 = session.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     return {
         "AWS::IAM::User": {u["UserName"] for u in iam.list_users()["Users"]},
         "AWS::IAM::Role": {r["RoleName"] for r in iam.list_roles()["Roles"]},
@@ -331,8 +330,17 @@ def _list_global_ids_with_boto3(session: Any, endpoint: str) -> dict[str, set[st
         "AWS::IAM::ManagedPolicy": {
             p["PolicyName"] for p in iam.list_policies(Scope="Local")["Policies"]
         },
-        "AWS::S3::Bucket": {b["Name"] for b in s3.list_buckets()["Buckets"]},
     }
+
+
+def _list_buckets_by_region_with_boto3(session: Any, endpoint: str) -> dict[str, set[str]]:
+    """Bucket names by their own region (None is us-east-1), as AWS Config records them."""
+    s3 = session.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    found: dict[str, set[str]] = {region: set() for region in SCAN_REGIONS}
+    for bucket in s3.list_buckets()["Buckets"]:
+        location = s3.get_bucket_location(Bucket=bucket["Name"])["LocationConstraint"]
+        found.setdefault(location or "us-east-1", set()).add(bucket["Name"])
+    return found
 
 
 SCAN_ESTATE_TYPES = (
@@ -379,6 +387,8 @@ def scan_estate(moto_endpoint: str) -> ScanEstate:
             _seed_scan_region(session, moto_endpoint, region, 1 + (a + r) % 3)
         for cfn_type, ids in _list_global_ids_with_boto3(session, moto_endpoint).items():
             estate.expected[(account, "global", cfn_type)] = ids
+        for region, names in _list_buckets_by_region_with_boto3(session, moto_endpoint).items():
+            estate.expected[(account, region, "AWS::S3::Bucket")] = names
         for region in SCAN_REGIONS:
             for cfn_type, ids in _list_ids_with_boto3(session, moto_endpoint, region).items():
                 estate.expected[(account, region, cfn_type)] = ids

@@ -74,7 +74,8 @@ def expected_scopes(estate: ScanEstate, types: tuple[str, ...]) -> set[tuple[str
     scopes = set()
     for account in estate.accounts:
         for cfn_type in types:
-            if REGISTRY.get(cfn_type).global_service:
+            spec = REGISTRY.get(cfn_type)
+            if spec.global_service and spec.region_field is None:
                 scopes.add((account, GLOBAL_REGION, cfn_type))
             else:
                 scopes.update((account, region, cfn_type) for region in estate.regions)
@@ -135,7 +136,9 @@ async def test_snapshots_carry_combined_configuration(
 
     locked = mine[("AWS::S3::Bucket", f"locked-{account}")]
     assert locked.arn == f"arn:aws:s3:::locked-{account}"
-    assert locked.region == GLOBAL_REGION
+    # Buckets are recorded in their own region, as AWS Config does.
+    assert locked.region == "us-east-1"
+    assert mine[("AWS::S3::Bucket", f"plain-0-{account}")].region == "eu-west-1"
     config = locked.configuration
     assert "aws:SecureTransport" in config["Policy"]
     assert config["Encryption"]["Rules"][0]["ApplyServerSideEncryptionByDefault"] == {
@@ -204,9 +207,10 @@ async def test_denied_region_and_service_fail_only_their_scopes(
     snapshots, manifests = await collect(scan(aws, types=SCAN_ESTATE_TYPES))
 
     def denied(scope: tuple[str, str, str]) -> bool:
-        return (
-            scope[1] == SCAN_DENIED_REGION or REGISTRY.get(scope[2]).service == SCAN_DENIED_SERVICE
-        )
+        spec = REGISTRY.get(scope[2])
+        # S3 buckets are listed through the global endpoint, then recorded in their region.
+        in_denied_region = scope[1] == SCAN_DENIED_REGION and not spec.global_service
+        return in_denied_region or spec.service == SCAN_DENIED_SERVICE
 
     by_scope = {(m.account_id, m.region, m.resource_type): m for m in manifests}
     assert set(by_scope) == expected_scopes(scan_estate, SCAN_ESTATE_TYPES)

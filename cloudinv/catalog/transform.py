@@ -92,6 +92,20 @@ def resource_arn(
         ) from None
 
 
+_LOCATION_ALIASES = {"": "us-east-1", "EU": "eu-west-1"}
+"""S3 location constraints that are not region names (GetBucketLocation's legacy answers)."""
+
+
+def resource_region(spec: ResourceSpec, configuration: Mapping[str, Any], scope_region: str) -> str:
+    """The region a resource is recorded in: its own (``region_field``) or its scope's."""
+    if spec.region_field is None:
+        return scope_region
+    value = search(spec.region_field, configuration)
+    if value is not None and not isinstance(value, str):
+        raise MalformedResource(f"{spec.cfn_type}: {spec.region_field} is not a region name")
+    return _LOCATION_ALIASES.get(value or "", value or "")
+
+
 def resource_name(
     spec: ResourceSpec, configuration: Mapping[str, Any], tags: Mapping[str, str]
 ) -> str | None:

@@ -1,7 +1,7 @@
 """S3 buckets: one configuration combined from the bucket's configuration calls.
 
-ListBuckets is global, so buckets are recorded in region ``global`` with their location in
-``Location``. A configuration that was never set (no policy, no encryption rule, no tags...)
+ListBuckets is global (called once per account), but each bucket is recorded in its own
+region, read from ``Location`` (GetBucketLocation), as AWS Config does. A configuration that was never set (no policy, no encryption rule, no tags...)
 is recorded as ``null``, not as an error.
 """
 
@@ -40,6 +40,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         arn_template="arn:{partition}:s3:::{id}",
         tags_field="Tagging",
         global_service=True,
+        region_field="Location",
         details=(
             _config("GetBucketLocation", "Location", "LocationConstraint"),
             _config("GetBucketPolicy", "Policy", "Policy", ("NoSuchBucketPolicy",)),
