@@ -25,13 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cloudinv.catalog.iam_actions import (
-    HTTP_VERB_SERVICES,
-    IAM_ACTION_NAMES,
-    IAM_PREFIXES,
     ApiCall,
     IamPermission,
     iam_permission,
-    iam_prefix,
 )
 from cloudinv.catalog.registry import Registry, default_registry
 from cloudinv.core.errors import ConfigError
@@ -93,6 +89,51 @@ def reader_policy(registry: Registry | None = None, *, partition: str = "aws") -
             *_scoped_statements("CloudinvRead", [p for p in permissions if p.resource]),
         ]
     )
+
+
+MANAGED_POLICY_MAX_CHARS = 6144
+"""IAM's limit on a managed policy document, whitespace not counted."""
+
+
+def policy_size(document: Mapping[str, Any]) -> int:
+    """The size IAM counts: the document's characters without whitespace."""
+    return len(json.dumps(document, separators=(",", ":")))
+
+
+def reader_policies(
+    registry: Registry | None = None, *, partition: str = "aws"
+) -> list[dict[str, Any]]:
+    """:func:`reader_policy` split into managed policies of at most 6,144 characters.
+
+    With every derived type the reader's exact, read-only action list is several times
+    IAM's limit for one policy (and the 10,240 characters all inline policies of a role may
+    total). Rather than widen it to ``service:Get*`` (which would grant reads of secret
+    values, object contents, parameters), the actions stay exact and are split by service
+    into as many managed policies as needed; a role may have 10 attached (20 on request).
+    """
+    permissions = reader_permissions(registry, partition=partition)
+    by_service: dict[str, list[str]] = {}
+    for permission in permissions:
+        if permission.resource is None:
+            by_service.setdefault(permission.action.split(":", 1)[0], []).append(permission.action)
+    scoped = _scoped_statements("CloudinvRead", [p for p in permissions if p.resource])
+    parts: list[list[str]] = [[]]
+    for actions in by_service.values():
+        candidate = parts[-1] + actions
+        if (
+            parts[-1]
+            and policy_size(policy_document([("CloudinvReadOnly", candidate, ["*"]), *scoped]))
+            > MANAGED_POLICY_MAX_CHARS
+        ):
+            parts.append(list(actions))
+        else:
+            parts[-1] = candidate
+    documents = [policy_document([("CloudinvReadOnly", actions, ["*"])]) for actions in parts]
+    documents[-1] = policy_document([("CloudinvReadOnly", parts[-1], ["*"]), *scoped])
+    for document in documents:
+        if policy_size(document) > MANAGED_POLICY_MAX_CHARS:
+            raise ValueError("one service's read actions exceed a managed policy's size")
+    return documents
 
 
 def _scoped_statements(
@@ -408,10 +449,24 @@ def member_role_template(
 
     The role trusts ``TrustedPrincipalArn`` (the pipeline's role, or its account's root),
     with an ``sts:ExternalId`` condition when the ``ExternalId`` parameter is not empty, and
-    holds :func:`reader_policy` inline (its ARNs in the stack's own partition).
+    has :func:`reader_policies` attached as managed policies (ARNs in the stack's partition).
     """
     marker = "cloudinv-partition-marker"
-    policy = _sub_partition(reader_policy(registry, partition=marker), marker)
+    policies = [
+        _sub_partition(document, marker) for document in reader_policies(registry, partition=marker)
+    ]
+    managed = {
+        f"ReaderPolicy{n}": {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "ManagedPolicyName": f"{READER_POLICY_NAME}-{n}",
+                "Description": f"cloudinv inventory, read-only (part {n} of {len(policies)}): "
+                "generated from the API calls cloudinv makes",
+                "PolicyDocument": document,
+            },
+        }
+        for n, document in enumerate(policies, start=1)
+    }
     principal: dict[str, Any] = {
         "Type": "String",
         "Description": "The principal cloudinv runs as, in the pipeline account: its role "
@@ -467,10 +522,11 @@ def member_role_template(
                             }
                         ],
                     },
-                    "Policies": [{"PolicyName": READER_POLICY_NAME, "PolicyDocument": policy}],
+                    "ManagedPolicyArns": [CfnTag("Ref", name) for name in managed],
                     "Tags": [{"Key": "managed-by", "Value": "cloudinv"}],
                 },
-            }
+            },
+            **managed,
         },
         "Outputs": {
             "RoleArn": {

@@ -22,7 +22,7 @@ from cloudinv.core.logs import correlate
 from cloudinv.core.models import ScanManifest
 from cloudinv.core.settings import AwsSettings
 from cloudinv.producers.credentials import AwsAccess
-from cloudinv.producers.engine import ScanOptions, new_scan_id, scan
+from cloudinv.producers.engine import ScanOptions, new_scan_id, scan, select_types
 from cloudinv.producers.publisher import KafkaPublisher
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class ScanScheduler:
         self.types = (
             [self.registry.get(t).cfn_type for t in types]
             if types
-            else [s.cfn_type for s in self.registry.all()]
+            else [s.cfn_type for s in select_types(self.registry, aws)]
         )
         self._clock = clock
         self._next_due: dict[str, float] = {}

@@ -143,7 +143,9 @@ def create_operations() -> dict[str, OperationModel]:
             if operation is not None and operation[0] == spec.service:
                 # CreateModelPackage, not CreateModel, makes a SageMaker model package.
                 made = name.lower().removeprefix("create")
-                candidates.append((made != resource, not resource.endswith(made), order, operation[1]))
+                candidates.append(
+                    (made != resource, not resource.endswith(made), order, operation[1])
+                )
         if candidates:
             found[spec.cfn_type] = min(candidates, key=lambda c: c[:3])[3]
     return found
@@ -175,9 +177,9 @@ def moto_implements(service: str, operation: str) -> bool:
         except ImportError:
             continue
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, BaseResponse):
-                if callable(getattr(value, method, None)):
-                    return True
+            is_response = isinstance(value, type) and issubclass(value, BaseResponse)
+            if is_response and callable(getattr(value, method, None)):
+                return True
     return False
 
 
@@ -264,9 +266,7 @@ async def test_every_derived_type_moto_creates_is_collected(
     specs = [s.spec for s in seeded]
     by_type: dict[str, list[ResourceSnapshot]] = defaultdict(list)
     manifests = {}
-    items = scan_types(
-        access, targets, [REGION], specs, options=ScanOptions(max_concurrency=16)
-    )
+    items = scan_types(access, targets, [REGION], specs, options=ScanOptions(max_concurrency=16))
     async for item in items:
         if isinstance(item, ResourceSnapshot):
             by_type[item.resource_type].append(item)
@@ -304,5 +304,3 @@ def test_request_generator_fits_shapes() -> None:
     enum_op = _BOTO.get_service_model("glue").operation_model("CreateJob")
     job = request_for(enum_op)
     assert {"Name", "Role", "Command"} <= set(job)
-
-

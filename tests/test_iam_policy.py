@@ -14,6 +14,7 @@ policy succeeds against a moto server that enforces IAM (its own subprocess, sta
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -34,6 +36,8 @@ import yaml
 from botocore import xform_name
 from botocore.validate import ParamValidator
 
+from cloudinv.catalog.derive import SchemaSource
+from cloudinv.catalog.iam_actions import IAM_ACTION_NAMES, ApiCall, iam_permission
 from cloudinv.catalog.registry import default_registry
 from cloudinv.cli import main
 from cloudinv.core.errors import ConfigError
@@ -41,14 +45,14 @@ from cloudinv.core.models import ScanManifest
 from cloudinv.core.settings import AccountRole, AwsSettings, load_settings
 from cloudinv.producers.cloudtrail_setup import cloudtrail_setup_plan
 from cloudinv.producers.iam_policy import (
-    IAM_ACTION_NAMES,
-    ApiCall,
+    MANAGED_POLICY_MAX_CHARS,
     CfnTag,
     PipelineResources,
-    iam_permission,
     member_role_template,
     pipeline_policy,
     policy_actions,
+    policy_size,
+    reader_policies,
     reader_policy,
     render,
 )
@@ -157,7 +161,27 @@ def registered_operations() -> set[tuple[str, str]]:
     return operations
 
 
+@cache
+def schema_actions() -> dict[tuple[str, str], str]:
+    """(client, operation) → IAM action, for derived types' calls, from the CloudFormation
+    schemas' list and read handlers (an oracle independent of botocore's signing names)."""
+    source = SchemaSource.from_cfn_lint()
+    found: dict[tuple[str, str], str] = {}
+    for spec in REGISTRY.all():
+        if not spec.derived:
+            continue
+        handlers = source.schemas[spec.cfn_type]["handlers"]
+        actions = handlers["list"]["permissions"] + handlers.get("read", {}).get("permissions", [])
+        for operation in (spec.list_operation, *(d.operation for d in spec.details)):
+            named = [a for a in actions if a.partition(":")[2] == operation]
+            if named:
+                found[(spec.service, operation)] = named[0]
+    return found
+
+
 def expected_action(service: str, operation: str) -> str:
+    if service not in KNOWN_IAM_PREFIXES and (service, operation) in schema_actions():
+        return schema_actions()[(service, operation)]
     assert service in KNOWN_IAM_PREFIXES, (
         f"a registered type calls {service}; add its IAM prefix (Service Authorization "
         "Reference) to KNOWN_IAM_PREFIXES"
@@ -180,7 +204,9 @@ def test_reader_policy_grants_exactly_the_registered_calls() -> None:
 
 def test_reader_policy_actions_are_exact_sorted_and_known() -> None:
     policy = reader_policy()
-    prefixes = set(KNOWN_IAM_PREFIXES.values())
+    prefixes = set(KNOWN_IAM_PREFIXES.values()) | {
+        action.split(":")[0] for action in schema_actions().values()
+    }
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow"
         assert statement["Action"] == sorted(set(statement["Action"]))
@@ -199,8 +225,8 @@ def test_reader_policy_actions_are_exact_sorted_and_known() -> None:
             "Resource": ["arn:aws:apigateway:*::/apis", "arn:aws:apigateway:*::/restapis"],
         }
     ]
-    # An inline role policy may hold 10,240 characters, whitespace not counted.
-    assert len(json.dumps(policy, separators=(",", ":"))) < 10_240
+    # Whole, it is over IAM's limits (10,240 inline, 6,144 managed): reader_policies splits it.
+    assert policy_size(policy) > MANAGED_POLICY_MAX_CHARS
 
 
 @pytest.mark.parametrize(
@@ -360,11 +386,14 @@ def test_member_role_template_parses_and_embeds_the_reader_policy() -> None:
 
     role = parsed["Resources"]["ReaderRole"]
     assert role["Type"] == "AWS::IAM::Role"
-    [inline] = role["Properties"]["Policies"]
-    embedded = policy_actions(inline["PolicyDocument"])
-    assert embedded == policy_actions(reader_policy())
+    attached = [ref["Ref"] for ref in role["Properties"]["ManagedPolicyArns"]]
+    assert 1 < len(attached) <= 10  # IAM attaches at most 10 managed policies by default
+    documents = [parsed["Resources"][name]["Properties"]["PolicyDocument"] for name in attached]
+    assert all(parsed["Resources"][name]["Type"] == "AWS::IAM::ManagedPolicy" for name in attached)
+    embedded = [action for document in documents for action in policy_actions(document)]
+    assert sorted(embedded) == sorted(policy_actions(reader_policy()))
     assert sorted(embedded) == sorted({expected_action(s, op) for s, op in registered_operations()})
-    apigateway = inline["PolicyDocument"]["Statement"][-1]["Resource"]
+    apigateway = documents[-1]["Statement"][-1]["Resource"]
     assert apigateway[0] == {"Fn::Sub": "arn:${AWS::Partition}:apigateway:*::/apis"}
 
     [trust] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
@@ -423,6 +452,22 @@ def test_yaml_scalars_round_trip(value: Any) -> None:
     tagged = {"key": CfnTag("Sub", value)} if isinstance(value, str) else None
     if tagged is not None:
         assert yaml.load(render(tagged, "yaml"), Loader=CfnLoader) == {"key": {"Fn::Sub": value}}
+
+
+def test_reader_policy_splits_into_managed_policies_within_iam_limits() -> None:
+    parts = reader_policies()
+    assert len(parts) > 1
+    for part in parts:
+        assert policy_size(part) <= MANAGED_POLICY_MAX_CHARS
+        for statement in part["Statement"]:
+            assert all("*" not in action for action in statement["Action"])
+    actions = [action for part in parts for action in policy_actions(part)]
+    assert sorted(actions) == sorted(policy_actions(reader_policy()))
+    assert len(actions) == len(set(actions))
+    # A service's actions stay together, so a part can be read as "these services".
+    services = [{a.split(":")[0] for a in policy_actions(part)} for part in parts]
+    for one, other in itertools.combinations(services, 2):
+        assert one.isdisjoint(other - {"apigateway"})
 
 
 # -- the command ----------------------------------------------------------------------------------

@@ -89,9 +89,9 @@ class ServiceIndex:
         for service in self.by_prefix.get(prefix, ()):
             model = self.models[service]
             for op_name in model.operation_names:
-                if op_name == name or op_name.startswith(name):
-                    if action_name(service, op_name) == name:
-                        return service, model.operation_model(op_name)
+                prefixed = op_name == name or op_name.startswith(name)
+                if prefixed and action_name(service, op_name) == name:
+                    return service, model.operation_model(op_name)
         return None
 
 
@@ -471,9 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         DATA_FILE.write_text(text)
     else:
         sys.stdout.write(text)
-    print(
-        f"{len(catalog['types'])} derived, {len(catalog['excluded'])} excluded", file=sys.stderr
-    )
+    print(f"{len(catalog['types'])} derived, {len(catalog['excluded'])} excluded", file=sys.stderr)
     return 0
 
 

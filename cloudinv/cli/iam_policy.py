@@ -14,11 +14,14 @@ import sys
 
 from cloudinv.core.settings import load_settings
 from cloudinv.producers.iam_policy import (
+    MANAGED_POLICY_MAX_CHARS,
     READER_ROLE_NAME,
     OutputFormat,
     PipelineResources,
     member_role_template,
     pipeline_policy,
+    policy_size,
+    reader_policies,
     reader_policy,
     render,
 )
@@ -74,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--partition", default="aws", help="reader policy: ARN partition (default aws)"
     )
     parser.add_argument(
+        "--split",
+        action="store_true",
+        help="reader policy: print it as a list of managed policies of at most 6,144 "
+        "characters each (IAM's limit), split by service",
+    )
+    parser.add_argument(
         "--trail-queue",
         metavar="URL_OR_ARN",
         help="pipeline: the CloudTrail tailer's SQS queue (receive and delete)",
@@ -105,7 +114,18 @@ def print_policy(args: argparse.Namespace) -> int:
         return 0
     output = args.output or "json"
     if args.role == "reader":
-        sys.stdout.write(render(reader_policy(partition=args.partition), output))
+        if args.split:
+            sys.stdout.write(render(reader_policies(partition=args.partition), output))
+            return 0
+        policy = reader_policy(partition=args.partition)
+        if policy_size(policy) > MANAGED_POLICY_MAX_CHARS:
+            print(
+                f"cloudinv: note: this policy is {policy_size(policy)} characters, over IAM's "
+                f"{MANAGED_POLICY_MAX_CHARS} for one managed policy: use --split for it in "
+                "parts, or --template member-role (which attaches the parts)",
+                file=sys.stderr,
+            )
+        sys.stdout.write(render(policy, output))
         return 0
     resources = PipelineResources.from_settings(
         load_settings(args.config),

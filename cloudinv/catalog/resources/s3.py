@@ -1,8 +1,9 @@
 """S3 buckets: one configuration combined from the bucket's configuration calls.
 
 ListBuckets is global (called once per account), but each bucket is recorded in its own
-region, read from ``Location`` (GetBucketLocation), as AWS Config does. A configuration that was never set (no policy, no encryption rule, no tags...)
-is recorded as ``null``, not as an error.
+region, read from ``Location`` (GetBucketLocation), as AWS Config does. A configuration that
+was never set (no policy, no encryption rule, no tags...) is recorded as ``null``, not as an
+error.
 """
 
 from __future__ import annotations
