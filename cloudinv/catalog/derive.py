@@ -172,8 +172,25 @@ def _items(op: OperationModel, resource: str) -> tuple[str, Shape]:
     return f"{name}[]", shape.member
 
 
+_PAGE_SIZE_MEMBERS = frozenset({"maxresults", "limit", "maxitems"})
+
+
 def _required_inputs(op: OperationModel) -> list[str]:
-    return list(op.input_shape.required_members) if op.input_shape is not None else []
+    """Required request members, besides a page size (Cognito's ListUserPools requires one)."""
+    if op.input_shape is None:
+        return []
+    return [m for m in op.input_shape.required_members if _lower(m) not in _PAGE_SIZE_MEMBERS]
+
+
+def _page_size_params(op: OperationModel) -> dict[str, int]:
+    """Values for required page-size members: the largest page the model allows."""
+    if op.input_shape is None:
+        return {}
+    return {
+        name: int(op.input_shape.members[name].metadata.get("max", 50))
+        for name in op.input_shape.required_members
+        if _lower(name) in _PAGE_SIZE_MEMBERS
+    }
 
 
 def _list_operation(
@@ -265,7 +282,7 @@ def _arn_template(
         formats = (service.get("Resources", {}).get(resource_names[0]) or {}).get("ARNFormats", [])
         if len(formats) != 1 or not formats[0].endswith(".*") or formats[0].count(".*") != 1:
             continue
-        template = formats[0].removesuffix(".*")
+        template = str(formats[0]).removesuffix(".*")
         if "${" in template.replace("${Partition}", "").replace("${Region}", "").replace(
             "${Account}", ""
         ):
@@ -347,6 +364,8 @@ def derive_type(
         "list_operation": list_op.name,
         "result_path": result_path,
     }
+    if _page_size_params(list_op):
+        declaration["list_params"] = _page_size_params(list_op)
     if isinstance(item, StructureShape):
         members: dict[str, Shape] = dict(item.members)
     elif item.type_name == "string":
