@@ -397,6 +397,13 @@ def sequential_run(endpoint: str, accounts: list[str], regions: list[str]) -> di
     }
 
 
+def registered_types() -> int:
+    """How many types the registry holds: what every engine child loads at start."""
+    from cloudinv.catalog.registry import default_registry
+
+    return len(default_registry())
+
+
 def child_main(args: argparse.Namespace) -> None:
     if args.child == "proxy":
         asyncio.run(serve_proxy(args.upstream, args.port))
@@ -533,6 +540,10 @@ class Bench:
         accounts = [f"{100000000000 + i:012d}" for i in range(1, args.accounts + 1)]
         regions = list(REGIONS[: args.regions])
         normal = Throttle(latency_ms=args.latency_ms)
+        say(
+            f"registered types: {registered_types()} (curated and derived; the engine's "
+            "children load them all, the scan covers the estate's types below)"
+        )
         say(
             f"estate: {len(accounts)} accounts x {len(regions)} regions, "
             f"{len(BENCH_TYPES)} types; proxy: +{normal.latency_ms:.0f} ms per call, token "
