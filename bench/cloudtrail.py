@@ -139,6 +139,10 @@ def upload(s3: Any, bucket: str, files: list[LogFile]) -> None:
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
 
 
+TAILER_WAIT_S = 1
+"""The tailer's SQS long-poll wait (``--wait-seconds``)."""
+
+
 class LatencyProxy:
     """Forwards to moto after ``latency_ms``, and takes moto's own cost out of the timed run:
 
@@ -173,8 +177,15 @@ class LatencyProxy:
                     "queue_left": len(self.waiting) + len(self.received),
                 }
             )
+        if request.path == "/__bench/hold-queue":
+            # From now on the proxy answers this queue's calls itself (nothing to receive
+            # until it is recorded), so no receive reaches moto and takes messages there.
+            self.queue_url = (await request.json())["url"]
+            return web.json_response({"held": self.queue_url})
         if request.path == "/__bench/record-queue":
-            return web.json_response({"recorded": await self.record((await request.json())["url"])})
+            doc = await request.json()
+            recorded = await self.record(doc["url"], int(doc.get("expected", 0)))
+            return web.json_response({"recorded": recorded})
         body = await request.read()
         self.calls += 1
         await asyncio.sleep(self.latency_s)
@@ -215,8 +226,10 @@ class LatencyProxy:
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
             return upstream.status, out, answer
 
-    async def record(self, queue_url: str) -> int:
-        """Drain ``queue_url`` from moto into the proxy (moto does not check signatures)."""
+    async def record(self, queue_url: str, expected: int = 0) -> int:
+        """Drain ``queue_url`` from moto into the proxy (moto does not check signatures),
+        until ``expected`` messages are held: a notification can reach the queue a moment
+        after its object was written, and an early empty answer must not end the drain."""
         headers = {
             "X-Amz-Target": "AmazonSQS.ReceiveMessage",
             "Content-Type": "application/x-amz-json-1.0",
@@ -225,11 +238,14 @@ class LatencyProxy:
             "aws4_request, SignedHeaders=host, Signature=0",
         }
         request = {"QueueUrl": queue_url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 3600}
+        deadline = time.monotonic() + 60
         while True:
             _, _, answer = await self.forward("POST", "/", headers, orjson.dumps(request))
             messages = orjson.loads(answer).get("Messages", [])
             if not messages:
-                break
+                if len(self.waiting) >= expected or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
             self.waiting.extend(messages)
         self.queue_url = queue_url
         return len(self.waiting)
@@ -409,7 +425,8 @@ async def run_cloudinv(
     await app.start()
     tailer = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cloudinv", "cloudtrail", "tail", "--queue-url", queue_url,
-        "--wait-seconds", "1", "--endpoint-url", proxy_url, "--region", REGION, *connection,
+        "--wait-seconds", str(TAILER_WAIT_S), "--endpoint-url", proxy_url, "--region", REGION,
+        *connection,
         stderr=(workdir / "tailer.log").open("w"),
     )  # fmt: skip
     profiler = cProfile.Profile() if args.profile else None
@@ -457,11 +474,18 @@ async def run_cloudinv(
             # Hold the tailer while the files land, so the clock covers processing only:
             # every notification is waiting in the queue when it resumes.
             await _until(queue_empty, tailer)
+            # Receives already on their way to moto (long polls of up to --wait-seconds)
+            # would take the notifications of the files about to land: hold the queue in the
+            # proxy, let those polls end empty, then stop the tailer.
+            await proxy_call(proxy_url, "hold-queue", {"url": queue_url})
+            await asyncio.sleep(TAILER_WAIT_S + 1.0)
             tailer.send_signal(signal.SIGSTOP)
             print(f"  uploading {len(files)} files to moto S3 …", file=sys.stderr)
             await asyncio.to_thread(upload, s3, bucket, files)
             await asyncio.to_thread(warm_reads, proxy_url, bucket, files)
-            recorded = await proxy_call(proxy_url, "record-queue", {"url": queue_url})
+            recorded = await proxy_call(
+                proxy_url, "record-queue", {"url": queue_url, "expected": len(files)}
+            )
             print(f"  {recorded['recorded']} SQS messages recorded by the proxy", file=sys.stderr)
             moto0 = process_cpu_s(moto_pid)
             print("  tailer + worker running …", file=sys.stderr)
