@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli_helpers import cli_env
+from tests.cli_helpers import cli_env, run_cli
 
 
 def _alive(pid: int) -> bool:
@@ -126,6 +126,32 @@ def test_demo_comes_up_answers_and_stops_clean_on_ctrl_c(demo: Demo) -> None:
 
     children = demo.child_pids(info)
     assert len(children) >= 3 and all(_alive(p) for p in children)
+
+    # Commands started beside the demo read its simulated AWS with no setup: the endpoint
+    # and the accounts' reader roles are in demo.json.
+    assert len(info["aws_role_arns"]) == len(info["accounts"])
+    beside = {"CLOUDINV_STORAGE__DATA_DIR": str(demo.data_dir), "AWS_ENDPOINT_URL": ""}
+    work = demo.data_dir.parent
+    report = run_cli("report", "snapshots", cwd=work, env=beside, timeout=120)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "running demo's simulated AWS" in report.stderr
+    out = work / "instances.jsonl"
+    scan = run_cli(
+        "scan",
+        "--once",
+        "--type",
+        "AWS::EC2::Instance",
+        "--out",
+        str(out),
+        "--no-progress",
+        cwd=work,
+        env=beside,
+        timeout=120,
+    )
+    assert scan.returncode == 0, scan.stdout + scan.stderr
+    scanned = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {s["account_id"] for s in scanned} <= set(info["accounts"]) and scanned
+
     demo.proc.send_signal(signal.SIGINT)
     assert demo.proc.wait(timeout=45) == 0, demo.stderr_path.read_text()
     assert _wait_gone(children, 5) == []

@@ -12,6 +12,7 @@ import asyncio
 import signal
 from typing import Any
 
+from cloudinv.cli.running_demo import adopt_running_demo
 from cloudinv.core.connection import require_running_instance
 from cloudinv.core.kafka import client_kwargs, ensure_topics
 from cloudinv.core.logs import configure_logging
@@ -83,6 +84,10 @@ async def run_producers(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         overrides["metrics"] = {"producers_port": args.metrics_port}
     settings = load_settings(args.config, flags=PRODUCER_FLAGS, **overrides)
+    if not args.role_arn:
+        settings = settings.model_copy(
+            update={"aws": adopt_running_demo(settings.aws, settings.data_dir)}
+        )
     configure_logging("producers", settings.log_level, settings.log_format)
     bootstrap = args.bootstrap
     if bootstrap is None and settings.kafka.is_embedded:

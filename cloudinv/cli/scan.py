@@ -31,6 +31,7 @@ from cloudinv.catalog.registry import (
     excluded_types,
 )
 from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.cli.running_demo import adopt_running_demo
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.models import ResourceSnapshot, ScanManifest
 from cloudinv.core.settings import AwsSettings, describe_validation_error, load_settings
@@ -123,6 +124,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 async def run_scan(args: argparse.Namespace) -> int:
     registry = default_registry()
     aws = _aws_settings(args)
+    if args.curated:
+        aws = aws.model_copy(update={"types": "curated"})
     try:
         specs = select_types(registry, aws, args.types)
     except UnknownResourceType as exc:
@@ -213,7 +216,10 @@ def _output_path(out: Path | None) -> Path:
 
 def _aws_settings(args: argparse.Namespace) -> AwsSettings:
     """The configured AWS settings with the command line's accounts and regions over them."""
-    aws = load_settings(args.config).aws
+    settings = load_settings(args.config)
+    aws = settings.aws
+    if not args.role_arns:
+        aws = adopt_running_demo(aws, settings.data_dir)
     data: dict[str, Any] = aws.model_dump()
     if args.role_arns:
         data["accounts"] = [
@@ -222,8 +228,6 @@ def _aws_settings(args: argparse.Namespace) -> AwsSettings:
         data["organization_role_name"] = None
     if args.regions:
         data["regions"] = args.regions
-    if args.curated:
-        data["types"] = "curated"
     try:
         return AwsSettings.model_validate(data)
     except ValidationError as exc:

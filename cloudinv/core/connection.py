@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from cloudinv.core.errors import CloudinvError
 from cloudinv.core.models import UtcDatetime, utcnow
@@ -40,6 +40,11 @@ class ConnectionInfo(BaseModel):
     kafka_bootstrap: str
     topic_prefix: str
     aws_endpoint_url: str | None
+    aws_role_arns: list[str] = Field(
+        default_factory=list,
+        description="The roles the collectors assume (the demo's simulated accounts' reader "
+        "roles): other commands started against a running demo use them",
+    )
     accounts: list[str]
     regions: list[str]
     data_dir: str

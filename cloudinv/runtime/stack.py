@@ -172,6 +172,7 @@ class Runtime:
             kafka_bootstrap=self.kafka_bootstrap,
             topic_prefix=self.settings.kafka.topic_prefix,
             aws_endpoint_url=self.aws_endpoint_url,
+            aws_role_arns=list(self._estate.role_arns) if self._estate is not None else [],
             accounts=self.accounts,
             regions=self.regions,
             data_dir=str(self.data_dir),
