@@ -298,11 +298,36 @@ class ActivityQuery(PageQuery):
 
 
 class ActivityPage(Page[ActivityBucket]):
-    """Activity over time, oldest bucket first; empty buckets are left out."""
+    """Activity over time, oldest bucket first; empty buckets are left out.
+
+    Counts are of whole buckets (the aggregates are hourly and daily): a range that starts
+    or ends inside a bucket counts all of that bucket. ``covers_from`` / ``covers_to`` say
+    which span the counts are of; ``/v1/events?count=true`` counts a range exactly."""
 
     principal: str | None = None
     service: str | None = None
     granularity: Literal["hour", "day"]
+    covers_from: datetime | None = Field(
+        default=None, description="start of the first bucket the range touches (inclusive)"
+    )
+    covers_to: datetime | None = Field(
+        default=None, description="end of the last bucket the range touches (exclusive)"
+    )
+
+
+def _covered(query: ActivityQuery) -> dict[str, datetime | None]:
+    """The whole buckets ``query``'s range touches (see :class:`ActivityPage`)."""
+    step = timedelta(hours=1) if query.granularity == "hour" else timedelta(days=1)
+
+    def floor(t: datetime) -> datetime:
+        if query.granularity == "hour":
+            return t.replace(minute=0, second=0, microsecond=0)
+        return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    return {
+        "covers_from": floor(query.from_) if query.from_ is not None else None,
+        "covers_to": floor(query.to) + step if query.to is not None else None,
+    }
 
 
 async def _activity(
@@ -368,7 +393,11 @@ async def principal_activity(request: web.Request, query: ActivityQuery) -> Acti
     buckets = await _activity(request, query, principal=name, service=None)
     items, cursor = _offset_page(buckets, query, "activity")
     return ActivityPage(
-        items=items, next_cursor=cursor, principal=name, granularity=query.granularity
+        items=items,
+        next_cursor=cursor,
+        principal=name,
+        granularity=query.granularity,
+        **_covered(query),
     )
 
 
@@ -387,5 +416,9 @@ async def service_activity(request: web.Request, query: ActivityQuery) -> Activi
     buckets = await _activity(request, query, principal=None, service=service)
     items, cursor = _offset_page(buckets, query, "activity")
     return ActivityPage(
-        items=items, next_cursor=cursor, service=service, granularity=query.granularity
+        items=items,
+        next_cursor=cursor,
+        service=service,
+        granularity=query.granularity,
+        **_covered(query),
     )

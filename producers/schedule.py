@@ -49,6 +49,8 @@ class SchedulerStats:
     """Rounds cut short by a stop request (redone at the next start)."""
     snapshots: int = 0
     failed_scopes: int = 0
+    last_error: str | None = None
+    """Why the last round failed as a whole; None once a round completes."""
     last: RoundSummary | None = None
     history: list[RoundSummary] = field(default_factory=list)
 
@@ -162,14 +164,17 @@ class ScanScheduler:
                     )
                     return
                 round_task.result()
+                self.stats.last_error = None
             except asyncio.CancelledError:
                 raise
             except CloudinvError as exc:
                 self.stats.failed_rounds += 1
+                self.stats.last_error = str(exc)
                 log.error("scan round failed: %s (retrying next round)", exc)
                 await _wait(stop, min(self.interval_s, 30.0))
-            except Exception:
+            except Exception as exc:
                 self.stats.failed_rounds += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("scan round failed (retrying next round)")
                 await _wait(stop, min(self.interval_s, 30.0))
             finally:

@@ -161,10 +161,22 @@ async def test_principals_and_their_activity(api: Api, data: PipelineData) -> No
     assert [(b["start"], b["events"]) for b in body["items"]] == [("2017-06-01T21:00:00Z", n)]
     bucket = body["items"][0]
     assert sum(bucket["by_event_name"].values()) == n == bucket["reads"] + bucket["writes"]
+    # A range inside an hour counts that whole hour, and the answer says so.
+    inside = "from=2017-06-01T21:10:00Z&to=2017-06-01T21:20:00Z"
+    status, body, _ = await api.get(
+        f"/v1/principals/{quote(label, safe='')}/activity?granularity=hour&{inside}"
+    )
+    assert status == 200, body
+    assert [(b["start"], b["events"]) for b in body["items"]] == [("2017-06-01T21:00:00Z", n)]
+    assert (body["covers_from"], body["covers_to"]) == (
+        "2017-06-01T21:00:00Z",
+        "2017-06-01T22:00:00Z",
+    )
     status, body, _ = await api.get(
         f"/v1/principals/{quote(label, safe='')}/activity?granularity=day&from=2017-06-02"
     )
     assert body["items"] == []
+    assert body["covers_from"] == "2017-06-02T00:00:00Z" and body["covers_to"] is None
     status, body, _ = await api.get("/v1/principals/arn%3Aaws%3Aiam%3A%3A1%3Auser%2Fx/activity")
     assert status == 404
     status, body, _ = await api.get(

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -250,6 +251,60 @@ async def test_producers_process_serves_health_and_scan_metrics(
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, log.read_text()
+
+
+async def test_producers_are_not_ready_while_their_scan_rounds_fail(
+    broker: str, unique: str, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A round that fails as a whole (here: no AWS answers, so no account can be
+    identified) is retried every round; /readyz says the role is not doing its job, and why."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_aws = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AWS_ENDPOINT_URL": dead_aws,
+        "AWS_MAX_ATTEMPTS": "1",
+        "CLOUDINV_KAFKA__TOPIC_PREFIX": f"pf{unique}",
+        "CLOUDINV_STORAGE__DATA_DIR": str(tmp_path / "data"),
+    }
+    log = tmp_path / "producers.log"
+    proc = _spawn(
+        [
+            sys.executable, "-m", "cloudinv", "producers", "--bootstrap", broker,
+            "--regions", "us-east-1", "--types", "AWS::EC2::VPC", "--interval", "3600",
+            "--metrics-port", str(port),
+        ],
+        env,
+        tmp_path,
+        log,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    body = await resp.json()
+                    if resp.status == 503 and "scan round failed" in body.get("reason", ""):
+                        break
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.5)
+        else:
+            pytest.fail(f"/readyz never named the failed round: {body}\n{log.read_text()}")
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 200  # alive: the loop retries every round
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_producers_without_a_broker_fail_with_one_clear_line(tmp_path: Path) -> None:

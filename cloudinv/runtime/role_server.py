@@ -316,7 +316,8 @@ class WorkerRoleServer(Service):  # type: ignore[misc]  # mode is untyped
 
 class ProducersProbe(Probe):
     """Scans, failed scopes, snapshots published, last scan time. Ready once the Kafka
-    producer is connected (:attr:`connected`); live while the schedule loop runs."""
+    producer is connected (:attr:`connected`) and unless the last scan round failed as a
+    whole; live while the schedule loop runs."""
 
     def __init__(
         self,
@@ -380,7 +381,12 @@ class ProducersProbe(Probe):
         return None
 
     def _ready(self) -> str | None:
-        return None if self.connected else "the Kafka producer is not connected"
+        if not self.connected:
+            return "the Kafka producer is not connected"
+        if self.scheduler.stats.last_error is not None:
+            # Live (the loop retries each round) but not doing its job: say why.
+            return f"the last scan round failed: {self.scheduler.stats.last_error}"
+        return None
 
     def _collect(self) -> None:
         self.note_rounds()
