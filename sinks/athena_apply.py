@@ -10,6 +10,7 @@ too, and says so), so one run shows every problem. Nothing here retries a statem
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -58,20 +59,43 @@ async def apply_statements(
     output_location: str | None = None,
     endpoint_url: str | None = None,
     timeout_s: float = 300.0,
+    concurrency: int = 8,
     on_result: Callable[[StatementResult], None] | None = None,
 ) -> list[StatementResult]:
-    """Run ``statements`` in order; each result also goes to ``on_result`` as it is known."""
-    config = AioConfig(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10)
+    """Run ``statements``; each result also goes to ``on_result`` as it is known.
+
+    Runs of statements of one kind (``CREATE EXTERNAL TABLE``, ``CREATE OR REPLACE VIEW``)
+    do not depend on each other and run ``concurrency`` at a time (Athena allows 20 DDL
+    queries at once per account by default); each run starts after the one before it has
+    finished, so the database exists before its tables and the tables before their views.
+    Results come back in the order of ``statements``."""
+    config = AioConfig(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=10,
+        max_pool_connections=max(10, concurrency),
+    )
     results: list[StatementResult] = []
     async with get_session().create_client(
         "athena", region_name=region, endpoint_url=endpoint_url, config=config
     ) as athena:
-        for statement in statements:
-            result = await _run_one(athena, statement, workgroup, output_location, timeout_s)
-            results.append(result)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def run(statement: str) -> StatementResult:
+            async with gate:
+                result = await _run_one(athena, statement, workgroup, output_location, timeout_s)
             if on_result is not None:
                 on_result(result)
+            return result
+
+        for _, group in itertools.groupby(statements, key=_kind):
+            results += await asyncio.gather(*(run(statement) for statement in group))
     return results
+
+
+def _kind(statement: str) -> str:
+    """``CREATE EXTERNAL TABLE``, ``CREATE OR REPLACE VIEW``, ``CREATE DATABASE``, ..."""
+    words = statement.split(None, 4)
+    return " ".join(w for w in words[:4] if w.isupper() and w.isalpha())
 
 
 async def _run_one(

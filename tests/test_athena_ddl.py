@@ -13,6 +13,7 @@ from botocore.model import Shape
 
 from cloudinv.catalog.registry import default_registry
 from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.sinks.athena_apply import apply_statements, split_statements
 from cloudinv.sinks.athena_ddl import athena_ddl, table_name
 from tests.cli_helpers import run_cli
 from tests.test_registry_meta import item_members, members_of, service_model, walk
@@ -193,9 +194,7 @@ def test_cli_prints_the_ddl_and_needs_a_bucket(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not an S3 bucket name" in bad.stderr
 
 
-def test_apply_runs_every_statement_in_athena_and_reports_failures(
-    tmp_path: Path, moto_endpoint: str
-) -> None:
+def test_apply_runs_every_statement_in_athena(tmp_path: Path, moto_endpoint: str) -> None:
     """``--apply`` against moto's Athena: every statement is started and waited for."""
     env = {
         "AWS_ENDPOINT_URL": moto_endpoint,
@@ -212,9 +211,22 @@ def test_apply_runs_every_statement_in_athena_and_reports_failures(
     assert lines[0].startswith(f"[1/{total}] ok  CREATE DATABASE")
     assert f"{total} of {total} statement(s) applied" in done.stderr
 
-    # A workgroup Athena does not have: every statement fails, each says why, exit 1.
-    failed = run_cli(*args, "--workgroup", "no-such-workgroup", cwd=tmp_path, env=env)
-    assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "FAILED" in failed.stdout and "failed" in failed.stderr
     bad = run_cli(*args, "--output-location", "results/q", cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "expected s3://" in bad.stderr
+
+
+async def test_apply_reports_each_statement_athena_refuses(moto_endpoint: str) -> None:
+    """A workgroup Athena does not have: every statement fails, each with Athena's reason,
+    in the order given (the CLI exits 1 on any failure)."""
+    statements = split_statements(athena_ddl("my-inv", database="inv"))[:4]
+    seen: list[str] = []
+    results = await apply_statements(
+        statements,
+        region="us-east-1",
+        workgroup="no-such-workgroup",
+        endpoint_url=moto_endpoint,
+        on_result=lambda r: seen.append(r.title),
+    )
+    assert [r.statement for r in results] == statements
+    assert all(not r.ok and r.state == "ERROR" and r.reason for r in results), results
+    assert sorted(seen) == sorted(r.title for r in results)
