@@ -133,6 +133,7 @@ from cloudinv.sinks.versioning import (
     best_attribution,
     improves,
     plan,
+    unattributed_refs,
 )
 
 if TYPE_CHECKING:
@@ -819,17 +820,7 @@ class DynamoStore(DynamoBacked):
         pending = [c for c in changes if c.attribution is None]
         if not pending:
             return []
-        refs = {
-            c.change_id: refs_of(
-                c.resource_type,
-                c.account_id,
-                c.region,
-                key=c.key,
-                resource_id=c.resource_id,
-                name=c.name,
-            )
-            for c in pending
-        }
+        refs = unattributed_refs(pending)
         unique = sorted({ref for rs in refs.values() for ref in rs})
         found = await self._gather([self._write_events(ref) for ref in unique])
         by_ref = dict(zip(unique, found, strict=True))

@@ -87,6 +87,7 @@ from cloudinv.sinks.versioning import (
     best_attribution,
     improves,
     plan,
+    unattributed_refs,
     window_us,
 )
 
@@ -457,17 +458,7 @@ class SqliteStore(SqliteBacked):
         pending = [c for c in changes if c.attribution is None]
         if not pending:
             return []
-        refs = {
-            c.change_id: refs_of(
-                c.resource_type,
-                c.account_id,
-                c.region,
-                key=c.key,
-                resource_id=c.resource_id,
-                name=c.name,
-            )
-            for c in pending
-        }
+        refs = unattributed_refs(pending)
 
         def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
             found: list[tuple[str, str]] = (

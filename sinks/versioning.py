@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
+from cloudinv.catalog.event_resources import refs_of
 from cloudinv.core.models import Attribution, ChangeEvent
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "best_attribution",
     "improves",
     "plan",
+    "unattributed_refs",
     "window",
     "window_us",
 ]
@@ -170,3 +172,20 @@ def best_attribution(change: ChangeEvent, candidates: Iterable[Attribution]) -> 
         if improves(candidate, best):
             best = found = candidate
     return found
+
+
+def unattributed_refs(changes: Iterable[ChangeEvent]) -> dict[str, list[str]]:
+    """Change id -> the refs a write event may name it by, for the changes not yet
+    attributed (what both stores' attribution join looks up)."""
+    return {
+        c.change_id: refs_of(
+            c.resource_type,
+            c.account_id,
+            c.region,
+            key=c.key,
+            resource_id=c.resource_id,
+            name=c.name,
+        )
+        for c in changes
+        if c.attribution is None
+    }
