@@ -32,7 +32,13 @@ from cloudinv.api.state import STORES_KEY, Stores
 from cloudinv.catalog.registry import UnknownResourceType, default_registry
 from cloudinv.sinks.cloudtrail_store import CloudTrailStore
 from cloudinv.sinks.events_store import EventsStoreError
-from cloudinv.sinks.store import ChangeLog, InventoryStore, LoggedChange, StoreError
+from cloudinv.sinks.store import (
+    ChangeLog,
+    InventoryStore,
+    LoggedChange,
+    StoredReads,
+    StoreError,
+)
 
 __all__ = [
     "AccountId",
@@ -332,18 +338,46 @@ def change_log(store: InventoryStore) -> ChangeLog | None:
     return store if isinstance(store, ChangeLog) else None
 
 
-async def current_counts(store: InventoryStore) -> dict[tuple[str, str, str], int]:
-    """Current resources per (type, account, region), whatever the store."""
+async def counts_at(
+    store: InventoryStore, at: datetime | None, account_id: str | None = None
+) -> dict[tuple[str, str, str], int]:
+    """Resources per (type, account, region) that existed at ``at`` (now when None), in one
+    account or all, whatever the store.
+
+    Now, a store that keeps a change log counts its open versions itself. At a past time
+    the versions valid then are listed (keys and scopes only matter: a store offering
+    :class:`~cloudinv.sinks.store.StoredReads` hands them over without parsing their
+    configurations), a page of 1,000 at a time.
+    """
     log = change_log(store)
-    if log is not None:
-        return await log.current_counts()
-    counts: dict[tuple[str, str, str], int] = {}
+    if at is None and log is not None:
+        counts = await log.current_counts()
+        if account_id is None:
+            return counts
+        return {scope: n for scope, n in counts.items() if scope[1] == account_id}
+    stored = store if isinstance(store, StoredReads) else None
+    found: dict[tuple[str, str, str], int] = {}
     after_key: str | None = None
     while True:
-        page = await store.list_as_of(limit=1000, after_key=after_key)
-        for v in page:
-            scope = (v.resource_type, v.account_id, v.region)
-            counts[scope] = counts.get(scope, 0) + 1
-        if len(page) < 1000:
-            return counts
-        after_key = page[-1].key
+        scopes: list[tuple[str, str, str]]
+        if stored is not None:
+            rows = await stored.list_as_of_stored(
+                at=at, account_id=account_id, limit=_COUNT_PAGE, after_key=after_key
+            )
+            fields = [row.json_fields() for row in rows]
+            scopes = [(f["resource_type"], f["account_id"], f["region"]) for f in fields]
+            last = rows[-1].key if rows else None
+        else:
+            versions = await store.list_as_of(
+                at=at, account_id=account_id, limit=_COUNT_PAGE, after_key=after_key
+            )
+            scopes = [(v.resource_type, v.account_id, v.region) for v in versions]
+            last = versions[-1].key if versions else None
+        for scope in scopes:
+            found[scope] = found.get(scope, 0) + 1
+        if len(scopes) < _COUNT_PAGE:
+            return found
+        after_key = last
+
+
+_COUNT_PAGE = 1000

@@ -14,11 +14,12 @@ from cloudinv.api.endpoints import BadRequest, Page, PageQuery, endpoint
 from cloudinv.api.routes_common import (
     AccountId,
     AccountView,
+    EndTime,
     Region,
     ResourceTypeName,
     StartTime,
     account_view,
-    current_counts,
+    counts_at,
     decode_cursor,
     encode_cursor,
     inventory_store,
@@ -33,6 +34,11 @@ TAGS = ["meta"]
 
 class TypesQuery(PageQuery):
     account: AccountId | None = None
+    at: EndTime | None = Field(
+        default=None,
+        description="count the resources that existed at this time (default now); "
+        "a date alone: at its end",
+    )
 
 
 class TypeInfo(BaseModel):
@@ -42,7 +48,9 @@ class TypeInfo(BaseModel):
     registered: bool = Field(
         description="declared in cloudinv.catalog.resources (collected by scans)"
     )
-    resources: int = Field(description="current resources of this type the caller can see")
+    resources: int = Field(
+        description="resources of this type the caller can see, now or at the time asked"
+    )
 
 
 def _offset(query: PageQuery, kind: str) -> int:
@@ -54,18 +62,19 @@ def _offset(query: PageQuery, kind: str) -> int:
 
 
 async def _visible_counts(
-    request: web.Request, view: AccountView
+    request: web.Request, view: AccountView, at: datetime | None
 ) -> dict[tuple[str, str, str], int]:
     if view.empty:
         return {}
-    counts = await current_counts(inventory_store(request))
+    counts = await counts_at(inventory_store(request), at, view.single)
     return {scope: n for scope, n in counts.items() if view.allows(scope[1])}
 
 
 @endpoint(
     "GET",
     "/v1/types",
-    summary="Every registered resource type, with how many resources of it exist now",
+    summary="Every registered resource type, with how many resources of it exist now "
+    "(or existed at a time)",
     query=TypesQuery,
     response=Page[TypeInfo],
     tags=TAGS,
@@ -73,7 +82,7 @@ async def _visible_counts(
 )
 async def list_types(request: web.Request, query: TypesQuery) -> Page[TypeInfo]:
 
-    counts = await _visible_counts(request, account_view(request, query.account))
+    counts = await _visible_counts(request, account_view(request, query.account), query.at)
     per_type: dict[str, int] = {}
     for (rtype, _, _), n in counts.items():
         per_type[rtype] = per_type.get(rtype, 0) + n
@@ -100,22 +109,27 @@ async def list_types(request: web.Request, query: TypesQuery) -> Page[TypeInfo]:
 
 
 class AccountsQuery(PageQuery):
-    pass
+    at: EndTime | None = Field(
+        default=None,
+        description="count the resources that existed at this time (default now); "
+        "a date alone: at its end. Events and the last scan are not affected.",
+    )
 
 
 class AccountInfo(BaseModel):
     account_id: str
-    resources: int = Field(description="current resources")
-    resource_types: int = Field(description="types with current resources")
-    regions: list[str] = Field(description="regions with current resources")
-    events: int = Field(description="CloudTrail events stored")
+    resources: int = Field(description="resources now, or at the time asked")
+    resource_types: int = Field(description="types with resources then")
+    regions: list[str] = Field(description="regions with resources then")
+    events: int = Field(description="CloudTrail events stored (all of them, whatever the time)")
     last_scan_at: UtcDatetime | None = Field(description="when its last scan finished")
 
 
 @endpoint(
     "GET",
     "/v1/accounts",
-    summary="Accounts with resources or CloudTrail events, and when each was last scanned",
+    summary="Accounts with resources (now or at a time) or CloudTrail events, and when each "
+    "was last scanned",
     query=AccountsQuery,
     response=Page[AccountInfo],
     tags=TAGS,
@@ -123,7 +137,7 @@ class AccountInfo(BaseModel):
 )
 async def list_accounts(request: web.Request, query: AccountsQuery) -> Page[AccountInfo]:
     view = account_view(request)
-    counts = await _visible_counts(request, view)
+    counts = await _visible_counts(request, view, query.at)
     resources: dict[str, int] = {}
     types: dict[str, set[str]] = {}
     regions: dict[str, set[str]] = {}

@@ -440,6 +440,25 @@ async def test_types_accounts_and_scans(api: Api, data: PipelineData) -> None:
         assert accounts[account]["last_scan_at"] is not None
     assert accounts[data.a.id]["events"] == len(data.events[data.a.id])
     assert accounts[data.c.id]["events"] == 0
+
+    # As of a past time (the time-travel menus): what existed then, counted in the API.
+    then = {
+        a["account_id"]: a for a in await all_pages(api, f"/v1/accounts?at={iso(data.between)}")
+    }
+    for account in data.accounts:
+        assert then[account]["resources"] == len(data.first_keys[account])
+        assert then[account]["events"] == accounts[account]["events"]  # events: not by time
+    assert then[data.a.id]["resources"] != accounts[data.a.id]["resources"]  # one was deleted
+    one = await all_pages(api, f"/v1/types?account={data.a.id}&at={iso(data.between)}")
+    assert sum(t["resources"] for t in one) == len(data.first_keys[data.a.id])
+    then_instances = sum(
+        len(data.first_keys[a] & _keys_of_instances(data, a)) for a in data.accounts
+    )
+    types_then = {t["type"]: t for t in await all_pages(api, f"/v1/types?at={iso(data.between)}")}
+    assert types_then["AWS::EC2::Instance"]["resources"] == then_instances
+    before = (data.second_started.date() - timedelta(days=1)).isoformat()
+    empty_then = await all_pages(api, f"/v1/accounts?at={before}")
+    assert all(a["resources"] == 0 and a["regions"] == [] for a in empty_then)
     scans = await all_pages(api, "/v1/scans?limit=4")
     assert len(scans) == 2 * 3 * 3  # two scans x three accounts x three types
     assert [s["finished_at"] for s in scans] == sorted(
@@ -452,3 +471,7 @@ async def test_types_accounts_and_scans(api: Api, data: PipelineData) -> None:
 
 def _instances(data: PipelineData, account: str) -> set[str]:
     return {k for k in expected_now(data, account) if ":instance/" in k}
+
+
+def _keys_of_instances(data: PipelineData, account: str) -> set[str]:
+    return {k for k in data.first_keys[account] | expected_now(data, account) if ":instance/" in k}

@@ -68,6 +68,7 @@ class Api:
     def __init__(self, info: dict[str, Any]) -> None:
         self.url: str = info["api_url"]
         self.token: str = info["api_token"]
+        self.data_dir = Path(info["data_dir"])
 
     def get(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
@@ -460,6 +461,78 @@ def test_activity_dashboard_and_a_principals_chart(tab: Page, api: Api) -> None:
     assert tab.page.locator("#activity-chart svg rect.bar").count() > 0
 
 
+def _parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _fitted(age: float) -> str:
+    """The preset that holds data that began ``age`` seconds ago (the page's choice)."""
+    return "1h" if age <= 3600 else "6h" if age <= 6 * 3600 else "24h"
+
+
+def test_activity_opens_on_a_range_that_holds_the_data(tab: Page, api: Api) -> None:
+    """Opened without a time frame, a fresh demo's activity is not one spike at the right
+    edge of a day: the page picks the shortest preset that holds every event so far, and
+    the address says so (Back and reload show the same)."""
+    known = api.wait_for("CloudTrail principals", lambda: api.get("/v1/principals")["items"])
+    earliest = min(_parse_time(p["first_seen"]) for p in known)
+    tab.sign_in("/activity")
+    expected = _fitted(time.time() - earliest)
+    assert expected != "24h"  # the module's demo is minutes old
+    assert tab.hash_params() == {"range": expected}
+    assert tab.page.get_attribute(f"#range-{expected}", "aria-pressed") == "true"
+    assert tab.page.get_attribute("#range-24h", "aria-pressed") == "false"
+    assert tab.page.locator("#services-chart svg rect.bar").count() > 0
+    # Another preset is a new history entry; Back returns to the fitted one, not to a bare
+    # address that would choose again.
+    tab.click_and_wait("#range-6h")
+    assert tab.hash_params() == {"range": "6h"}
+    before = tab.rendered()
+    tab.page.go_back()
+    tab.wait_rendered(before)
+    assert tab.hash_params() == {"range": expected}
+    assert tab.page.get_attribute(f"#range-{expected}", "aria-pressed") == "true"
+    # A principal's page does the same with its own events.
+    first = min(known, key=lambda p: _parse_time(p["first_seen"]))
+    tab.go(f"#/principal/{urllib.parse.quote(first['label'], safe='')}")
+    assert tab.hash_params() == {"range": _fitted(time.time() - _parse_time(first["first_seen"]))}
+    assert tab.page.locator("#activity-chart svg rect.bar").count() > 0
+
+
+def test_the_account_menu_counts_the_estate_as_of_the_time_shown(tab: Page, api: Api) -> None:
+    tab.sign_in("/inventory")
+    menu = """() => [...document.querySelectorAll('#filter-account option')]
+      .map(o => [o.value, o.textContent])"""
+
+    def counts(options: list[list[str]]) -> dict[str, int]:
+        found = {}
+        for value, text in options:
+            if value:
+                match = re.fullmatch(rf"{value} \(([\d,]+)\)", text)
+                assert match, text
+                found[value] = int(match.group(1).replace(",", ""))
+        return found
+
+    now = counts(tab.page.evaluate(menu))
+    assert now and sum(now.values()) > 0
+    # The first moment of history: the estate was smaller, and the menu says how small.
+    tab.page.focus("#time-slider")
+    before = tab.rendered()
+    tab.page.keyboard.press("Home")
+    tab.wait_rendered(before)
+    at = tab.hash_params()["at"]
+    then = counts(tab.page.evaluate(menu))
+    listed: dict[str, int] = {}
+    for r in api.all_items("/v1/resources", at=at):
+        listed[r["account_id"]] = listed.get(r["account_id"], 0) + 1
+    assert {a: n for a, n in then.items() if n} == listed  # what existed then, per account
+    assert sum(then.values()) < sum(now.values())
+    # The total beside the types is the same count (from /v1/types as of that time).
+    assert count_of(tab.page, "#resource-total") == sum(listed.values())
+    tab.click_and_wait("#time-now")
+    assert counts(tab.page.evaluate(menu)).keys() == now.keys()
+
+
 def test_alerts_and_reports_show_content_or_a_clear_not_available(tab: Page, api: Api) -> None:
     tab.sign_in("/alerts")
     # Present or not yet built: either real figures or an explicit "not available" state.
@@ -683,3 +756,84 @@ def test_the_diff_matches_list_items_by_identity_not_position(tab: Page) -> None
         ("removed", "/Tags/0/Key"),
         ("removed", "/Tags/0/Value"),
     }
+
+
+JS_PATHS_SEEN = """() => [...document.querySelectorAll('#drift td.paths-cell code')]
+  .filter((el) => el.getClientRects().length)
+  .map((el) => {
+    const box = el.getBoundingClientRect();
+    const frame = el.closest('.table-wrap').getBoundingClientRect();
+    return { text: el.textContent, title: el.title,
+             inside: box.left >= frame.left - 1 && box.right <= frame.right + 1 };
+  })"""
+JS_TABLE_SCROLLS = """() => { const w = document.querySelector('#drift .table-wrap');
+  return w.scrollWidth - w.clientWidth; }"""
+
+
+def _leaf_paths(value: Any, prefix: str = "") -> Iterator[str]:
+    """The JSON Pointer of every leaf of a configuration."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _leaf_paths(v, f"{prefix}/{str(k).replace('~', '~0').replace('/', '~1')}")
+    elif isinstance(value, list) and value:
+        for i, v in enumerate(value):
+            yield from _leaf_paths(v, f"{prefix}/{i}")
+    else:
+        yield prefix
+
+
+def test_drift_paths_are_readable_whole_at_both_sizes(browser: Any, api: Api) -> None:
+    """A baseline is pinned beside the running demo (as a user would) and the estate drifts
+    from it. Every changed path in the drift table is shown whole, wrapped within the table
+    with the full path as its title, on a laptop and on a phone.
+
+    The demo's drift has short paths (it toggles top-level settings), so the browser is
+    given the real drift answer with one drifted resource's paths lengthened to the deepest
+    leaves of its own stored configuration (and more than fit before "N more")."""
+    pinned = subprocess.run(
+        [sys.executable, "-m", "cloudinv", "baseline", "pin", "--data-dir", str(api.data_dir)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert pinned.returncode == 0, pinned.stderr
+
+    def drifted() -> dict[str, Any] | None:
+        items = api.all_items("/v1/drift")
+        return next((d for d in items if d.get("changed_paths")), None)
+
+    item = api.wait_for("drift with changed paths", drifted, timeout=120)
+    stored = api.get(f"/v1/resources/{urllib.parse.quote(item['key'], safe='')}")
+    deepest = sorted(_leaf_paths(stored["configuration"]), key=len, reverse=True)[:8]
+    assert len(deepest[0]) >= 40, deepest
+
+    def serve(route: Any) -> None:
+        answer = route.fetch().json()
+        for d in answer["items"]:
+            if d["key"] == item["key"]:
+                d["changed_paths"] = list(dict.fromkeys([*d["changed_paths"], *deepest]))
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(answer))
+
+    for width, height in ((1280, 800), (420, 900)):
+        tab = Page(browser, api, width=width, height=height)
+        try:
+            tab.page.route("**/v1/drift?*", serve)
+            tab.sign_in("/alerts")
+            tab.page.wait_for_selector("#drift td.paths-cell code.path")
+            more = tab.page.locator("#drift details.more-paths > summary")
+            assert more.count() >= 1  # the lengthened resource has more than four
+            for summary in more.all():
+                summary.click()
+            seen = tab.page.evaluate(JS_PATHS_SEEN)
+            assert {p["text"] for p in seen} >= set(deepest), "a path is not shown"
+            for path in seen:
+                assert path["text"] == path["title"], path  # whole, and whole on hover
+                assert path["inside"], (width, path)  # not clipped by the table's frame
+            assert tab.page.evaluate(JS_TABLE_SCROLLS) <= 1, width  # nothing hidden sideways
+            page_width = tab.page.evaluate("() => document.documentElement.scrollWidth")
+            assert page_width <= width, (width, page_width)
+            assert tab.errors == []
+        finally:
+            tab.close()

@@ -162,6 +162,23 @@ export function table(columns, rows, { caption, className, rowAttrs } = {}) {
   );
 }
 
+/**
+ * Changed paths (JSON Pointers) as code: each may break before a '/' (and anywhere, if one
+ * segment is longer than the space), so a long path wraps instead of being clipped, and its
+ * title is the whole path. Past `max`, the others are behind a "N more" disclosure.
+ */
+export function pathList(paths, { max = 4, tag = 'span' } = {}) {
+  if (!paths || !paths.length) return null;
+  const one = (path) => h('code', { class: 'path', title: path }, path.split(/(?=\/)/).flatMap((part, i) => (i ? [h('wbr'), part] : [part])));
+  const rest = paths.slice(max);
+  return h(
+    tag,
+    { class: 'paths' },
+    paths.slice(0, max).map(one),
+    rest.length ? h('details', { class: 'more-paths' }, h('summary', {}, `${rest.length} more`), rest.map(one)) : null,
+  );
+}
+
 /** Keyboard-accessible tabs (WAI-ARIA tabs pattern, manual activation by click or arrows). */
 export function tabs(items, active, onSelect) {
   const list = h('div', { role: 'tablist', class: 'tabs', 'aria-label': 'Sections' });

@@ -138,12 +138,18 @@ async function renderRoute() {
     params,
     signal: controller.signal,
     href,
-    // Change this page's parameters: a new history entry (or a replaced one).
-    setParams(changes, { replace: replaceEntry = false } = {}) {
+    // Change this page's parameters: a new history entry (or a replaced one). `quiet`: the
+    // page already shows them (a default it chose), so the address is only made to say so.
+    setParams(changes, { replace: replaceEntry = false, quiet = false } = {}) {
       const next = Object.fromEntries(params.entries());
       Object.assign(next, changes);
       const target = href(page, arg, next);
-      if (replaceEntry) { history.replaceState(null, '', target); route(); } else location.hash = target;
+      if (quiet) {
+        for (const [k, v] of Object.entries(changes)) {
+          if (v === null || v === undefined || v === '' || v === false) params.delete(k); else params.set(k, String(v));
+        }
+        history.replaceState(null, '', target);
+      } else if (replaceEntry) { history.replaceState(null, '', target); route(); } else location.hash = target;
     },
     title(text) { document.title = `${text} · cloudinv`; },
   };

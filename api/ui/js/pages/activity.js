@@ -1,6 +1,8 @@
 // #/activity?range=1h|6h|24h|7d|30d&from=&to=&account= : who is doing what, from CloudTrail.
 //
-// Time-frame presets and a custom range; counters (events, writes, errors and denied calls,
+// Time-frame presets and a custom range (opened without one, the page picks the shortest
+// preset, up to a day, that holds every event since the first, and the address says which:
+// a new estate's first minutes fill the chart instead of one spike at its edge); counters (events, writes, errors and denied calls,
 // and the creations CloudTrail-Tracker counted); events over time per service and per
 // principal as stacked bar charts; top principals and services; the failed calls.
 
@@ -21,6 +23,31 @@ export const PRESETS = [
 const TOP_SERIES = 6;
 const MAX_SERIES_FETCH = 12;
 const COUNTED = ['RunInstances', 'CreateDBInstance', 'CreateFunction', 'CreateLoadBalancer'];
+
+const FITTED = ['1h', '6h', '24h'];
+
+/**
+ * The preset a page opens on when its address names no time frame: the shortest of the last
+ * hour, 6 hours and day that holds everything since `earliest` (a time in ms; null when there
+ * is no data yet, which opens on the day).
+ */
+export function fittedRange(earliest, now = Date.now()) {
+  if (earliest === null || !Number.isFinite(earliest)) return '24h';
+  const fits = FITTED.find((id) => now - earliest <= PRESETS.find(([p]) => p === id)[2]);
+  return fits || '24h';
+}
+
+/**
+ * Opened without a time frame: choose one fitted to the data (the earliest `first_seen` of
+ * `principals`, or null) and make the address say it, without a new history entry, so
+ * that reloading or sharing the page shows the same and Back skips the bare address.
+ */
+export function fitTimeFrame(ctx, principals) {
+  const { params } = ctx;
+  if (params.get('range') || params.get('from') || params.get('to')) return;
+  const starts = (principals || []).map((p) => new Date(p.first_seen).getTime()).filter(Number.isFinite);
+  ctx.setParams({ range: fittedRange(starts.length ? Math.min(...starts) : null) }, { quiet: true });
+}
 
 /** {from, to, granularity, label, range} from the page parameters (default: the last day). */
 export function timeFrame(params) {
@@ -72,8 +99,10 @@ export function tile(label, value, { id, tone, href } = {}) {
 
 export async function render(view, ctx) {
   const { params, signal } = ctx;
-  const frame = timeFrame(params);
   const account = params.get('account') || '';
+  const principalsList = get('/v1/principals', { account, limit: 1000 }, { signal }).then((p) => p.items);
+  fitTimeFrame(ctx, await principalsList.catch((err) => { if (err.name === 'AbortError') throw err; return null; }));
+  const frame = timeFrame(params);
   ctx.title('Activity');
   const range = { from: iso(frame.from), to: iso(frame.to), account };
 
@@ -104,7 +133,7 @@ export async function render(view, ctx) {
     ];
   });
 
-  const data = loadActivity(frame, range, account, signal);
+  const data = loadActivity(frame, range, account, signal, principalsList);
 
   const servicesLoad = section(byService, 'Events per service', async () => {
     const { services, granularity, truncated } = await data;
@@ -213,8 +242,8 @@ function sum(buckets, field) {
  * one or two of the API's hourly buckets); beyond, or when there are too many events, the
  * API's hourly or daily activity of the busiest services and principals is read.
  */
-export async function loadActivity(frame, range, account, signal) {
-  const principalsList = get('/v1/principals', { account, limit: 1000 }, { signal }).then((p) => p.items);
+export async function loadActivity(frame, range, account, signal, principalsList = null) {
+  principalsList = principalsList || get('/v1/principals', { account, limit: 1000 }, { signal }).then((p) => p.items);
   if (frame.to - frame.from <= FINE_SPAN) {
     const { items, truncated } = await getAll('/v1/events', { from: range.from, to: range.to, account }, { max: FINE_MAX_EVENTS, signal });
     if (!truncated) return fromEvents(items, await principalsList);

@@ -5,7 +5,7 @@
 // clearly when this server does not offer it (an endpoint answering 404).
 
 import { get, getAll, stream } from '../api.js';
-import { announce, badge, debounce, empty, h, replace, section, table, unavailable } from '../dom.js';
+import { announce, badge, debounce, empty, h, pathList, replace, section, table, unavailable } from '../dom.js';
 import { hBars } from '../charts.js';
 import { num, time, typeLabel } from '../format.js';
 import { resourceHref } from '../nav.js';
@@ -127,7 +127,7 @@ export async function render(view, ctx) {
           { label: 'Region', cell: (d) => d.region },
           { label: 'Drift', cell: (d) => badge(d.drift) },
           { label: 'Baseline pinned', className: 'nowrap', cell: (d) => (d.pinned_at ? time(d.pinned_at, { seconds: false }) : '—') },
-          { label: 'Changed paths', className: 'wrap', cell: (d) => (d.changed_paths || []).slice(0, 4).map((p) => h('code', {}, p)) },
+          { label: 'Changed paths', className: 'wrap paths-cell', cell: (d) => pathList(d.changed_paths, { max: 4 }) || '—' },
         ],
         page.items.slice(0, 500),
         { caption: 'Drift' },

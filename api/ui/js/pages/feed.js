@@ -7,7 +7,7 @@
 // CloudTrail attributed it, to the principal who made it.
 
 import { get, getAll, stream } from '../api.js';
-import { announce, badge, empty, failure, field, h, loading, options, replace, unavailable } from '../dom.js';
+import { announce, badge, empty, failure, field, h, loading, options, pathList, replace, unavailable } from '../dom.js';
 import { ago, iso, num, principalShort, shortTime, time, typeLabel } from '../format.js';
 import { principalHref, resourceHref } from '../nav.js';
 
@@ -166,7 +166,7 @@ function changeRow(c, fresh) {
       'div',
       { class: 'what' },
       h('div', {}, badge(c.change_type), ' ', h('a', { href: resourceHref(c.key), class: 'resource-link' }, c.name || c.resource_id), ' ', h('span', { class: 'muted' }, `${typeLabel(c.resource_type)} · ${c.account_id} · ${c.region}`)),
-      paths.length ? h('div', { class: 'paths' }, paths.slice(0, 4).map((p) => h('code', {}, p)), paths.length > 4 ? ` +${paths.length - 4}` : '') : null,
+      pathList(paths, { max: 4, tag: 'div' }),
       h(
         'div',
         { class: 'links' },

@@ -2,9 +2,9 @@
 //
 // Types with counts on the side, the resources of the chosen type (or all) in a table, filters
 // by account, region and text, and a time slider (with a precise date-time field) that shows
-// the estate as it was. Current counts come from /v1/types; counts at a past time, in one
-// region or for a text search come from listing the resources themselves (/v1/types counts
-// only the present, over every region).
+// the estate as it was. Counts by type and account come from /v1/types and /v1/accounts, now
+// or as of the time shown; counts in one region or for a text search come from listing the
+// resources themselves (/v1/types counts over every region).
 
 import { get, getAll, getCsv } from '../api.js';
 import { debounce, downloadBlob, empty, failure, field, h, loading, options, replace, table } from '../dom.js';
@@ -64,10 +64,15 @@ export async function render(view, ctx) {
   });
   replace(filterBar, field('Account', accountSelect), field('Region', regionSelect), field('Search', search), h('div', { class: 'field actions' }, csvButton));
 
-  const accountsLoad = get('/v1/accounts', { limit: 1000 }, { signal }).then((page) => {
+  // The counts in the menu are the estate's at the time shown (the API counts as of `at`).
+  const accountsLoad = get('/v1/accounts', { limit: 1000, at: filters.at }, { signal }).then((page) => {
     const accounts = page.items;
     const regions = [...new Set(accounts.flatMap((a) => a.regions))].sort();
-    replace(accountSelect, options([['', 'All accounts'], ...accounts.map((a) => [a.account_id, `${a.account_id} (${num(a.resources)})`])], filters.account));
+    const accountPairs = accounts.map((a) => [a.account_id, `${a.account_id} (${num(a.resources)})`]);
+    // A filter on an account or region with nothing at this time stays chosen (and says so).
+    if (filters.account && !accounts.some((a) => a.account_id === filters.account)) accountPairs.push([filters.account, `${filters.account} (0)`]);
+    if (filters.region && !regions.includes(filters.region)) regions.push(filters.region);
+    replace(accountSelect, options([['', 'All accounts'], ...accountPairs], filters.account));
     replace(regionSelect, options([['', 'All regions'], ...regions.map((r) => [r, r])], filters.region));
     return accounts;
   }).catch((err) => { if (err.name !== 'AbortError') filterBar.appendChild(failure('accounts', err)); });
@@ -76,9 +81,9 @@ export async function render(view, ctx) {
   renderTimeBar(timeBar, ctx, filters, at);
 
   // -- types and counts ---------------------------------------------------------------------
-  const exactFromTypes = !at && !filters.region && !filters.q;
+  const exactFromTypes = !filters.region && !filters.q;
   const countsLoad = (async () => {
-    const types = await get('/v1/types', { account: filters.account, limit: 1000 }, { signal });
+    const types = await get('/v1/types', { account: filters.account, at: filters.at, limit: 1000 }, { signal });
     if (exactFromTypes) {
       const counts = new Map(types.items.filter((t) => t.resources > 0).map((t) => [t.type, t.resources]));
       return { counts, truncated: false };

@@ -1,4 +1,5 @@
-// #/principal/<label>?range=&from=&to= : one principal's activity.
+// #/principal/<label>?range=&from=&to= : one principal's activity (without a time frame:
+// the shortest preset, up to a day, that holds its events, as on the activity page).
 //
 // Who it is (from /v1/principals), what it did over time (its activity, stacked by API call),
 // which calls, its recent events and failures, and the changes CloudTrail attributed to it.
@@ -8,13 +9,17 @@ import { badge, empty, failure, h, replace, section, table } from '../dom.js';
 import { GRANULARITY_NAME, bucketStart, fillBuckets, hBars, timeBars } from '../charts.js';
 import { iso, num, principalShort, time, typeLabel } from '../format.js';
 import { resourceHref } from '../nav.js';
-import { tile, timeFrame, timeFrameControls } from './activity.js';
+import { fitTimeFrame, tile, timeFrame, timeFrameControls } from './activity.js';
 
 const TOP_CALLS = 6;
 
 export async function render(view, ctx) {
   const label = ctx.arg;
   const { signal } = ctx;
+  const knownLoad = getAll('/v1/principals', {}, { max: 10000, signal });
+  // Opened without a time frame: the shortest that holds this principal's events.
+  const knownNow = await knownLoad.catch((err) => { if (err.name === 'AbortError') throw err; return null; });
+  fitTimeFrame(ctx, knownNow && knownNow.items.filter((p) => p.label === label));
   const frame = timeFrame(ctx.params);
   const range = { from: iso(frame.from), to: iso(frame.to) };
   ctx.title(`${principalShort(label)} · activity`);
@@ -35,7 +40,7 @@ export async function render(view, ctx) {
     changes,
   );
 
-  const summaryLoad = getAll('/v1/principals', {}, { max: 10000, signal }).then((known) => {
+  const summaryLoad = knownLoad.then((known) => {
     const me = known.items.find((p) => p.label === label);
     if (!me) {
       replace(summary, h('p', { class: 'banner warn' }, 'CloudTrail has no event of this principal (yet). ', h('span', { class: 'mono' }, label)));

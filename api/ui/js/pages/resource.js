@@ -6,7 +6,7 @@
 // every version; events and alerts load when their tab opens.
 
 import { get, getAll, seg } from '../api.js';
-import { badge, empty, h, loading, replace, section, table, tabs, unavailable } from '../dom.js';
+import { badge, empty, h, loading, pathList, replace, section, table, tabs, unavailable } from '../dom.js';
 import { changeTimeline } from '../charts.js';
 import { diffTable } from '../diff.js';
 import { ago, iso, num, principalShort, time, typeLabel, typeService } from '../format.js';
@@ -116,12 +116,6 @@ function attributionLine(entry) {
   );
 }
 
-function pathsLine(paths, max = 6) {
-  if (!paths || !paths.length) return null;
-  const shown = paths.slice(0, max);
-  return h('span', { class: 'paths' }, shown.map((p) => h('code', {}, p)), paths.length > max ? ` and ${paths.length - max} more` : '');
-}
-
 function renderHistory(panel, { key, history }) {
   if (!history.length) {
     replace(panel, empty('No history recorded.'));
@@ -136,7 +130,7 @@ function renderHistory(panel, { key, history }) {
       'li',
       { class: `history-item ${e.change_type}`, dataset: { changeId: e.change_id } },
       h('div', { class: 'history-head' }, badge(e.change_type), ' ', h('time', { datetime: e.captured_at }, time(e.captured_at)), ' ', attributionLine(e)),
-      e.change_type === 'modified' ? pathsLine(e.changed_paths) : null,
+      e.change_type === 'modified' ? pathList(e.changed_paths, { max: 6 }) : null,
       h(
         'div',
         { class: 'history-links' },
@@ -218,7 +212,7 @@ async function renderDiff(panel, state) {
   const result = diffTable(a ? a.configuration : null, b ? b.configuration : null, { labels, all });
   const cause = h('div', { class: 'cause', id: 'diff-cause' });
   const changedList = result.changed.length
-    ? h('p', { class: 'changed-summary', id: 'diff-summary' }, h('strong', {}, `${num(result.changed.length)} ${result.changed.length === 1 ? 'path differs' : 'paths differ'}`), ': ', pathsLine(result.changed.map((r) => r.path), 8))
+    ? h('p', { class: 'changed-summary', id: 'diff-summary' }, h('strong', {}, `${num(result.changed.length)} ${result.changed.length === 1 ? 'path differs' : 'paths differ'}`), ': ', pathList(result.changed.map((r) => r.path), { max: 8 }))
     : h('p', { class: 'changed-summary', id: 'diff-summary' }, a && b ? 'These two versions are identical.' : '');
   replace(panel, h('h2', { class: 'visually-hidden' }, 'Diff'), controls, cause, changedList, result.element);
   if (entry) describeCause(cause, entry, state);
