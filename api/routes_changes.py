@@ -30,7 +30,7 @@ from cloudinv.api.routes_common import (
     store_cursor_errors,
 )
 from cloudinv.core.models import ChangeEvent, ChangeType
-from cloudinv.sinks.store import ChangeFilters
+from cloudinv.sinks.store import ChangeFilters, ChangeQuery
 
 TAGS = ["changes"]
 _CHANGE_TYPES = ("created", "modified", "deleted")
@@ -123,7 +123,7 @@ async def list_changes(request: web.Request, query: ChangesQuery) -> Page[Change
     async def fetch(n: int, cursor: str | None) -> tuple[list[ChangeEvent], str | None]:
         with store_cursor_errors():
             page = await store.changes(
-                since=query.since, until=until, filters=filters, limit=n, cursor=cursor
+                ChangeQuery(since=query.since, until=until, filters=filters, limit=n, cursor=cursor)
             )
         return page.items, page.next_cursor
 

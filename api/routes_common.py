@@ -38,6 +38,8 @@ from cloudinv.sinks.store import (
     LoggedChange,
     StoredReads,
     StoreError,
+    VersionQuery,
+    version_pages,
 )
 
 __all__ = [
@@ -355,29 +357,16 @@ async def counts_at(
         if account_id is None:
             return counts
         return {scope: n for scope, n in counts.items() if scope[1] == account_id}
-    stored = store if isinstance(store, StoredReads) else None
+    query = VersionQuery(at=at, account_id=account_id)
     found: dict[tuple[str, str, str], int] = {}
-    after_key: str | None = None
-    while True:
-        scopes: list[tuple[str, str, str]]
-        if stored is not None:
-            rows = await stored.list_as_of_stored(
-                at=at, account_id=account_id, limit=_COUNT_PAGE, after_key=after_key
-            )
-            fields = [row.json_fields() for row in rows]
-            scopes = [(f["resource_type"], f["account_id"], f["region"]) for f in fields]
-            last = rows[-1].key if rows else None
-        else:
-            versions = await store.list_as_of(
-                at=at, account_id=account_id, limit=_COUNT_PAGE, after_key=after_key
-            )
-            scopes = [(v.resource_type, v.account_id, v.region) for v in versions]
-            last = versions[-1].key if versions else None
-        for scope in scopes:
-            found[scope] = found.get(scope, 0) + 1
-        if len(scopes) < _COUNT_PAGE:
-            return found
-        after_key = last
-
-
-_COUNT_PAGE = 1000
+    if isinstance(store, StoredReads):
+        async for rows in version_pages(store.list_as_of_stored, query):
+            for f in (row.json_fields() for row in rows):
+                scope = (f["resource_type"], f["account_id"], f["region"])
+                found[scope] = found.get(scope, 0) + 1
+    else:
+        async for versions in version_pages(store.list_as_of, query):
+            for v in versions:
+                scope = (v.resource_type, v.account_id, v.region)
+                found[scope] = found.get(scope, 0) + 1
+    return found

@@ -14,11 +14,11 @@ Its cost follows what changed, not the size of the estate.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
@@ -59,10 +59,12 @@ from cloudinv.catalog.transform import read_tags
 from cloudinv.core.models import Attribution, ChangeType, JsonPatchOp, UtcDatetime
 from cloudinv.sinks.store import (
     ChangeFilters,
+    ChangeQuery,
     InventoryStore,
     ResourceVersion,
     StoredReads,
     StoredRow,
+    VersionQuery,
 )
 
 TAGS = ["inventory"]
@@ -214,61 +216,27 @@ def matches(version: ResourceVersion, needle: str) -> bool:
 # -- listing ------------------------------------------------------------------------------------
 
 
-class ListAsOf(Protocol):
-    """``InventoryStore.list_as_of`` or ``StoredReads.list_as_of_stored``."""
-
-    def __call__(
-        self,
-        *,
-        at: datetime | None = None,
-        resource_type: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        limit: int = 1000,
-        after_key: str | None = None,
-    ) -> Awaitable[Sequence[ResourceVersion | StoredRow]]: ...
+ListAsOf = Callable[[VersionQuery], Awaitable[Sequence[ResourceVersion | StoredRow]]]
+"""``InventoryStore.list_as_of`` or ``StoredReads.list_as_of_stored``."""
 
 
 async def _list_batch(
-    list_as_of: ListAsOf,
-    view: AccountView,
-    *,
-    at: datetime | None,
-    resource_type: str | None,
-    region: str | None,
-    after_key: str | None,
-    size: int,
+    list_as_of: ListAsOf, view: AccountView, query: VersionQuery
 ) -> tuple[Sequence[ResourceVersion | StoredRow], bool]:
-    """Up to ``size`` versions after ``after_key`` in key order, and whether more may follow.
+    """Up to ``query.limit`` versions of ``query`` the view allows, in key order, and
+    whether more may follow (the account of ``query`` is the view's).
 
     ``list_as_of`` is the store's ``list_as_of`` or, where it has it, ``list_as_of_stored``
     (the same rows with their configurations left as stored JSON)."""
     if not view.filtered:
-        got = await list_as_of(
-            at=at,
-            resource_type=resource_type,
-            account_id=view.single,
-            region=region,
-            limit=size,
-            after_key=after_key,
-        )
-        return got, len(got) >= size
+        got = await list_as_of(replace(query, account_id=view.single))
+        return got, len(got) >= query.limit
     # Several accounts: the store filters on one, so read each and merge in key order.
     assert view.accounts is not None
     lists = await asyncio.gather(
-        *(
-            list_as_of(
-                at=at,
-                resource_type=resource_type,
-                account_id=account,
-                region=region,
-                limit=size,
-                after_key=after_key,
-            )
-            for account in view.accounts
-        )
+        *(list_as_of(replace(query, account_id=account)) for account in view.accounts)
     )
-    return merge_by_key(lists, key=lambda v: v.key, limit=size)
+    return merge_by_key(lists, key=lambda v: v.key, limit=query.limit)
 
 
 def _to_version(item: ResourceVersion | StoredRow) -> ResourceVersion:
@@ -311,12 +279,14 @@ async def list_resources(
     ):
         # The page as the store writes it: no Python work per version at all.
         body, count, last_key = await stored.list_as_of_json(
-            at=query.at,
-            resource_type=query.type,
-            account_id=view.single,
-            region=query.region,
-            limit=query.limit,
-            after_key=after_key,
+            VersionQuery(
+                at=query.at,
+                resource_type=query.type,
+                account_id=view.single,
+                region=query.region,
+                limit=query.limit,
+                after_key=after_key,
+            )
         )
         cursor = encode_cursor("resources", after=last_key) if count >= query.limit else None
         return RawJson(b'{"items":' + body + b',"next_cursor":' + orjson.dumps(cursor) + b"}")
@@ -335,11 +305,13 @@ async def list_resources(
         got, more = await _list_batch(
             list_as_of,
             view,
-            at=query.at,
-            resource_type=query.type,
-            region=query.region,
-            after_key=after_key,
-            size=size,
+            VersionQuery(
+                at=query.at,
+                resource_type=query.type,
+                region=query.region,
+                limit=size,
+                after_key=after_key,
+            ),
         )
         for i, version in enumerate(got):
             after_key = version.key
@@ -381,7 +353,9 @@ async def resource_history(request: web.Request, query: HistoryQuery) -> Page[Hi
     by_change = {v.change_id: v for v in versions}
     with store_cursor_errors():
         page = await inventory_store(request).changes(
-            filters=ChangeFilters(key=key), limit=query.limit, cursor=cursor_str(state, "s")
+            ChangeQuery(
+                filters=ChangeFilters(key=key), limit=query.limit, cursor=cursor_str(state, "s")
+            )
         )
     items = [
         HistoryEntry(
@@ -497,17 +471,17 @@ async def _window_changes(
     without the configurations (see :func:`_with_configurations`)."""
     if isinstance(store, StoredReads):
         events, next_cursor = await store.changes_stored(
-            since=since,
-            until=until,
-            filters=filters,
-            limit=_DIFF_SCAN_BATCH,
-            cursor=cursor,
+            ChangeQuery(
+                since=since, until=until, filters=filters, limit=_DIFF_SCAN_BATCH, cursor=cursor
+            ),
             slim=True,
         )
         parsed: list[dict[str, Any]] = orjson.loads(events)
         return parsed, next_cursor
     page = await store.changes(
-        since=since, until=until, filters=filters, limit=_DIFF_SCAN_BATCH, cursor=cursor
+        ChangeQuery(
+            since=since, until=until, filters=filters, limit=_DIFF_SCAN_BATCH, cursor=cursor
+        )
     )
     return [c.model_dump(mode="json") for c in page.items], page.next_cursor
 

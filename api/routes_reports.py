@@ -47,9 +47,9 @@ from cloudinv.producers.reports.snapshots import (
     SnapshotReport,
     build_snapshot_report,
 )
+from cloudinv.sinks.store import VersionQuery, version_pages
 
 T = TypeVar("T")
-_PAGE = 1000
 
 
 class SnapshotReportQuery(Query):
@@ -85,15 +85,8 @@ async def snapshot_report(request: web.Request, query: SnapshotReportQuery) -> S
     snapshots: list[ResourceSnapshot] = []
     if not view.empty:
         for resource_type in SNAPSHOT_TYPES:
-            after: str | None = None
-            while True:
-                page = await store.list_as_of(
-                    at=now,
-                    resource_type=resource_type,
-                    account_id=view.single,
-                    limit=_PAGE,
-                    after_key=after,
-                )
+            wanted = VersionQuery(at=now, resource_type=resource_type, account_id=view.single)
+            async for page in version_pages(store.list_as_of, wanted):
                 for version in page:
                     if not view.allows(version.account_id):
                         continue
@@ -111,9 +104,6 @@ async def snapshot_report(request: web.Request, query: SnapshotReportQuery) -> S
                             captured_at=version.valid_from,
                         )
                     )
-                if len(page) < _PAGE:
-                    break
-                after = page[-1].key
     return build_snapshot_report(snapshots, now)
 
 

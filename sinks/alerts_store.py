@@ -64,7 +64,13 @@ from cloudinv.catalog.diff import changed_paths, json_patch
 from cloudinv.core.models import JsonPatchOp, UtcDatetime, utcnow
 from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema
 from cloudinv.sinks.sqlite_store import from_us, to_us
-from cloudinv.sinks.store import InventoryStore, ResourceVersion, StoreError
+from cloudinv.sinks.store import (
+    InventoryStore,
+    ResourceVersion,
+    StoreError,
+    VersionQuery,
+    version_pages,
+)
 
 __all__ = [
     "ALERTS_FILE",
@@ -982,24 +988,12 @@ def _notify(
 # ---------------------------------------------------------------------------------------------
 # Baselines and drift over the inventory store
 
-_PAGE = 1000
-
 
 async def _current(inventory: InventoryStore, scope: BaselineScope) -> list[ResourceVersion]:
-    versions: list[ResourceVersion] = []
-    after_key: str | None = None
-    while True:
-        page = await inventory.list_as_of(
-            resource_type=scope.resource_type,
-            account_id=scope.account_id,
-            region=scope.region,
-            limit=_PAGE,
-            after_key=after_key,
-        )
-        versions += page
-        if len(page) < _PAGE:
-            return versions
-        after_key = page[-1].key
+    query = VersionQuery(
+        resource_type=scope.resource_type, account_id=scope.account_id, region=scope.region
+    )
+    return [v async for page in version_pages(inventory.list_as_of, query) for v in page]
 
 
 async def pin_baseline(

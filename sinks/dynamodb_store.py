@@ -111,19 +111,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from botocore.exceptions import ClientError
 
-from cloudinv.catalog.event_resources import refs_of
 from cloudinv.core.models import Attribution, ChangeEvent, ScanManifest
 from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, backoff
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
 from cloudinv.sinks.store import (
     AttributionFigure,
-    ChangeFilters,
     ChangePage,
+    ChangeQuery,
     LoggedChange,
     ResourceVersion,
     ScanRecord,
     StoreError,
+    VersionQuery,
     WriteEvent,
+    change_pages,
 )
 from cloudinv.sinks.versioning import (
     OBSERVED_LAG,
@@ -131,6 +132,7 @@ from cloudinv.sinks.versioning import (
     StepKind,
     advance,
     best_attribution,
+    change_refs,
     improves,
     plan,
     unattributed_refs,
@@ -420,12 +422,6 @@ class DynamoStore(DynamoBacked):
             head = heads.get(key)
             step = plan(change, t, head)
             if step.kind is StepKind.INVALID:
-                log.warning(
-                    "change %s (%s of %s) has no configuration or after_hash: not stored",
-                    change.change_id,
-                    change.change_type,
-                    key,
-                )
                 continue
             if step.kind is StepKind.SKIP:
                 if change.attribution is not None:
@@ -476,17 +472,7 @@ class DynamoStore(DynamoBacked):
             seen.add(change.change_id)
             registry.add(("account", change.account_id))
             registry.add(("day", _day(t)))
-            registry.update(
-                (_REF_KIND + ref, key)
-                for ref in refs_of(
-                    change.resource_type,
-                    change.account_id,
-                    change.region,
-                    key=key,
-                    resource_id=change.resource_id,
-                    name=change.name,
-                )
-            )
+            registry.update((_REF_KIND + ref, key) for ref in change_refs(change))
 
         if reattributions:
             for change_id in seen:
@@ -833,25 +819,12 @@ class DynamoStore(DynamoBacked):
         return updates
 
     async def attribution_figure(self, since: datetime) -> AttributionFigure:
-        changes: list[ChangeEvent] = []
-        cursor: str | None = None
-        while True:
-            page = await self.changes(since=since, limit=1000, cursor=cursor)
-            changes += page.items
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        query = ChangeQuery(since=since, limit=1000)
+        changes = [c async for page in change_pages(self, query) for c in page]
         cache: dict[str, list[Attribution]] = {}
         matched = attributed = 0
         for change in changes:
-            refs = refs_of(
-                change.resource_type,
-                change.account_id,
-                change.region,
-                key=change.key,
-                resource_id=change.resource_id,
-                name=change.name,
-            )
+            refs = change_refs(change)
             for ref in refs:
                 if ref not in cache:
                     cache[ref] = await self._write_events(ref)
@@ -982,25 +955,18 @@ class DynamoStore(DynamoBacked):
             out += [item["value"]["S"] for item in page]
         return out
 
-    async def list_as_of(
-        self,
-        *,
-        at: datetime | None = None,
-        resource_type: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        limit: int = 1000,
-        after_key: str | None = None,
-    ) -> list[ResourceVersion]:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        t = None if at is None else to_us(at)
-        accounts = [account_id] if account_id is not None else await self._registry("account")
+    async def list_as_of(self, query: VersionQuery) -> list[ResourceVersion]:
+        q = query
+        t = None if q.at is None else to_us(q.at)
+        accounts = [q.account_id] if q.account_id is not None else await self._registry("account")
         lists = await self._gather(
-            [self._list_account(a, resource_type, region, t, limit, after_key) for a in accounts]
+            [
+                self._list_account(a, q.resource_type, q.region, t, q.limit, q.after_key)
+                for a in accounts
+            ]
         )
         merged = heapq.merge(*lists, key=lambda item: item["key"]["S"])
-        return [_version(item) for _, item in zip(range(limit), merged, strict=False)]
+        return [_version(item) for _, item in zip(range(q.limit), merged, strict=False)]
 
     async def _list_account(
         self,
@@ -1072,25 +1038,15 @@ class DynamoStore(DynamoBacked):
             keys.update(item["key"]["S"] for item in page)
         return keys
 
-    async def changes(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: ChangeFilters | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> ChangePage:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        f = filters or ChangeFilters()
-        lo = f"{max(to_us(since), 0):020d}" if since is not None else "0"
-        if cursor is not None:
+    async def changes(self, query: ChangeQuery) -> ChangePage:
+        f, limit = query.filters, query.limit
+        lo = f"{max(to_us(query.since), 0):020d}" if query.since is not None else "0"
+        if query.cursor is not None:
             # sk holds only digits, "#" and the change id: a space sorts before all of them.
-            lo = max(lo, _CURSORS.decode(cursor) + " ")
+            lo = max(lo, _CURSORS.decode(query.cursor) + " ")
         hi = "~"
-        if until is not None:
-            end = to_us(until)
+        if query.until is not None:
+            end = to_us(query.until)
             if end <= 0:
                 return ChangePage(items=[])
             hi = f"{end - 1:020d}~"

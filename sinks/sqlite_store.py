@@ -71,12 +71,13 @@ from cloudinv.core.models import Attribution, ChangeEvent, ScanManifest
 from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema
 from cloudinv.sinks.store import (
     AttributionFigure,
-    ChangeFilters,
     ChangePage,
+    ChangeQuery,
     LoggedChange,
     ResourceVersion,
     ScanRecord,
     StoreError,
+    VersionQuery,
     WriteEvent,
 )
 from cloudinv.sinks.versioning import (
@@ -85,6 +86,7 @@ from cloudinv.sinks.versioning import (
     StepKind,
     advance,
     best_attribution,
+    change_refs,
     improves,
     plan,
     unattributed_refs,
@@ -568,61 +570,19 @@ class SqliteStore(SqliteBacked):
 
         return await self._read(run, snapshot=False)
 
-    async def list_as_of(
-        self,
-        *,
-        at: datetime | None = None,
-        resource_type: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        limit: int = 1000,
-        after_key: str | None = None,
-    ) -> list[ResourceVersion]:
-        rows = await self.list_as_of_stored(
-            at=at,
-            resource_type=resource_type,
-            account_id=account_id,
-            region=region,
-            limit=limit,
-            after_key=after_key,
-        )
-        return [row.to_version() for row in rows]
+    async def list_as_of(self, query: VersionQuery) -> list[ResourceVersion]:
+        return [row.to_version() for row in await self.list_as_of_stored(query)]
 
-    async def list_as_of_stored(
-        self,
-        *,
-        at: datetime | None = None,
-        resource_type: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        limit: int = 1000,
-        after_key: str | None = None,
-    ) -> list[StoredVersion]:
+    async def list_as_of_stored(self, query: VersionQuery) -> list[StoredVersion]:
         """:meth:`list_as_of` with the configurations left as stored JSON."""
-        sql, params = list_as_of_query(
-            at=at,
-            resource_type=resource_type,
-            account_id=account_id,
-            region=region,
-            limit=limit,
-            after_key=after_key,
-        )
+        sql, params = list_as_of_query(query)
 
         def run(conn: sqlite3.Connection) -> list[StoredVersion]:
             return [StoredVersion.from_row(row) for row in conn.execute(sql, params).fetchall()]
 
         return await self._read(run, snapshot=False)
 
-    async def list_as_of_json(
-        self,
-        *,
-        at: datetime | None = None,
-        resource_type: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        limit: int = 1000,
-        after_key: str | None = None,
-    ) -> tuple[bytes, int, str | None]:
+    async def list_as_of_json(self, query: VersionQuery) -> tuple[bytes, int, str | None]:
         """:meth:`list_as_of` as SQLite writes it: the JSON array of the versions (each as
         :class:`ResourceVersion` serializes), how many, and the last key.
 
@@ -630,15 +590,7 @@ class SqliteStore(SqliteBacked):
         read gives up Python's GIL at every row and, when the event loop is busy, waits up
         to the interpreter's switch interval to take it back, each time (see _json_query).
         """
-        sql, params = list_as_of_query(
-            at=at,
-            resource_type=resource_type,
-            account_id=account_id,
-            region=region,
-            limit=limit,
-            after_key=after_key,
-            columns=f"key, {_VERSION_JSON} AS j",
-        )
+        sql, params = list_as_of_query(query, columns=f"key, {_VERSION_JSON} AS j")
         page_sql = f"SELECT '[' || group_concat(j, ',') || ']', count(*), max(key) FROM ({sql})"
 
         def run(conn: sqlite3.Connection) -> tuple[bytes, int, str | None]:
@@ -657,49 +609,31 @@ class SqliteStore(SqliteBacked):
 
         return await self._read(run, snapshot=False)
 
-    async def changes(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: ChangeFilters | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> ChangePage:
-        events, next_cursor = await self.changes_stored(
-            since=since, until=until, filters=filters, limit=limit, cursor=cursor
-        )
+    async def changes(self, query: ChangeQuery) -> ChangePage:
+        events, next_cursor = await self.changes_stored(query)
         return ChangePage(items=_CHANGE_LIST.validate_json(events), next_cursor=next_cursor)
 
     async def changes_stored(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: ChangeFilters | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-        slim: bool = False,
+        self, query: ChangeQuery, *, slim: bool = False
     ) -> tuple[bytes, str | None]:
         """:meth:`changes` as stored: the JSON array of the ChangeEvents (made by SQLite in
         one step, see :meth:`list_as_of_json`), and the next cursor. ``slim``: without their
         ``configuration`` and ``prior_configuration`` (most of their bytes), for readers
         that need them for a few changes only (:meth:`changes_by_id_stored`)."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+        limit = query.limit
         where: list[str] = []
         params: list[Any] = []
-        if since is not None:
+        if query.since is not None:
             where.append("captured_at >= ?")
-            params.append(to_us(since))
-        if until is not None:
+            params.append(to_us(query.since))
+        if query.until is not None:
             where.append("captured_at < ?")
-            params.append(to_us(until))
-        if cursor is not None:
-            at_us, seq = _parse_cursor(cursor)
+            params.append(to_us(query.until))
+        if query.cursor is not None:
+            at_us, seq = _parse_cursor(query.cursor)
             where.append("(captured_at, seq) > (?, ?)")
             params += [at_us, seq]
-        f = filters or ChangeFilters()
+        f = query.filters
         for column, value in (
             ("key", f.key),
             ("resource_type", f.resource_type),
@@ -889,39 +823,30 @@ class SqliteStore(SqliteBacked):
 
 
 def list_as_of_query(
-    *,
-    at: datetime | None,
-    resource_type: str | None,
-    account_id: str | None,
-    region: str | None,
-    limit: int,
-    after_key: str | None,
-    columns: str = _VERSION_COLUMNS,
+    query: VersionQuery, *, columns: str = _VERSION_COLUMNS
 ) -> tuple[str, list[Any]]:
     """The SQL of :meth:`SqliteStore.list_as_of` (exposed so tests can check its plan)."""
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
     where: list[str] = []
     params: list[Any] = []
     for column, value in (
-        ("resource_type", resource_type),
-        ("account_id", account_id),
-        ("region", region),
+        ("resource_type", query.resource_type),
+        ("account_id", query.account_id),
+        ("region", query.region),
     ):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
-    if at is None:
+    if query.at is None:
         where.append("valid_to IS NULL")
     else:
-        t = to_us(at)
+        t = to_us(query.at)
         where.append("valid_from <= ? AND (valid_to IS NULL OR valid_to > ?)")
         params += [t, t]
-    if after_key is not None:
+    if query.after_key is not None:
         where.append("key > ?")
-        params.append(after_key)
+        params.append(query.after_key)
     sql = f"SELECT {columns} FROM versions WHERE {' AND '.join(where)} ORDER BY key LIMIT ?"
-    params.append(limit)
+    params.append(query.limit)
     return sql, params
 
 
@@ -1004,15 +929,7 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
             continue
         head = heads.get(key)
         step = plan(change, t, head)
-        if step.kind is StepKind.INVALID:
-            log.warning(
-                "change %s (%s of %s) has no configuration or after_hash: not stored",
-                change.change_id,
-                change.change_type,
-                key,
-            )
-            continue
-        if step.kind is StepKind.SKIP:
+        if step.kind is not StepKind.APPLY:
             continue
         closed = step.closes
         if closed is not None:
@@ -1037,17 +954,7 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
         heads[key] = advance(change, t, step)
         stored_attribution[change.change_id] = change.attribution
         new_changes[change.change_id] = row
-        refs += [
-            (ref, key)
-            for ref in refs_of(
-                change.resource_type,
-                change.account_id,
-                change.region,
-                key=key,
-                resource_id=change.resource_id,
-                name=change.name,
-            )
-        ]
+        refs += [(ref, key) for ref in change_refs(change)]
     if closes:
         conn.execute(
             "UPDATE versions SET valid_to = json_extract(j.value, '$[1]') "

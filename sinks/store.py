@@ -20,10 +20,10 @@ All timestamps are timezone-aware UTC.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,7 @@ __all__ = [
     "ChangeFilters",
     "ChangeLog",
     "ChangePage",
+    "ChangeQuery",
     "InventoryStore",
     "LoggedChange",
     "ResourceVersion",
@@ -52,7 +53,10 @@ __all__ = [
     "StoreError",
     "StoredReads",
     "StoredRow",
+    "VersionQuery",
     "WriteEvent",
+    "change_pages",
+    "version_pages",
 ]
 
 
@@ -123,6 +127,44 @@ class ChangeFilters:
     change_types: tuple[ChangeType, ...] | None = None
 
 
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionQuery:
+    """Which versions :meth:`InventoryStore.list_as_of` returns: every resource matching the
+    equality filters (``None`` means any) as it was at ``at`` (now if ``None``), ordered by
+    key, at most ``limit`` after ``after_key`` (the last key of the previous page)."""
+
+    at: datetime | None = None
+    resource_type: str | None = None
+    account_id: str | None = None
+    region: str | None = None
+    limit: int = 1000
+    after_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeQuery:
+    """Which changes :meth:`InventoryStore.changes` returns: those captured in
+    ``[since, until)`` matching ``filters``, ordered by capture time, at most ``limit`` after
+    ``cursor`` (the ``next_cursor`` of the previous page)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    filters: ChangeFilters = ChangeFilters()
+    limit: int = 100
+    cursor: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
+
+
 class ChangePage(_Record):
     """One page of changes, oldest first; pass ``next_cursor`` back for the next page."""
 
@@ -173,36 +215,16 @@ class InventoryStore(Protocol):
         """The version of ``key`` valid at ``at``; ``None`` if it did not exist then."""
         ...
 
-    async def list_as_of(
-        self,
-        *,
-        at: datetime | None = None,
-        resource_type: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        limit: int = 1000,
-        after_key: str | None = None,
-    ) -> list[ResourceVersion]:
-        """Every resource matching the filters as it was at ``at`` (now if ``None``).
-
-        Ordered by key; page with ``after_key`` = the last key of the previous page.
-        """
+    async def list_as_of(self, query: VersionQuery) -> list[ResourceVersion]:
+        """The versions ``query`` names (see :class:`VersionQuery`)."""
         ...
 
     async def history(self, key: str) -> list[ResourceVersion]:
         """Every version of ``key``, oldest first."""
         ...
 
-    async def changes(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: ChangeFilters | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> ChangePage:
-        """Changes captured in ``[since, until)``, ordered by capture time."""
+    async def changes(self, query: ChangeQuery) -> ChangePage:
+        """The changes ``query`` names (see :class:`ChangeQuery`)."""
         ...
 
     async def scans(
@@ -232,6 +254,42 @@ class InventoryStore(Protocol):
         Keys never stored are absent from the result.
         """
         ...
+
+
+class _Keyed(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+_Row = TypeVar("_Row", bound=_Keyed)
+
+
+async def version_pages(
+    list_as_of: Callable[[VersionQuery], Awaitable[Sequence[_Row]]], query: VersionQuery
+) -> AsyncIterator[Sequence[_Row]]:
+    """Every version ``query`` names, a page of at most ``query.limit`` at a time, as
+    ``list_as_of`` returns them (:meth:`InventoryStore.list_as_of` or
+    :meth:`StoredReads.list_as_of_stored`)."""
+    while True:
+        page = await list_as_of(query)
+        if page:
+            yield page
+        if len(page) < query.limit:
+            return
+        query = replace(query, after_key=page[-1].key)
+
+
+async def change_pages(
+    store: InventoryStore, query: ChangeQuery
+) -> AsyncIterator[list[ChangeEvent]]:
+    """Every change ``query`` names, a page of at most ``query.limit`` at a time."""
+    while True:
+        page = await store.changes(query)
+        if page.items:
+            yield page.items
+        if page.next_cursor is None:
+            return
+        query = replace(query, cursor=page.next_cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,39 +358,14 @@ class StoredReads(Protocol):
 
     async def as_of_stored(self, key: str, at: datetime) -> StoredRow | None: ...
 
-    async def list_as_of_stored(
-        self,
-        *,
-        at: datetime | None = None,
-        resource_type: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        limit: int = 1000,
-        after_key: str | None = None,
-    ) -> Sequence[StoredRow]: ...
+    async def list_as_of_stored(self, query: VersionQuery) -> Sequence[StoredRow]: ...
 
-    async def list_as_of_json(
-        self,
-        *,
-        at: datetime | None = None,
-        resource_type: str | None = None,
-        account_id: str | None = None,
-        region: str | None = None,
-        limit: int = 1000,
-        after_key: str | None = None,
-    ) -> tuple[bytes, int, str | None]:
+    async def list_as_of_json(self, query: VersionQuery) -> tuple[bytes, int, str | None]:
         """The JSON array of the versions, how many, and the last key."""
         ...
 
     async def changes_stored(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: ChangeFilters | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-        slim: bool = False,
+        self, query: ChangeQuery, *, slim: bool = False
     ) -> tuple[bytes, str | None]:
         """The JSON array of the changes (``slim``: without configurations), next cursor."""
         ...

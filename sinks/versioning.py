@@ -24,6 +24,7 @@ Used by :mod:`cloudinv.sinks.sqlite_store` and :mod:`cloudinv.sinks.dynamodb_sto
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,8 @@ from enum import Enum
 
 from cloudinv.catalog.event_resources import refs_of
 from cloudinv.core.models import Attribution, ChangeEvent
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CLOCK_SKEW",
@@ -95,13 +98,19 @@ _SKIP = Step(StepKind.SKIP)
 
 def plan(change: ChangeEvent, t: int, head: Head | None) -> Step:
     """What applying ``change`` (captured at ``t`` µs) does to a key whose latest version is
-    ``head`` (``None``: never stored)."""
+    ``head`` (``None``: never stored). An invalid change is logged here, for both stores."""
     current = head if head is not None and head.is_open else None
     if change.change_type == "deleted":
         if current is None or t <= current.valid_from:
             return _SKIP  # nothing open to delete, or older than what is open
         return Step(StepKind.APPLY, closes=current)
     if change.after_hash is None or change.configuration is None:
+        log.warning(
+            "change %s (%s of %s) has no configuration or after_hash: not stored",
+            change.change_id,
+            change.change_type,
+            change.key,
+        )
         return Step(StepKind.INVALID)
     if current is not None:
         if current.config_hash == change.after_hash or t <= current.valid_from:
@@ -174,18 +183,19 @@ def best_attribution(change: ChangeEvent, candidates: Iterable[Attribution]) -> 
     return found
 
 
+def change_refs(change: ChangeEvent) -> list[str]:
+    """The refs a write event may name the changed resource by."""
+    return refs_of(
+        change.resource_type,
+        change.account_id,
+        change.region,
+        key=change.key,
+        resource_id=change.resource_id,
+        name=change.name,
+    )
+
+
 def unattributed_refs(changes: Iterable[ChangeEvent]) -> dict[str, list[str]]:
     """Change id -> the refs a write event may name it by, for the changes not yet
     attributed (what both stores' attribution join looks up)."""
-    return {
-        c.change_id: refs_of(
-            c.resource_type,
-            c.account_id,
-            c.region,
-            key=c.key,
-            resource_id=c.resource_id,
-            name=c.name,
-        )
-        for c in changes
-        if c.attribution is None
-    }
+    return {c.change_id: change_refs(c) for c in changes if c.attribution is None}

@@ -52,7 +52,7 @@ from cloudinv.core.topics import Topic, topic_name
 from cloudinv.sinks.factory import inventory_store
 from cloudinv.sinks.parquet_warehouse import ParquetWarehouse, PartitionKey, targets_for
 from cloudinv.sinks.sqlite_store import SqliteStore
-from cloudinv.sinks.store import InventoryStore, ResourceVersion
+from cloudinv.sinks.store import InventoryStore, VersionQuery, version_pages
 from cloudinv.streams.app import StreamConfig
 from cloudinv.streams.store_retry import until_stored
 
@@ -107,16 +107,10 @@ class SnapshotExporter:
         """Replace ``day``'s snapshot partitions with the versions current at ``at``."""
         rows = 0
         for cfn_type in self.types():
-            versions: list[ResourceVersion] = []
-            after: str | None = None
-            while True:
-                page = await self.store.list_as_of(
-                    at=at, resource_type=cfn_type, limit=PAGE, after_key=after
-                )
-                versions += page
-                if len(page) < PAGE:
-                    break
-                after = page[-1].key
+            query = VersionQuery(at=at, resource_type=cfn_type, limit=PAGE)
+            versions = [
+                v async for page in version_pages(self.store.list_as_of, query) for v in page
+            ]
             await self.warehouse.write_snapshot(cfn_type, day, versions, at)
             rows += len(versions)
         return rows

@@ -22,6 +22,7 @@ from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
 from cloudinv.sinks.dynamodb_store import DynamoStore
 from cloudinv.sinks.events_store import EventsStore, events_store_path
 from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import ChangeQuery, VersionQuery
 from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
 from tests.test_api_events import (
     test_events_and_counts_as_csv as test_events_and_counts_as_csv,
@@ -91,7 +92,7 @@ async def copy_store(source: SqliteStore, target: DynamoStore) -> int:
     changes: list[ChangeEvent] = []
     cursor = None
     while True:
-        page = await source.changes(limit=500, cursor=cursor)
+        page = await source.changes(ChangeQuery(limit=500, cursor=cursor))
         changes += page.items
         cursor = page.next_cursor
         if cursor is None:
@@ -122,8 +123,11 @@ async def dynamo(data: PipelineData, moto_endpoint: str) -> AsyncIterator[Dynamo
         assert copied > 0
         # Both stores now hold the same versions and scans.
         for account in data.accounts:
-            everything = await local.list_as_of(account_id=account, limit=100_000)
-            assert await store.list_as_of(account_id=account, limit=100_000) == everything
+            everything = await local.list_as_of(VersionQuery(account_id=account, limit=100_000))
+            assert (
+                await store.list_as_of(VersionQuery(account_id=account, limit=100_000))
+                == everything
+            )
             for version in everything:
                 assert await store.history(version.key) == await local.history(version.key)
         assert await store.scans(limit=1000) == await local.scans(limit=1000)

@@ -19,7 +19,7 @@ import pytest
 from cloudinv.api.endpoints import Page, json_bytes
 from cloudinv.core.models import ChangeEvent, config_hash
 from cloudinv.sinks.sqlite_store import SqliteStore, list_as_of_query
-from cloudinv.sinks.store import ResourceVersion
+from cloudinv.sinks.store import ResourceVersion, VersionQuery
 from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
 
 
@@ -190,7 +190,7 @@ async def test_pages_and_lookups_are_the_models_json_byte_for_byte(
         body = await _raw(api, f"/v1/resources?{query}")
         at = kwargs.pop("at", None)
         limit = kwargs.pop("limit", 100)
-        versions = await store.list_as_of(at=at, limit=limit, **kwargs)
+        versions = await store.list_as_of(VersionQuery(at=at, limit=limit, **kwargs))
         cursor = orjson.loads(body)["next_cursor"]
         assert (cursor is not None) == (len(versions) == limit), query
         assert body == json_bytes(Page[ResourceVersion](items=versions, next_cursor=cursor))
@@ -241,12 +241,12 @@ async def test_stored_json_of_unusual_versions(tmp_path: Path) -> None:
             ]
         )
         for at in (moment, moment + timedelta(hours=1), moment - timedelta(days=1)):
-            versions = await store.list_as_of(at=at)
-            body, count, last = await store.list_as_of_json(at=at)
+            versions = await store.list_as_of(VersionQuery(at=at))
+            body, count, last = await store.list_as_of_json(VersionQuery(at=at))
             assert count == len(versions) and last == (versions[-1].key if versions else None)
             expected = json_bytes(Page[ResourceVersion](items=versions))
             assert b'{"items":' + body + b',"next_cursor":null}' == expected
-        (first,) = await store.list_as_of(at=moment)
+        (first,) = await store.list_as_of(VersionQuery(at=moment))
         assert first.name is None and first.valid_to == moment + timedelta(microseconds=5)
 
         # The change log (the live feed and the counts read it): commit order, from a seq.
@@ -265,12 +265,14 @@ async def test_stored_json_of_unusual_versions(tmp_path: Path) -> None:
         ):
             for at in (None, moment):
                 sql, params = list_as_of_query(
-                    at=at,
-                    resource_type=filters.get("resource_type"),
-                    account_id=filters.get("account_id"),
-                    region=filters.get("region"),
-                    limit=100,
-                    after_key=None,
+                    VersionQuery(
+                        at=at,
+                        resource_type=filters.get("resource_type"),
+                        account_id=filters.get("account_id"),
+                        region=filters.get("region"),
+                        limit=100,
+                        after_key=None,
+                    )
                 )
                 (plan,) = await store.explain(sql, params)
                 assert plan.startswith("SEARCH versions USING INDEX"), (filters, plan)

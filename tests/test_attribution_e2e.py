@@ -37,7 +37,7 @@ from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.reactor import ChangeReactor
 from cloudinv.producers.schedule import ScanScheduler
 from cloudinv.sinks.sqlite_store import SqliteStore
-from cloudinv.sinks.store import ChangeFilters
+from cloudinv.sinks.store import ChangeFilters, ChangeQuery
 from cloudinv.streams.app import StreamConfig, create_app
 from cloudinv.streams.changes import bind
 
@@ -101,7 +101,7 @@ async def test_run_instances_event_yields_an_attributed_change(
         await scheduler.run_round()
         async with asyncio.timeout(60):
             while True:
-                if (await store.changes(limit=10)).items:
+                if (await store.changes(ChangeQuery(limit=10))).items:
                     break
                 await asyncio.sleep(0.2)
 
@@ -136,7 +136,7 @@ async def test_run_instances_event_yields_an_attributed_change(
 
         async with asyncio.timeout(60):
             while True:
-                page = await store.changes(since=started, limit=100)
+                page = await store.changes(ChangeQuery(since=started, limit=100))
                 mine = [c for c in page.items if c.resource_id == new["InstanceId"]]
                 if mine:
                     break
@@ -215,7 +215,9 @@ class JoinWorker:
         """Wait for the stored change (attributed, unless told otherwise)."""
         async with asyncio.timeout(60):
             while True:
-                page = await self.store.changes(filters=ChangeFilters(key=key), limit=100)
+                page = await self.store.changes(
+                    ChangeQuery(filters=ChangeFilters(key=key), limit=100)
+                )
                 for change in page.items:
                     if change.change_type == change_type and (
                         not attributed or change.attribution is not None
@@ -529,7 +531,7 @@ async def test_a_snapshot_created_and_deleted_between_scans_gets_both_versions(
 
         async with asyncio.timeout(60):
             while True:
-                page = await store.changes(filters=ChangeFilters(key=key), limit=10)
+                page = await store.changes(ChangeQuery(filters=ChangeFilters(key=key), limit=10))
                 if page.items:
                     break
                 await asyncio.sleep(0.2)
@@ -547,7 +549,7 @@ async def test_a_snapshot_created_and_deleted_between_scans_gets_both_versions(
         )
         async with asyncio.timeout(90):
             while True:
-                page = await store.changes(filters=ChangeFilters(key=key), limit=10)
+                page = await store.changes(ChangeQuery(filters=ChangeFilters(key=key), limit=10))
                 deleted = [c for c in page.items if c.change_type == "deleted" and c.attribution]
                 if deleted:
                     break

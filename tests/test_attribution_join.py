@@ -38,7 +38,7 @@ from cloudinv.producers.cloudtrail.normalize import normalize_record
 from cloudinv.sinks.dynamodb_store import DynamoStore
 from cloudinv.sinks.events_store import EventsStore
 from cloudinv.sinks.sqlite_store import SqliteStore
-from cloudinv.sinks.store import AttributionJoin, InventoryStore, WriteEvent
+from cloudinv.sinks.store import AttributionJoin, ChangeQuery, InventoryStore, WriteEvent
 from cloudinv.sinks.versioning import Head, StepKind, advance, best_attribution, plan
 from cloudinv.streams.changes import change_id
 from tests.api_helpers import read_sse, running_api
@@ -331,7 +331,7 @@ async def check_join(store: InventoryStore) -> None:
     assert update.change_id == created.change_id and update.attribution == create_event
     assert await store.put_changes([update]) == 1  # stored in place
     assert await store.put_changes([update]) == 0  # a replay of the update changes nothing
-    (stored,) = (await store.changes(limit=10)).items
+    (stored,) = (await store.changes(ChangeQuery(limit=10))).items
     assert stored.change_id == created.change_id and stored.attribution == create_event
     versions = await store.history(created.key)
     assert [v.change_id for v in versions] == [created.change_id]
@@ -349,7 +349,7 @@ async def check_join(store: InventoryStore) -> None:
     # An event about another resource explains nothing here.
     assert await store.record_write_events([write_event(delete_event, "snap-2")]) == []
 
-    page = await store.changes(limit=10)
+    page = await store.changes(ChangeQuery(limit=10))
     assert [(c.change_type, c.attribution) for c in page.items] == [
         ("created", create_event),
         ("deleted", delete_event),

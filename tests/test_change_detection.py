@@ -31,7 +31,7 @@ from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.engine import scan
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.sinks.sqlite_store import SqliteStore
-from cloudinv.sinks.store import ResourceVersion
+from cloudinv.sinks.store import ChangeQuery, ResourceVersion, VersionQuery
 from cloudinv.streams import changes as changes_module
 from cloudinv.streams.app import StreamConfig, create_app
 from cloudinv.streams.batch_delivery import Batch, BatchingConsumer, BatchQueue
@@ -465,7 +465,7 @@ class Worker:
 
     async def changes_since(self, since: datetime) -> list[ChangeEvent]:
         store = await self.store()
-        return (await store.changes(since=since, limit=1000)).items
+        return (await store.changes(ChangeQuery(since=since, limit=1000))).items
 
 
 @dataclass
@@ -603,11 +603,13 @@ async def test_as_of_between_the_scans_returns_the_first_version(scenario: Scena
     assert await store.as_of(estate.instance_arn(scenario.created_id), scenario.between) is None
 
     instances_then = await store.list_as_of(
-        at=scenario.between, resource_type="AWS::EC2::Instance", account_id=estate.account
+        VersionQuery(
+            at=scenario.between, resource_type="AWS::EC2::Instance", account_id=estate.account
+        )
     )
     assert {v.resource_id for v in instances_then} == set(estate.instances)
     instances_now = await store.list_as_of(
-        resource_type="AWS::EC2::Instance", account_id=estate.account
+        VersionQuery(resource_type="AWS::EC2::Instance", account_id=estate.account)
     )
     assert {v.resource_id for v in instances_now} == {
         *estate.instances[1:],
@@ -683,7 +685,7 @@ async def test_a_failed_scope_deletes_nothing_and_a_complete_one_does(
 ) -> None:
     worker, estate = scenario.worker, scenario.estate
     store = await worker.store()
-    before = await store.list_as_of(account_id=estate.account)
+    before = await store.list_as_of(VersionQuery(account_id=estate.account))
     started = datetime.now(UTC)
     # The next scan sees nothing, and every scope failed or is incomplete.
     _, manifests = await estate.scan()
@@ -705,7 +707,7 @@ async def test_a_failed_scope_deletes_nothing_and_a_complete_one_does(
     await worker.publish([], failed)
     await worker.settle()
     assert await worker.changes_since(started) == []
-    assert await store.list_as_of(account_id=estate.account) == before
+    assert await store.list_as_of(VersionQuery(account_id=estate.account)) == before
     assert len(await store.scans(account_id=estate.account, since=started)) == 3
 
     # Positive control: a bucket really deleted disappears from a complete scan.

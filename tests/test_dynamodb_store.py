@@ -28,7 +28,13 @@ from cloudinv.sinks.dynamodb_store import DynamoStore, table_names
 from cloudinv.sinks.events_store import EventFilters, EventsStoreError
 from cloudinv.sinks.factory import inventory_store
 from cloudinv.sinks.sqlite_store import SqliteStore
-from cloudinv.sinks.store import ChangeFilters, InventoryStore, StoreError
+from cloudinv.sinks.store import (
+    ChangeFilters,
+    ChangeQuery,
+    InventoryStore,
+    StoreError,
+    VersionQuery,
+)
 from cloudinv.streams.changes import ChangeDetector, DeletionRequest
 from tests.test_sqlite_store import (
     ACCOUNT,
@@ -167,14 +173,16 @@ async def test_same_answers_as_the_sqlite_store(store: DynamoStore, tmp_path: An
             at = None if minutes is None else T0 + timedelta(minutes=minutes)
             for account in (ACCOUNT, OTHER, None):
                 args: dict[str, Any] = {"at": at, "account_id": account}
-                assert await store.list_as_of(**args) == await local.list_as_of(**args)
-                assert await store.list_as_of(**args, limit=2, after_key=keys[3]) == (
-                    await local.list_as_of(**args, limit=2, after_key=keys[3])
+                assert await store.list_as_of(VersionQuery(**args)) == await local.list_as_of(
+                    VersionQuery(**args)
+                )
+                assert await store.list_as_of(VersionQuery(**args, limit=2, after_key=keys[3])) == (
+                    await local.list_as_of(VersionQuery(**args, limit=2, after_key=keys[3]))
                 )
         for since in (None, T0 + timedelta(hours=1)):
-            for f in (None, ChangeFilters(account_id=OTHER), ChangeFilters(key=keys[0])):
-                ours = await store.changes(since=since, filters=f, limit=1000)
-                theirs = await local.changes(since=since, filters=f, limit=1000)
+            for f in (ChangeFilters(), ChangeFilters(account_id=OTHER), ChangeFilters(key=keys[0])):
+                ours = await store.changes(ChangeQuery(since=since, filters=f, limit=1000))
+                theirs = await local.changes(ChangeQuery(since=since, filters=f, limit=1000))
                 assert ours.items == theirs.items
 
 
@@ -188,7 +196,7 @@ async def test_a_replayed_batch_is_skipped_without_new_writes(store: DynamoStore
     assert await store.put_changes(batch) == 0
     assert await store.put_changes(list(reversed(batch))) == 0
     assert store.stats.calls["TransactWriteItems"] == writes
-    page = await store.changes(limit=1000)
+    page = await store.changes(ChangeQuery(limit=1000))
     assert len(page.items) == 45 and len({c.change_id for c in page.items}) == 45
 
 
@@ -227,11 +235,11 @@ async def test_a_big_configuration_is_compressed_and_an_impossible_one_refused(
 async def test_bad_cursor_and_limits(store: DynamoStore) -> None:
     for bad in ("nonsense", "c1.bm9wZQ", "c1.!!!"):
         with pytest.raises(StoreError, match="cursor"):
-            await store.changes(cursor=bad)
+            await store.changes(ChangeQuery(cursor=bad))
     with pytest.raises(ValueError, match="limit"):
-        await store.list_as_of(limit=0)
+        await store.list_as_of(VersionQuery(limit=0))
     with pytest.raises(ValueError, match="limit"):
-        await store.changes(limit=0)
+        await store.changes(ChangeQuery(limit=0))
 
 
 async def test_factory_chooses_by_storage_targets(moto_endpoint: str, tmp_path: Any) -> None:
@@ -366,7 +374,7 @@ async def test_throttling_and_unprocessed_items_are_retried(
         assert proxy.throttled["TransactWriteItems"] == 2 and s.stats.transaction_retries == 2
         # Queries throttled: botocore's retries took them.
         assert proxy.throttled["Query"] == 2
-        assert len(await s.list_as_of(at=T0)) == 8
+        assert len(await s.list_as_of(VersionQuery(at=T0))) == 8
         assert await s.put_changes(batch) == 0
         await asyncio.sleep(0)
 
@@ -438,10 +446,10 @@ async def test_the_worker_stores_changes_in_dynamodb_end_to_end(
         async def wait_for(count: int) -> list[Any]:
             async with asyncio.timeout(60):
                 while True:
-                    page = await s.changes(limit=100)
+                    page = await s.changes(ChangeQuery(limit=100))
                     if len(page.items) >= count:
                         await asyncio.sleep(0.5)
-                        return (await s.changes(limit=100)).items
+                        return (await s.changes(ChangeQuery(limit=100))).items
                     await asyncio.sleep(0.2)
 
         await app.start()
@@ -577,7 +585,7 @@ async def test_a_writer_that_moved_the_key_first_makes_the_batch_plan_again(
             T0 + timedelta(minutes=2),
             None,
         ]
-        assert len((await a.changes(limit=10)).items) == 3
+        assert len((await a.changes(ChangeQuery(limit=10))).items) == 3
 
 
 # -- the change log (the live feed's source) and current counts ------------------------------

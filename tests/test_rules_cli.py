@@ -24,6 +24,7 @@ from cloudinv.core.models import ResourceSnapshot
 from cloudinv.core.settings import AccountRole, AlertSettings, ApiToken, AwsSettings, Settings
 from cloudinv.producers.engine import scan
 from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import ChangeQuery
 from cloudinv.streams.changes import ChangeDetector
 from cloudinv.streams.rules import evaluate_change, load_rules
 from tests.api_helpers import Api
@@ -171,7 +172,7 @@ async def test_the_pack_on_resources_as_the_producers_collect_them(seeded: Seede
     pack = load_rules()
     fired: dict[str, set[str]] = {}
     async with SqliteStore.in_data_dir(seeded.data_dir) as store:
-        page = await store.changes(limit=1000)
+        page = await store.changes(ChangeQuery(limit=1000))
     for change in page.items:
         if change.account_id != seeded.account:
             continue

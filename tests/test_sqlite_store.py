@@ -13,7 +13,13 @@ import pytest
 
 from cloudinv.core.models import ChangeEvent, ResourceSnapshot, ScanError, ScanManifest
 from cloudinv.sinks.sqlite_store import SqliteStore, list_as_of_query
-from cloudinv.sinks.store import ChangeFilters, InventoryStore, StoreError
+from cloudinv.sinks.store import (
+    ChangeFilters,
+    ChangeQuery,
+    InventoryStore,
+    StoreError,
+    VersionQuery,
+)
 from cloudinv.streams.changes import ChangeDetector, DeletionRequest
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -85,13 +91,17 @@ async def test_versions_as_of_history_and_current(store: SqliteStore) -> None:
     assert [v.configuration["Port"] for v in await store.history(key)] == [22, 443]
 
     at_between = await store.list_as_of(
-        at=T0 + timedelta(minutes=30), resource_type="AWS::EC2::SecurityGroup", account_id=ACCOUNT
+        VersionQuery(
+            at=T0 + timedelta(minutes=30),
+            resource_type="AWS::EC2::SecurityGroup",
+            account_id=ACCOUNT,
+        )
     )
     assert [(v.resource_id, v.configuration["Port"]) for v in at_between] == [
         ("r-1", 22),
         ("r-2", 80),
     ]
-    current = await store.list_as_of(resource_type="AWS::EC2::SecurityGroup")
+    current = await store.list_as_of(VersionQuery(resource_type="AWS::EC2::SecurityGroup"))
     assert [v.configuration["Port"] for v in current] == [443, 80]
 
 
@@ -110,7 +120,7 @@ async def test_replays_and_redetections_change_nothing(store: SqliteStore) -> No
     again = detect(fresh, snap(0, T0 + timedelta(minutes=6), v=2))
     assert await store.put_changes(again) == 0
     assert len(await store.history(batch[0].key)) == 2
-    page = await store.changes(limit=100)
+    page = await store.changes(ChangeQuery(limit=100))
     assert len(page.items) == 6 and page.next_cursor is None
 
 
@@ -155,17 +165,19 @@ async def test_list_as_of_filters_and_pages(store: SqliteStore) -> None:
     snaps += [snap(100 + i, T0, rtype="AWS::S3::Bucket", region="global") for i in range(3)]
     await store.put_changes(detect(d, *snaps))
     sg_mine = await store.list_as_of(
-        at=T0, resource_type="AWS::EC2::SecurityGroup", account_id=ACCOUNT, region="us-east-1"
+        VersionQuery(
+            at=T0, resource_type="AWS::EC2::SecurityGroup", account_id=ACCOUNT, region="us-east-1"
+        )
     )
     assert sorted(v.resource_id for v in sg_mine) == [f"r-{i}" for i in (1, 3, 5, 7, 9)]
-    assert len(await store.list_as_of(at=T0, account_id=OTHER)) == 5
-    assert len(await store.list_as_of(at=T0, resource_type="AWS::S3::Bucket")) == 3
-    assert await store.list_as_of(at=T0 - timedelta(seconds=1)) == []
+    assert len(await store.list_as_of(VersionQuery(at=T0, account_id=OTHER))) == 5
+    assert len(await store.list_as_of(VersionQuery(at=T0, resource_type="AWS::S3::Bucket"))) == 3
+    assert await store.list_as_of(VersionQuery(at=T0 - timedelta(seconds=1))) == []
 
     seen: list[str] = []
     after = None
     while True:
-        page = await store.list_as_of(at=T0, limit=4, after_key=after)
+        page = await store.list_as_of(VersionQuery(at=T0, limit=4, after_key=after))
         if not page:
             break
         seen += [v.key for v in page]
@@ -189,7 +201,14 @@ async def test_as_of_lookups_use_the_indexes(store: SqliteStore) -> None:
     }
     for name, (rtype, account, region) in filters.items():
         sql, params = list_as_of_query(
-            at=t, resource_type=rtype, account_id=account, region=region, limit=10, after_key=None
+            VersionQuery(
+                at=t,
+                resource_type=rtype,
+                account_id=account,
+                region=region,
+                limit=10,
+                after_key=None,
+            )
         )
         plans[name] = await store.explain(sql, params)
     for name, plan in plans.items():
@@ -208,23 +227,25 @@ async def test_changes_pages_and_filters(store: SqliteStore) -> None:
     got: list[ChangeEvent] = []
     cursor = None
     while True:
-        page = await store.changes(limit=4, cursor=cursor)
+        page = await store.changes(ChangeQuery(limit=4, cursor=cursor))
         got += page.items
         cursor = page.next_cursor
         if cursor is None:
             break
     assert [c.change_id for c in got] == [c.change_id for c in changes]
-    window = await store.changes(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3))
+    window = await store.changes(
+        ChangeQuery(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3))
+    )
     assert {c.captured_at for c in window.items} == {
         T0 + timedelta(minutes=1),
         T0 + timedelta(minutes=2),
     }
-    one_key = await store.changes(filters=ChangeFilters(key=changes[0].key))
+    one_key = await store.changes(ChangeQuery(filters=ChangeFilters(key=changes[0].key)))
     assert [c.change_type for c in one_key.items] == ["created"] + ["modified"] * 4
-    created = await store.changes(filters=ChangeFilters(change_types=("created",)))
+    created = await store.changes(ChangeQuery(filters=ChangeFilters(change_types=("created",))))
     assert len(created.items) == 3
     with pytest.raises(StoreError, match="cursor"):
-        await store.changes(cursor="nonsense")
+        await store.changes(ChangeQuery(cursor="nonsense"))
 
 
 async def test_scans_are_recorded_idempotently(store: SqliteStore) -> None:

@@ -149,15 +149,13 @@ async def _try_rules(
 
 
 async def _state_matches(rule: Any, inventory: Any) -> tuple[list[str], int]:
+    from cloudinv.sinks.store import VersionQuery, version_pages
     from cloudinv.streams.rules import fires_on_configuration
 
     matches: list[str] = []
     seen = 0
-    after: str | None = None
-    while True:
-        page = await inventory.list_as_of(
-            resource_type=rule.resource_type, limit=1000, after_key=after
-        )
+    query = VersionQuery(resource_type=rule.resource_type)
+    async for page in version_pages(inventory.list_as_of, query):
         for version in page:
             seen += 1
             try:
@@ -168,22 +166,19 @@ async def _state_matches(rule: Any, inventory: Any) -> tuple[list[str], int]:
             if fires:
                 label = f" ({version.name})" if version.name else ""
                 matches.append(f"{version.key}{label} {version.account_id}/{version.region}")
-        if len(page) < 1000:
-            return matches, seen
-        after = page[-1].key
+    return matches, seen
 
 
 async def _change_matches(rule: Any, inventory: Any, since: Any) -> tuple[list[str], int]:
-    from cloudinv.sinks.store import ChangeFilters
+    from cloudinv.sinks.store import ChangeFilters, ChangeQuery, change_pages
     from cloudinv.streams.rules import change_document, fires_on_change
 
     matches: list[str] = []
     seen = 0
-    cursor: str | None = None
     filters = ChangeFilters(resource_type=rule.resource_type)
-    while True:
-        page = await inventory.changes(since=since, filters=filters, limit=1000, cursor=cursor)
-        for change in page.items:
+    query = ChangeQuery(since=since, filters=filters, limit=1000)
+    async for page in change_pages(inventory, query):
+        for change in page:
             seen += 1
             try:
                 opens, _, _ = fires_on_change(rule, change_document(change))
@@ -194,9 +189,7 @@ async def _change_matches(rule: Any, inventory: Any, since: Any) -> tuple[list[s
                 matches.append(
                     f"{change.key} {change.change_type} at {change.captured_at:%Y-%m-%d %H:%M:%S}Z"
                 )
-        if page.next_cursor is None:
-            return matches, seen
-        cursor = page.next_cursor
+    return matches, seen
 
 
 async def _event_matches(rule: Any, events: Any, since: Any) -> tuple[list[str], int]:
