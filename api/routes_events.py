@@ -36,6 +36,7 @@ from cloudinv.api.routes_common import (
     StartTime,
     account_view,
     check_range,
+    cursor_str,
     decode_cursor,
     encode_cursor,
     events_store,
@@ -169,30 +170,35 @@ async def list_events(request: web.Request, query: EventsQuery) -> EventsResult 
         )
         return EventsResult(EventCount(count=sum(counts)))
 
-    async def fetch(n: int, cursor: str | None) -> tuple[list[StoredEvent], str | None]:
+    csv = wants_csv(request, query)
+    if not view.filtered and cursor_str(state, "a") is None and not csv:
+        # Store pages are API pages: the page as the store writes it, no Python per event.
         with store_cursor_errors():
-            page = await store.stored_events(filters, limit=n, cursor=cursor)
-        return page.items, page.next_cursor
+            body, store_cursor = await store.events_json(
+                filters, limit=query.limit, cursor=cursor_str(state, "s")
+            )
+        cursor = encode_cursor("events", s=store_cursor) if store_cursor else None
+    else:
 
-    items, next_state = await filtered_page(
-        fetch,
-        keep=(lambda e: view.allows(e.account_id)) if view.filtered else None,
-        ident=lambda e: e.event_id,
-        limit=query.limit,
-        state=state,
-    )
-    cursor = encode_cursor("events", **next_state) if next_state else None
-    if wants_csv(request, query):
-        models = [e.model() for e in items]
-        return EventsResult(Page[CloudTrailEvent](items=models, next_cursor=cursor))
+        async def fetch(n: int, cursor: str | None) -> tuple[list[StoredEvent], str | None]:
+            with store_cursor_errors():
+                page = await store.stored_events(filters, limit=n, cursor=cursor)
+            return page.items, page.next_cursor
+
+        items, next_state = await filtered_page(
+            fetch,
+            keep=(lambda e: view.allows(e.account_id)) if view.filtered else None,
+            ident=lambda e: e.event_id,
+            limit=query.limit,
+            state=state,
+        )
+        cursor = encode_cursor("events", **next_state) if next_state else None
+        if csv:
+            models = [e.model() for e in items]
+            return EventsResult(Page[CloudTrailEvent](items=models, next_cursor=cursor))
+        body = b"[" + b",".join(e.json for e in items) + b"]"
     # The stored JSON is the model's own (see event_json): sent without building models.
-    return RawJson(
-        b'{"items":['
-        + b",".join(e.json for e in items)
-        + b'],"next_cursor":'
-        + orjson.dumps(cursor)
-        + b"}"
-    )
+    return RawJson(b'{"items":' + body + b',"next_cursor":' + orjson.dumps(cursor) + b"}")
 
 
 # -- principals and services --------------------------------------------------------------------

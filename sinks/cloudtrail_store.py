@@ -57,6 +57,13 @@ class CloudTrailStore(Protocol):
         """As :meth:`events`, each event as its stored JSON (exactly the model's)."""
         ...
 
+    async def events_json(
+        self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[bytes, str | None]:
+        """As :meth:`stored_events`, the page as one JSON array of the events (each exactly
+        the model's JSON), and the next cursor: what the API sends, built by the store."""
+        ...
+
     async def count(self, filters: EventFilters | None = None) -> int:
         """How many events match."""
         ...

@@ -405,6 +405,12 @@ class DynamoEventsStore(DynamoBacked):
         next_cursor = _CURSORS.encode(found[limit - 1]["ord"]["S"]) if len(found) > limit else None
         return StoredEventPage(items=items, next_cursor=next_cursor)
 
+    async def events_json(
+        self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[bytes, str | None]:
+        page = await self.stored_events(filters, limit=limit, cursor=cursor)
+        return b"[" + b",".join(e.json for e in page.items) + b"]", page.next_cursor
+
     async def count(self, filters: EventFilters | None = None) -> int:
         _, total = await self._select(filters or EventFilters(), want=None, count=True)
         return total

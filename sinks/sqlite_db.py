@@ -8,7 +8,8 @@ processes (a second worker, the API, the CLI) may open the same file.
 
 Opening (once, under a lock, so concurrent first calls share it) creates the directory and
 the schema, switches the file to WAL and checks ``PRAGMA user_version``: a file written by a
-newer cloudinv is refused with an error saying what to do, never read or written. Switching
+newer cloudinv is refused with an error saying what to do, never read or written; an older
+one is migrated (the schema's ``migrate``) and stamped in one write transaction. Switching
 a new file to WAL takes an exclusive lock, and SQLite can answer "database is locked" right
 away there instead of waiting its busy timeout (two workers starting together,
 tests/test_scaleout.py): the open is retried on that error only, about 10 s in all.
@@ -54,8 +55,13 @@ class SqliteSchema:
     """Takes effect only while the file is new (before WAL mode)."""
     writer_pragmas: tuple[str, ...] = ()
     """Extra ``PRAGMA`` statements for the writer connection (e.g. a larger cache)."""
+    reader_pragmas: tuple[str, ...] = ()
+    """Extra ``PRAGMA`` statements for each reader connection (e.g. ``mmap_size``)."""
     min_sqlite: tuple[int, int, int] | None = None
     """The oldest SQLite library the SQL needs."""
+    migrate: Callable[[sqlite3.Connection, int], None] | None = None
+    """Brings the rows of a file stamped with an older version (the argument; 0 for a new
+    file) up to this one, after ``ddl`` and inside the write transaction that stamps it."""
 
 
 @contextmanager
@@ -184,11 +190,20 @@ class SqliteDatabase:
                 )
             conn.executescript(schema.ddl)
             if version != schema.version:
-                conn.execute(f"PRAGMA user_version = {schema.version}")
+                self._stamp(conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _stamp(self, conn: sqlite3.Connection) -> None:
+        """Migrate and stamp an older file once, whichever process opens it first."""
+        with immediate(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < self.schema.version:
+                if self.schema.migrate is not None:
+                    self.schema.migrate(conn, version)
+                conn.execute(f"PRAGMA user_version = {self.schema.version}")
 
     async def close(self) -> None:
         """Wait for calls in flight, then close every connection; final."""
@@ -262,6 +277,8 @@ class SqliteDatabase:
         if conn is None:
             conn = _connect(self.path)
             conn.execute("PRAGMA query_only = 1")
+            for pragma in self.schema.reader_pragmas:
+                conn.execute(f"PRAGMA {pragma}")
             self._local.conn = conn
             with self._conns_lock:
                 self._read_conns.append(conn)

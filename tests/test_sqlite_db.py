@@ -86,4 +86,4 @@ async def test_the_read_only_events_store_creates_the_file_and_refuses_writes(
             await store.write_batch([b"{}"])
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == EventsStore.SCHEMA.version
