@@ -762,21 +762,10 @@ class EventsStore(SqliteBacked):
         interpreter's switch interval to take it back, each time; and no Python runs per
         event (the API's events page: about half the CPU of :meth:`stored_events`)."""
         _check_limit(limit)
-        f = filters or EventFilters()
-        sql, args = _page_query(f, cursor, "e.rowid AS r, e.event_time AS t, e.body AS b")
-        # The first limit + 1 rows, numbered in page order; the extra row only says that
-        # another page follows, from the cursor of the last row on this one.
-        page_sql = (
-            "SELECT CAST(group_concat(b, ',') FILTER (WHERE n <= ?1) AS BLOB), count(*), "
-            "max(t) FILTER (WHERE n = ?1), max(r) FILTER (WHERE n = ?1) FROM ("
-            "SELECT r, t, b, row_number() OVER (ORDER BY t DESC, r DESC) AS n "
-            f"FROM ({sql}))"
-        )
+        sql, args = _page_json_query(filters or EventFilters(), cursor, limit)
 
         def run(conn: sqlite3.Connection) -> tuple[bytes, str | None]:
-            body, count, last_time, last_rowid = conn.execute(
-                page_sql, [limit, *args, limit + 1]
-            ).fetchone()
+            body, count, last_time, last_rowid = conn.execute(sql, args).fetchone()
             more = count > limit
             return (
                 b"[" + (body or b"") + b"]",
@@ -1047,6 +1036,24 @@ def _page_query(filters: EventFilters, cursor: str | None, columns: str) -> tupl
         "ORDER BY e.event_time DESC, e.rowid DESC LIMIT ?"
     )
     return sql, args
+
+
+def _page_json_query(
+    filters: EventFilters, cursor: str | None, limit: int
+) -> tuple[str, list[Any]]:
+    """One query for one page as JSON (:meth:`EventsStore.events_json`): the events' bodies
+    joined with commas, how many rows were read (``limit`` + 1 when another page follows),
+    and the time and rowid of the page's last event (for the next cursor)."""
+    sql, args = _page_query(filters, cursor, "e.rowid AS r, e.event_time AS t, e.body AS b")
+    # The first limit + 1 rows, numbered in page order; the extra row only says that
+    # another page follows, from the cursor of the last row on this one.
+    page_sql = (
+        "SELECT CAST(group_concat(b, ',') FILTER (WHERE n <= ?1) AS BLOB), count(*), "
+        "max(t) FILTER (WHERE n = ?1), max(r) FILTER (WHERE n = ?1) FROM ("
+        "SELECT r, t, b, row_number() OVER (ORDER BY t DESC, r DESC) AS n "
+        f"FROM ({sql}))"
+    )
+    return page_sql, [limit, *args, limit + 1]
 
 
 def _check_limit(limit: int) -> None:
