@@ -17,8 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
-from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from cloudinv.catalog.event_resources import attribution_of
@@ -30,9 +28,7 @@ from cloudinv.core.models import (
     ResourceSnapshot,
     ScanManifest,
 )
-from cloudinv.core.settings import AccountRole, AwsSettings
 from cloudinv.core.topics import Topic, topic_name
-from cloudinv.producers.credentials import AwsAccess
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.reactor import ChangeReactor
 from cloudinv.producers.schedule import ScanScheduler
@@ -40,121 +36,84 @@ from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import ChangeFilters, ChangeQuery
 from cloudinv.streams.app import StreamConfig, create_app
 from cloudinv.streams.changes import bind
+from tests.moto_helpers import MemberAccount
 
 
 async def test_run_instances_event_yields_an_attributed_change(
     moto_endpoint: str, broker: str, unique: str, tmp_path: Path
 ) -> None:
-    account = f"4{random.randrange(10**10, 10**11)}"
-    role = f"arn:aws:iam::{account}:role/cloudinv-reader"
-    creds = boto3.client("sts", endpoint_url=moto_endpoint, region_name="us-east-1").assume_role(
-        RoleArn=role, RoleSessionName="seed"
-    )["Credentials"]
-    ec2 = boto3.client(
-        "ec2",
-        endpoint_url=moto_endpoint,
-        region_name="eu-west-1",
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    member = MemberAccount.create(moto_endpoint, 4)
+    account = member.account
+    ec2 = member.client("ec2", "eu-west-1")
     image = ec2.register_image(Name="img", RootDeviceName="/dev/sda1")["ImageId"]
     ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)
 
-    config = StreamConfig(
-        bootstrap=broker,
-        data_dir=tmp_path,
-        app_id=f"attr-{unique}",
-        topic_prefix=f"a{unique}",
-        partitions=2,
-    )
-    app = create_app(config)
-    bind(app, config, store_factory=lambda: SqliteStore(tmp_path / "inventory.sqlite3"))
-    await app.start()
-    aws = AwsSettings(
-        accounts=[AccountRole(role_arn=role)], regions=["eu-west-1"], endpoint_url=moto_endpoint
-    )
-    session = get_session()
-    session.set_credentials("testing", "testing")
-    access = AwsAccess.from_settings(aws, base_session=session)
-    publisher = KafkaPublisher({"bootstrap_servers": broker}, config.topic_prefix)
-    await publisher.start()
-    reactor = ChangeReactor(
-        aws,
-        publisher,
-        {"bootstrap_servers": broker},
-        config.topic_prefix,
-        access=access,
-        group_id=f"reactor-{unique}",
-        auto_offset_reset="earliest",
-        debounce_s=0.5,
-    )
-    stop = asyncio.Event()
-    reactor_task = asyncio.create_task(reactor.run(stop))
-    store = SqliteStore(tmp_path / "inventory.sqlite3")
-    await store.open()
-    try:
-        # The scheduled baseline: the one existing instance is "created" without attribution.
-        scheduler = ScanScheduler(
-            aws, publisher, interval_s=3600, access=access, types=["AWS::EC2::Instance"]
+    aws = member.aws(["eu-west-1"])
+    access = member.access(aws)
+    async with JoinWorker(broker, unique, tmp_path, name="attr") as worker:
+        store, publisher = worker.store, worker.publisher
+        reactor = ChangeReactor(
+            aws,
+            publisher,
+            {"bootstrap_servers": broker},
+            worker.config.topic_prefix,
+            access=access,
+            group_id=f"reactor-{unique}",
+            auto_offset_reset="earliest",
+            debounce_s=0.5,
         )
-        await scheduler.run_round()
-        async with asyncio.timeout(60):
-            while True:
-                if (await store.changes(ChangeQuery(limit=10))).items:
-                    break
-                await asyncio.sleep(0.2)
-
-        # Someone launches an instance; CloudTrail records it; the tailer would publish this.
-        started = datetime.now(UTC)
-        new = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
-        event = CloudTrailEvent(
-            event_id=f"ev-{unique}",
-            event_time=started,
-            event_source="ec2.amazonaws.com",
-            service="ec2",
-            event_name="RunInstances",
-            region="eu-west-1",
-            account_id=account,
-            principal=Principal(
-                type="IAMUser", arn=f"arn:aws:iam::{account}:user/alice", name="alice"
-            ),
-            source_ip="203.0.113.9",
-            read_only=False,
-            response_elements={"instancesSet": {"items": [{"instanceId": new["InstanceId"]}]}},
-        )
-        producer = AIOKafkaProducer(bootstrap_servers=broker)
-        await producer.start()
+        stop = asyncio.Event()
+        reactor_task = asyncio.create_task(reactor.run(stop))
         try:
-            await producer.send_and_wait(
-                topic_name(Topic.CLOUDTRAIL, config.topic_prefix),
-                value=encode(event),
-                key=b"alice",
+            # The scheduled baseline: the one existing instance is "created" without attribution.
+            scheduler = ScanScheduler(
+                aws, publisher, interval_s=3600, access=access, types=["AWS::EC2::Instance"]
             )
-        finally:
-            await producer.stop()
+            await scheduler.run_round()
+            async with asyncio.timeout(60):
+                while True:
+                    if (await store.changes(ChangeQuery(limit=10))).items:
+                        break
+                    await asyncio.sleep(0.2)
 
-        async with asyncio.timeout(60):
-            while True:
-                page = await store.changes(ChangeQuery(since=started, limit=100))
-                mine = [c for c in page.items if c.resource_id == new["InstanceId"]]
-                if mine:
-                    break
-                await asyncio.sleep(0.2)
-        (change,) = mine
-        assert change.change_type == "created"
-        assert change.attribution is not None
-        assert change.attribution.event_id == event.event_id
-        assert change.attribution.event_name == "RunInstances"
-        assert change.attribution.principal_arn == f"arn:aws:iam::{account}:user/alice"
-        assert change.attribution.source_ip == "203.0.113.9"
-        assert scheduler.stats.rounds == 1  # no scheduled scan was needed
-    finally:
-        stop.set()
-        await asyncio.wait_for(reactor_task, 30)
-        await publisher.stop()
-        await store.close()
-        await app.stop()
+            # Someone launches an instance; CloudTrail records it; the tailer would publish this.
+            started = datetime.now(UTC)
+            new = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
+            event = CloudTrailEvent(
+                event_id=f"ev-{unique}",
+                event_time=started,
+                event_source="ec2.amazonaws.com",
+                service="ec2",
+                event_name="RunInstances",
+                region="eu-west-1",
+                account_id=account,
+                principal=Principal(
+                    type="IAMUser", arn=f"arn:aws:iam::{account}:user/alice", name="alice"
+                ),
+                source_ip="203.0.113.9",
+                read_only=False,
+                response_elements={"instancesSet": {"items": [{"instanceId": new["InstanceId"]}]}},
+            )
+            await worker.trail(event)
+
+            async with asyncio.timeout(60):
+                while True:
+                    page = await store.changes(ChangeQuery(since=started, limit=100))
+                    mine = [c for c in page.items if c.resource_id == new["InstanceId"]]
+                    if mine:
+                        break
+                    await asyncio.sleep(0.2)
+            (change,) = mine
+            assert change.change_type == "created"
+            assert change.attribution is not None
+            assert change.attribution.event_id == event.event_id
+            assert change.attribution.event_name == "RunInstances"
+            assert change.attribution.principal_arn == f"arn:aws:iam::{account}:user/alice"
+            assert change.attribution.source_ip == "203.0.113.9"
+            assert scheduler.stats.rounds == 1  # no scheduled scan was needed
+        finally:
+            stop.set()
+            await asyncio.wait_for(reactor_task, 30)
 
 
 # -- the attribution join, end to end: a real broker and Faust worker, the SQLite store --------
@@ -165,13 +124,13 @@ ACCOUNT = "222233334444"
 class JoinWorker:
     """The change stage on a real broker with the SQLite store; publishes like the producers."""
 
-    def __init__(self, broker: str, unique: str, tmp_path: Path) -> None:
+    def __init__(self, broker: str, unique: str, tmp_path: Path, name: str = "join") -> None:
         self.broker = broker
         self.config = StreamConfig(
             bootstrap=broker,
             data_dir=tmp_path,
-            app_id=f"join-{unique}",
-            topic_prefix=f"j{unique}",
+            app_id=f"{name}-{unique}",
+            topic_prefix=f"{name[0]}{unique}",
             partitions=2,
         )
         self.path = tmp_path / "inventory.sqlite3"
@@ -450,19 +409,9 @@ async def test_a_snapshot_created_and_deleted_between_scans_gets_both_versions(
 ) -> None:
     """The demo's short-lived snapshots: both events arrive, the re-describe finds nothing;
     the created version comes from the creation event, the deletion from the scan after."""
-    account = f"5{random.randrange(10**10, 10**11)}"
-    role = f"arn:aws:iam::{account}:role/cloudinv-reader"
-    creds = boto3.client("sts", endpoint_url=moto_endpoint, region_name="us-east-1").assume_role(
-        RoleArn=role, RoleSessionName="seed"
-    )["Credentials"]
-    ec2 = boto3.client(
-        "ec2",
-        endpoint_url=moto_endpoint,
-        region_name="eu-west-1",
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    member = MemberAccount.create(moto_endpoint, 5)
+    account = member.account
+    ec2 = member.client("ec2", "eu-west-1")
     volume = ec2.create_volume(AvailabilityZone="eu-west-1a", Size=1)["VolumeId"]
     snap = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
     ec2.delete_snapshot(SnapshotId=snap)
@@ -491,52 +440,21 @@ async def test_a_snapshot_created_and_deleted_between_scans_gets_both_versions(
     )
     delete = ct("DeleteSnapshot", created_at + timedelta(seconds=10), {"snapshotId": snap}, None)
 
-    config = StreamConfig(
-        bootstrap=broker,
-        data_dir=tmp_path,
-        app_id=f"short-{unique}",
-        topic_prefix=f"s{unique}",
-        partitions=2,
-    )
-    app = create_app(config)
-    bind(app, config, store_factory=lambda: SqliteStore(tmp_path / "inventory.sqlite3"))
-    await app.start()
-    aws = AwsSettings(
-        accounts=[AccountRole(role_arn=role)], regions=["eu-west-1"], endpoint_url=moto_endpoint
-    )
-    session = get_session()
-    session.set_credentials("testing", "testing")
-    access = AwsAccess.from_settings(aws, base_session=session)
-    publisher = KafkaPublisher({"bootstrap_servers": broker}, config.topic_prefix)
-    await publisher.start()
-    reactor = ChangeReactor(
-        aws, publisher, {"bootstrap_servers": broker}, config.topic_prefix, access=access
-    )
-    store = SqliteStore(tmp_path / "inventory.sqlite3")
-    await store.open()
+    aws = member.aws(["eu-west-1"])
+    access = member.access(aws)
     key = f"arn:aws:ec2:eu-west-1:{account}:snapshot/{snap}"
-    try:
-        producer = AIOKafkaProducer(bootstrap_servers=broker)
-        await producer.start()
-        try:
-            for event in (create, delete):  # the tailer's part: the join reads them
-                await producer.send_and_wait(
-                    topic_name(Topic.CLOUDTRAIL, config.topic_prefix), value=encode(event)
-                )
-        finally:
-            await producer.stop()
+    async with JoinWorker(broker, unique, tmp_path, name="short") as worker:
+        store, publisher = worker.store, worker.publisher
+        reactor = ChangeReactor(
+            aws, publisher, {"bootstrap_servers": broker}, worker.config.topic_prefix, access=access
+        )
+        await worker.trail(create, delete)  # the tailer's part: the join reads them
         # Both events in one debounce window: the re-describe no longer finds the snapshot.
         await reactor.handle([create, delete])
         assert reactor.stats.built_from_events == 1
 
-        async with asyncio.timeout(60):
-            while True:
-                page = await store.changes(ChangeQuery(filters=ChangeFilters(key=key), limit=10))
-                if page.items:
-                    break
-                await asyncio.sleep(0.2)
-        created = page.items[0]
-        assert created.change_type == "created" and created.origin == "event"
+        created = await worker.change_of(key, "created", attributed=False)
+        assert created.origin == "event"
         assert created.configuration is not None
         assert created.configuration["volumeId"] == volume
         assert created.attribution is not None
@@ -559,7 +477,3 @@ async def test_a_snapshot_created_and_deleted_between_scans_gets_both_versions(
         assert deleted[0].attribution.event_id == delete.event_id
         versions = await store.history(key)
         assert len(versions) == 1 and versions[0].valid_to is not None
-    finally:
-        await publisher.stop()
-        await store.close()
-        await app.stop()

@@ -7,18 +7,15 @@ import asyncio
 import random
 from datetime import UTC, datetime
 
-import boto3
-from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer
 
 from cloudinv.catalog.registry import default_registry
 from cloudinv.core.codec import decode
 from cloudinv.core.models import CloudTrailEvent, Principal, ResourceSnapshot
-from cloudinv.core.settings import AccountRole, AwsSettings
 from cloudinv.core.topics import Topic, topic_name
-from cloudinv.producers.credentials import AwsAccess
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.reactor import ChangeReactor, EventIndex
+from tests.moto_helpers import MemberAccount
 
 
 def _event(name: str, account: str, region: str, **fields: object) -> CloudTrailEvent:
@@ -69,28 +66,14 @@ def test_index_finds_ids_through_the_declared_expressions() -> None:
 async def test_run_instances_event_publishes_the_instance_with_attribution(
     moto_endpoint: str, broker: str, unique: str
 ) -> None:
-    account = f"5{random.randrange(10**10, 10**11)}"
-    role = f"arn:aws:iam::{account}:role/cloudinv-reader"
-    creds = boto3.client("sts", endpoint_url=moto_endpoint, region_name="us-east-1").assume_role(
-        RoleArn=role, RoleSessionName="seed"
-    )["Credentials"]
-    ec2 = boto3.client(
-        "ec2",
-        endpoint_url=moto_endpoint,
-        region_name="eu-west-1",
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    member = MemberAccount.create(moto_endpoint, 5)
+    account = member.account
+    ec2 = member.client("ec2", "eu-west-1")
     image = ec2.register_image(Name="img", RootDeviceName="/dev/sda1")["ImageId"]
     existing = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
     new = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
 
-    aws = AwsSettings(
-        accounts=[AccountRole(role_arn=role)], regions=["eu-west-1"], endpoint_url=moto_endpoint
-    )
-    session = get_session()
-    session.set_credentials("testing", "testing")
+    aws = member.aws(["eu-west-1"])
     prefix = f"r{unique}"
     publisher = KafkaPublisher({"bootstrap_servers": broker}, prefix)
     await publisher.start()
@@ -99,7 +82,7 @@ async def test_run_instances_event_publishes_the_instance_with_attribution(
         publisher,
         {"bootstrap_servers": broker},
         prefix,
-        access=AwsAccess.from_settings(aws, base_session=session),
+        access=member.access(aws),
     )
     event = _event(
         "RunInstances",
