@@ -14,7 +14,15 @@ import pytest
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
 
 from cloudinv.catalog.registry import Registry, UnknownResourceType, default_registry
-from cloudinv.catalog.spec import CFN_TYPE_RE, DetailCall, ResourceSpec, compile_expression, search
+from cloudinv.catalog.relationships import target_key
+from cloudinv.catalog.spec import (
+    CFN_TYPE_RE,
+    DetailCall,
+    Relationship,
+    ResourceSpec,
+    compile_expression,
+    search,
+)
 
 REGISTRY = default_registry()
 _SESSION = botocore.session.get_session()
@@ -158,12 +166,64 @@ def test_declaration_matches_botocore_models(spec: ResourceSpec) -> None:
     for event_name, expression in spec.event_resource_ids.items():
         assert re.fullmatch(r"[A-Z][A-Za-z0-9]+", event_name), f"{spec.cfn_type}: {event_name}"
         compile_expression(expression)
+    for relationship in spec.relationships:
+        check_relationship(spec, members, relationship)
     if spec.parent is not None:
         parent = REGISTRY.get(spec.parent.cfn_type)
         assert parent.service == spec.service
         parent_members = item_members(parent)
         for expression in spec.parent.params.values():
             check_param_expression(spec, parent_members, expression)
+
+
+def check_relationship(spec: ResourceSpec, members: Members, relationship: Relationship) -> None:
+    """The path ends at strings in the output shape, the target is registered, and a value
+    of the declared kind resolves to a key (an ARN template that an id or name can fill)."""
+    what = f"{spec.cfn_type} {relationship.name} {relationship.path}"
+    assert walk(members, relationship.path).type_name == "string", f"{what}: not strings"
+    assert relationship.target_type in REGISTRY, f"{what}: {relationship.target_type} unknown"
+    if relationship.when is not None:
+        compile_expression(relationship.when)
+    if relationship.by != "arn":
+        region = "" if spec.global_service else "us-east-1"
+        key = target_key(
+            REGISTRY.get(relationship.target_type),
+            "sample-1",
+            relationship.by,
+            account_id="123456789012",
+            region=region,
+            partition="aws",
+        )
+        assert key is not None and "sample-1" in key, f"{what}: cannot build the target's key"
+
+
+def test_relationships_declared_for_the_connected_types() -> None:
+    declared = {
+        spec.cfn_type: {(r.target_type, r.name) for r in spec.relationships}
+        for spec in REGISTRY.all()
+    }
+    assert {
+        ("AWS::EC2::Subnet", "is contained in"),
+        ("AWS::EC2::VPC", "is contained in"),
+        ("AWS::EC2::SecurityGroup", "is associated with"),
+        ("AWS::EC2::Volume", "is attached to"),
+        ("AWS::EC2::NetworkInterface", "contains"),
+        ("AWS::IAM::InstanceProfile", "is associated with"),
+    } <= declared["AWS::EC2::Instance"]
+    assert ("AWS::EC2::Instance", "is attached to") in declared["AWS::EC2::Volume"]
+    assert ("AWS::EC2::Instance", "is associated with") in declared[
+        "AWS::ElasticLoadBalancingV2::TargetGroup"
+    ]
+    assert ("AWS::IAM::Role", "uses") in declared["AWS::Lambda::Function"]
+
+
+def test_relationship_declarations_are_checked() -> None:
+    with pytest.raises(ValueError, match="expected one of"):
+        Relationship(name="touches", path="VpcId", target_type="AWS::EC2::VPC")
+    with pytest.raises(ValueError, match="dotted names"):
+        Relationship(name="uses", path="Vpc[?x]", target_type="AWS::EC2::VPC")
+    with pytest.raises(ValueError, match="type name"):
+        Relationship(name="uses", path="VpcId", target_type="EC2::VPC")
 
 
 def check_tags_shape(spec: ResourceSpec, shape: Shape) -> None:

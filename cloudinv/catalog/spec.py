@@ -104,6 +104,63 @@ class ParentRef:
     absent_codes: frozenset[str] = frozenset()
 
 
+RELATIONSHIP_INVERSES: Mapping[str, str] = {
+    "is contained in": "contains",
+    "contains": "is contained in",
+    "is attached to": "has attached",
+    "has attached": "is attached to",
+    "is associated with": "is associated with",
+    "uses": "is used by",
+    "is used by": "uses",
+}
+"""Relationship names (AWS Config's wording) and how each reads from the other end."""
+
+RelationshipBy = Literal["id", "arn", "name"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Relationship:
+    """Which configuration path of a type names which other type, and how they relate.
+
+    ``path`` is a dotted path (with ``[]`` to flatten lists, the form the meta-test checks
+    against botocore's output shape) whose value, flattened to a list of strings, names the
+    targets: by ``id`` (the target type's ARN is built from its ``arn_template``), by ``arn``,
+    or by ``name``. A value that is an ARN is taken as the target's key whatever ``by`` says.
+    ``when``: a JMESPath over the configuration; the relationship holds only where it is true
+    (a target group's targets are instances only when its ``TargetType`` is ``instance``).
+    Resolution is :func:`cloudinv.catalog.relationships.edges_of`.
+    """
+
+    name: str
+    path: str
+    target_type: str
+    by: RelationshipBy = "id"
+    when: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in RELATIONSHIP_INVERSES:
+            raise ValueError(
+                f"relationship {self.name!r}: expected one of {sorted(RELATIONSHIP_INVERSES)}"
+            )
+        if not is_simple_path(self.path):
+            raise ValueError(
+                f"relationship {self.name!r}: path {self.path!r} must be dotted names with "
+                "optional [] (e.g. SecurityGroups[].GroupId)"
+            )
+        if not CFN_TYPE_RE.match(self.target_type):
+            raise ValueError(
+                f"relationship {self.name!r}: target {self.target_type!r} is not a type name "
+                "like AWS::EC2::Subnet"
+            )
+        if self.when is not None:
+            compile_expression(self.when)
+
+    @property
+    def inverse(self) -> str:
+        """The name read from the target's side (``contains`` for ``is contained in``)."""
+        return RELATIONSHIP_INVERSES[self.name]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ResourceSpec:
     """The declaration of one AWS resource type, named by its CloudFormation type."""
@@ -160,6 +217,9 @@ class ResourceSpec:
     """For a global list of regional resources (S3's ListBuckets): the configuration field
     holding the resource's region (``None``/empty is ``us-east-1``, ``EU`` is ``eu-west-1``,
     as GetBucketLocation answers). Each resource is recorded in its own region."""
+    relationships: tuple[Relationship, ...] = ()
+    """The other resources this type's configuration names (subnet, security groups, role):
+    each becomes an edge from this resource, versioned with it."""
     derived: bool = False
     """Derived from the CloudFormation schemas (``cloudinv.catalog.generic``), not declared
     by hand in ``cloudinv.catalog.resources``."""

@@ -232,6 +232,15 @@ class Attribution(_Message):
 ChangeType = Literal["created", "modified", "deleted"]
 
 
+class Edge(_Message):
+    """One relationship from a resource to another, as the resource's configuration names it
+    (declared per type: ``cloudinv.catalog.relationships``)."""
+
+    relationship: str = Field(description="e.g. 'is contained in', 'is associated with'")
+    target_key: str = Field(description="The related resource's key (its ARN)")
+    target_type: ResourceType
+
+
 class ChangeEvent(_Message):
     """A resource was created, modified or deleted.
 
@@ -271,6 +280,14 @@ class ChangeEvent(_Message):
         default=None,
         description="When the new state was observed, if later than captured_at (a deletion "
         "found by a scan: the end of the scan that no longer listed the resource)",
+    )
+    relationships_added: list[Edge] = Field(
+        default_factory=list,
+        description="Relationships to other resources this change made (sorted)",
+    )
+    relationships_removed: list[Edge] = Field(
+        default_factory=list,
+        description="Relationships to other resources this change ended (a deletion ends all)",
     )
 
 

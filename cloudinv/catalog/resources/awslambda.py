@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
@@ -38,5 +38,22 @@ SPECS: tuple[ResourceSpec, ...] = (
             "AddPermission20150331v2": "requestParameters.functionName",
             "RemovePermission20150331v2": "requestParameters.functionName",
         },
+        relationships=(
+            Relationship(name="uses", path="Role", target_type="AWS::IAM::Role", by="arn"),
+            Relationship(
+                name="is contained in",
+                path="VpcConfig.SubnetIds[]",
+                target_type="AWS::EC2::Subnet",
+            ),
+            Relationship(
+                name="is associated with",
+                path="VpcConfig.SecurityGroupIds[]",
+                target_type="AWS::EC2::SecurityGroup",
+            ),
+            Relationship(
+                name="is contained in", path="VpcConfig.VpcId", target_type="AWS::EC2::VPC"
+            ),
+            Relationship(name="uses", path="KMSKeyArn", target_type="AWS::KMS::Key", by="arn"),
+        ),
     ),
 )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::DynamoDB::Table",
+        relationships=(
+            Relationship(name="uses", path="SSEDescription.KMSMasterKeyArn", target_type="AWS::KMS::Key", by="arn"),
+        ),
         service="dynamodb",
         list_operation="ListTables",
         result_path="TableNames[]",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.catalog.spec import Relationship, ResourceSpec
 
 # "This region has not been enabled" / "not offered here": an empty, complete scope.
 NOT_IN_REGION = frozenset({"OptInRequired"})
@@ -21,8 +21,11 @@ def _ec2(
     list_params: dict[str, object] | None = None,
     event_resource_ids: dict[str, str] | None = None,
     volatile_fields: tuple[str, ...] = (),
+    relationships: tuple[Relationship, ...] = (),
 ) -> ResourceSpec:
-    """An EC2 type: tags in ``Tags`` as Key/Value, name from the ``Name`` tag."""
+    """An EC2 type: tags in ``Tags`` as Key/Value, name from the ``Name`` tag. With both
+    ``arn_field`` and ``arn_suffix``, the template builds the ARN of a resource that another
+    one names by id (a subnet's ``SubnetArn`` is not in the instance naming it)."""
     return ResourceSpec(
         cfn_type=cfn_type,
         service="ec2",
@@ -34,13 +37,34 @@ def _ec2(
         name_tag="Name",
         arn_field=arn_field,
         arn_template=(
-            None if arn_field else f"arn:{{partition}}:ec2:{{region}}:{{account}}:{arn_suffix}"
+            None
+            if arn_suffix is None
+            else f"arn:{{partition}}:ec2:{{region}}:{{account}}:{arn_suffix}"
         ),
         tags_field=tags_field,
         ignore_error_codes=NOT_IN_REGION,
         event_resource_ids=event_resource_ids or {},
         volatile_fields=volatile_fields,
+        relationships=relationships,
     )
+
+
+def _in_vpc(path: str = "VpcId") -> Relationship:
+    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::VPC")
+
+
+def _in_subnet(path: str = "SubnetId") -> Relationship:
+    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::Subnet")
+
+
+def _with_groups(path: str) -> Relationship:
+    return Relationship(
+        name="is associated with", path=path, target_type="AWS::EC2::SecurityGroup"
+    )
+
+
+def _uses_key(path: str) -> Relationship:
+    return Relationship(name="uses", path=path, target_type="AWS::KMS::Key", by="arn")
 
 
 _INSTANCES_IN_REQUEST = "requestParameters.instancesSet.items[].instanceId"
@@ -66,6 +90,30 @@ SPECS: tuple[ResourceSpec, ...] = (
             "CreateTags": _TAGGED_RESOURCES,
             "DeleteTags": _TAGGED_RESOURCES,
         },
+        relationships=(
+            _in_subnet(),
+            _in_vpc(),
+            _with_groups("SecurityGroups[].GroupId"),
+            Relationship(
+                name="is attached to",
+                path="BlockDeviceMappings[].Ebs.VolumeId",
+                target_type="AWS::EC2::Volume",
+            ),
+            Relationship(
+                name="contains",
+                path="NetworkInterfaces[].NetworkInterfaceId",
+                target_type="AWS::EC2::NetworkInterface",
+            ),
+            Relationship(
+                name="is associated with",
+                path="IamInstanceProfile.Arn",
+                target_type="AWS::IAM::InstanceProfile",
+                by="arn",
+            ),
+            Relationship(
+                name="uses", path="KeyName", target_type="AWS::EC2::KeyPair", by="name"
+            ),
+        ),
     ),
     _ec2(
         "AWS::EC2::SecurityGroup",
@@ -88,8 +136,23 @@ SPECS: tuple[ResourceSpec, ...] = (
             "CreateTags": _TAGGED_RESOURCES,
             "DeleteTags": _TAGGED_RESOURCES,
         },
+        relationships=(_in_vpc(),),
     ),
-    _ec2("AWS::EC2::Volume", "DescribeVolumes", "Volumes[]", "VolumeId", "volume/{id}"),
+    _ec2(
+        "AWS::EC2::Volume",
+        "DescribeVolumes",
+        "Volumes[]",
+        "VolumeId",
+        "volume/{id}",
+        relationships=(
+            Relationship(
+                name="is attached to",
+                path="Attachments[].InstanceId",
+                target_type="AWS::EC2::Instance",
+            ),
+            _uses_key("KmsKeyId"),
+        ),
+    ),
     _ec2(
         "AWS::EC2::Snapshot",
         "DescribeSnapshots",
@@ -97,9 +160,23 @@ SPECS: tuple[ResourceSpec, ...] = (
         "SnapshotId",
         "snapshot/{id}",
         list_params={"OwnerIds": ["self"]},
+        relationships=(
+            Relationship(
+                name="is associated with", path="VolumeId", target_type="AWS::EC2::Volume"
+            ),
+            _uses_key("KmsKeyId"),
+        ),
     ),
     _ec2("AWS::EC2::VPC", "DescribeVpcs", "Vpcs[]", "VpcId", "vpc/{id}"),
-    _ec2("AWS::EC2::Subnet", "DescribeSubnets", "Subnets[]", "SubnetId", arn_field="SubnetArn"),
+    _ec2(
+        "AWS::EC2::Subnet",
+        "DescribeSubnets",
+        "Subnets[]",
+        "SubnetId",
+        "subnet/{id}",
+        arn_field="SubnetArn",
+        relationships=(_in_vpc(),),
+    ),
     _ec2(
         "AWS::EC2::NetworkInterface",
         "DescribeNetworkInterfaces",
@@ -107,6 +184,16 @@ SPECS: tuple[ResourceSpec, ...] = (
         "NetworkInterfaceId",
         "network-interface/{id}",
         tags_field="TagSet",
+        relationships=(
+            _in_subnet(),
+            _in_vpc(),
+            _with_groups("Groups[].GroupId"),
+            Relationship(
+                name="is attached to",
+                path="Attachment.InstanceId",
+                target_type="AWS::EC2::Instance",
+            ),
+        ),
     ),
     _ec2(
         "AWS::EC2::InternetGateway",
@@ -114,6 +201,11 @@ SPECS: tuple[ResourceSpec, ...] = (
         "InternetGateways[]",
         "InternetGatewayId",
         "internet-gateway/{id}",
+        relationships=(
+            Relationship(
+                name="is attached to", path="Attachments[].VpcId", target_type="AWS::EC2::VPC"
+            ),
+        ),
     ),
     _ec2(
         "AWS::EC2::RouteTable",
@@ -121,6 +213,22 @@ SPECS: tuple[ResourceSpec, ...] = (
         "RouteTables[]",
         "RouteTableId",
         "route-table/{id}",
+        relationships=(
+            _in_vpc(),
+            Relationship(
+                name="is associated with",
+                path="Associations[].SubnetId",
+                target_type="AWS::EC2::Subnet",
+            ),
+            Relationship(
+                name="uses", path="Routes[].NatGatewayId", target_type="AWS::EC2::NatGateway"
+            ),
+            Relationship(
+                name="uses",
+                path="Routes[].TransitGatewayId",
+                target_type="AWS::EC2::TransitGateway",
+            ),
+        ),
     ),
     _ec2(
         "AWS::EC2::NetworkAcl",
@@ -128,8 +236,32 @@ SPECS: tuple[ResourceSpec, ...] = (
         "NetworkAcls[]",
         "NetworkAclId",
         "network-acl/{id}",
+        relationships=(
+            _in_vpc(),
+            Relationship(
+                name="is associated with",
+                path="Associations[].SubnetId",
+                target_type="AWS::EC2::Subnet",
+            ),
+        ),
     ),
-    _ec2("AWS::EC2::EIP", "DescribeAddresses", "Addresses[]", "AllocationId", "elastic-ip/{id}"),
+    _ec2(
+        "AWS::EC2::EIP",
+        "DescribeAddresses",
+        "Addresses[]",
+        "AllocationId",
+        "elastic-ip/{id}",
+        relationships=(
+            Relationship(
+                name="is attached to", path="InstanceId", target_type="AWS::EC2::Instance"
+            ),
+            Relationship(
+                name="is attached to",
+                path="NetworkInterfaceId",
+                target_type="AWS::EC2::NetworkInterface",
+            ),
+        ),
+    ),
     _ec2(
         "AWS::EC2::KeyPair",
         "DescribeKeyPairs",
@@ -168,6 +300,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         "NatGateways[]",
         "NatGatewayId",
         "natgateway/{id}",
+        relationships=(_in_subnet(), _in_vpc()),
     ),
     _ec2(
         "AWS::EC2::PlacementGroup",
@@ -189,6 +322,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         "DescribeTransitGateways",
         "TransitGateways[]",
         "TransitGatewayId",
+        "transit-gateway/{id}",
         arn_field="TransitGatewayArn",
     ),
     _ec2(
@@ -197,6 +331,19 @@ SPECS: tuple[ResourceSpec, ...] = (
         "TransitGatewayAttachments[]",
         "TransitGatewayAttachmentId",
         "transit-gateway-attachment/{id}",
+        relationships=(
+            Relationship(
+                name="is attached to",
+                path="TransitGatewayId",
+                target_type="AWS::EC2::TransitGateway",
+            ),
+            Relationship(
+                name="is attached to",
+                path="ResourceId",
+                target_type="AWS::EC2::VPC",
+                when="ResourceType == 'vpc'",
+            ),
+        ),
     ),
     _ec2(
         "AWS::EC2::TransitGatewayRouteTable",
@@ -211,6 +358,16 @@ SPECS: tuple[ResourceSpec, ...] = (
         "VpcEndpoints[]",
         "VpcEndpointId",
         "vpc-endpoint/{id}",
+        relationships=(
+            _in_vpc(),
+            _in_subnet("SubnetIds[]"),
+            _with_groups("Groups[].GroupId"),
+            Relationship(
+                name="is associated with",
+                path="RouteTableIds[]",
+                target_type="AWS::EC2::RouteTable",
+            ),
+        ),
     ),
     _ec2(
         "AWS::EC2::VPCPeeringConnection",
@@ -225,6 +382,13 @@ SPECS: tuple[ResourceSpec, ...] = (
         "VpnGateways[]",
         "VpnGatewayId",
         "vpn-gateway/{id}",
+        relationships=(
+            Relationship(
+                name="is attached to",
+                path="VpcAttachments[].VpcId",
+                target_type="AWS::EC2::VPC",
+            ),
+        ),
     ),
     _ec2(
         "AWS::EC2::CustomerGateway",
@@ -239,6 +403,21 @@ SPECS: tuple[ResourceSpec, ...] = (
         "VpnConnections[]",
         "VpnConnectionId",
         "vpn-connection/{id}",
+        relationships=(
+            Relationship(
+                name="is attached to", path="VpnGatewayId", target_type="AWS::EC2::VPNGateway"
+            ),
+            Relationship(
+                name="is attached to",
+                path="CustomerGatewayId",
+                target_type="AWS::EC2::CustomerGateway",
+            ),
+            Relationship(
+                name="is attached to",
+                path="TransitGatewayId",
+                target_type="AWS::EC2::TransitGateway",
+            ),
+        ),
     ),
     _ec2(
         "AWS::EC2::LaunchTemplate",

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
 
 _FS = {"FileSystemId": "FileSystemId"}
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::EFS::FileSystem",
+        relationships=(
+            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+        ),
         service="efs",
         list_operation="DescribeFileSystems",
         result_path="FileSystems[]",
         id_field="FileSystemId",
         name_field="Name",
         arn_field="FileSystemArn",
+        arn_template="arn:{partition}:elasticfilesystem:{region}:{account}:file-system/{id}",
         tags_field="Tags",
         details=(
             DetailCall(
@@ -37,6 +41,9 @@ SPECS: tuple[ResourceSpec, ...] = (
     ),
     ResourceSpec(
         cfn_type="AWS::EFS::AccessPoint",
+        relationships=(
+            Relationship(name="is contained in", path="FileSystemId", target_type="AWS::EFS::FileSystem"),
+        ),
         service="efs",
         list_operation="DescribeAccessPoints",
         result_path="AccessPoints[]",

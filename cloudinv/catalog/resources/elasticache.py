@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.catalog.spec import Relationship, ResourceSpec
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::ElastiCache::CacheCluster",
+        relationships=(
+            Relationship(name="is associated with", path="SecurityGroups[].SecurityGroupId", target_type="AWS::EC2::SecurityGroup"),
+            Relationship(name="is contained in", path="ReplicationGroupId", target_type="AWS::ElastiCache::ReplicationGroup"),
+        ),
         service="elasticache",
         list_operation="DescribeCacheClusters",
         list_params={"ShowCacheNodeInfo": True},
@@ -17,11 +21,15 @@ SPECS: tuple[ResourceSpec, ...] = (
     ),
     ResourceSpec(
         cfn_type="AWS::ElastiCache::ReplicationGroup",
+        relationships=(
+            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+        ),
         service="elasticache",
         list_operation="DescribeReplicationGroups",
         result_path="ReplicationGroups[]",
         id_field="ReplicationGroupId",
         name_field="ReplicationGroupId",
         arn_field="ARN",
+        arn_template="arn:{partition}:elasticache:{region}:{account}:replicationgroup:{id}",
     ),
 )

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
+
+
+def _in_vpc(path: str) -> Relationship:
+    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::VPC")
+
+
+def _in_subnets(path: str) -> Relationship:
+    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::Subnet")
+
+
+def _with_groups(path: str) -> Relationship:
+    return Relationship(
+        name="is associated with", path=path, target_type="AWS::EC2::SecurityGroup"
+    )
+
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
@@ -42,6 +57,16 @@ SPECS: tuple[ResourceSpec, ...] = (
                 "ConfigureHealthCheck",
             )
         },
+        relationships=(
+            _in_vpc("VPCId"),
+            _in_subnets("Subnets[]"),
+            _with_groups("SecurityGroups[]"),
+            Relationship(
+                name="is associated with",
+                path="Instances[].InstanceId",
+                target_type="AWS::EC2::Instance",
+            ),
+        ),
     ),
     ResourceSpec(
         cfn_type="AWS::ElasticLoadBalancingV2::LoadBalancer",
@@ -75,6 +100,11 @@ SPECS: tuple[ResourceSpec, ...] = (
         event_resource_ids={
             "CreateLoadBalancer": "responseElements.loadBalancers[].loadBalancerName",
         },
+        relationships=(
+            _in_vpc("VpcId"),
+            _in_subnets("AvailabilityZones[].SubnetId"),
+            _with_groups("SecurityGroups[]"),
+        ),
     ),
     ResourceSpec(
         cfn_type="AWS::ElasticLoadBalancingV2::TargetGroup",
@@ -97,6 +127,36 @@ SPECS: tuple[ResourceSpec, ...] = (
                 params={"ResourceArns": "[TargetGroupArn]"},
                 result_path="TagDescriptions[0].Tags",
                 merge_key="Tags",
+            ),
+            DetailCall(
+                operation="DescribeTargetHealth",
+                params={"TargetGroupArn": "TargetGroupArn"},
+                result_path="TargetHealthDescriptions",
+                merge_key="Targets",
+            ),
+        ),
+        # The registered targets are configuration; their health moves on its own.
+        volatile_fields=("Targets[].TargetHealth", "Targets[].HealthCheckPort"),
+        relationships=(
+            _in_vpc("VpcId"),
+            Relationship(
+                name="is associated with",
+                path="LoadBalancerArns[]",
+                target_type="AWS::ElasticLoadBalancingV2::LoadBalancer",
+                by="arn",
+            ),
+            Relationship(
+                name="is associated with",
+                path="Targets[].Target.Id",
+                target_type="AWS::EC2::Instance",
+                when="TargetType == 'instance'",
+            ),
+            Relationship(
+                name="is associated with",
+                path="Targets[].Target.Id",
+                target_type="AWS::Lambda::Function",
+                by="arn",
+                when="TargetType == 'lambda'",
             ),
         ),
     ),

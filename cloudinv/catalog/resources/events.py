@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.catalog.spec import Relationship, ResourceSpec
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::Events::Rule",
+        relationships=(
+            Relationship(name="uses", path="RoleArn", target_type="AWS::IAM::Role", by="arn"),
+        ),
         service="events",
         list_operation="ListRules",
         result_path="Rules[]",

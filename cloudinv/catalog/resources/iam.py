@@ -8,7 +8,7 @@ profile. Customer-managed policies add their default version's document.
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
 
 _USER = {"UserName": "UserName"}
 _USER_IN_REQUEST = "requestParameters.userName"
@@ -26,6 +26,7 @@ def _authorization_details(
     details: tuple[DetailCall, ...] = (),
     volatile_fields: tuple[str, ...] = (),
     event_resource_ids: dict[str, str] | None = None,
+    relationships: tuple[Relationship, ...] = (),
 ) -> ResourceSpec:
     return ResourceSpec(
         cfn_type=cfn_type,
@@ -41,6 +42,15 @@ def _authorization_details(
         details=details,
         volatile_fields=volatile_fields,
         event_resource_ids=event_resource_ids or {},
+        relationships=(
+            Relationship(
+                name="is attached to",
+                path="AttachedManagedPolicies[].PolicyArn",
+                target_type="AWS::IAM::ManagedPolicy",
+                by="arn",
+            ),
+            *relationships,
+        ),
     )
 
 
@@ -103,6 +113,14 @@ SPECS: tuple[ResourceSpec, ...] = (
         "RoleDetailList[]",
         "RoleName",
         tags_field="Tags",
+        relationships=(
+            Relationship(
+                name="is associated with",
+                path="InstanceProfileList[].Arn",
+                target_type="AWS::IAM::InstanceProfile",
+                by="arn",
+            ),
+        ),
         # Updated by AWS whenever the role is used: not a change of the role.
         volatile_fields=("RoleLastUsed",),
         event_resource_ids={

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
 
 _KEY = {"KeyId": "KeyId"}
 
@@ -15,6 +15,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         id_field="KeyId",
         name_field="Description",
         arn_field="KeyArn",
+        arn_template="arn:{partition}:kms:{region}:{account}:key/{id}",
         tags_field="Tags",
         details=(
             DetailCall(operation="DescribeKey", params=_KEY, result_path="KeyMetadata"),
@@ -52,6 +53,9 @@ SPECS: tuple[ResourceSpec, ...] = (
     ),
     ResourceSpec(
         cfn_type="AWS::KMS::Alias",
+        relationships=(
+            Relationship(name="is associated with", path="TargetKeyId", target_type="AWS::KMS::Key"),
+        ),
         service="kms",
         list_operation="ListAliases",
         result_path="Aliases[]",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.catalog.spec import Relationship, ResourceSpec
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::Logs::LogGroup",
+        relationships=(
+            Relationship(name="uses", path="kmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+        ),
         service="logs",
         list_operation="DescribeLogGroups",
         result_path="logGroups[]",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import ResourceSpec
+from cloudinv.catalog.spec import Relationship, ResourceSpec
 
 # Advanced by AWS every few minutes: not a change of the database.
 _INSTANCE_RESTORE_WINDOW = ("LatestRestorableTime",)
@@ -11,12 +11,21 @@ _CLUSTER_RESTORE_WINDOW = ("LatestRestorableTime", "EarliestRestorableTime")
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::RDS::DBInstance",
+        relationships=(
+            Relationship(name="is contained in", path="DBSubnetGroup.Subnets[].SubnetIdentifier", target_type="AWS::EC2::Subnet"),
+            Relationship(name="is contained in", path="DBSubnetGroup.VpcId", target_type="AWS::EC2::VPC"),
+            Relationship(name="is associated with", path="VpcSecurityGroups[].VpcSecurityGroupId", target_type="AWS::EC2::SecurityGroup"),
+            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+            Relationship(name="is contained in", path="DBClusterIdentifier", target_type="AWS::RDS::DBCluster"),
+            Relationship(name="is associated with", path="DBSubnetGroup.DBSubnetGroupName", target_type="AWS::RDS::DBSubnetGroup", by="name"),
+        ),
         service="rds",
         list_operation="DescribeDBInstances",
         result_path="DBInstances[]",
         id_field="DBInstanceIdentifier",
         name_field="DBInstanceIdentifier",
         arn_field="DBInstanceArn",
+        arn_template="arn:{partition}:rds:{region}:{account}:db:{id}",
         tags_field="TagList",
         volatile_fields=_INSTANCE_RESTORE_WINDOW,
         event_resource_ids={
@@ -30,12 +39,18 @@ SPECS: tuple[ResourceSpec, ...] = (
     ),
     ResourceSpec(
         cfn_type="AWS::RDS::DBCluster",
+        relationships=(
+            Relationship(name="is associated with", path="VpcSecurityGroups[].VpcSecurityGroupId", target_type="AWS::EC2::SecurityGroup"),
+            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+            Relationship(name="is associated with", path="DBSubnetGroup", target_type="AWS::RDS::DBSubnetGroup", by="name"),
+        ),
         service="rds",
         list_operation="DescribeDBClusters",
         result_path="DBClusters[]",
         id_field="DBClusterIdentifier",
         name_field="DBClusterIdentifier",
         arn_field="DBClusterArn",
+        arn_template="arn:{partition}:rds:{region}:{account}:cluster:{id}",
         tags_field="TagList",
         volatile_fields=_CLUSTER_RESTORE_WINDOW,
         event_resource_ids={
@@ -46,6 +61,10 @@ SPECS: tuple[ResourceSpec, ...] = (
     ),
     ResourceSpec(
         cfn_type="AWS::RDS::DBSnapshot",
+        relationships=(
+            Relationship(name="is associated with", path="DBInstanceIdentifier", target_type="AWS::RDS::DBInstance"),
+            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+        ),
         service="rds",
         list_operation="DescribeDBSnapshots",
         result_path="DBSnapshots[]",
@@ -61,6 +80,10 @@ SPECS: tuple[ResourceSpec, ...] = (
     ),
     ResourceSpec(
         cfn_type="AWS::RDS::DBClusterSnapshot",
+        relationships=(
+            Relationship(name="is associated with", path="DBClusterIdentifier", target_type="AWS::RDS::DBCluster"),
+            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+        ),
         service="rds",
         list_operation="DescribeDBClusterSnapshots",
         result_path="DBClusterSnapshots[]",
@@ -76,11 +99,16 @@ SPECS: tuple[ResourceSpec, ...] = (
     ),
     ResourceSpec(
         cfn_type="AWS::RDS::DBSubnetGroup",
+        relationships=(
+            Relationship(name="is contained in", path="VpcId", target_type="AWS::EC2::VPC"),
+            Relationship(name="is associated with", path="Subnets[].SubnetIdentifier", target_type="AWS::EC2::Subnet"),
+        ),
         service="rds",
         list_operation="DescribeDBSubnetGroups",
         result_path="DBSubnetGroups[]",
         id_field="DBSubnetGroupName",
         name_field="DBSubnetGroupName",
         arn_field="DBSubnetGroupArn",
+        arn_template="arn:{partition}:rds:{region}:{account}:subgrp:{id}",
     ),
 )

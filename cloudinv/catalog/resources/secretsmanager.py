@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::SecretsManager::Secret",
+        relationships=(
+            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+        ),
         service="secretsmanager",
         list_operation="ListSecrets",
         result_path="SecretList[]",

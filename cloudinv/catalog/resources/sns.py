@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
@@ -36,6 +36,9 @@ SPECS: tuple[ResourceSpec, ...] = (
     ),
     ResourceSpec(
         cfn_type="AWS::SNS::Subscription",
+        relationships=(
+            Relationship(name="is associated with", path="TopicArn", target_type="AWS::SNS::Topic", by="arn"),
+        ),
         service="sns",
         list_operation="ListSubscriptions",
         result_path="Subscriptions[]",

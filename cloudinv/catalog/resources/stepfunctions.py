@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
 
 _MACHINE = {"stateMachineArn": "stateMachineArn"}
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::StepFunctions::StateMachine",
+        relationships=(
+            Relationship(name="uses", path="roleArn", target_type="AWS::IAM::Role", by="arn"),
+        ),
         service="stepfunctions",
         list_operation="ListStateMachines",
         result_path="stateMachines[]",
