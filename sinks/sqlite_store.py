@@ -7,9 +7,10 @@ on the event loop: one writer thread with one connection (SQLite has one writer 
 anyway), and a few reader threads, each with its own connection, which WAL lets read while
 the writer writes. Other processes (the API) may open the same file.
 
-Schema (``PRAGMA user_version`` = 2; a version-1 file gains ``resource_refs`` and
-``write_events`` when opened). Times are INTEGER microseconds since the Unix epoch,
-UTC, so that comparisons and indexes are plain integer ones::
+Schema (``PRAGMA user_version`` = 3; a version-1 file gains ``resource_refs`` and
+``write_events`` when opened, a version-2 file ``relationships``). Times are INTEGER
+microseconds since the Unix epoch, UTC, so that comparisons and indexes are plain integer
+ones::
 
     versions(change_id TEXT PRIMARY KEY,      -- the change that opened the version
              key, resource_type, resource_id, account_id, region, name,
@@ -40,6 +41,10 @@ UTC, so that comparisons and indexes are plain integer ones::
                                       -- resource (cloudinv.catalog.event_resources.refs_of)
     write_events(ref, event_time, event_id, attribution BLOB, PRIMARY KEY (ref, event_id))
       write_events_by_time (event_time)   the attribution join's recent write events
+    relationships(source_key, source_type, relationship, target_key, target_type,
+                  valid_from INTEGER, valid_to INTEGER, change_id,   -- the opening change
+                  PRIMARY KEY (source_key, relationship, target_key, valid_from))
+      relationships_by_target (target_key, valid_from, valid_to)   what names a resource
 
 "As of T" is one seek on ``versions_by_key`` (the last version with ``valid_from <= T``,
 then ``valid_to > T`` or NULL); "everything of type Y in account Z at T" walks
@@ -61,19 +66,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import TypeAdapter
 
 from cloudinv.catalog.event_resources import refs_of
 from cloudinv.core.models import Attribution, ChangeEvent, ScanManifest
+from cloudinv.sinks.relationships import NodeInfo, StoredEdge, neighbourhood_of, related_of
 from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema
 from cloudinv.sinks.store import (
     AttributionFigure,
     ChangePage,
     ChangeQuery,
+    Direction,
+    Graph,
     LoggedChange,
+    RelatedResource,
     ResourceVersion,
     ScanRecord,
     StoreError,
@@ -82,6 +91,8 @@ from cloudinv.sinks.store import (
 )
 from cloudinv.sinks.versioning import (
     OBSERVED_LAG,
+    EdgeBook,
+    EdgeRow,
     Head,
     StepKind,
     advance,
@@ -100,7 +111,7 @@ log = logging.getLogger(__name__)
 STORE_FILE = Path("store") / "inventory.sqlite3"
 """Where the store lives, relative to the data directory."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIN_SQLITE = (3, 33, 0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHANGE_LIST = TypeAdapter(list[ChangeEvent])
@@ -181,6 +192,20 @@ CREATE TABLE IF NOT EXISTS write_events (
     PRIMARY KEY (ref, event_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS write_events_by_time ON write_events (event_time);
+
+CREATE TABLE IF NOT EXISTS relationships (
+    source_key    TEXT NOT NULL,
+    source_type   TEXT NOT NULL,
+    relationship  TEXT NOT NULL,
+    target_key    TEXT NOT NULL,
+    target_type   TEXT NOT NULL,
+    valid_from    INTEGER NOT NULL,
+    valid_to      INTEGER,
+    change_id     TEXT NOT NULL,
+    PRIMARY KEY (source_key, relationship, target_key, valid_from)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS relationships_by_target
+    ON relationships (target_key, valid_from, valid_to);
 
 -- A file of schema 1 has versions and no refs: the refs of every resource stored (what
 -- cloudinv.catalog.event_resources.refs_of gives, in SQL). The guard is a constant term,
@@ -784,6 +809,69 @@ class SqliteStore(SqliteBacked):
 
         return await self._read(run)
 
+    # -- relationships (cloudinv.sinks.store.RelationshipReads, cloudinv.sinks.relationships) ---
+
+    async def edges_at(
+        self, keys: Sequence[str], at: datetime | None, direction: Literal["out", "in"]
+    ) -> list[StoredEdge]:
+        if not keys:
+            return []
+        side = "source_key" if direction == "out" else "target_key"
+        when, params = _valid_at("", at)
+        sql = (
+            "SELECT json_group_array(json_array(source_key, source_type, relationship, "
+            f"target_key, target_type)) FROM relationships WHERE {side} IN "
+            f"(SELECT value FROM json_each(?)) AND {when}"
+        )
+        values = orjson.dumps(list(dict.fromkeys(keys))).decode()
+
+        def run(conn: sqlite3.Connection) -> list[StoredEdge]:
+            row = conn.execute(sql, (values, *params)).fetchone()
+            return [StoredEdge(*edge) for edge in orjson.loads(row[0])]
+
+        return await self._read(run)
+
+    async def nodes_at(self, keys: Sequence[str], at: datetime | None) -> dict[str, NodeInfo]:
+        if not keys:
+            return {}
+        when, params = _valid_at("", at)
+        sql = (
+            "SELECT json_group_array(json_array(key, resource_type, account_id, region, name)) "
+            f"FROM versions WHERE key IN (SELECT value FROM json_each(?)) AND {when}"
+        )
+        values = orjson.dumps(list(dict.fromkeys(keys))).decode()
+
+        def run(conn: sqlite3.Connection) -> dict[str, NodeInfo]:
+            row = conn.execute(sql, (values, *params)).fetchone()
+            return {node[0]: NodeInfo(*node) for node in orjson.loads(row[0])}
+
+        return await self._read(run)
+
+    async def related(
+        self,
+        key: str,
+        at: datetime | None = None,
+        direction: Direction = "both",
+        relationship: str | None = None,
+        target_type: str | None = None,
+        *,
+        accounts: Sequence[str] | None = None,
+    ) -> list[RelatedResource]:
+        return await related_of(
+            self, key, at, direction, relationship, target_type, accounts=accounts
+        )
+
+    async def neighbourhood(
+        self,
+        key: str,
+        at: datetime | None = None,
+        hops: int = 1,
+        limit: int = 100,
+        *,
+        accounts: Sequence[str] | None = None,
+    ) -> Graph:
+        return await neighbourhood_of(self, key, at, hops, limit, accounts=accounts)
+
     # -- the change log (cloudinv.sinks.store.ChangeLog: the live feed, counts) ------------------
 
     async def change_log_head(self) -> int:
@@ -850,6 +938,17 @@ def list_as_of_query(
     return sql, params
 
 
+def _valid_at(prefix: str, at: datetime | None) -> tuple[str, list[int]]:
+    """SQL (and its parameters) for "valid at ``at``" of a row with valid_from/valid_to."""
+    if at is None:
+        return f"{prefix}valid_to IS NULL", []
+    t = to_us(at)
+    return f"{prefix}valid_from <= ? AND ({prefix}valid_to IS NULL OR {prefix}valid_to > ?)", [
+        t,
+        t,
+    ]
+
+
 def _parse_cursor(cursor: str) -> tuple[int, int]:
     try:
         at_us, seq = cursor.split(":")
@@ -902,6 +1001,7 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
         )
         or ()
     }
+    edges = EdgeBook(_open_edges(conn, keys))
     closes: dict[str, int] = {}
     new_versions: dict[str, list[Any]] = {}
     new_changes: dict[str, list[Any]] = {}
@@ -952,6 +1052,7 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
                 None,
             ]
         heads[key] = advance(change, t, step)
+        edges.apply(change, t, step)
         stored_attribution[change.change_id] = change.attribution
         new_changes[change.change_id] = row
         refs += [(ref, key) for ref in change_refs(change)]
@@ -986,7 +1087,76 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
             + " FROM json_each(?)",
             (orjson.dumps(refs).decode(),),
         )
+    _write_edges(conn, edges)
     return len(new_changes)
+
+
+def _open_edges(conn: sqlite3.Connection, keys: Sequence[str]) -> list[EdgeRow]:
+    """The open edges of ``keys`` (the sources), for :class:`EdgeBook`."""
+    return [
+        EdgeRow(
+            source_key=row[0],
+            source_type=row[1],
+            relationship=row[2],
+            target_key=row[3],
+            target_type=row[4],
+            valid_from=row[5],
+            valid_to=None,
+            change_id=row[6],
+        )
+        for row in _json_query(
+            conn,
+            "SELECT json_group_array(json_array(source_key, source_type, relationship, "
+            "target_key, target_type, valid_from, change_id)) FROM relationships "
+            "WHERE source_key IN (SELECT value FROM json_each(?)) AND valid_to IS NULL",
+            list(keys),
+        )
+        or ()
+    ]
+
+
+def _write_edges(conn: sqlite3.Connection, edges: EdgeBook) -> None:
+    """Close the stored edges a batch ended and insert the ones it opened."""
+    if edges.closed:
+        conn.execute(
+            "UPDATE relationships SET valid_to = json_extract(j.value, '$[4]') "
+            "FROM json_each(?) AS j WHERE source_key = json_extract(j.value, '$[0]') "
+            "AND relationship = json_extract(j.value, '$[1]') "
+            "AND target_key = json_extract(j.value, '$[2]') "
+            "AND valid_from = json_extract(j.value, '$[3]')",
+            (
+                orjson.dumps(
+                    [
+                        [e.source_key, e.relationship, e.target_key, e.valid_from, e.valid_to]
+                        for e in edges.closed
+                    ]
+                ).decode(),
+            ),
+        )
+    if edges.opened:
+        conn.execute(
+            "INSERT OR IGNORE INTO relationships (source_key, source_type, relationship, "
+            "target_key, target_type, valid_from, valid_to, change_id) "
+            + _select_columns(8, blobs=())
+            + " FROM json_each(?)",
+            (
+                orjson.dumps(
+                    [
+                        [
+                            e.source_key,
+                            e.source_type,
+                            e.relationship,
+                            e.target_key,
+                            e.target_type,
+                            e.valid_from,
+                            e.valid_to,
+                            e.change_id,
+                        ]
+                        for e in edges.opened
+                    ]
+                ).decode(),
+            ),
+        )
 
 
 def _select_columns(n: int, blobs: tuple[int, ...]) -> str:

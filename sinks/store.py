@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,8 +46,14 @@ __all__ = [
     "ChangeLog",
     "ChangePage",
     "ChangeQuery",
+    "Direction",
+    "Graph",
+    "GraphEdge",
+    "GraphNode",
     "InventoryStore",
     "LoggedChange",
+    "RelatedResource",
+    "RelationshipReads",
     "ResourceVersion",
     "ScanRecord",
     "StoreError",
@@ -423,4 +429,95 @@ class AttributionJoin(Protocol):
     async def attribution_figure(self, since: datetime) -> AttributionFigure:
         """Changes captured since ``since``: how many a stored write event explains, and
         how many of those are attributed."""
+        ...
+
+
+Direction = Literal["out", "in", "both"]
+"""``out``: what a resource names (its subnet); ``in``: what names it (a subnet's instances)."""
+
+
+class RelatedResource(_Record):
+    """One resource related to the one asked about, as of the time asked.
+
+    ``relationship`` reads from the resource asked about: an ``out`` edge carries the declared
+    name (an instance ``is contained in`` its subnet), an ``in`` edge its inverse (a subnet
+    ``contains`` the instance). ``exists`` is False when no version of the related resource is
+    valid at that time (deleted, never inventoried, or not collected): its type and its
+    account and region (read from its ARN) are still given."""
+
+    direction: Literal["out", "in"]
+    relationship: str
+    key: str
+    type: str
+    account_id: str | None = None
+    region: str | None = None
+    name: str | None = None
+    exists: bool
+
+
+class GraphNode(_Record):
+    """A resource in a neighbourhood, ``hops`` edges away from the one asked about."""
+
+    key: str
+    type: str
+    account_id: str | None = None
+    region: str | None = None
+    name: str | None = None
+    exists: bool
+    hops: int
+
+
+class GraphEdge(_Record):
+    """A relationship as declared: ``source`` names ``target``."""
+
+    source: str
+    relationship: str
+    target: str
+
+
+class Graph(_Record):
+    """The resources within ``hops`` edges of ``key`` (either direction), as of ``at``.
+
+    At most ``limit`` nodes, nearest first; ``truncated`` says that more were reachable.
+    ``edges`` are those between the nodes given."""
+
+    key: str
+    at: UtcDatetime | None = Field(default=None, description="None: now")
+    hops: int
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    truncated: bool
+
+
+@runtime_checkable
+class RelationshipReads(Protocol):
+    """Beside :class:`InventoryStore`: the relationships between resources, versioned with
+    them (:mod:`cloudinv.sinks.versioning`), as of any time (``at`` None: now)."""
+
+    async def related(
+        self,
+        key: str,
+        at: datetime | None = None,
+        direction: Direction = "both",
+        relationship: str | None = None,
+        target_type: str | None = None,
+        *,
+        accounts: Sequence[str] | None = None,
+    ) -> list[RelatedResource]:
+        """The resources ``key`` names (``out``) and that name it (``in``), filtered by the
+        relationship name as read from ``key`` and by the related resource's type;
+        ``accounts``: only related resources of these accounts (None: any)."""
+        ...
+
+    async def neighbourhood(
+        self,
+        key: str,
+        at: datetime | None = None,
+        hops: int = 1,
+        limit: int = 100,
+        *,
+        accounts: Sequence[str] | None = None,
+    ) -> Graph:
+        """Everything within ``hops`` (1..3) edges of ``key``, at most ``limit`` nodes;
+        with ``accounts``, nodes of other accounts are neither given nor walked through."""
         ...

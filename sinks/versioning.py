@@ -19,6 +19,14 @@ state was observed (``observed_at`` or ``captured_at``), the latest of them. Clo
 event times to the second (truncated), so the window opens one second early, and both ends
 allow :data:`CLOCK_SKEW` between AWS's clock and the collector's.
 
+Relationships (:class:`EdgeBook`) are versioned with the resource that declares them: an
+applied change that opens a version gives its key the outgoing edges its configuration names
+(:func:`cloudinv.catalog.relationships.edges_of_resource`), closing the open ones it no longer
+names and opening the new ones at its ``captured_at``; a deletion closes them all. An edge
+row is valid over ``[valid_from, valid_to)`` and records the change that opened it, as a
+version does. Edges that stay are not touched, so an edge's ``valid_from`` is when it first
+appeared, not the resource's latest change.
+
 Used by :mod:`cloudinv.sinks.sqlite_store` and :mod:`cloudinv.sinks.dynamodb_store`.
 """
 
@@ -31,13 +39,16 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from cloudinv.catalog.event_resources import refs_of
-from cloudinv.core.models import Attribution, ChangeEvent
+from cloudinv.catalog.relationships import edges_of_resource
+from cloudinv.core.models import Attribution, ChangeEvent, Edge
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CLOCK_SKEW",
     "OBSERVED_LAG",
+    "EdgeBook",
+    "EdgeRow",
     "Head",
     "Step",
     "StepKind",
@@ -199,3 +210,83 @@ def unattributed_refs(changes: Iterable[ChangeEvent]) -> dict[str, list[str]]:
     """Change id -> the refs a write event may name it by, for the changes not yet
     attributed (what both stores' attribution join looks up)."""
     return {c.change_id: change_refs(c) for c in changes if c.attribution is None}
+
+
+@dataclass(slots=True)
+class EdgeRow:
+    """One stored (or to be stored) relationship over ``[valid_from, valid_to)`` (µs)."""
+
+    source_key: str
+    source_type: str
+    relationship: str
+    target_key: str
+    target_type: str
+    valid_from: int
+    valid_to: int | None
+    change_id: str
+    """The change that opened it."""
+    stored: bool = True
+    """In the store already (to be closed with an update), or opened by this batch."""
+
+    @property
+    def edge(self) -> Edge:
+        return Edge.model_construct(
+            relationship=self.relationship,
+            target_key=self.target_key,
+            target_type=self.target_type,
+        )
+
+
+class EdgeBook:
+    """The open outgoing edges of a batch's keys while it is planned, and what to write.
+
+    Load it with the open edge rows the store holds for the batch's keys; call
+    :meth:`apply` for every applied step, in order (after :func:`plan`); then write
+    :attr:`closed` (stored rows, now with ``valid_to``: update them) and :attr:`opened` (new
+    rows, some already closed again within the batch: insert them).
+    """
+
+    def __init__(self, stored: Iterable[EdgeRow] = ()) -> None:
+        self._open: dict[str, dict[Edge, EdgeRow]] = {}
+        for row in stored:
+            self._open.setdefault(row.source_key, {})[row.edge] = row
+        self.closed: list[EdgeRow] = []
+        self.opened: list[EdgeRow] = []
+
+    def apply(self, change: ChangeEvent, t: int, step: Step) -> None:
+        """Move ``change.key``'s edges as the applied ``step`` (at ``t`` µs) moves its state."""
+        if step.kind is not StepKind.APPLY:
+            raise ValueError(f"only an applied step moves edges (got {step.kind.value})")
+        held = self._open.setdefault(change.key, {})
+        wanted = (
+            edges_of_resource(
+                change.resource_type,
+                change.key,
+                change.account_id,
+                change.region,
+                change.configuration,
+            )
+            if step.opens
+            else frozenset()
+        )
+        for edge in [e for e in held if e not in wanted]:
+            row = held.pop(edge)
+            row.valid_to = t
+            if row.stored:
+                self.closed.append(row)
+        for edge in wanted:
+            if edge in held:
+                continue
+            row = EdgeRow(
+                source_key=change.key,
+                source_type=change.resource_type,
+                relationship=edge.relationship,
+                target_key=edge.target_key,
+                target_type=edge.target_type,
+                valid_from=t,
+                valid_to=None,
+                change_id=change.change_id,
+                stored=False,
+            )
+            held[edge] = row
+            self.opened.append(row)

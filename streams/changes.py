@@ -51,6 +51,8 @@ that may have caused it. ``prior_configuration`` and ``configuration`` are norma
 (:func:`cloudinv.catalog.diff.normalize`: the type's volatile fields dropped, lists with identities
 sorted), ``before_hash``/``after_hash`` are their hashes, and ``patch`` (RFC 6902) turns the
 one into the other; an absent configuration counts as ``{}`` for the patch.
+``relationships_added`` / ``relationships_removed`` are the edges to other resources
+(:mod:`cloudinv.catalog.relationships`) the change made and ended; a deletion ends all.
 
 Restarts. The detector's memory is a cache of the store: a key it does not hold is
 loaded with :meth:`~cloudinv.sinks.store.InventoryStore.latest` (in one query per batch)
@@ -94,12 +96,14 @@ from cloudinv.catalog.diff import (
 )
 from cloudinv.catalog.event_resources import EventResourceIndex, attribution_of
 from cloudinv.catalog.registry import Registry, default_registry
+from cloudinv.catalog.relationships import edge_delta, edges_of_resource
 from cloudinv.core.models import (
     AccountId,
     Attribution,
     ChangeEvent,
     ChangeType,
     CloudTrailEvent,
+    Edge,
     ResourceSnapshot,
     ResourceType,
     ScanManifest,
@@ -244,8 +248,12 @@ class ChangeDetector:
         self,
         rules_for: Callable[[str], NormalizationRules] = rules_for_type,
         clock: Callable[[], datetime] = utcnow,
+        edges_of: Callable[
+            [str, str, str, str, Mapping[str, Any] | None], frozenset[Edge]
+        ] = edges_of_resource,
     ) -> None:
         self._rules_for = rules_for
+        self._edges_of = edges_of
         self._clock = clock
         self.states: dict[str, KnownState] = {}
         self._absent: set[str] = set()
@@ -370,6 +378,14 @@ class ChangeDetector:
             prior, before, anchor = state.configuration(), state.config_hash, state.since
             self.stats.modified += 1
         patch = json_patch(prior, configuration)
+        added, removed = edge_delta(
+            self._edges_of(
+                snapshot.resource_type, key, snapshot.account_id, snapshot.region, prior
+            ),
+            self._edges_of(
+                snapshot.resource_type, key, snapshot.account_id, snapshot.region, configuration
+            ),
+        )
         event = ChangeEvent(
             change_id=change_id(key, before, digest, anchor),
             key=key,
@@ -392,6 +408,8 @@ class ChangeDetector:
             attribution=snapshot.attribution,
             prior_seen_at=prior_seen,
             origin=snapshot.origin,
+            relationships_added=added,
+            relationships_removed=removed,
         )
         self.states[key] = KnownState(
             resource_type=snapshot.resource_type,
@@ -434,6 +452,10 @@ class ChangeDetector:
     ) -> ChangeEvent:
         prior = state.configuration()
         patch = json_patch(prior, None)
+        _, removed = edge_delta(
+            self._edges_of(state.resource_type, key, state.account_id, state.region, prior),
+            frozenset(),
+        )
         event = ChangeEvent(
             change_id=change_id(key, state.config_hash, None, state.since),
             key=key,
@@ -455,6 +477,7 @@ class ChangeDetector:
             attribution=attribution,
             prior_seen_at=state.last_seen,
             observed_at=observed_at if observed_at is not None and observed_at > at else None,
+            relationships_removed=removed,
         )
         state.config_hash = None
         state.document = None

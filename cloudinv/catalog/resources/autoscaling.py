@@ -8,10 +8,26 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::AutoScaling::AutoScalingGroup",
         relationships=(
-            Relationship(name="contains", path="Instances[].InstanceId", target_type="AWS::EC2::Instance"),
-            Relationship(name="is associated with", path="TargetGroupARNs[]", target_type="AWS::ElasticLoadBalancingV2::TargetGroup", by="arn"),
-            Relationship(name="is associated with", path="LoadBalancerNames[]", target_type="AWS::ElasticLoadBalancing::LoadBalancer", by="name"),
-            Relationship(name="uses", path="LaunchTemplate.LaunchTemplateId", target_type="AWS::EC2::LaunchTemplate"),
+            Relationship(
+                name="contains", path="Instances[].InstanceId", target_type="AWS::EC2::Instance"
+            ),
+            Relationship(
+                name="is associated with",
+                path="TargetGroupARNs[]",
+                target_type="AWS::ElasticLoadBalancingV2::TargetGroup",
+                by="arn",
+            ),
+            Relationship(
+                name="is associated with",
+                path="LoadBalancerNames[]",
+                target_type="AWS::ElasticLoadBalancing::LoadBalancer",
+                by="name",
+            ),
+            Relationship(
+                name="uses",
+                path="LaunchTemplate.LaunchTemplateId",
+                target_type="AWS::EC2::LaunchTemplate",
+            ),
         ),
         service="autoscaling",
         list_operation="DescribeAutoScalingGroups",
@@ -33,7 +49,11 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::AutoScaling::LaunchConfiguration",
         relationships=(
-            Relationship(name="is associated with", path="SecurityGroups[]", target_type="AWS::EC2::SecurityGroup"),
+            Relationship(
+                name="is associated with",
+                path="SecurityGroups[]",
+                target_type="AWS::EC2::SecurityGroup",
+            ),
             Relationship(name="uses", path="KeyName", target_type="AWS::EC2::KeyPair", by="name"),
         ),
         service="autoscaling",

@@ -8,11 +8,20 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::CloudTrail::Trail",
         relationships=(
-            Relationship(name="uses", path="S3BucketName", target_type="AWS::S3::Bucket", by="name"),
+            Relationship(
+                name="uses", path="S3BucketName", target_type="AWS::S3::Bucket", by="name"
+            ),
             Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
             Relationship(name="uses", path="SnsTopicARN", target_type="AWS::SNS::Topic", by="arn"),
-            Relationship(name="uses", path="CloudWatchLogsLogGroupArn", target_type="AWS::Logs::LogGroup", by="arn"),
-            Relationship(name="uses", path="CloudWatchLogsRoleArn", target_type="AWS::IAM::Role", by="arn"),
+            Relationship(
+                name="uses",
+                path="CloudWatchLogsLogGroupArn",
+                target_type="AWS::Logs::LogGroup",
+                by="arn",
+            ),
+            Relationship(
+                name="uses", path="CloudWatchLogsRoleArn", target_type="AWS::IAM::Role", by="arn"
+            ),
         ),
         service="cloudtrail",
         list_operation="DescribeTrails",

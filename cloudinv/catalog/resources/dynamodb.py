@@ -8,7 +8,12 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::DynamoDB::Table",
         relationships=(
-            Relationship(name="uses", path="SSEDescription.KMSMasterKeyArn", target_type="AWS::KMS::Key", by="arn"),
+            Relationship(
+                name="uses",
+                path="SSEDescription.KMSMasterKeyArn",
+                target_type="AWS::KMS::Key",
+                by="arn",
+            ),
         ),
         service="dynamodb",
         list_operation="ListTables",

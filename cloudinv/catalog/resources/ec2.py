@@ -58,9 +58,7 @@ def _in_subnet(path: str = "SubnetId") -> Relationship:
 
 
 def _with_groups(path: str) -> Relationship:
-    return Relationship(
-        name="is associated with", path=path, target_type="AWS::EC2::SecurityGroup"
-    )
+    return Relationship(name="is associated with", path=path, target_type="AWS::EC2::SecurityGroup")
 
 
 def _uses_key(path: str) -> Relationship:
@@ -110,9 +108,7 @@ SPECS: tuple[ResourceSpec, ...] = (
                 target_type="AWS::IAM::InstanceProfile",
                 by="arn",
             ),
-            Relationship(
-                name="uses", path="KeyName", target_type="AWS::EC2::KeyPair", by="name"
-            ),
+            Relationship(name="uses", path="KeyName", target_type="AWS::EC2::KeyPair", by="name"),
         ),
     ),
     _ec2(

@@ -41,12 +41,29 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::ECS::Service",
         relationships=(
-            Relationship(name="is contained in", path="clusterArn", target_type="AWS::ECS::Cluster", by="arn"),
-            Relationship(name="is contained in", path="networkConfiguration.awsvpcConfiguration.subnets[]", target_type="AWS::EC2::Subnet"),
-            Relationship(name="is associated with", path="networkConfiguration.awsvpcConfiguration.securityGroups[]", target_type="AWS::EC2::SecurityGroup"),
-            Relationship(name="is associated with", path="loadBalancers[].targetGroupArn", target_type="AWS::ElasticLoadBalancingV2::TargetGroup", by="arn"),
+            Relationship(
+                name="is contained in", path="clusterArn", target_type="AWS::ECS::Cluster", by="arn"
+            ),
+            Relationship(
+                name="is contained in",
+                path="networkConfiguration.awsvpcConfiguration.subnets[]",
+                target_type="AWS::EC2::Subnet",
+            ),
+            Relationship(
+                name="is associated with",
+                path="networkConfiguration.awsvpcConfiguration.securityGroups[]",
+                target_type="AWS::EC2::SecurityGroup",
+            ),
+            Relationship(
+                name="is associated with",
+                path="loadBalancers[].targetGroupArn",
+                target_type="AWS::ElasticLoadBalancingV2::TargetGroup",
+                by="arn",
+            ),
             Relationship(name="uses", path="roleArn", target_type="AWS::IAM::Role", by="arn"),
-            Relationship(name="uses", path="taskDefinition", target_type="AWS::ECS::TaskDefinition", by="arn"),
+            Relationship(
+                name="uses", path="taskDefinition", target_type="AWS::ECS::TaskDefinition", by="arn"
+            ),
         ),
         service="ecs",
         parent=_IN_CLUSTER,
@@ -79,8 +96,15 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::ECS::Task",
         relationships=(
-            Relationship(name="is contained in", path="clusterArn", target_type="AWS::ECS::Cluster", by="arn"),
-            Relationship(name="uses", path="taskDefinitionArn", target_type="AWS::ECS::TaskDefinition", by="arn"),
+            Relationship(
+                name="is contained in", path="clusterArn", target_type="AWS::ECS::Cluster", by="arn"
+            ),
+            Relationship(
+                name="uses",
+                path="taskDefinitionArn",
+                target_type="AWS::ECS::TaskDefinition",
+                by="arn",
+            ),
         ),
         service="ecs",
         parent=_IN_CLUSTER,

@@ -42,7 +42,9 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::EFS::AccessPoint",
         relationships=(
-            Relationship(name="is contained in", path="FileSystemId", target_type="AWS::EFS::FileSystem"),
+            Relationship(
+                name="is contained in", path="FileSystemId", target_type="AWS::EFS::FileSystem"
+            ),
         ),
         service="efs",
         list_operation="DescribeAccessPoints",

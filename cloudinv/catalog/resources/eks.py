@@ -9,10 +9,24 @@ SPECS: tuple[ResourceSpec, ...] = (
         cfn_type="AWS::EKS::Cluster",
         relationships=(
             Relationship(name="uses", path="roleArn", target_type="AWS::IAM::Role", by="arn"),
-            Relationship(name="is contained in", path="resourcesVpcConfig.subnetIds[]", target_type="AWS::EC2::Subnet"),
-            Relationship(name="is associated with", path="resourcesVpcConfig.securityGroupIds[]", target_type="AWS::EC2::SecurityGroup"),
-            Relationship(name="is associated with", path="resourcesVpcConfig.clusterSecurityGroupId", target_type="AWS::EC2::SecurityGroup"),
-            Relationship(name="is contained in", path="resourcesVpcConfig.vpcId", target_type="AWS::EC2::VPC"),
+            Relationship(
+                name="is contained in",
+                path="resourcesVpcConfig.subnetIds[]",
+                target_type="AWS::EC2::Subnet",
+            ),
+            Relationship(
+                name="is associated with",
+                path="resourcesVpcConfig.securityGroupIds[]",
+                target_type="AWS::EC2::SecurityGroup",
+            ),
+            Relationship(
+                name="is associated with",
+                path="resourcesVpcConfig.clusterSecurityGroupId",
+                target_type="AWS::EC2::SecurityGroup",
+            ),
+            Relationship(
+                name="is contained in", path="resourcesVpcConfig.vpcId", target_type="AWS::EC2::VPC"
+            ),
         ),
         service="eks",
         list_operation="ListClusters",

@@ -8,8 +8,16 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::ElastiCache::CacheCluster",
         relationships=(
-            Relationship(name="is associated with", path="SecurityGroups[].SecurityGroupId", target_type="AWS::EC2::SecurityGroup"),
-            Relationship(name="is contained in", path="ReplicationGroupId", target_type="AWS::ElastiCache::ReplicationGroup"),
+            Relationship(
+                name="is associated with",
+                path="SecurityGroups[].SecurityGroupId",
+                target_type="AWS::EC2::SecurityGroup",
+            ),
+            Relationship(
+                name="is contained in",
+                path="ReplicationGroupId",
+                target_type="AWS::ElastiCache::ReplicationGroup",
+            ),
         ),
         service="elasticache",
         list_operation="DescribeCacheClusters",

@@ -14,9 +14,7 @@ def _in_subnets(path: str) -> Relationship:
 
 
 def _with_groups(path: str) -> Relationship:
-    return Relationship(
-        name="is associated with", path=path, target_type="AWS::EC2::SecurityGroup"
-    )
+    return Relationship(name="is associated with", path=path, target_type="AWS::EC2::SecurityGroup")
 
 
 SPECS: tuple[ResourceSpec, ...] = (

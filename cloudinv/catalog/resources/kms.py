@@ -54,7 +54,9 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::KMS::Alias",
         relationships=(
-            Relationship(name="is associated with", path="TargetKeyId", target_type="AWS::KMS::Key"),
+            Relationship(
+                name="is associated with", path="TargetKeyId", target_type="AWS::KMS::Key"
+            ),
         ),
         service="kms",
         list_operation="ListAliases",

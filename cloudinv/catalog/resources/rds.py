@@ -12,12 +12,31 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::RDS::DBInstance",
         relationships=(
-            Relationship(name="is contained in", path="DBSubnetGroup.Subnets[].SubnetIdentifier", target_type="AWS::EC2::Subnet"),
-            Relationship(name="is contained in", path="DBSubnetGroup.VpcId", target_type="AWS::EC2::VPC"),
-            Relationship(name="is associated with", path="VpcSecurityGroups[].VpcSecurityGroupId", target_type="AWS::EC2::SecurityGroup"),
+            Relationship(
+                name="is contained in",
+                path="DBSubnetGroup.Subnets[].SubnetIdentifier",
+                target_type="AWS::EC2::Subnet",
+            ),
+            Relationship(
+                name="is contained in", path="DBSubnetGroup.VpcId", target_type="AWS::EC2::VPC"
+            ),
+            Relationship(
+                name="is associated with",
+                path="VpcSecurityGroups[].VpcSecurityGroupId",
+                target_type="AWS::EC2::SecurityGroup",
+            ),
             Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
-            Relationship(name="is contained in", path="DBClusterIdentifier", target_type="AWS::RDS::DBCluster"),
-            Relationship(name="is associated with", path="DBSubnetGroup.DBSubnetGroupName", target_type="AWS::RDS::DBSubnetGroup", by="name"),
+            Relationship(
+                name="is contained in",
+                path="DBClusterIdentifier",
+                target_type="AWS::RDS::DBCluster",
+            ),
+            Relationship(
+                name="is associated with",
+                path="DBSubnetGroup.DBSubnetGroupName",
+                target_type="AWS::RDS::DBSubnetGroup",
+                by="name",
+            ),
         ),
         service="rds",
         list_operation="DescribeDBInstances",
@@ -40,9 +59,18 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::RDS::DBCluster",
         relationships=(
-            Relationship(name="is associated with", path="VpcSecurityGroups[].VpcSecurityGroupId", target_type="AWS::EC2::SecurityGroup"),
+            Relationship(
+                name="is associated with",
+                path="VpcSecurityGroups[].VpcSecurityGroupId",
+                target_type="AWS::EC2::SecurityGroup",
+            ),
             Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
-            Relationship(name="is associated with", path="DBSubnetGroup", target_type="AWS::RDS::DBSubnetGroup", by="name"),
+            Relationship(
+                name="is associated with",
+                path="DBSubnetGroup",
+                target_type="AWS::RDS::DBSubnetGroup",
+                by="name",
+            ),
         ),
         service="rds",
         list_operation="DescribeDBClusters",
@@ -62,7 +90,11 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::RDS::DBSnapshot",
         relationships=(
-            Relationship(name="is associated with", path="DBInstanceIdentifier", target_type="AWS::RDS::DBInstance"),
+            Relationship(
+                name="is associated with",
+                path="DBInstanceIdentifier",
+                target_type="AWS::RDS::DBInstance",
+            ),
             Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
         ),
         service="rds",
@@ -81,7 +113,11 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::RDS::DBClusterSnapshot",
         relationships=(
-            Relationship(name="is associated with", path="DBClusterIdentifier", target_type="AWS::RDS::DBCluster"),
+            Relationship(
+                name="is associated with",
+                path="DBClusterIdentifier",
+                target_type="AWS::RDS::DBCluster",
+            ),
             Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
         ),
         service="rds",
@@ -101,7 +137,11 @@ SPECS: tuple[ResourceSpec, ...] = (
         cfn_type="AWS::RDS::DBSubnetGroup",
         relationships=(
             Relationship(name="is contained in", path="VpcId", target_type="AWS::EC2::VPC"),
-            Relationship(name="is associated with", path="Subnets[].SubnetIdentifier", target_type="AWS::EC2::Subnet"),
+            Relationship(
+                name="is associated with",
+                path="Subnets[].SubnetIdentifier",
+                target_type="AWS::EC2::Subnet",
+            ),
         ),
         service="rds",
         list_operation="DescribeDBSubnetGroups",

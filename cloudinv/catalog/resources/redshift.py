@@ -9,9 +9,15 @@ SPECS: tuple[ResourceSpec, ...] = (
         cfn_type="AWS::Redshift::Cluster",
         relationships=(
             Relationship(name="is contained in", path="VpcId", target_type="AWS::EC2::VPC"),
-            Relationship(name="is associated with", path="VpcSecurityGroups[].VpcSecurityGroupId", target_type="AWS::EC2::SecurityGroup"),
+            Relationship(
+                name="is associated with",
+                path="VpcSecurityGroups[].VpcSecurityGroupId",
+                target_type="AWS::EC2::SecurityGroup",
+            ),
             Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
-            Relationship(name="uses", path="IamRoles[].IamRoleArn", target_type="AWS::IAM::Role", by="arn"),
+            Relationship(
+                name="uses", path="IamRoles[].IamRoleArn", target_type="AWS::IAM::Role", by="arn"
+            ),
         ),
         service="redshift",
         list_operation="DescribeClusters",

@@ -37,7 +37,9 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::SNS::Subscription",
         relationships=(
-            Relationship(name="is associated with", path="TopicArn", target_type="AWS::SNS::Topic", by="arn"),
+            Relationship(
+                name="is associated with", path="TopicArn", target_type="AWS::SNS::Topic", by="arn"
+            ),
         ),
         service="sns",
         list_operation="ListSubscriptions",
