@@ -428,3 +428,21 @@ def test_ids_names_and_arns_resolve_to_the_keys_scans_give() -> None:
     group = REGISTRY.get("AWS::ElasticLoadBalancingV2::TargetGroup")
     ip_targets = {"TargetType": "ip", "Targets": [{"Target": {"Id": "10.0.0.1"}}]}
     assert edges_of(group, "arn:tg", account, REGION, partition, ip_targets) == frozenset()
+
+
+def test_changes_stored_before_relationships_still_parse() -> None:
+    old = {
+        "change_id": "c1",
+        "key": f"arn:aws:ec2:{REGION}:123456789012:instance/i-1",
+        "resource_type": "AWS::EC2::Instance",
+        "resource_id": "i-1",
+        "account_id": "123456789012",
+        "region": REGION,
+        "change_type": "created",
+        "configuration": {"InstanceId": "i-1"},
+        "after_hash": "0" * 64,
+        "captured_at": "2026-11-01T12:00:00Z",
+        "detected_at": "2026-11-01T12:00:01Z",
+    }
+    change = ChangeEvent.model_validate_json(json.dumps(old))
+    assert change.relationships_added == [] and change.relationships_removed == []
