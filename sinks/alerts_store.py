@@ -62,13 +62,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudinv.catalog.diff import changed_paths, json_patch
 from cloudinv.core.models import JsonPatchOp, UtcDatetime, utcnow
-from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema, equal_to, one_of
 from cloudinv.sinks.sqlite_store import from_us, to_us
 from cloudinv.sinks.store import (
     InventoryStore,
     ResourceVersion,
     StoreError,
     VersionQuery,
+    check_limit,
     version_pages,
 )
 
@@ -278,6 +279,11 @@ class AlertFilters:
     resource_type: str | None = None
     key: str | None = None
 
+    @property
+    def selects_nothing(self) -> bool:
+        """An empty list of severities or accounts: no alert can match."""
+        return self.severities == () or self.account_ids == ()
+
 
 @dataclass(frozen=True)
 class OutboxItem:
@@ -399,17 +405,24 @@ class BaselineScope:
         )
 
     def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("resource_type", self.resource_type),
-            ("account_id", self.account_id),
-            ("region", self.region),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
+        clauses, params = equal_to(
+            (
+                ("resource_type", self.resource_type),
+                ("account_id", self.account_id),
+                ("region", self.region),
+            )
+        )
         return (" AND ".join(clauses) or "1"), params
+
+    def pin_id(self, versions: Sequence[ResourceVersion], at: int) -> str:
+        """The id of a pin of ``versions`` at ``at`` (µs) on this scope; a version outside
+        the scope is refused (:class:`ValueError`)."""
+        stray = [
+            v.key for v in versions if not self.matches(v.resource_type, v.account_id, v.region)
+        ]
+        if stray:
+            raise ValueError(f"{len(stray)} version(s) outside the pinned scope, e.g. {stray[0]}")
+        return hashlib.sha256(f"{self.label()}\n{at}".encode()).hexdigest()[:16]
 
     def label(self) -> str:
         return (
@@ -563,26 +576,23 @@ class AlertsStore(SqliteBacked):
         self, filters: AlertFilters | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> AlertPage:
         """Alerts, most recently opened first."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+        check_limit(limit)
         f = filters or AlertFilters()
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("status", f.status),
-            ("rule_id", f.rule_id),
-            ("resource_type", f.resource_type),
-            ("key", f.key),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        if f.selects_nothing:
+            return AlertPage(items=[])
+        where, params = equal_to(
+            (
+                ("status", f.status),
+                ("rule_id", f.rule_id),
+                ("resource_type", f.resource_type),
+                ("key", f.key),
+            )
+        )
         for column, values in (("severity", f.severities), ("account_id", f.account_ids)):
             if values is not None:
-                if not values:
-                    return AlertPage(items=[])
-                where.append(f"{column} IN ({', '.join('?' * len(values))})")
-                params += list(values)
+                clause, more = one_of(column, values)
+                where.append(clause)
+                params += more
         if cursor is not None:
             opened, ident = _parse_cursor(cursor)
             where.append("(opened_at, alert_id) < (?, ?)")
@@ -744,12 +754,7 @@ class AlertsStore(SqliteBacked):
     ) -> Pin:
         """Replace the baselines of ``scope`` by ``versions`` (its current resources)."""
         at = to_us(pinned_at)
-        stray = [
-            v.key for v in versions if not scope.matches(v.resource_type, v.account_id, v.region)
-        ]
-        if stray:
-            raise ValueError(f"{len(stray)} version(s) outside the pinned scope, e.g. {stray[0]}")
-        pin_id = hashlib.sha256(f"{scope.label()}\n{at}".encode()).hexdigest()[:16]
+        pin_id = scope.pin_id(versions, at)
         rows = [
             (
                 v.key,

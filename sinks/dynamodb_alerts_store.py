@@ -54,7 +54,6 @@ interrupted pin is completed by pinning again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -81,10 +80,16 @@ from cloudinv.sinks.alerts_store import (
     Pin,
     advance,
 )
-from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, backoff
+from cloudinv.sinks.dynamodb_client import (
+    DynamoBacked,
+    DynamoClient,
+    FilterConditions,
+    Item,
+    backoff,
+)
 from cloudinv.sinks.dynamodb_store import _n, _s, from_us, table_names, to_us
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
-from cloudinv.sinks.store import ResourceVersion, StoreError
+from cloudinv.sinks.store import ResourceVersion, StoreError, check_limit
 
 __all__ = ["DynamoAlertsStore"]
 
@@ -388,32 +393,18 @@ class DynamoAlertsStore(DynamoBacked):
         self, filters: AlertFilters | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> AlertPage:
         """Alerts, most recently opened first."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+        check_limit(limit)
         f = filters or AlertFilters()
-        conditions: list[str] = []
-        values: Item = {":l": _s("alerts")}
-        names: dict[str, str] = {}
-        for attr, value in (
-            ("st", f.status),
-            ("rule", f.rule_id),
-            ("rt", f.resource_type),
-            ("key", f.key),
-        ):
-            if value is not None:
-                names[f"#{attr}"] = attr
-                conditions.append(f"#{attr} = :{attr}")
-                values[f":{attr}"] = _s(value)
+        if f.selects_nothing:
+            return AlertPage(items=[])
+        conditions = FilterConditions()
+        conditions.equal(
+            (("st", f.status), ("rule", f.rule_id), ("rt", f.resource_type), ("key", f.key))
+        )
         for attr, many in (("sev", f.severities), ("acct", f.account_ids)):
             if many is not None:
-                if not many:
-                    return AlertPage(items=[])
-                names[f"#{attr}"] = attr
-                slots = []
-                for i, value in enumerate(many):
-                    values[f":{attr}{i}"] = _s(value)
-                    slots.append(f":{attr}{i}")
-                conditions.append(f"#{attr} IN ({', '.join(slots)})")
+                conditions.one_of(attr, many)
+        values: Item = {**conditions.values, ":l": _s("alerts")}
         key_condition = "lst = :l"
         if cursor is not None:
             key_condition += " AND ord < :after"
@@ -424,9 +415,10 @@ class DynamoAlertsStore(DynamoBacked):
             "ExpressionAttributeValues": values,
             "ScanIndexForward": False,
         }
-        if conditions:
-            params["FilterExpression"] = " AND ".join(conditions)
-            params["ExpressionAttributeNames"] = names
+        expression = conditions.expression()
+        if expression is not None:
+            params["FilterExpression"] = expression
+            params["ExpressionAttributeNames"] = conditions.names
         items = await self._query(want=limit + 1, **params)
         page = [_alert(i) for i in items[:limit]]
         next_cursor = None
@@ -665,12 +657,7 @@ class DynamoAlertsStore(DynamoBacked):
     ) -> Pin:
         """Replace the baselines of ``scope`` by ``versions`` (its current resources)."""
         at = to_us(pinned_at)
-        stray = [
-            v.key for v in versions if not scope.matches(v.resource_type, v.account_id, v.region)
-        ]
-        if stray:
-            raise ValueError(f"{len(stray)} version(s) outside the pinned scope, e.g. {stray[0]}")
-        pin_id = hashlib.sha256(f"{scope.label()}\n{at}".encode()).hexdigest()[:16]
+        pin_id = scope.pin_id(versions, at)
         accounts = sorted({v.account_id for v in versions})
         for account in accounts:
             async with self._writes:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiobotocore.config import AioConfig
@@ -30,6 +31,7 @@ __all__ = [
     "RETRY_ATTEMPTS",
     "DynamoBacked",
     "DynamoClient",
+    "FilterConditions",
     "Item",
     "backoff",
 ]
@@ -47,6 +49,37 @@ def backoff(attempt: int) -> float:
     """Full-jitter exponential backoff for the stores' own retries (unprocessed items,
     cancelled transactions): up to 50 ms, 100 ms, ... capped at 5 s."""
     return backoff_delay(attempt, BACKOFF_FIRST_S, BACKOFF_MAX_S, jitter=True)
+
+
+@dataclass
+class FilterConditions:
+    """A query's filter on string attributes, built from equality and membership tests:
+    ``#attr = :attr`` and ``#attr IN (:attr0, ...)``, with their names and values."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    values: Item = field(default_factory=dict)
+    terms: list[str] = field(default_factory=list)
+
+    def equal(self, pairs: Iterable[tuple[str, str | None]]) -> None:
+        """``attr = value`` for each pair whose value is given (``None`` means any)."""
+        for attr, value in pairs:
+            if value is not None:
+                self.names[f"#{attr}"] = attr
+                self.values[f":{attr}"] = {"S": value}
+                self.terms.append(f"#{attr} = :{attr}")
+
+    def one_of(self, attr: str, many: Sequence[str]) -> None:
+        """``attr`` is one of ``many`` (not empty)."""
+        self.names[f"#{attr}"] = attr
+        slots = []
+        for i, value in enumerate(many):
+            self.values[f":{attr}{i}"] = {"S": value}
+            slots.append(f":{attr}{i}")
+        self.terms.append(f"#{attr} IN ({', '.join(slots)})")
+
+    def expression(self) -> str | None:
+        """The FilterExpression, ``None`` when nothing is filtered."""
+        return " AND ".join(self.terms) or None
 
 
 class DynamoClient:

@@ -112,7 +112,13 @@ import orjson
 from botocore.exceptions import ClientError
 
 from cloudinv.core.models import Attribution, ChangeEvent, ScanManifest
-from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, backoff
+from cloudinv.sinks.dynamodb_client import (
+    DynamoBacked,
+    DynamoClient,
+    FilterConditions,
+    Item,
+    backoff,
+)
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
 from cloudinv.sinks.store import (
     AttributionFigure,
@@ -1052,29 +1058,23 @@ class DynamoStore(DynamoBacked):
             hi = f"{end - 1:020d}~"
         if lo > hi:
             return ChangePage(items=[])
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {":lo": _s(lo), ":hi": _s(hi)}
-        filters_ = []
+        conditions = FilterConditions()
         # The partition is the key, else the account's day, else the day's shards; the
         # account is a filter only when the key is the partition.
-        for attr, value in (
-            ("rt", f.resource_type),
-            ("region", f.region),
-            ("acct", f.account_id if f.key is not None else None),
-        ):
-            if value is not None:
-                names[f"#{attr}"] = attr
-                values[f":{attr}"] = _s(value)
-                filters_.append(f"#{attr} = :{attr}")
+        conditions.equal(
+            (
+                ("rt", f.resource_type),
+                ("region", f.region),
+                ("acct", f.account_id if f.key is not None else None),
+            )
+        )
         if f.change_types is not None:
             if not f.change_types:
                 return ChangePage(items=[])
-            names["#ct"] = "ct"
-            placeholders = []
-            for i, ct in enumerate(f.change_types):
-                values[f":ct{i}"] = _s(ct)
-                placeholders.append(f":ct{i}")
-            filters_.append(f"#ct IN ({', '.join(placeholders)})")
+            conditions.one_of("ct", f.change_types)
+        names = conditions.names
+        values: dict[str, Any] = {**conditions.values, ":lo": _s(lo), ":hi": _s(hi)}
+        filter_expression = conditions.expression()
         need = limit + 1
 
         async def stream(index: str | None, attr: str, value: str, want: int) -> list[Item]:
@@ -1088,8 +1088,8 @@ class DynamoStore(DynamoBacked):
                 params["IndexName"] = index
             else:
                 params["ConsistentRead"] = True
-            if filters_:
-                params["FilterExpression"] = " AND ".join(filters_)
+            if filter_expression is not None:
+                params["FilterExpression"] = filter_expression
             return await self._query_until(want, **params)
 
         found: list[Item] = []
@@ -1125,14 +1125,10 @@ class DynamoStore(DynamoBacked):
         limit: int = 100,
     ) -> list[ScanRecord]:
         accounts = [account_id] if account_id is not None else await self._registry("account")
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        filters = []
-        for attr, value in (("region", region), ("rt", resource_type), ("scan_id", scan_id)):
-            if value is not None:
-                names[f"#{attr}"] = attr
-                values[f":{attr}"] = _s(value)
-                filters.append(f"#{attr} = :{attr}")
+        conditions = FilterConditions()
+        conditions.equal((("region", region), ("rt", resource_type), ("scan_id", scan_id)))
+        names, values = conditions.names, conditions.values
+        filter_expression = conditions.expression()
         condition = "acct = :a"
         if since is not None:
             condition += " AND ord <= :since"
@@ -1147,8 +1143,8 @@ class DynamoStore(DynamoBacked):
             }
             if names:
                 params["ExpressionAttributeNames"] = names
-            if filters:
-                params["FilterExpression"] = " AND ".join(filters)
+            if filter_expression is not None:
+                params["FilterExpression"] = filter_expression
             return await self._query_until(limit, **params)
 
         lists = await self._gather([one(a) for a in accounts])

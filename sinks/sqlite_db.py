@@ -21,16 +21,16 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from cloudinv.core.retry import retry_sync
 
-__all__ = ["SqliteBacked", "SqliteDatabase", "SqliteSchema", "immediate"]
+__all__ = ["SqliteBacked", "SqliteDatabase", "SqliteSchema", "equal_to", "immediate", "one_of"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,18 @@ T = TypeVar("T")
 OPEN_ATTEMPTS = 40
 OPEN_DELAY_S = 0.25
 BUSY_TIMEOUT_MS = 30_000
+
+
+def equal_to(pairs: Iterable[tuple[str, object]]) -> tuple[list[str], list[Any]]:
+    """The ``column = ?`` clauses of a query's equality filters and their parameters, for
+    the (column, value) pairs whose value is given (``None`` means any)."""
+    given = [(column, value) for column, value in pairs if value is not None]
+    return [f"{column} = ?" for column, _ in given], [value for _, value in given]
+
+
+def one_of(column: str, values: Sequence[object]) -> tuple[str, list[Any]]:
+    """``column IN (?, ...)`` and its parameters (``values`` not empty)."""
+    return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ from pydantic import TypeAdapter
 from cloudinv.catalog.event_resources import refs_of
 from cloudinv.core.models import Attribution, ChangeEvent, ScanManifest
 from cloudinv.sinks.relationships import NodeInfo, StoredEdge, neighbourhood_of, related_of
-from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema, equal_to, one_of
 from cloudinv.sinks.store import (
     AttributionFigure,
     ChangePage,
@@ -659,18 +659,20 @@ class SqliteStore(SqliteBacked):
             where.append("(captured_at, seq) > (?, ?)")
             params += [at_us, seq]
         f = query.filters
-        for column, value in (
-            ("key", f.key),
-            ("resource_type", f.resource_type),
-            ("account_id", f.account_id),
-            ("region", f.region),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        clauses, values = equal_to(
+            (
+                ("key", f.key),
+                ("resource_type", f.resource_type),
+                ("account_id", f.account_id),
+                ("region", f.region),
+            )
+        )
+        where += clauses
+        params += values
         if f.change_types is not None:
-            where.append(f"change_type IN ({', '.join('?' * len(f.change_types))})")
-            params += list(f.change_types)
+            clause, values = one_of("change_type", f.change_types)
+            where.append(clause)
+            params += values
         # The page's rows are chosen on index entries alone, then read: where the order is
         # not an index's (one account, any type), SQLite sorts small entries, not events.
         sql = (
@@ -731,17 +733,14 @@ class SqliteStore(SqliteBacked):
         since: datetime | None = None,
         limit: int = 100,
     ) -> list[ScanRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("account_id", account_id),
-            ("region", region),
-            ("resource_type", resource_type),
-            ("scan_id", scan_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = equal_to(
+            (
+                ("account_id", account_id),
+                ("region", region),
+                ("resource_type", resource_type),
+                ("scan_id", scan_id),
+            )
+        )
         if since is not None:
             where.append("finished_at >= ?")
             params.append(to_us(since))
@@ -914,16 +913,13 @@ def list_as_of_query(
     query: VersionQuery, *, columns: str = _VERSION_COLUMNS
 ) -> tuple[str, list[Any]]:
     """The SQL of :meth:`SqliteStore.list_as_of` (exposed so tests can check its plan)."""
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("resource_type", query.resource_type),
-        ("account_id", query.account_id),
-        ("region", query.region),
-    ):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
+    where, params = equal_to(
+        (
+            ("resource_type", query.resource_type),
+            ("account_id", query.account_id),
+            ("region", query.region),
+        )
+    )
     if query.at is None:
         where.append("valid_to IS NULL")
     else:

@@ -62,6 +62,7 @@ __all__ = [
     "VersionQuery",
     "WriteEvent",
     "change_pages",
+    "check_limit",
     "version_pages",
 ]
 
@@ -133,7 +134,8 @@ class ChangeFilters:
     change_types: tuple[ChangeType, ...] | None = None
 
 
-def _check_limit(limit: int) -> None:
+def check_limit(limit: int) -> None:
+    """A page size must be at least 1 (:class:`ValueError` otherwise)."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
 
@@ -152,7 +154,7 @@ class VersionQuery:
     after_key: str | None = None
 
     def __post_init__(self) -> None:
-        _check_limit(self.limit)
+        check_limit(self.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,7 @@ class ChangeQuery:
     cursor: str | None = None
 
     def __post_init__(self) -> None:
-        _check_limit(self.limit)
+        check_limit(self.limit)
 
 
 class ChangePage(_Record):
