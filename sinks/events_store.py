@@ -15,13 +15,16 @@ stream.
 Times are stored as epoch milliseconds (UTC). Ranges are ``[since, until)``; a ``date``
 given as ``until`` means "through the end of that day" (the replaced tool excluded it).
 
-Queries. Each filter that narrows events has an index on (filter, time), and an events query
-names the index of its most selective filter (principal, user name, event name, service,
+Queries. Each filter that narrows events has an index on (filter, time), and one account's
+events of a service or an event name one on (account, filter, time); an events query names
+the index of its most selective filters (principal, user name, event name, service,
 account, else time: :func:`_index_for`), so SQLite never guesses without statistics and
 walks one index in time order, reading no more rows than the page needs. User names match
-case-insensitively (IAM names are). :meth:`EventsStore.stored_events` returns the stored JSON
-as it is (:class:`StoredEvent`, see :func:`event_json`), so the API sends events without
-parsing them into models; the activity endpoints read only the aggregates.
+case-insensitively (IAM names are). Bodies are stored as the model's own JSON (see
+:func:`event_json`): :meth:`EventsStore.events_json` has SQLite join a page's bodies into
+the JSON array the API sends, in one step and with no Python per event, and
+:meth:`EventsStore.stored_events` returns them as they are (:class:`StoredEvent`). The
+activity, principal and service endpoints read only the aggregates.
 """
 
 from __future__ import annotations
@@ -72,8 +75,8 @@ _MAX_PARAMS = 64
 _MAX_PARAM_VALUE = 256
 _PAGE_SIZE = 16384
 SCHEMA_VERSION = 2
-"""2: every stored body is the model's own JSON (:func:`event_json`); 1 and older files are
-rewritten to it when opened (:func:`_migrate`)."""
+"""2: every stored body is the model's own JSON (:func:`event_json`), and indexes by account
+and service or event name; 1 and older files are upgraded when opened (:func:`_migrate`)."""
 
 
 def events_store_path(data_dir: Path) -> Path:
@@ -219,6 +222,8 @@ CREATE INDEX IF NOT EXISTS events_by_principal ON events(principal, event_time);
 CREATE INDEX IF NOT EXISTS events_by_service ON events(service, event_time);
 CREATE INDEX IF NOT EXISTS events_by_account ON events(account_id, event_time);
 CREATE INDEX IF NOT EXISTS events_by_name ON events(event_name, event_time);
+CREATE INDEX IF NOT EXISTS events_by_account_service ON events(account_id, service, event_time);
+CREATE INDEX IF NOT EXISTS events_by_account_name ON events(account_id, event_name, event_time);
 DROP INDEX IF EXISTS events_by_user;
 CREATE INDEX IF NOT EXISTS events_by_user_nocase
     ON events(principal_name COLLATE NOCASE, event_time);
@@ -560,7 +565,8 @@ _MIGRATE_BATCH = 5000
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Schema 1 (and the unstamped 0) to 2: bodies not in the model's own JSON (from older
-    or foreign producers) are rewritten to it, so that reads can send every body unchecked.
+    or foreign producers) are rewritten to it, so that reads can send every body unchecked
+    (the schema's new indexes are built by its DDL, just before).
     Inside the transaction that stamps version 2: one process does it, once. A body the
     model no longer accepts is left as it was (nothing stored is lost), and counted."""
     if version >= 2:
@@ -590,8 +596,8 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         path = conn.execute("PRAGMA database_list").fetchone()[2]
         log.log(
             logging.WARNING if kept else logging.INFO,
-            "events store %s: schema %d -> %d: %d of %d stored events rewritten as the "
-            "model's JSON%s",
+            "events store %s: schema %d -> %d: indexes by account and service or event "
+            "name added, %d of %d stored events rewritten as the model's JSON%s",
             path,
             version,
             SCHEMA_VERSION,
@@ -1061,24 +1067,28 @@ def _check_limit(limit: int) -> None:
         raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
 
 
-_INDEX_BY_FILTER: tuple[tuple[str, Callable[[EventFilters], object]], ...] = (
-    ("events_by_principal", lambda f: f.principal),
-    ("events_by_user_nocase", lambda f: f.user_name),
-    ("events_by_name", lambda f: f.event_name),
-    ("events_by_service", lambda f: f.service),
-    ("events_by_account", lambda f: f.account_id),
+_INDEX_BY_FILTER: tuple[tuple[str, Callable[[EventFilters], bool]], ...] = (
+    ("events_by_principal", lambda f: f.principal is not None),
+    ("events_by_user_nocase", lambda f: f.user_name is not None),
+    ("events_by_account_name", lambda f: f.event_name is not None and f.account_id is not None),
+    ("events_by_name", lambda f: f.event_name is not None),
+    ("events_by_account_service", lambda f: f.service is not None and f.account_id is not None),
+    ("events_by_service", lambda f: f.service is not None),
+    ("events_by_account", lambda f: f.account_id is not None),
 )
-"""Filters with an index of their own, the most selective first."""
+"""Indexes by the filters they need, the most selective first. One account's events of a
+service or an event name (what a single-account token or an account's page asks) have
+their own, so the walk does not step over every other account's."""
 
 
 def _index_for(f: EventFilters) -> str:
     """The ``INDEXED BY`` clause of the index that fits ``f`` best.
 
-    Each of these indexes is (filter, event_time), so the rows come out in the query's order
-    from the first filter given; with none of them, the time index. With only
-    request-parameter filters, SQLite chooses (it reads the parameter index first)."""
-    for index, value in _INDEX_BY_FILTER:
-        if value(f) is not None:
+    Each of these indexes ends in event_time, so the rows come out in the query's order
+    from the first match; with none of them, the time index. With only request-parameter
+    filters, SQLite chooses (it reads the parameter index first)."""
+    for index, fits in _INDEX_BY_FILTER:
+        if fits(f):
             return f"INDEXED BY {index}"
     if f.params:
         return ""

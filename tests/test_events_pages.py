@@ -204,8 +204,11 @@ async def test_activity_principals_and_services_answer_from_the_aggregates(
 
 
 def _as_schema_1(path: Path, bodies: dict[str, bytes], version: int = 1) -> None:
-    """What cloudinv before schema 2 left: bodies stored as producers wrote them."""
+    """What cloudinv before schema 2 left: bodies stored as producers wrote them, and no
+    indexes by account and service or event name."""
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX events_by_account_service")
+        conn.execute("DROP INDEX events_by_account_name")
         for event_id, body in bodies.items():
             conn.execute("UPDATE events SET body = ? WHERE event_id = ?", (body, event_id))
         conn.execute(f"PRAGMA user_version = {version}")
@@ -241,13 +244,15 @@ async def test_an_older_file_is_upgraded_once_and_loses_nothing(
             body, _ = await store.events_json(limit=10_000)
     lines = [r.getMessage() for r in caplog.records if "schema" in r.getMessage()]
     assert lines == [
-        f"events store {path}: schema {version} -> {SCHEMA_VERSION}: 1 of {len(events)} stored "
-        "events rewritten as the model's JSON; 1 that the model no longer accepts kept as "
-        "they were"
+        f"events store {path}: schema {version} -> {SCHEMA_VERSION}: indexes by account and "
+        f"service or event name added, 1 of {len(events)} stored events rewritten as the "
+        "model's JSON; 1 that the model no longer accepts kept as they were"
     ]
     assert caplog.records[-1].levelno == logging.WARNING
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"events_by_account_service", "events_by_account_name"} <= indexes
         stored = dict(conn.execute("SELECT event_id, body FROM events"))
     assert stored[sparse.event_id] == sparse.__pydantic_serializer__.to_json(sparse, by_alias=True)
     assert stored[foreign.event_id] == foreign_body
