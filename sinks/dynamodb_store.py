@@ -6,7 +6,8 @@ aiobotocore (never blocking the event loop), with botocore's standard retry mode
 and errors, plus retries of our own for what botocore does not retry: unprocessed items of
 ``BatchWriteItem`` and throttled or conflicting transactions.
 
-Tables (``<prefix>-versions``, ``-changes``, ``-scans``, ``-meta``; on-demand billing; created by
+Tables (``<prefix>-versions``, ``-changes``, ``-scans``, ``-meta``, ``-relationships``; on-demand
+billing; created by
 :meth:`DynamoStore.open` when missing, checked when present). Times are integer microseconds
 since the epoch, UTC; JSON documents are stored as binary (zlib-compressed above 32 KiB)::
 
@@ -25,6 +26,10 @@ since the epoch, UTC; JSON documents are stored as binary (zlib-compressed above
     scans     PK id (S, "scan_id|acct|region|type")
               attributes: acct, ord ("(BIG - finished_us)#scan_id#region#type"), status, ...
       GSI by_account       acct  / ord   an account's scans, most recently finished first
+    relationships  PK src (S, the source key)  SK sk (S, "relationship|target key|vf 20 digits")
+              attributes: rel, tgt, tt (target type), st (source type), vf (N), vt (N; absent
+              while open), cid (the opening change)
+      GSI by_target        tgt   / sk    what names a resource
     meta      PK kind (S)  SK value (S)   registries: kind "account" (every account with
               versions or scans), kind "day" (every day with changes); the change log
               (below): kind "seq" value "commit" (the counter, attribute n), kind
@@ -44,6 +49,11 @@ Access patterns (all Query unless said):
   range and the cursor are conditions on ``sk``; other filters are filter expressions.
 - ``scans``: ``by_account`` per account (the registry's when none is given), merged.
 - ``current_keys_in_scope``: ``open_by_scope`` with a region filter, keys only.
+- Relationships (:mod:`cloudinv.sinks.relationships`): ``relationships`` ``src = K`` (out) or
+  ``by_target`` ``tgt = K`` (in), filtered on ``vf <= T AND (vt absent OR vt > T)``; a
+  batch's open edges: ``src = K`` filtered on ``vt`` absent, one query per key, as its heads.
+  Edges are written in the transaction of the change that opens or closes them (a change
+  with more edge writes than a transaction holds spills them into the next ones of its key).
 
 The change log (:class:`~cloudinv.sinks.store.ChangeLog`: commit order, for the live feed):
 
@@ -106,7 +116,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 from botocore.exceptions import ClientError
@@ -120,11 +130,15 @@ from cloudinv.sinks.dynamodb_client import (
     backoff,
 )
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
+from cloudinv.sinks.relationships import NodeInfo, StoredEdge, neighbourhood_of, related_of
 from cloudinv.sinks.store import (
     AttributionFigure,
     ChangePage,
     ChangeQuery,
+    Direction,
+    Graph,
     LoggedChange,
+    RelatedResource,
     ResourceVersion,
     ScanRecord,
     StoreError,
@@ -134,6 +148,9 @@ from cloudinv.sinks.store import (
 )
 from cloudinv.sinks.versioning import (
     OBSERVED_LAG,
+    EdgeBook,
+    EdgeRow,
+    EdgeStep,
     Head,
     StepKind,
     advance,
@@ -169,6 +186,7 @@ _SEQ_KIND, _SEQ_VALUE = "seq", "commit"
 _RETRYABLE_REASONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict"}
 
 VERSIONS, CHANGES, SCANS, META = "versions", "changes", "scans", "meta"
+RELATIONSHIPS = "relationships"
 _OBSERVED_LAG_US = int(OBSERVED_LAG.total_seconds() * 1_000_000)
 _REF_KIND = "ref#"
 """meta items ``kind = "ref#<ref>", value = key``: the names events may give a stored resource."""
@@ -178,9 +196,11 @@ the attribution (JSON): recent write events naming the resource, for the attribu
 
 
 def table_names(prefix: str) -> dict[str, str]:
-    """The four table names for a prefix (``cloudinv`` -> ``cloudinv-versions`` ...)."""
+    """The table names for a prefix (``cloudinv`` -> ``cloudinv-versions`` ...)."""
     sep = "" if not prefix or prefix[-1] in "-_." else "-"
-    return {name: f"{prefix}{sep}{name}" for name in (VERSIONS, CHANGES, SCANS, META)}
+    return {
+        name: f"{prefix}{sep}{name}" for name in (VERSIONS, CHANGES, SCANS, META, RELATIONSHIPS)
+    }
 
 
 _SPECS: dict[str, TableSpec] = {
@@ -205,6 +225,11 @@ _SPECS: dict[str, TableSpec] = {
         indexes={"by_account": ("acct", "ord")},
     ),
     META: TableSpec(attributes={"kind": "S", "value": "S"}, key=("kind", "value")),
+    RELATIONSHIPS: TableSpec(
+        attributes={"src": "S", "sk": "S", "tgt": "S"},
+        key=("src", "sk"),
+        indexes={"by_target": ("tgt", "sk")},
+    ),
 }
 
 
@@ -317,7 +342,8 @@ class _Conflict(Exception):
 
 
 class DynamoStore(DynamoBacked):
-    """:class:`~cloudinv.sinks.store.InventoryStore` on four DynamoDB tables (see the module
+    """:class:`~cloudinv.sinks.store.InventoryStore` and
+    :class:`~cloudinv.sinks.store.RelationshipReads` on five DynamoDB tables (see the module
     docstring)."""
 
     def __init__(
@@ -349,7 +375,10 @@ class DynamoStore(DynamoBacked):
         """How long a gap in the change log may still fill (see the module docstring)."""
         self._dynamo = DynamoClient(
             f"DynamoDB store {table_prefix!r}",
-            [(self.tables[name], _SPECS[name]) for name in (VERSIONS, CHANGES, SCANS, META)],
+            [
+                (self.tables[name], _SPECS[name])
+                for name in (VERSIONS, CHANGES, SCANS, META, RELATIONSHIPS)
+            ],
             region=region,
             endpoint_url=endpoint_url,
             max_concurrency=max_concurrency,
@@ -410,7 +439,10 @@ class DynamoStore(DynamoBacked):
 
     async def _apply(self, batch: Sequence[ChangeEvent]) -> int:
         keys = list(dict.fromkeys(change.key for change in batch))
-        heads = await self._heads(keys)
+        heads, open_edges = await asyncio.gather(self._heads(keys), self._open_edges(keys))
+        edges = EdgeBook(open_edges)
+        edge_puts: dict[int, tuple[Item, int]] = {}
+        """id of an edge row this batch opened -> its put and the index of its chunk."""
         commit = time.time_ns() // 1000
         seen: set[str] = set()
         plans: dict[str, list[_KeyChunk]] = {}
@@ -450,9 +482,11 @@ class DynamoStore(DynamoBacked):
                 continue
             chunks = plans.setdefault(key, [])
             step_size = sum(_item_size(op["Put"]["Item"]) for op in ops)
+            edge_step = edges.apply(change, t, step)
+            edge_room = len(edge_step.closed) + len(edge_step.opened)
             if (
                 not chunks
-                or len(chunks[-1].ops) + 4 > _TX_ITEMS
+                or len(chunks[-1].ops) + 4 + min(edge_room, _TX_ITEMS - 4) > _TX_ITEMS
                 or (chunks[-1].size + step_size > _TX_BYTES)
             ):
                 chunks.append(_KeyChunk(key))
@@ -474,6 +508,7 @@ class DynamoStore(DynamoBacked):
             chunk.size += step_size
             if version_op is not None:
                 open_ops[key] = (version_op, len(chunks) - 1)
+            self._plan_edges(edge_step, t, chunks, edge_puts)
             heads[key] = advance(change, t, step)
             seen.add(change.change_id)
             registry.add(("account", change.account_id))
@@ -505,6 +540,86 @@ class DynamoStore(DynamoBacked):
             if conflict:
                 raise _Conflict(applied)
         return applied + await self._reattribute(list(reattributions.values()))
+
+    def _plan_edges(
+        self,
+        step: EdgeStep,
+        t: int,
+        chunks: list[_KeyChunk],
+        edge_puts: dict[int, tuple[Item, int]],
+    ) -> None:
+        """Add a change's edge writes to its key's last chunk, spilling into new chunks of
+        the key when they do not fit one transaction. An edge this batch opened in the same
+        chunk is closed in its put; any other with an update."""
+        for row in step.closed:
+            pending = edge_puts.pop(id(row), None)
+            if pending is not None and pending[1] == len(chunks) - 1:
+                pending[0]["Put"]["Item"]["vt"] = _n(t)
+                continue
+            self._add_edge_op(chunks, self._edge_close(row, t), 0)
+        for row in step.opened:
+            op = self._edge_put(row)
+            size = _item_size(op["Put"]["Item"])
+            self._add_edge_op(chunks, op, size)
+            edge_puts[id(row)] = (op, len(chunks) - 1)
+
+    def _add_edge_op(self, chunks: list[_KeyChunk], op: Item, size: int) -> None:
+        chunk = chunks[-1]
+        if len(chunk.ops) + 1 > _TX_ITEMS or chunk.size + size > _TX_BYTES:
+            chunk = _KeyChunk(chunk.key)
+            chunks.append(chunk)
+        chunk.ops.append(op)
+        chunk.size += size
+
+    def _edge_put(self, row: EdgeRow) -> Item:
+        item: Item = {
+            "src": _s(row.source_key),
+            "sk": _s(_edge_sk(row.relationship, row.target_key, row.valid_from)),
+            "rel": _s(row.relationship),
+            "tgt": _s(row.target_key),
+            "tt": _s(row.target_type),
+            "st": _s(row.source_type),
+            "vf": _n(row.valid_from),
+            "cid": _s(row.change_id),
+        }
+        return {
+            "Put": {
+                "TableName": self.tables[RELATIONSHIPS],
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(src)",
+            }
+        }
+
+    def _edge_close(self, row: EdgeRow, t: int) -> Item:
+        return {
+            "Update": {
+                "TableName": self.tables[RELATIONSHIPS],
+                "Key": {
+                    "src": _s(row.source_key),
+                    "sk": _s(_edge_sk(row.relationship, row.target_key, row.valid_from)),
+                },
+                "UpdateExpression": "SET vt = :t",
+                "ConditionExpression": "attribute_exists(src) AND attribute_not_exists(vt)",
+                "ExpressionAttributeValues": {":t": _n(t)},
+            }
+        }
+
+    async def _open_edges(self, keys: Sequence[str]) -> list[EdgeRow]:
+        """The open edges of ``keys`` (the sources), strongly consistent, for EdgeBook."""
+
+        async def one(key: str) -> list[EdgeRow]:
+            rows: list[EdgeRow] = []
+            async for page in self._query(
+                TableName=self.tables[RELATIONSHIPS],
+                KeyConditionExpression="src = :k",
+                FilterExpression="attribute_not_exists(vt)",
+                ExpressionAttributeValues={":k": _s(key)},
+                ConsistentRead=True,
+            ):
+                rows += [_edge_row(item) for item in page]
+            return rows
+
+        return [row for rows in await self._gather([one(k) for k in keys]) for row in rows]
 
     async def _reattribute(self, changes: Sequence[tuple[ChangeEvent, int]]) -> int:
         """Update stored changes in place when they come back better attributed: the change
@@ -562,6 +677,8 @@ class DynamoStore(DynamoBacked):
         """Number log items (in order) with a block of the counter; returns when the block
         was asked for (``time.monotonic``)."""
         started = time.monotonic()
+        if not logs:
+            return started  # a transaction of spilled edge writes only: no change to number
         result = await self._call(
             "update_item",
             TableName=self.tables[META],
@@ -915,6 +1032,110 @@ class DynamoStore(DynamoBacked):
             for key, item in zip(keys, items, strict=True)
             if item is not None
         }
+
+    # -- relationships (cloudinv.sinks.store.RelationshipReads, cloudinv.sinks.relationships) ---
+
+    async def edges_at(
+        self, keys: Sequence[str], at: datetime | None, direction: Literal["out", "in"]
+    ) -> list[StoredEdge]:
+        values: dict[str, Any] = {}
+        if at is None:
+            valid = "attribute_not_exists(vt)"
+        else:
+            valid = "vf <= :t AND (attribute_not_exists(vt) OR vt > :t)"
+            values[":t"] = _n(to_us(at))
+
+        async def one(key: str) -> list[StoredEdge]:
+            params: dict[str, Any] = {
+                "TableName": self.tables[RELATIONSHIPS],
+                "FilterExpression": valid,
+                "ExpressionAttributeValues": {**values, ":k": _s(key)},
+            }
+            if direction == "out":
+                params.update(KeyConditionExpression="src = :k", ConsistentRead=True)
+            else:
+                params.update(IndexName="by_target", KeyConditionExpression="tgt = :k")
+            found: list[StoredEdge] = []
+            async for page in self._query(**params):
+                found += [
+                    StoredEdge(
+                        item["src"]["S"],
+                        item["st"]["S"],
+                        item["rel"]["S"],
+                        item["tgt"]["S"],
+                        item["tt"]["S"],
+                    )
+                    for item in page
+                ]
+            return found
+
+        unique = list(dict.fromkeys(keys))
+        return [edge for edges in await self._gather([one(k) for k in unique]) for edge in edges]
+
+    async def nodes_at(self, keys: Sequence[str], at: datetime | None) -> dict[str, NodeInfo]:
+        t = None if at is None else to_us(at)
+
+        async def one(key: str) -> NodeInfo | None:
+            values: dict[str, Any] = {":k": _s(key)}
+            condition = "#k = :k"
+            if t is not None:
+                condition += " AND vf <= :t"
+                values[":t"] = _n(t)
+            page = await self._call(
+                "query",
+                TableName=self.tables[VERSIONS],
+                KeyConditionExpression=condition,
+                ExpressionAttributeNames={"#k": "key", "#n": "name", "#r": "region"},
+                ExpressionAttributeValues=values,
+                ProjectionExpression="vf, vt, rt, acct, #r, #n",
+                ScanIndexForward=False,
+                Limit=1,
+                ConsistentRead=True,
+            )
+            items = page.get("Items", [])
+            if not items:
+                return None
+            item = items[0]
+            if "vt" in item and (t is None or int(item["vt"]["N"]) <= t):
+                return None
+            return NodeInfo(
+                key=key,
+                type=item["rt"]["S"],
+                account_id=item["acct"]["S"],
+                region=item["region"]["S"],
+                name=item["name"]["S"] if "name" in item else None,
+            )
+
+        unique = list(dict.fromkeys(keys))
+        found = await self._gather([one(k) for k in unique])
+        return {node.key: node for node in found if node is not None}
+
+    async def related(
+        self,
+        key: str,
+        at: datetime | None = None,
+        direction: Direction = "both",
+        relationship: str | None = None,
+        target_type: str | None = None,
+        *,
+        accounts: Sequence[str] | None = None,
+    ) -> list[RelatedResource]:
+        return await related_of(
+            self, key, at, direction, relationship, target_type, accounts=accounts
+        )
+
+    async def neighbourhood(
+        self,
+        key: str,
+        at: datetime | None = None,
+        hops: int = 1,
+        limit: int = 100,
+        *,
+        accounts: Sequence[str] | None = None,
+    ) -> Graph:
+        return await neighbourhood_of(self, key, at, hops, limit, accounts=accounts)
+
+    # -- versions ----------------------------------------------------------------------------
 
     async def current(self, key: str) -> ResourceVersion | None:
         item = await self._latest_item(key)
@@ -1284,6 +1505,23 @@ def _bytes_hex(value: Any) -> str:
     if isinstance(value, bytes):
         return hashlib.sha256(value).hexdigest()
     raise TypeError(type(value).__name__)
+
+
+def _edge_sk(relationship: str, target_key: str, valid_from: int) -> str:
+    return f"{relationship}|{target_key}|{valid_from:020d}"
+
+
+def _edge_row(item: Item) -> EdgeRow:
+    return EdgeRow(
+        source_key=item["src"]["S"],
+        source_type=item["st"]["S"],
+        relationship=item["rel"]["S"],
+        target_key=item["tgt"]["S"],
+        target_type=item["tt"]["S"],
+        valid_from=int(item["vf"]["N"]),
+        valid_to=int(item["vt"]["N"]) if "vt" in item else None,
+        change_id=item["cid"]["S"],
+    )
 
 
 def _pack_transactions(chunks: Sequence[_KeyChunk]) -> list[list[_KeyChunk]]:

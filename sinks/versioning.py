@@ -49,6 +49,7 @@ __all__ = [
     "OBSERVED_LAG",
     "EdgeBook",
     "EdgeRow",
+    "EdgeStep",
     "Head",
     "Step",
     "StepKind",
@@ -237,6 +238,15 @@ class EdgeRow:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeStep:
+    """What one applied change did to its key's edges."""
+
+    closed: list[EdgeRow]
+    """Rows it closed: stored ones (``stored``) and ones this batch opened."""
+    opened: list[EdgeRow]
+
+
 class EdgeBook:
     """The open outgoing edges of a batch's keys while it is planned, and what to write.
 
@@ -253,7 +263,7 @@ class EdgeBook:
         self.closed: list[EdgeRow] = []
         self.opened: list[EdgeRow] = []
 
-    def apply(self, change: ChangeEvent, t: int, step: Step) -> None:
+    def apply(self, change: ChangeEvent, t: int, step: Step) -> EdgeStep:
         """Move ``change.key``'s edges as the applied ``step`` (at ``t`` µs) moves its state."""
         if step.kind is not StepKind.APPLY:
             raise ValueError(f"only an applied step moves edges (got {step.kind.value})")
@@ -269,12 +279,14 @@ class EdgeBook:
             if step.opens
             else frozenset()
         )
+        done = EdgeStep(closed=[], opened=[])
         for edge in [e for e in held if e not in wanted]:
             row = held.pop(edge)
             row.valid_to = t
+            done.closed.append(row)
             if row.stored:
                 self.closed.append(row)
-        for edge in wanted:
+        for edge in sorted(wanted, key=lambda e: (e.relationship, e.target_key)):
             if edge in held:
                 continue
             row = EdgeRow(
@@ -290,3 +302,5 @@ class EdgeBook:
             )
             held[edge] = row
             self.opened.append(row)
+            done.opened.append(row)
+        return done

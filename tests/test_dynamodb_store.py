@@ -98,7 +98,9 @@ async def test_it_is_an_inventory_store_and_creates_its_tables(
         store.table_prefix, region="us-east-1", endpoint_url=moto_endpoint
     ) as again:
         assert again.stats.calls["CreateTable"] == 0
-        assert again.stats.calls["DescribeTable"] == 4
+        assert again.stats.calls["DescribeTable"] == 5
+    relationships = described["relationships"]["Table"]
+    assert {i["IndexName"] for i in relationships["GlobalSecondaryIndexes"]} == {"by_target"}
 
 
 async def test_a_table_of_another_shape_is_refused(moto_endpoint: str) -> None:
