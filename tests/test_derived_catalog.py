@@ -144,3 +144,20 @@ def test_list_types_all_shows_left_out_types(capsys: pytest.CaptureFixture[str])
 
 def test_registry_accepts_only_known_specs() -> None:
     assert len(Registry(CURATED)) == len(CURATED)
+
+
+def test_derived_types_relate_only_through_unambiguous_field_names() -> None:
+    related = {spec.cfn_type: spec.relationships for spec in REGISTRY if spec.derived}
+    with_edges = [t for t, rels in related.items() if rels]
+    assert len(with_edges) >= 150
+    association = {
+        (r.path, r.target_type, r.by)
+        for r in related["AWS::Route53Resolver::FirewallRuleGroupAssociation"]
+    }
+    assert ("VpcId", "AWS::EC2::VPC", "id") in association
+    # A name several CloudFormation types share, none of them of the source's service nor
+    # EC2's, names nothing: Bedrock's policyId is not an FMS policy.
+    bedrock = related.get("AWS::Bedrock::AutomatedReasoningPolicy", ())
+    assert not [r for r in bedrock if r.target_type == "AWS::FMS::Policy"]
+    roles = [r for rels in related.values() for r in rels if r.target_type == "AWS::IAM::Role"]
+    assert roles and all(r.by == "arn" and r.name == "uses" for r in roles)

@@ -40,8 +40,11 @@ from typing import Any
 import botocore.session
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
 
+from cloudinv.catalog.generic import spec_from_declaration
 from cloudinv.catalog.iam_actions import HTTP_VERB_SERVICES, action_name, iam_prefix
 from cloudinv.catalog.registry import Registry, curated_registry
+from cloudinv.catalog.relationships import target_key
+from cloudinv.catalog.spec import RelationshipBy, ResourceSpec
 
 DATA_FILE = Path(__file__).with_name("derived_types.json")
 SCHEMA_REGION = "us-east-1"
@@ -348,6 +351,13 @@ def derive_type(
     cfn_type: str, schema: Mapping[str, Any], index: ServiceIndex, source: SchemaSource
 ) -> dict[str, Any]:
     """The declaration of one type as ResourceSpec keyword arguments; raises Unresolved."""
+    return _derive_type(cfn_type, schema, index, source)[0]
+
+
+def _derive_type(
+    cfn_type: str, schema: Mapping[str, Any], index: ServiceIndex, source: SchemaSource
+) -> tuple[dict[str, Any], dict[str, Shape]]:
+    """The declaration and the shapes of its configuration's members."""
     handlers = schema.get("handlers") or {}
     if "list" not in handlers:
         raise Unresolved("the schema has no list handler")
@@ -406,7 +416,7 @@ def derive_type(
         declaration["tags_field"], declaration["tag_format"] = tags
     if global_service:
         declaration["global_service"] = True
-    return declaration
+    return declaration, members
 
 
 # -- the whole catalog ------------------------------------------------------------------------
@@ -445,21 +455,146 @@ def _without_shared_lists(
     return kept
 
 
+# -- relationships of derived types -----------------------------------------------------------
+
+_KMS_KEY_FIELDS = ("kmskeyid", "kmskeyids", "kmskeyarn", "kmskeyarns")
+"""How configurations name a KMS key (an id, an alias or an ARN: only ARNs are resolved)."""
+_RELATIONSHIP_DEPTH = 3
+_CONTAINERS = frozenset({"AWS::EC2::VPC", "AWS::EC2::Subnet"})
+_USED = frozenset({"AWS::IAM::Role", "AWS::KMS::Key"})
+
+
+class RelationshipTargets:
+    """Which field names name which registered type, for relationships of derived types.
+
+    A field names type ``AWS::S::R`` when it is called ``RId`` / ``RIds`` (the type's id
+    is an id, and its ARN can be built from it) or ``RArn`` / ``RArns`` (any case); KMS keys
+    also as ``KmsKeyId`` / ``KmsKeyArn`` (by ARN). The name must say which type: among every
+    CloudFormation type (registered or not) called ``R``, the one of the source's own service,
+    else the only one, else EC2's (the ids AWS APIs give bare, as ``InstanceId`` or
+    ``VolumeId``); otherwise (``PolicyId``: IAM, IoT, FMS, Organizations...) the field is
+    ambiguous and left out. The type chosen must be registered.
+    """
+
+    def __init__(self, specs: Iterable[ResourceSpec], all_types: Iterable[str]) -> None:
+        self._specs = {spec.cfn_type: spec for spec in specs}
+        self._types_named: dict[str, list[str]] = {}
+        for cfn_type in sorted({*all_types, *self._specs}):
+            self._types_named.setdefault(cfn_type.rsplit("::", 1)[1].lower(), []).append(cfn_type)
+
+    def target(
+        self, field_name: str, source_type: str
+    ) -> tuple[ResourceSpec, RelationshipBy] | None:
+        lowered = field_name.lower()
+        by: RelationshipBy
+        if lowered in _KMS_KEY_FIELDS:
+            resource, by = "key", "arn"
+            candidates = ["AWS::KMS::Key"]
+        else:
+            for suffix in ("ids", "id", "arns", "arn"):
+                if lowered.endswith(suffix) and len(lowered) > len(suffix):
+                    resource = lowered.removesuffix(suffix)
+                    by = "id" if suffix.startswith("id") else "arn"
+                    break
+            else:
+                return None
+            candidates = self._types_named.get(resource, [])
+        namespace = _namespace(source_type)
+        chosen: str | None = None
+        for pick in (
+            [t for t in candidates if _namespace(t) == namespace],
+            candidates,
+            [t for t in candidates if _namespace(t) == "EC2"],
+        ):
+            if len(pick) == 1:
+                chosen = pick[0]
+                break
+        spec = None if chosen is None else self._specs.get(chosen)
+        if spec is None:
+            return None
+        if by == "id" and not (
+            spec.id_field.lower().endswith("id")
+            and target_key(spec, "x-1", "id", account_id="1", region="r", partition="aws")
+            is not None
+        ):
+            return None
+        return spec, by
+
+    def relationships_of(self, cfn_type: str, members: Mapping[str, Shape]) -> list[dict[str, str]]:
+        """The relationship declarations (as the data file holds them) of one derived type."""
+        found: list[dict[str, str]] = []
+        for path, name, shape in _string_fields(members, "", _RELATIONSHIP_DEPTH):
+            if shape.type_name == "list":
+                path += "[]"
+            target = self.target(name, cfn_type)
+            if target is None or target[0].cfn_type == cfn_type:
+                continue
+            spec, by = target
+            relationship = (
+                "is contained in"
+                if spec.cfn_type in _CONTAINERS
+                else "uses"
+                if spec.cfn_type in _USED
+                else "is associated with"
+            )
+            declaration = {"name": relationship, "path": path, "target_type": spec.cfn_type}
+            if by != "id":
+                declaration["by"] = by
+            found.append(declaration)
+        return found
+
+
+def _namespace(cfn_type: str) -> str:
+    return cfn_type.split("::")[1]
+
+
+def _string_fields(
+    members: Mapping[str, Shape], prefix: str, depth: int
+) -> Iterable[tuple[str, str, Shape]]:
+    """(path, member name, shape) of every string or list-of-strings member, through
+    structures and lists of structures, ``depth`` levels deep."""
+    for name, shape in sorted(members.items()):
+        path = f"{prefix}{name}"
+        if shape.type_name == "string" or (
+            isinstance(shape, ListShape) and shape.member.type_name == "string"
+        ):
+            yield path, name, shape
+        elif depth > 1 and isinstance(shape, StructureShape):
+            yield from _string_fields(shape.members, path + ".", depth - 1)
+        elif (
+            depth > 1 and isinstance(shape, ListShape) and isinstance(shape.member, StructureShape)
+        ):
+            yield from _string_fields(shape.member.members, path + "[].", depth - 1)
+
+
 def derive_catalog(source: SchemaSource, session: Any, curated: Registry) -> dict[str, Any]:
     """Every type's declaration or exclusion reason, as the data file holds them."""
     index = ServiceIndex.build(session)
     curated_types = frozenset(curated.types())
     curated_lists = {(s.service, s.list_operation): s.cfn_type for s in curated}
     types: list[dict[str, Any]] = []
+    shapes: dict[str, dict[str, Shape]] = {}
     excluded: dict[str, str] = {}
     for cfn_type in sorted(source.schemas):
         if not _TYPE_NAME_RE.match(cfn_type) or cfn_type in curated_types:
             continue
         try:
-            types.append(derive_type(cfn_type, source.schemas[cfn_type], index, source))
+            declaration, shapes[cfn_type] = _derive_type(
+                cfn_type, source.schemas[cfn_type], index, source
+            )
+            types.append(declaration)
         except Unresolved as why:
             excluded[cfn_type] = str(why)
     types = _without_shared_lists(types, curated_lists, excluded)
+    targets = RelationshipTargets(
+        [*curated, *(spec_from_declaration(d) for d in types)], source.schemas
+    )
+    for declaration in types:
+        relationships = targets.relationships_of(
+            declaration["cfn_type"], shapes[declaration["cfn_type"]]
+        )
+        if relationships:
+            declaration["relationships"] = relationships
     return {
         "generated_from": {
             "cfn-lint": source.version,

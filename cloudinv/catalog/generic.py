@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cloudinv.catalog.spec import DetailCall, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
 
 DATA_FILE = Path(__file__).with_name("derived_types.json")
 
@@ -30,6 +30,9 @@ def spec_from_declaration(declaration: dict[str, Any]) -> ResourceSpec:
     """A :class:`ResourceSpec` from one entry of the data file (its keyword arguments)."""
     fields = dict(declaration)
     fields["details"] = tuple(DetailCall(**detail) for detail in fields.get("details", ()))
+    fields["relationships"] = tuple(
+        Relationship(**relationship) for relationship in fields.get("relationships", ())
+    )
     return ResourceSpec(**fields, derived=True)
 
 
