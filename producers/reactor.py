@@ -22,6 +22,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -32,7 +33,13 @@ from cloudinv.catalog.registry import Registry, default_registry
 from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.catalog.transform import MalformedResource, resource_identity
 from cloudinv.core.codec import decode
-from cloudinv.core.models import Attribution, CloudTrailEvent, ResourceSnapshot, ScanManifest
+from cloudinv.core.models import (
+    Attribution,
+    AttributionMatch,
+    CloudTrailEvent,
+    ResourceSnapshot,
+    ScanManifest,
+)
 from cloudinv.core.settings import AwsSettings, KafkaSettings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.cloudtrail.normalize import partition_of
@@ -62,23 +69,33 @@ class EventIndex:
         self._resources = EventResourceIndex(registry)
 
     def triggers(self, event: CloudTrailEvent) -> list[Trigger]:
-        attribution: Attribution | None = None
+        """One trigger per type and kind of naming: the resources the event acts on, and
+        those it only references (each attribution says which, as the join ranks them)."""
         found: list[Trigger] = []
+        response = event.response_elements or {}
         for touched in self._resources.touched(event):
-            if attribution is None:
-                attribution = attribution_of(event)
-            response = event.response_elements or {}
-            found.append(
-                Trigger(
-                    touched.spec,
-                    touched.account_id,
-                    touched.region,
-                    touched.ids,
-                    attribution,
-                    {rid: response for rid in touched.created},
-                )
+            kinds: tuple[tuple[frozenset[str], AttributionMatch], ...] = (
+                (touched.declared, "declared"),
+                (touched.ids - touched.declared, "referenced"),
             )
+            for ids, match in kinds:
+                if not ids:
+                    continue
+                found.append(
+                    Trigger(
+                        touched.spec,
+                        touched.account_id,
+                        touched.region,
+                        ids,
+                        attribution_of(event, match),
+                        {rid: response for rid in touched.created if rid in ids},
+                    )
+                )
         return found
+
+
+def _surety(attribution: Attribution) -> tuple[bool, datetime]:
+    return (attribution.match != "referenced", attribution.event_time)
 
 
 def _attribution_for(
@@ -179,8 +196,10 @@ class ChangeReactor:
                 )
                 for rid in trigger.ids:
                     previous = entry.attribution_by_id.get(rid)
-                    # The latest event wins: it is the one that left the resource as it is.
-                    if previous is None or previous.event_time <= trigger.attribution.event_time:
+                    # An event acting on the resource over one that only names it; then the
+                    # latest: it is the one that left the resource as it is. The store's
+                    # join ranks again once the change is known (cloudinv.sinks.versioning).
+                    if previous is None or _surety(previous) <= _surety(trigger.attribution):
                         entry.attribution_by_id[rid] = trigger.attribution
                 for rid, response in trigger.created.items():
                     entry.created_by_id[rid] = (trigger.attribution, response)

@@ -109,6 +109,7 @@ import asyncio
 import hashlib
 import heapq
 import logging
+import math
 import re
 import time
 import zlib
@@ -157,7 +158,10 @@ from cloudinv.sinks.versioning import (
     best_attribution,
     change_refs,
     improves,
+    inherit_in_batch,
+    inheriting_keys,
     plan,
+    rejoin,
     unattributed_refs,
 )
 
@@ -192,7 +196,12 @@ _REF_KIND = "ref#"
 """meta items ``kind = "ref#<ref>", value = key``: the names events may give a stored resource."""
 _WRITE_KIND = "we#"
 """meta items ``kind = "we#<ref>", value = "<event_time µs, 20 digits>#<event_id>"``, ``at``:
-the attribution (JSON): recent write events naming the resource, for the attribution join."""
+the attribution (JSON), ``expires``: recent write events naming the resource, for the
+attribution join."""
+EXPIRES = "expires"
+"""The meta table's time-to-live attribute (epoch seconds): write events carry it, so
+DynamoDB forgets them when the SQLite store would (``keep_since`` of ``record_write_events``:
+the attribution window after the event)."""
 
 
 def table_names(prefix: str) -> dict[str, str]:
@@ -224,7 +233,9 @@ _SPECS: dict[str, TableSpec] = {
         key=("id", None),
         indexes={"by_account": ("acct", "ord")},
     ),
-    META: TableSpec(attributes={"kind": "S", "value": "S"}, key=("kind", "value")),
+    META: TableSpec(
+        attributes={"kind": "S", "value": "S"}, key=("kind", "value"), ttl_attribute=EXPIRES
+    ),
     RELATIONSHIPS: TableSpec(
         attributes={"src": "S", "sk": "S", "tgt": "S"},
         key=("src", "sk"),
@@ -631,6 +642,7 @@ class DynamoStore(DynamoBacked):
                 continue
             previous = _unpack(stored["ev"]["B"]).get("attribution")
             if not improves(
+                change,
                 change.attribution,
                 None if previous is None else Attribution.model_validate(previous),
             ):
@@ -890,17 +902,22 @@ class DynamoStore(DynamoBacked):
     async def record_write_events(
         self, events: Sequence[WriteEvent], *, keep_since: datetime | None = None
     ) -> list[ChangeEvent]:
-        """Write events go to the meta table (``we#<ref>``); ``keep_since`` is not applied
-        here: reads are bounded by time, and old items only take storage."""
+        """Write events go to the meta table (``we#<ref>``). Each expires (DynamoDB's time to
+        live, attribute ``expires``) as long after its event as ``keep_since`` is before now:
+        when the SQLite store, given the same ``keep_since``, would delete it."""
+        keep_for = None if keep_since is None else datetime.now(UTC) - keep_since
         items: dict[tuple[str, str], Item] = {}
         for e in events:
             a = e.attribution
             value = f"{to_us(a.event_time):020d}#{a.event_id}"
+            item: Item = {"at": {"B": a.model_dump_json().encode()}}
+            if keep_for is not None:
+                item[EXPIRES] = _n(math.ceil((a.event_time + keep_for).timestamp()))
             for ref in e.refs:
                 items[(ref, value)] = {
                     "kind": _s(_WRITE_KIND + ref),
                     "value": _s(value),
-                    "at": {"B": a.model_dump_json().encode()},
+                    **item,
                 }
         if not items:
             return []
@@ -917,36 +934,64 @@ class DynamoStore(DynamoBacked):
             return []
         earliest = min(to_us(e.attribution.event_time) for e in events) - _OBSERVED_LAG_US
         stored = await self._gather([self._changes_of_key(k, earliest) for k in candidates])
-        updates: list[ChangeEvent] = []
-        for key, changes in zip(candidates, stored, strict=True):
-            for change in changes:
-                found = best_attribution(change, candidates[key])
-                if found is not None:
-                    updates.append(change.model_copy(update={"attribution": found}))
-        return updates
+        # by_key is in sk order: capture time, then commit order.
+        return [
+            update
+            for key, history in zip(candidates, stored, strict=True)
+            for update in rejoin(history, candidates[key])
+        ]
 
     async def attribution_updates(self, changes: Sequence[ChangeEvent]) -> list[ChangeEvent]:
-        pending = [c for c in changes if c.attribution is None]
-        if not pending:
-            return []
-        refs = unattributed_refs(pending)
-        unique = sorted({ref for rs in refs.values() for ref in rs})
-        found = await self._gather([self._write_events(ref) for ref in unique])
-        by_ref = dict(zip(unique, found, strict=True))
-        updates: list[ChangeEvent] = []
-        for change in pending:
-            candidates = [a for ref in refs[change.change_id] for a in by_ref[ref]]
-            best = best_attribution(change, candidates) if candidates else None
-            if best is not None:
-                updates.append(change.model_copy(update={"attribution": best}))
-        return updates
+        refs = unattributed_refs(changes)
+        updates: dict[str, ChangeEvent] = {}
+        if refs:
+            unique = sorted({ref for rs in refs.values() for ref in rs})
+            found = await self._gather([self._write_events(ref) for ref in unique])
+            by_ref = dict(zip(unique, found, strict=True))
+            for change in changes:
+                if change.change_id not in refs:
+                    continue
+                candidates = [a for ref in refs[change.change_id] for a in by_ref[ref]]
+                best = best_attribution(change, candidates) if candidates else None
+                if best is not None:
+                    updates[change.change_id] = change.model_copy(update={"attribution": best})
+        joined = [updates.get(c.change_id, c) for c in changes]
+        keys = inheriting_keys(joined)
+        if keys:
+            firsts = list(keys.items())
+            previous = await self._gather([self._change_before(k, to_us(t)) for k, t in firsts])
+            found_previous = {
+                key: change
+                for (key, _), change in zip(firsts, previous, strict=True)
+                if change is not None
+            }
+            for update in inherit_in_batch(joined, keys, found_previous):
+                updates[update.change_id] = update
+        return list(updates.values())
+
+    async def _change_before(self, key: str, t: int) -> ChangeEvent | None:
+        """The key's stored change captured last before ``t`` (µs)."""
+        page = await self._call(
+            "query",
+            TableName=self.tables[CHANGES],
+            IndexName="by_key",
+            KeyConditionExpression="#k = :k AND sk < :t",
+            ExpressionAttributeNames={"#k": "key"},
+            ExpressionAttributeValues={":k": _s(key), ":t": _s(f"{max(t, 0):020d}")},
+            ScanIndexForward=False,
+            Limit=1,
+        )
+        items = page.get("Items", [])
+        return ChangeEvent.model_validate_json(_raw(items[0]["ev"]["B"])) if items else None
 
     async def attribution_figure(self, since: datetime) -> AttributionFigure:
         query = ChangeQuery(since=since, limit=1000)
         changes = [c async for page in change_pages(self, query) for c in page]
         cache: dict[str, list[Attribution]] = {}
-        matched = attributed = 0
+        matched = attributed = inherited = 0
         for change in changes:
+            inh = change.attribution is not None and change.attribution.match == "inherited"
+            inherited += inh
             refs = change_refs(change)
             for ref in refs:
                 if ref not in cache:
@@ -954,9 +999,13 @@ class DynamoStore(DynamoBacked):
             bare = change.model_copy(update={"attribution": None})
             if best_attribution(bare, [a for ref in refs for a in cache[ref]]) is not None:
                 matched += 1
-                attributed += change.attribution is not None
+                attributed += change.attribution is not None and not inh
         return AttributionFigure(
-            since=since, changes=len(changes), matched=matched, attributed=attributed
+            since=since,
+            changes=len(changes),
+            matched=matched,
+            attributed=attributed,
+            inherited=inherited,
         )
 
     async def _meta_values(self, kind: str) -> list[str]:

@@ -1,5 +1,6 @@
 """What the DynamoDB stores share: table declarations made real (create if missing, wait
-until active, check the key and indexes) and opaque sort-key cursors."""
+until active, check the key and indexes, turn on expiry by a time-to-live attribute) and
+opaque sort-key cursors."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class TableSpec:
     attributes: dict[str, str]
     key: tuple[str, str | None]
     indexes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    ttl_attribute: str | None = None
+    """Items carrying this attribute (epoch seconds) are deleted by DynamoDB once that time
+    has passed (time to live, turned on when cloudinv creates or opens the table)."""
 
 
 async def ensure_table(
@@ -41,8 +45,10 @@ async def ensure_table(
     error: type[Exception] = RuntimeError,
 ) -> None:
     """Make ``table`` exist as ``spec`` says (on-demand billing), wait until it and its
-    indexes are ACTIVE, and refuse a table with another key or missing indexes. Problems
-    are raised as ``error``."""
+    indexes are ACTIVE, and refuse a table with another key or missing indexes. With
+    ``create``, time to live is turned on for ``spec.ttl_attribute``; without, a table
+    lacking it is logged (its items would be kept forever). Problems are raised as
+    ``error``."""
     try:
         described = (await client.describe_table(TableName=table))["Table"]
     except ClientError as exc:
@@ -58,6 +64,51 @@ async def ensure_table(
         await asyncio.sleep(0.2)
         described = (await client.describe_table(TableName=table))["Table"]
     _check(table, spec, described, error)
+    if spec.ttl_attribute is not None:
+        await _ensure_ttl(client, table, spec.ttl_attribute, create=create, error=error)
+
+
+async def _ensure_ttl(
+    client: Any, table: str, attribute: str, *, create: bool, error: type[Exception]
+) -> None:
+    try:
+        described = (await client.describe_time_to_live(TableName=table))["TimeToLiveDescription"]
+    except ClientError as exc:
+        raise error(f"DynamoDB table {table}: cannot read its time to live: {exc}") from exc
+    status = described.get("TimeToLiveStatus")
+    current = described.get("AttributeName")
+    if status in ("ENABLED", "ENABLING") and current == attribute:
+        return
+    if status in ("ENABLED", "ENABLING") or not create:
+        # Another attribute (someone else's choice), or tables cloudinv must not change.
+        log.warning(
+            "DynamoDB table %s: time to live is %s%s, not on %r: cloudinv's expiring items "
+            "will be kept until deleted; enable it with `aws dynamodb update-time-to-live "
+            "--table-name %s --time-to-live-specification Enabled=true,AttributeName=%s`",
+            table,
+            (status or "DISABLED").lower(),
+            f" on {current!r}" if current else "",
+            attribute,
+            table,
+            attribute,
+        )
+        return
+    try:
+        log.info("turning on time to live of DynamoDB table %s (attribute %s)", table, attribute)
+        await client.update_time_to_live(
+            TableName=table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute},
+        )
+    except ClientError as exc:
+        # Not fatal: the table works, its expiring items are only kept longer.
+        log.warning(
+            "DynamoDB table %s: cannot turn on time to live (%s): cloudinv's expiring items "
+            "will be kept until deleted; grant dynamodb:UpdateTimeToLive or enable it on "
+            "attribute %r yourself",
+            table,
+            exc,
+            attribute,
+        )
 
 
 async def _create(client: Any, table: str, spec: TableSpec, error: type[Exception]) -> Item:

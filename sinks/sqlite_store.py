@@ -99,7 +99,10 @@ from cloudinv.sinks.versioning import (
     best_attribution,
     change_refs,
     improves,
+    inherit_in_batch,
+    inheriting_keys,
     plan,
+    rejoin,
     unattributed_refs,
     window_us,
 )
@@ -464,51 +467,84 @@ class SqliteStore(SqliteBacked):
             stored = (
                 _json_query(
                     conn,
-                    "SELECT json_group_array(CAST(event AS TEXT)) FROM changes "
-                    "WHERE key IN (SELECT value FROM json_each(?)) AND captured_at >= "
-                    + str(earliest - _OBSERVED_LAG_US),
+                    "SELECT json_group_array(event) FROM (SELECT CAST(event AS TEXT) AS event "
+                    "FROM changes WHERE key IN (SELECT value FROM json_each(?)) AND "
+                    f"captured_at >= {earliest - _OBSERVED_LAG_US} ORDER BY key, captured_at, seq)",
                     sorted(candidates),
                 )
                 or ()
             )
-            updates: list[ChangeEvent] = []
+            histories: dict[str, list[ChangeEvent]] = {}
             for text in stored:
                 change = ChangeEvent.model_validate_json(text)
-                found = best_attribution(change, candidates[change.key])
-                if found is not None:
-                    updates.append(change.model_copy(update={"attribution": found}))
-            return updates
+                histories.setdefault(change.key, []).append(change)
+            return [
+                update
+                for key, history in histories.items()
+                for update in rejoin(history, candidates[key])
+            ]
 
         return await self._write(run)
 
     async def attribution_updates(self, changes: Sequence[ChangeEvent]) -> list[ChangeEvent]:
-        pending = [c for c in changes if c.attribution is None]
-        if not pending:
-            return []
-        refs = unattributed_refs(pending)
+        refs = unattributed_refs(changes)
+        updates: dict[str, ChangeEvent] = {}
+        if refs:
 
-        def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-            found: list[tuple[str, str]] = (
+            def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+                found: list[tuple[str, str]] = (
+                    _json_query(
+                        conn,
+                        "SELECT json_group_array(json_array(ref, CAST(attribution AS TEXT))) "
+                        "FROM write_events WHERE ref IN (SELECT value FROM json_each(?))",
+                        sorted({ref for rs in refs.values() for ref in rs}),
+                    )
+                    or []
+                )
+                return found
+
+            by_ref: dict[str, list[Attribution]] = {}
+            for ref, text in await self._read(run, snapshot=False):
+                by_ref.setdefault(ref, []).append(Attribution.model_validate_json(text))
+            for change in changes:
+                if change.change_id not in refs:
+                    continue
+                candidates = [a for ref in refs[change.change_id] for a in by_ref.get(ref, ())]
+                found = best_attribution(change, candidates) if candidates else None
+                if found is not None:
+                    updates[change.change_id] = change.model_copy(update={"attribution": found})
+        joined = [updates.get(c.change_id, c) for c in changes]
+        keys = inheriting_keys(joined)
+        if keys:
+            previous = await self._previous_changes(keys)
+            for update in inherit_in_batch(joined, keys, previous):
+                updates[update.change_id] = update
+        return list(updates.values())
+
+    async def _previous_changes(self, first: dict[str, datetime]) -> dict[str, ChangeEvent]:
+        """Per key, its stored change captured last before the given time."""
+        pairs = [[key, to_us(t)] for key, t in first.items()]
+
+        def run(conn: sqlite3.Connection) -> list[str | None]:
+            found: list[str | None] = (
                 _json_query(
                     conn,
-                    "SELECT json_group_array(json_array(ref, CAST(attribution AS TEXT))) "
-                    "FROM write_events WHERE ref IN (SELECT value FROM json_each(?))",
-                    sorted({ref for rs in refs.values() for ref in rs}),
+                    "SELECT json_group_array((SELECT CAST(event AS TEXT) FROM changes "
+                    "WHERE key = json_extract(j.value, '$[0]') "
+                    "AND captured_at < json_extract(j.value, '$[1]') "
+                    "ORDER BY captured_at DESC, seq DESC LIMIT 1)) FROM json_each(?) AS j",
+                    pairs,
                 )
                 or []
             )
             return found
 
-        by_ref: dict[str, list[Attribution]] = {}
-        for ref, text in await self._read(run, snapshot=False):
-            by_ref.setdefault(ref, []).append(Attribution.model_validate_json(text))
-        updates: list[ChangeEvent] = []
-        for change in pending:
-            candidates = [a for ref in refs[change.change_id] for a in by_ref.get(ref, ())]
-            found = best_attribution(change, candidates) if candidates else None
-            if found is not None:
-                updates.append(change.model_copy(update={"attribution": found}))
-        return updates
+        out: dict[str, ChangeEvent] = {}
+        for text in await self._read(run, snapshot=False):
+            if text is not None:
+                change = ChangeEvent.model_validate_json(text)
+                out[change.key] = change
+        return out
 
     async def attribution_figure(self, since: datetime) -> AttributionFigure:
         t = to_us(since)
@@ -521,7 +557,8 @@ class SqliteStore(SqliteBacked):
                     " json_extract(event, '$.resource_id'), json_extract(event, '$.name'),"
                     " captured_at, json_extract(event, '$.prior_seen_at'),"
                     " json_extract(event, '$.observed_at'),"
-                    " json_extract(event, '$.attribution') IS NOT NULL))"
+                    " json_extract(event, '$.attribution') IS NOT NULL,"
+                    " json_extract(event, '$.attribution.match') IS 'inherited'))"
                     " FROM changes WHERE captured_at >= json_extract(?, '$[0]')",
                     [t],
                 )
@@ -542,8 +579,9 @@ class SqliteStore(SqliteBacked):
         times: dict[str, list[int]] = {}
         for ref, event_time in events:
             times.setdefault(ref, []).append(event_time)
-        matched = attributed = 0
-        for key, rt, account, region, rid, name, captured, prior, observed, has in changes:
+        matched = attributed = inherited = 0
+        for key, rt, account, region, rid, name, captured, prior, observed, has, inh in changes:
+            inherited += bool(inh)
             after, until = window_us(captured, prior, observed)
             refs = refs_of(rt, account, region, key=key, resource_id=rid, name=name)
             if any(
@@ -552,9 +590,13 @@ class SqliteStore(SqliteBacked):
                 for et in times.get(ref, ())
             ):
                 matched += 1
-                attributed += bool(has)
+                attributed += bool(has) and not inh
         return AttributionFigure(
-            since=since, changes=len(changes), matched=matched, attributed=attributed
+            since=since,
+            changes=len(changes),
+            matched=matched,
+            attributed=attributed,
+            inherited=inherited,
         )
 
     # -- reads -----------------------------------------------------------------------------
@@ -1019,7 +1061,7 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
         ]
         if change.change_id in stored_attribution:
             # Stored already: kept, unless it comes back better attributed (logged again).
-            if improves(change.attribution, stored_attribution[change.change_id]):
+            if improves(change, change.attribution, stored_attribution[change.change_id]):
                 stored_attribution[change.change_id] = change.attribution
                 new_changes[change.change_id] = row
             continue

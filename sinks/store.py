@@ -392,12 +392,15 @@ class WriteEvent(_Record):
 
 class AttributionFigure(_Record):
     """How many recent changes have a write event that explains them, and how many of those
-    carry an attribution (``ratio``: None when no change has one)."""
+    carry an attribution of it (``ratio``: None when no change has one); apart from those,
+    how many carry an attribution inherited from the change before them (a later state
+    transition: :mod:`cloudinv.sinks.versioning`)."""
 
     since: UtcDatetime
     changes: int
     matched: int
     attributed: int
+    inherited: int = 0
 
     @property
     def ratio(self) -> float | None:

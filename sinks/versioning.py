@@ -15,9 +15,30 @@ it again so that the live feed carries it.
 
 Which write event explains a change (:func:`window`, :func:`best_attribution`): one that
 happened after the prior state was last observed (``prior_seen_at``) and no later than the new
-state was observed (``observed_at`` or ``captured_at``), the latest of them. CloudTrail gives
-event times to the second (truncated), so the window opens one second early, and both ends
-allow :data:`CLOCK_SKEW` between AWS's clock and the collector's.
+state was observed (``observed_at`` or ``captured_at``). CloudTrail gives event times to the
+second (truncated), so the window opens one second early, and both ends allow
+:data:`CLOCK_SKEW` between AWS's clock and the collector's. Of the events in the window, the
+best ranked wins (:func:`rank`): one that acts on the resource (``match`` ``declared``) over
+one that only names it as a parameter of an operation on another resource (``referenced``:
+``CreateSnapshot`` names its volume, but a concurrent ``ModifyVolume`` changed it); then one
+whose verb is the kind of change (:func:`cloudinv.catalog.event_resources.fits`:
+``CreateSnapshot`` for a created snapshot, ``TerminateInstances`` for a deleted instance);
+then the latest.
+
+A change whose window holds no event may carry the previous change's event, marked
+``inherited`` (:func:`inherited`), when it is the second half of a state transition that event
+started: AWS moves a resource's lifecycle state (its type's ``state_field``) minutes after the
+call (``pending`` → ``running`` after RunInstances, ``stopping`` → ``stopped``,
+``shutting-down`` → ``terminated``). Only then: the type declares a state field, the previous
+change of the key (whose new state this change leaves) carries a ``declared`` or ``inherited``
+attribution and moved the state (or created the resource) into a transitional state (one
+ending in ``-ing``: ``pending``, ``stopping``, ``deleting``), this change moves nothing but the
+state and the fields declared to move with it (``state_moves``), and it was captured within
+:data:`INHERIT_WITHIN` of the event. A deletion found long after its Delete/Terminate event (a
+terminated instance stays listed for about an hour) inherits the event the same way when the
+previous change was the state move that event caused and the resource was last seen within
+:data:`GONE_WITHIN` of it. :func:`follow_ups` applies this along a key's history, so a change
+attributed late passes its event on to the transitions after it.
 
 Relationships (:class:`EdgeBook`) are versioned with the resource that declares them: an
 applied change that opens a version gives its key the outgoing edges its configuration names
@@ -33,19 +54,24 @@ Used by :mod:`cloudinv.sinks.sqlite_store` and :mod:`cloudinv.sinks.dynamodb_sto
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import Any
 
-from cloudinv.catalog.event_resources import refs_of
+from cloudinv.catalog.event_resources import fits, refs_of
+from cloudinv.catalog.registry import default_registry
 from cloudinv.catalog.relationships import edges_of_resource
+from cloudinv.catalog.spec import ResourceSpec, search
 from cloudinv.core.models import Attribution, ChangeEvent, Edge
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CLOCK_SKEW",
+    "GONE_WITHIN",
+    "INHERIT_WITHIN",
     "OBSERVED_LAG",
     "EdgeBook",
     "EdgeRow",
@@ -55,8 +81,16 @@ __all__ = [
     "StepKind",
     "advance",
     "best_attribution",
+    "follow_ups",
     "improves",
+    "inherit_in_batch",
+    "inherited",
+    "inheriting_keys",
+    "may_inherit",
+    "needs_join",
     "plan",
+    "rank",
+    "rejoin",
     "unattributed_refs",
     "window",
     "window_us",
@@ -70,6 +104,11 @@ second, plus the skew."""
 OBSERVED_LAG = timedelta(hours=1)
 """How long after its ``captured_at`` a change's new state may have been observed (a
 deletion found by a scan carries the scan's start; the scan lists the scope later)."""
+INHERIT_WITHIN = timedelta(hours=1)
+"""How long after its event a state transition may still carry it (``inherited``)."""
+GONE_WITHIN = timedelta(hours=2)
+"""How long after its Delete/Terminate event a resource may still have been listed for its
+deletion to carry that event (terminated EC2 instances stay listed for about an hour)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -144,15 +183,39 @@ def advance(change: ChangeEvent, t: int, step: Step) -> Head:
     return Head(closed.change_id, closed.config_hash, closed.valid_from, t, stored=closed.stored)
 
 
-def _order(attribution: Attribution) -> tuple[datetime, str]:
-    return (attribution.event_time, attribution.event_id)
+_MATCH_RANK = {"inherited": 0, "referenced": 1, "declared": 2, None: 2}
+"""An attribution of an older message (no ``match``) counts as it did then: as sure as any."""
 
 
-def improves(new: Attribution | None, stored: Attribution | None) -> bool:
-    """True if ``new`` should replace ``stored``: there was none, or its event is later."""
+def rank(change: ChangeEvent, attribution: Attribution) -> tuple[int, bool, datetime, str]:
+    """How well ``attribution`` explains ``change``: higher is better (see the module's
+    docstring)."""
+    return (
+        _MATCH_RANK[attribution.match],
+        fits(change.change_type, attribution.event_name, change.resource_type),
+        attribution.event_time,
+        attribution.event_id,
+    )
+
+
+def improves(change: ChangeEvent, new: Attribution | None, stored: Attribution | None) -> bool:
+    """True if ``new`` should replace ``stored`` on ``change``: there was none, ``new`` ranks
+    higher, or both are inherited and ``new`` differs (the previous change's event, which an
+    inherited one follows, was itself replaced)."""
     if new is None:
         return False
-    return stored is None or _order(new) > _order(stored)
+    if stored is None:
+        return True
+    if new.match == "inherited" and stored.match == "inherited":
+        return new != stored
+    return rank(change, new) > rank(change, stored)
+
+
+def needs_join(change: ChangeEvent) -> bool:
+    """Whether a stored write event might explain ``change`` better than its attribution:
+    it has none, or one below the best kind (declared, with the change's verb)."""
+    a = change.attribution
+    return a is None or rank(change, a)[:2] < (2, True)
 
 
 def window(change: ChangeEvent) -> tuple[datetime | None, datetime]:
@@ -182,15 +245,18 @@ def _us(value: datetime) -> int:
 
 def best_attribution(change: ChangeEvent, candidates: Iterable[Attribution]) -> Attribution | None:
     """The write event among ``candidates`` (events naming the changed resource) that
-    explains ``change`` better than its current attribution, or ``None``."""
+    explains ``change`` better than its current attribution, or ``None``. Any event in the
+    window beats an inherited attribution."""
     after, until = window(change)
     best = change.attribution
+    if best is not None and best.match == "inherited":
+        best = None
     found: Attribution | None = None
     for candidate in candidates:
         t = candidate.event_time
         if t > until or (after is not None and t <= after):
             continue
-        if improves(candidate, best):
+        if best is None or rank(change, candidate) > rank(change, best):
             best = found = candidate
     return found
 
@@ -208,9 +274,10 @@ def change_refs(change: ChangeEvent) -> list[str]:
 
 
 def unattributed_refs(changes: Iterable[ChangeEvent]) -> dict[str, list[str]]:
-    """Change id -> the refs a write event may name it by, for the changes not yet
-    attributed (what both stores' attribution join looks up)."""
-    return {c.change_id: change_refs(c) for c in changes if c.attribution is None}
+    """Change id -> the refs a write event may name it by, for the changes a write event
+    may still explain better (:func:`needs_join`; what both stores' attribution join looks
+    up)."""
+    return {c.change_id: change_refs(c) for c in changes if needs_join(c)}
 
 
 @dataclass(slots=True)
@@ -304,3 +371,145 @@ class EdgeBook:
             self.opened.append(row)
             done.opened.append(row)
         return done
+
+
+# -- inheritance along a key's state transitions -----------------------------------------------
+
+
+def _spec_of(cfn_type: str) -> ResourceSpec | None:
+    registry = default_registry()
+    return registry.get(cfn_type) if cfn_type in registry else None
+
+
+def _pointer(path: str) -> str:
+    return "/" + path.replace(".", "/")
+
+
+def _under(pointer: str, prefixes: Sequence[str]) -> bool:
+    return any(pointer == p or pointer.startswith(p + "/") for p in prefixes)
+
+
+def _state_paths(spec: ResourceSpec) -> tuple[str, ...]:
+    assert spec.state_field is not None
+    return tuple(_pointer(p) for p in (spec.state_field, *spec.state_moves))
+
+
+def may_inherit(change: ChangeEvent) -> bool:
+    """Whether ``change`` could carry its previous change's event (see :func:`inherited`):
+    a deletion, or a modification of nothing but the state, of a type with a state field.
+    Cheap: tells the stores which changes need their previous change looked up."""
+    if change.change_type == "created":
+        return False
+    spec = _spec_of(change.resource_type)
+    if spec is None or spec.state_field is None:
+        return False
+    if change.change_type == "deleted":
+        return True
+    state = _state_paths(spec)
+    return bool(change.changed_paths) and all(_under(p, state) for p in change.changed_paths)
+
+
+def _transitional(value: Any) -> bool:
+    return isinstance(value, str) and value.lower().endswith("ing")
+
+
+def inherited(change: ChangeEvent, previous: ChangeEvent | None) -> Attribution | None:
+    """The attribution ``change`` inherits from ``previous`` (the change of the same key
+    whose new state ``change`` leaves, with its current attribution), or ``None``: see the
+    module's docstring for when."""
+    if previous is None or previous.key != change.key:
+        return None
+    a = previous.attribution
+    if a is None or a.match == "referenced" or previous.change_type == "deleted":
+        return None
+    if change.before_hash is None or previous.after_hash != change.before_hash:
+        return None
+    if not may_inherit(change):
+        return None
+    spec = _spec_of(change.resource_type)
+    assert spec is not None and spec.state_field is not None
+    state = _pointer(spec.state_field)
+    # The previous change set the state: created the resource, or its patch touched the
+    # state or something holding it.
+    moved = previous.change_type == "created" or any(
+        _under(p, (state,)) or _under(state, (p,)) for p in previous.changed_paths
+    )
+    if not moved:
+        return None
+    if change.change_type == "deleted":
+        seen = change.prior_seen_at or change.captured_at
+        if not fits("deleted", a.event_name, change.resource_type) or seen - a.event_time > (
+            GONE_WITHIN
+        ):
+            return None
+    else:
+        if not _transitional(search(spec.state_field, previous.configuration or {})):
+            return None
+        if change.captured_at - a.event_time > INHERIT_WITHIN:
+            return None
+    return a.model_copy(update={"match": "inherited"})
+
+
+def follow_ups(history: Sequence[ChangeEvent]) -> list[ChangeEvent]:
+    """Along one key's changes in capture order (each with its current attribution), the
+    changes whose attribution inheritance sets or moves, with it; each sees the ones before
+    it as updated."""
+    updates: list[ChangeEvent] = []
+    previous: ChangeEvent | None = None
+    for change in history:
+        current = change
+        a = change.attribution
+        if a is None or a.match == "inherited":
+            found = inherited(change, previous)
+            if found is not None and improves(change, found, a):
+                current = change.model_copy(update={"attribution": found})
+                updates.append(current)
+        previous = current
+    return updates
+
+
+def rejoin(history: Sequence[ChangeEvent], candidates: Sequence[Attribution]) -> list[ChangeEvent]:
+    """One key's stored changes in capture order, and write events naming the key: the
+    changes whose attribution the events improve, directly or by inheritance along the
+    history, with it (what ``record_write_events`` returns)."""
+    updated: list[ChangeEvent] = []
+    out: dict[str, ChangeEvent] = {}
+    for change in history:
+        found = best_attribution(change, candidates)
+        if found is not None:
+            change = change.model_copy(update={"attribution": found})
+            out[change.change_id] = change
+        updated.append(change)
+    for change in follow_ups(updated):
+        out[change.change_id] = change
+    return list(out.values())
+
+
+def inheriting_keys(changes: Iterable[ChangeEvent]) -> dict[str, datetime]:
+    """Key -> the earliest capture time among ``changes`` (just stored, attribution join
+    done) that may still inherit an attribution: the store looks up each key's change before
+    that time (:func:`inherit_in_batch`)."""
+    out: dict[str, datetime] = {}
+    for change in changes:
+        a = change.attribution
+        if (a is None or a.match == "inherited") and may_inherit(change):
+            first = out.get(change.key, change.captured_at)
+            out[change.key] = min(first, change.captured_at)
+    return out
+
+
+def inherit_in_batch(
+    changes: Sequence[ChangeEvent], keys: Iterable[str], previous: dict[str, ChangeEvent]
+) -> list[ChangeEvent]:
+    """Of ``changes`` (a stored batch, with the join's updates applied), those that inherit
+    an attribution, with it. ``keys`` are the batch's :func:`inheriting_keys`; ``previous``
+    holds, per such key, the stored change just before the batch's first one of that key."""
+    histories: dict[str, dict[str, ChangeEvent]] = {
+        key: {previous[key].change_id: previous[key]} if key in previous else {} for key in keys
+    }
+    for change in sorted(changes, key=lambda c: c.captured_at):
+        history = histories.get(change.key)
+        if history is not None:
+            history.pop(change.change_id, None)  # a replay in the batch: its latest copy
+            history[change.change_id] = change
+    return [u for history in histories.values() for u in follow_ups(list(history.values()))]

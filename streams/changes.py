@@ -26,12 +26,15 @@ Five agents, bound by :func:`bind`, each with concurrency 1:
     (one transaction each, retried until it succeeds), which closes and opens versions.
     Idempotent by ``change_id``; a stored change that comes back better attributed is
     updated in place (:mod:`cloudinv.sinks.versioning`). Then, for the changes it stored
-    without attribution, it asks the store for a known write event that explains them.
+    without attribution (or with one a write event may better), it asks the store for a
+    known write event that explains them, or for the event a state transition inherits.
 ``join_write_events``
     The attribution join's other half: reads the CloudTrail topic (beside the activity
     store), keeps each successful write event naming inventoried resources
-    (:mod:`cloudinv.catalog.event_resources`) in the store for ``attribution_window_s``, and
-    asks for the stored changes it explains.
+    (:mod:`cloudinv.catalog.event_resources`, with whether it acts on each or only references
+    it) in the store for ``attribution_window_s``, and asks for the stored changes it
+    explains. The store ranks the events of a change's window and passes an event on along
+    a resource's state transitions (:mod:`cloudinv.sinks.versioning`).
 
 Attribution is a join, not a race: the re-describe a write event triggers carries the event
 on its snapshots (``cloudinv.producers.reactor``), and whatever that misses (a scheduled scan
@@ -756,11 +759,14 @@ def _change_batch(detector: ChangeDetector, messages: Sequence[Any]) -> ChangeBa
 def _write_events(
     index: EventResourceIndex, detector: ChangeDetector, messages: Sequence[Any]
 ) -> Iterator[WriteEvent]:
-    """The write events of a batch of CloudTrail messages that name inventoried resources."""
+    """The write events of a batch of CloudTrail messages that name inventoried resources:
+    one for the resources each acts on, one for those it only references, each attribution
+    saying which (its ``match``), so the join ranks them."""
     for event in _decode(detector, messages, CloudTrailEvent.model_validate_json):
-        refs = tuple(ref.ref for ref in index.refs(event))
-        if refs:
-            yield WriteEvent(refs=refs, attribution=attribution_of(event))
+        for match, refs in index.refs_by_match(event).items():
+            yield WriteEvent(
+                refs=tuple(ref.ref for ref in refs), attribution=attribution_of(event, match)
+            )
 
 
 def _encode(change: ChangeEvent) -> bytes:

@@ -163,6 +163,10 @@ def test_declaration_matches_botocore_models(spec: ResourceSpec) -> None:
         check_tags_shape(spec, walk(members, spec.tags_field))
     for path in spec.volatile_fields:
         walk(members, path)
+    if spec.state_field is not None:
+        assert walk(members, spec.state_field).type_name == "string", f"{spec.cfn_type}: state"
+    for path in spec.state_moves:
+        walk(members, path)
     for event_name, expression in spec.event_resource_ids.items():
         assert re.fullmatch(r"[A-Z][A-Za-z0-9]+", event_name), f"{spec.cfn_type}: {event_name}"
         compile_expression(expression)

@@ -220,6 +220,15 @@ class ResourceSpec:
     relationships: tuple[Relationship, ...] = ()
     """The other resources this type's configuration names (subnet, security groups, role):
     each becomes an edge from this resource, versioned with it."""
+    state_field: str | None = None
+    """Dotted path of the resource's lifecycle state in its configuration (an EC2 instance's
+    ``State.Name``, an RDS instance's ``DBInstanceStatus``): AWS moves it minutes after the
+    write event that started the move (``pending`` → ``running`` after RunInstances), and the
+    attribution join lets such a follow-on change carry that event
+    (:mod:`cloudinv.sinks.versioning`)."""
+    state_moves: tuple[str, ...] = ()
+    """Other dotted configuration paths that move with the state (an instance's
+    ``StateTransitionReason``, or its public address that goes away when it stops)."""
     derived: bool = False
     """Derived from the CloudFormation schemas (``cloudinv.catalog.generic``), not declared
     by hand in ``cloudinv.catalog.resources``."""
@@ -238,6 +247,11 @@ class ResourceSpec:
         # meta-test against the item shape; here only that the template is well formed.
         if self.arn_template is not None and not self.arn_template.startswith("arn:{partition}:"):
             raise ValueError(f"{self.cfn_type}: arn_template must start with arn:{{partition}}:")
+        if self.state_moves and self.state_field is None:
+            raise ValueError(f"{self.cfn_type}: state_moves needs a state_field")
+        for path in (self.state_field, *self.state_moves):
+            if path is not None and not is_simple_path(path):
+                raise ValueError(f"{self.cfn_type}: state path {path!r} must be dotted names")
 
     @property
     def arn_template_fields(self) -> frozenset[str]:

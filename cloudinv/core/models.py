@@ -218,6 +218,10 @@ class JsonPatchOp(_Message):
         return out
 
 
+AttributionMatch = Literal["declared", "referenced", "inherited"]
+"""How an attribution was found (:class:`Attribution` ``match``)."""
+
+
 class Attribution(_Message):
     """The CloudTrail event that caused a change, when one is known."""
 
@@ -227,6 +231,15 @@ class Attribution(_Message):
     principal_arn: str | None = None
     principal_name: str | None = None
     source_ip: str | None = None
+    match: AttributionMatch | None = Field(
+        default=None,
+        description="How sure the attribution is: 'declared', the event acts on this resource "
+        "(its type's own operation, or the call created it); 'referenced', the event only "
+        "names it as a parameter of an operation on another resource, and nothing better was "
+        "found; 'inherited', a later state transition of the same resource (an instance "
+        "reaching 'terminated' minutes after TerminateInstances, or gone from the listings) "
+        "that carries the previous change's event. None on older messages",
+    )
 
 
 ChangeType = Literal["created", "modified", "deleted"]

@@ -22,6 +22,8 @@ def _ec2(
     event_resource_ids: dict[str, str] | None = None,
     volatile_fields: tuple[str, ...] = (),
     relationships: tuple[Relationship, ...] = (),
+    state_field: str | None = None,
+    state_moves: tuple[str, ...] = (),
 ) -> ResourceSpec:
     """An EC2 type: tags in ``Tags`` as Key/Value, name from the ``Name`` tag. With both
     ``arn_field`` and ``arn_suffix``, the template builds the ARN of a resource that another
@@ -46,6 +48,8 @@ def _ec2(
         event_resource_ids=event_resource_ids or {},
         volatile_fields=volatile_fields,
         relationships=relationships,
+        state_field=state_field,
+        state_moves=state_moves,
     )
 
 
@@ -110,6 +114,16 @@ SPECS: tuple[ResourceSpec, ...] = (
             ),
             Relationship(name="uses", path="KeyName", target_type="AWS::EC2::KeyPair", by="name"),
         ),
+        # pending -> running, stopping -> stopped, shutting-down -> terminated: seconds to
+        # minutes after the call; stopping drops the public address.
+        state_field="State.Name",
+        state_moves=(
+            "State.Code",
+            "StateTransitionReason",
+            "StateReason",
+            "PublicIpAddress",
+            "PublicDnsName",
+        ),
     ),
     _ec2(
         "AWS::EC2::SecurityGroup",
@@ -148,6 +162,7 @@ SPECS: tuple[ResourceSpec, ...] = (
             ),
             _uses_key("KmsKeyId"),
         ),
+        state_field="State",
     ),
     _ec2(
         "AWS::EC2::Snapshot",
@@ -162,6 +177,8 @@ SPECS: tuple[ResourceSpec, ...] = (
             ),
             _uses_key("KmsKeyId"),
         ),
+        state_field="State",  # pending -> completed
+        state_moves=("Progress", "StateMessage"),
     ),
     _ec2("AWS::EC2::VPC", "DescribeVpcs", "Vpcs[]", "VpcId", "vpc/{id}"),
     _ec2(

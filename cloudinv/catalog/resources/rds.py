@@ -55,6 +55,9 @@ SPECS: tuple[ResourceSpec, ...] = (
             "StartDBInstance": "requestParameters.dBInstanceIdentifier",
             "StopDBInstance": "requestParameters.dBInstanceIdentifier",
         },
+        # creating -> backing-up -> available (the endpoint appears), stopping -> stopped.
+        state_field="DBInstanceStatus",
+        state_moves=("Endpoint", "InstanceCreateTime"),
     ),
     ResourceSpec(
         cfn_type="AWS::RDS::DBCluster",
@@ -86,6 +89,7 @@ SPECS: tuple[ResourceSpec, ...] = (
             "ModifyDBCluster": "requestParameters.dBClusterIdentifier",
             "DeleteDBCluster": "requestParameters.dBClusterIdentifier",
         },
+        state_field="Status",
     ),
     ResourceSpec(
         cfn_type="AWS::RDS::DBSnapshot",
@@ -109,6 +113,8 @@ SPECS: tuple[ResourceSpec, ...] = (
             "DeleteDBSnapshot": "requestParameters.dBSnapshotIdentifier",
             "ModifyDBSnapshotAttribute": "requestParameters.dBSnapshotIdentifier",
         },
+        state_field="Status",  # creating -> available
+        state_moves=("PercentProgress",),
     ),
     ResourceSpec(
         cfn_type="AWS::RDS::DBClusterSnapshot",
