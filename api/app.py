@@ -68,13 +68,17 @@ class Health(BaseModel):
 
 class AttributionStatus(BaseModel):
     """Changes of the last ``window_s`` that a stored write event explains (``matched``) and
-    how many of those say who did it (``attributed``); ``ratio`` = attributed / matched."""
+    how many of those say who did it (``attributed``); ``ratio`` = attributed / matched.
+    Apart from the ratio, ``inherited``: changes whose window holds no event that carry the
+    event of the state transition they complete (an instance's ``terminated`` after
+    TerminateInstances)."""
 
     window_s: float
     changes: int
     matched: int
     attributed: int
     ratio: float | None
+    inherited: int = 0
 
 
 class Status(BaseModel):
@@ -92,6 +96,8 @@ class Status(BaseModel):
 _FIGURE_HELP = {
     "matched": "Changes of the last hour that a stored CloudTrail write event explains",
     "attributed": "Of those, the changes that carry their attribution",
+    "inherited": "Changes of the last hour with no write event of their own that carry the "
+    "event of the state transition they complete",
 }
 ATTRIBUTION_WINDOW = timedelta(hours=1)
 """The period /v1/status and /metrics report the attribution figure over."""
@@ -109,6 +115,7 @@ async def attribution_status(stores: Stores) -> AttributionStatus | None:
         matched=figure.matched,
         attributed=figure.attributed,
         ratio=figure.ratio,
+        inherited=figure.inherited,
     )
 
 
@@ -189,7 +196,11 @@ async def metrics(request: web.Request) -> web.Response:
     registry = request.app[METRICS_KEY]
     figure = await attribution_status(request.app[STORES_KEY])
     if figure is not None:
-        for name, value in (("matched", figure.matched), ("attributed", figure.attributed)):
+        for name, value in (
+            ("matched", figure.matched),
+            ("attributed", figure.attributed),
+            ("inherited", figure.inherited),
+        ):
             registry.gauge(f"cloudinv_changes_{name}_last_hour", _FIGURE_HELP[name]).set(value)
         if figure.ratio is not None:
             registry.gauge(

@@ -422,6 +422,9 @@ class SqliteStore(SqliteBacked):
     async def record_write_events(
         self, events: Sequence[WriteEvent], *, keep_since: datetime | None = None
     ) -> list[ChangeEvent]:
+        cutoff = None if keep_since is None else to_us(keep_since)
+        # An event already older than the window is not kept (it would be deleted at the
+        # next call); it may still explain the stored changes below.
         rows = [
             [
                 ref,
@@ -430,21 +433,22 @@ class SqliteStore(SqliteBacked):
                 e.attribution.model_dump_json(),
             ]
             for e in events
+            if cutoff is None or to_us(e.attribution.event_time) >= cutoff
             for ref in e.refs
         ]
-        cutoff = None if keep_since is None else to_us(keep_since)
 
         def run(conn: sqlite3.Connection) -> list[ChangeEvent]:
             if cutoff is not None:
                 conn.execute("DELETE FROM write_events WHERE event_time < ?", (cutoff,))
-            if not rows:
+            if not events:
                 return []
-            conn.execute(
-                "INSERT OR IGNORE INTO write_events (ref, event_time, event_id, attribution) "
-                + _select_columns(4, blobs=(3,))
-                + " FROM json_each(?)",
-                (orjson.dumps(rows).decode(),),
-            )
+            if rows:
+                conn.execute(
+                    "INSERT OR IGNORE INTO write_events (ref, event_time, event_id, attribution) "
+                    + _select_columns(4, blobs=(3,))
+                    + " FROM json_each(?)",
+                    (orjson.dumps(rows).decode(),),
+                )
             # Read in the same transaction: a change stored before it commits is seen here.
             keys_by_ref: dict[str, list[str]] = {}
             for ref, key in (
@@ -452,7 +456,7 @@ class SqliteStore(SqliteBacked):
                     conn,
                     "SELECT json_group_array(json_array(ref, key)) FROM resource_refs "
                     "WHERE ref IN (SELECT value FROM json_each(?))",
-                    sorted({row[0] for row in rows}),
+                    sorted({ref for e in events for ref in e.refs}),
                 )
                 or ()
             ):

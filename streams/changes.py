@@ -136,6 +136,7 @@ __all__ = [
     "bind",
     "change_id",
     "deletions_topic_name",
+    "write_events_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -759,14 +760,20 @@ def _change_batch(detector: ChangeDetector, messages: Sequence[Any]) -> ChangeBa
 def _write_events(
     index: EventResourceIndex, detector: ChangeDetector, messages: Sequence[Any]
 ) -> Iterator[WriteEvent]:
-    """The write events of a batch of CloudTrail messages that name inventoried resources:
-    one for the resources each acts on, one for those it only references, each attribution
-    saying which (its ``match``), so the join ranks them."""
+    """The write events of a batch of CloudTrail messages that name inventoried resources."""
     for event in _decode(detector, messages, CloudTrailEvent.model_validate_json):
-        for match, refs in index.refs_by_match(event).items():
-            yield WriteEvent(
-                refs=tuple(ref.ref for ref in refs), attribution=attribution_of(event, match)
-            )
+        yield from write_events_of(index, event)
+
+
+def write_events_of(index: EventResourceIndex, event: CloudTrailEvent) -> list[WriteEvent]:
+    """What the attribution join keeps of one CloudTrail event: one write event for the
+    resources it acts on, one for those it only references, each attribution saying which
+    (its ``match``), so the join ranks them; none for reads, failures or events naming no
+    inventoried resource."""
+    return [
+        WriteEvent(refs=tuple(ref.ref for ref in refs), attribution=attribution_of(event, match))
+        for match, refs in index.refs_by_match(event).items()
+    ]
 
 
 def _encode(change: ChangeEvent) -> bytes:

@@ -419,6 +419,7 @@ async def test_status_and_metrics_report_the_attribution_figure(
             "matched": 1,
             "attributed": 0,
             "ratio": 0.0,
+            "inherited": 0,
         }
         await sqlite_store.put_changes([update])
         _, body, _ = await api.get("/v1/status")
