@@ -38,7 +38,7 @@ from cloudinv.core.models import (
 )
 from cloudinv.sinks.dynamodb_store import EXPIRES, META, DynamoStore
 from cloudinv.sinks.sqlite_store import SqliteStore
-from cloudinv.sinks.store import AttributionJoin, ChangeFilters, InventoryStore
+from cloudinv.sinks.store import AttributionJoin, ChangeFilters, ChangeQuery, InventoryStore
 from cloudinv.sinks.versioning import rank
 from cloudinv.streams.changes import ChangeDetector, DeletionRequest, write_events_of
 from tests.api_helpers import running_api
@@ -162,7 +162,7 @@ class Join:
         return updates
 
     async def stored(self, change: ChangeEvent) -> ChangeEvent:
-        page = await self.store.changes(filters=ChangeFilters(key=change.key), limit=100)
+        page = await self.store.changes(ChangeQuery(filters=ChangeFilters(key=change.key)))
         (found,) = [c for c in page.items if c.change_id == change.change_id]
         return found
 
