@@ -222,6 +222,9 @@ PIPELINE_CALLS: tuple[PipelineCall, ...] = (
     PipelineCall("s3 warehouse sink", ApiCall("s3", "ListObjectsV2"), "warehouse-bucket"),
     PipelineCall("dynamodb sink", ApiCall("dynamodb", "DescribeTable"), "sink-tables"),
     PipelineCall("dynamodb sink", ApiCall("dynamodb", "CreateTable"), "sink-tables"),
+    # The meta table's write events expire (cloudinv.sinks.dynamodb_tables turns TTL on).
+    PipelineCall("dynamodb sink", ApiCall("dynamodb", "DescribeTimeToLive"), "sink-tables"),
+    PipelineCall("dynamodb sink", ApiCall("dynamodb", "UpdateTimeToLive"), "sink-tables"),
     PipelineCall("dynamodb sink", ApiCall("dynamodb", "PutItem"), "sink-tables"),
     PipelineCall("dynamodb sink", ApiCall("dynamodb", "BatchWriteItem"), "sink-tables"),
     PipelineCall("dynamodb sink", ApiCall("dynamodb", "UpdateItem"), "sink-tables"),
