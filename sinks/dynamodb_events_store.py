@@ -307,10 +307,13 @@ class DynamoEventsStore(DynamoBacked):
         return where, names, values
 
     async def _partitions(
-        self, account_id: str | None, low: int | None, high: int | None
+        self, f: EventFilters, low: int | None, high: int | None
     ) -> list[tuple[str, str]]:
-        """(account, day) partitions with events in [low, high), newest day first."""
-        accounts = [account_id] if account_id is not None else await self._registry("accounts")
+        """(account, day) partitions of ``f``'s accounts with events in [low, high), newest
+        day first."""
+        accounts = [f.account_id] if f.account_id is not None else await self._registry("accounts")
+        if f.accounts is not None:
+            accounts = [a for a in accounts if a in f.accounts]
         first = _day(low) if low is not None else "0000"
         last = _day(high - 1) if high is not None else "9999"
         days = await asyncio.gather(*(self._registry(f"days#{a}") for a in accounts))
@@ -339,7 +342,7 @@ class DynamoEventsStore(DynamoBacked):
         found: list[Item] = []
         total = 0
         by_day: dict[str, list[str]] = {}
-        for account, day in await self._partitions(f.account_id, low, high):
+        for account, day in await self._partitions(f, low, high):
             by_day.setdefault(day, []).append(account)
         for day in sorted(by_day, reverse=True):
 

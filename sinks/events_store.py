@@ -199,6 +199,9 @@ class EventFilters:
     since: datetime | date | None = None
     until: datetime | date | None = None
     params: tuple[tuple[str, str], ...] = ()
+    accounts: frozenset[str] | None = None
+    """Only events of these accounts (a caller allowed several); with ``account_id`` too,
+    both apply."""
 
 
 # --- rows ----------------------------------------------------------------------------------
@@ -1005,6 +1008,9 @@ def _where(f: EventFilters) -> tuple[list[str], list[Any]]:
         if value is not None:
             where.append(f"e.{column} = ?")
             args.append(value)
+    if f.accounts is not None:
+        where.append(f"e.account_id IN ({', '.join('?' * len(f.accounts))})" if f.accounts else "0")
+        args += sorted(f.accounts)
     if f.errors_only:
         where.append("e.error_code IS NOT NULL")
     if f.read_only is not None:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
+import orjson
 import pytest
 
 from cloudinv.core.models import ChangeEvent, ScanManifest
 from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
 from cloudinv.sinks.dynamodb_store import DynamoStore
-from cloudinv.sinks.events_store import EventsStore, events_store_path
+from cloudinv.sinks.events_store import EventFilters, EventsStore, events_store_path
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import ChangeQuery, VersionQuery
 from tests.api_helpers import Api, PipelineData, pipeline_data, running_api
@@ -188,3 +190,45 @@ async def test_a_limited_token_sees_only_its_account(api: Api, data: PipelineDat
     assert body["items"] == []
     status, body, _ = await api.get(f"/v1/resources/{data.created.replace('/', '%2F')}", "a")
     assert status in (403, 404)
+
+
+async def test_both_events_stores_page_the_same_events_for_a_set_of_accounts(
+    data: PipelineData, dynamo_events: DynamoEventsStore
+) -> None:
+    """``EventFilters.accounts`` (a token allowed several accounts): the same events, newest
+    first, in pages of the same sizes, from both stores."""
+    a, b, c = (x.id for x in (data.a, data.b, data.c))
+    cases = [
+        EventFilters(accounts=frozenset({a, c})),
+        EventFilters(accounts=frozenset({a, c}), service="ec2"),
+        EventFilters(accounts=frozenset({b})),
+        EventFilters(accounts=frozenset({a}), account_id=b),
+    ]
+    async with EventsStore(events_store_path(data.data_dir), readonly=True) as local:
+        for filters in cases:
+            expected = sum(
+                1
+                for batch in data.events.values()
+                for e in batch
+                if e.account_id in (filters.accounts or ())
+                and filters.account_id in (None, e.account_id)
+                and filters.service in (None, e.service)
+            )
+            found = []
+            for store in (local, dynamo_events):
+                assert await store.count(filters) == expected, (store, filters)
+                items: list[dict[str, Any]] = []
+                sizes: list[int] = []
+                cursor = None
+                while True:
+                    body, cursor = await store.events_json(filters, limit=3, cursor=cursor)
+                    page = orjson.loads(body)
+                    items += page
+                    sizes.append(len(page))
+                    if cursor is None:
+                        break
+                times = [i["event_time"] for i in items]
+                assert times == sorted(times, reverse=True)
+                found.append((sorted(i["event_id"] for i in items), sizes))
+            assert found[0] == found[1], filters
+            assert len(found[0][0]) == expected

@@ -29,15 +29,21 @@ from cloudinv.sinks.events_store import (
 from tests.cloudtrail_helpers import fixture_records
 
 ACCOUNT = "111100000000"
+ACCOUNTS = (ACCOUNT, "222200000000", "333300000000")
 
 
 @pytest.fixture
 def events() -> list[CloudTrailEvent]:
     base = [normalize_record(r) for r in fixture_records()]
-    # Spread over three days, and a second copy of some events at the very same moment, so
-    # that pages end inside runs of equal times.
+    # Spread over three days and three accounts, and a second copy of some events at the
+    # very same moment, so that pages end inside runs of equal times.
     spread = [
-        e.model_copy(update={"event_time": e.event_time + timedelta(days=i % 3)})
+        e.model_copy(
+            update={
+                "event_time": e.event_time + timedelta(days=i % 3),
+                "account_id": ACCOUNTS[i % 5 % 3],
+            }
+        )
         for i, e in enumerate(base)
     ]
     twins = [e.model_copy(update={"event_id": f"twin-{e.event_id}"}) for e in spread[::4]]
@@ -63,7 +69,34 @@ def _filter_cases(events: list[CloudTrailEvent]) -> list[EventFilters]:
         EventFilters(read_only=True, until=day),
         EventFilters(params=(param,)),
         EventFilters(service="no-such-service"),
+        EventFilters(accounts=frozenset(ACCOUNTS[:2])),
+        EventFilters(accounts=frozenset(ACCOUNTS[1:]), service="ec2", since=day),
+        EventFilters(accounts=frozenset(ACCOUNTS[:2]), account_id=ACCOUNTS[2]),
     ]
+
+
+def _matches(e: CloudTrailEvent, f: EventFilters) -> bool:
+    """The filters of :func:`_filter_cases`, evaluated in Python."""
+    day = (f.since, f.until)
+    return (
+        (f.principal is None or e.principal.label == f.principal)
+        and (f.user_name is None or (e.principal.name or "").lower() == f.user_name.lower())
+        and all(
+            want is None or getattr(e, name) == want
+            for name, want in (
+                ("service", f.service),
+                ("event_name", f.event_name),
+                ("account_id", f.account_id),
+                ("region", f.region),
+                ("read_only", f.read_only),
+            )
+        )
+        and (f.accounts is None or e.account_id in f.accounts)
+        and (not f.errors_only or e.error_code is not None)
+        and (day[0] is None or e.event_time.date() >= day[0])
+        and (day[1] is None or e.event_time.date() <= day[1])
+        and all(p in flatten_params(e.request_parameters) for p in f.params)
+    )
 
 
 async def test_json_pages_are_the_stored_events_in_order_with_the_same_cursors(
@@ -89,6 +122,7 @@ async def test_json_pages_are_the_stored_events_in_order_with_the_same_cursors(
                 if cursor is None:
                     break
             assert len(seen) == len(set(seen)) == expected, filters
+            assert expected == sum(1 for e in events if _matches(e, filters)), filters
             assert pages == max(1, -(-expected // 7)), "no empty page after a full one"
         # A page that holds exactly what is left has no next cursor; none matching: [].
         total = await store.count()
@@ -149,6 +183,7 @@ async def test_every_filter_combination_walks_an_index_in_time_order(
         "region": "us-east-1",
         "errors_only": True,
         "read_only": False,
+        "accounts": frozenset(ACCOUNTS[:2]),
     }
     times: list[dict[str, Any]] = [
         {},
@@ -170,7 +205,7 @@ async def test_every_filter_combination_walks_an_index_in_time_order(
                 assert not [s for s in steps if s == "SCAN e"], (filters, plan)  # table scan
                 assert plan.count("TEMP B-TREE") == 1, (filters, plan)  # the page's own
                 checked += 1
-    assert checked == 3 * (1 + 8 + 28)
+    assert checked == 3 * (1 + 9 + 36)
     param_plan = _plan(path, EventFilters(params=(("instanceType", "t2.micro"),)))
     assert "SEARCH event_params" in param_plan, param_plan
     assert "SCAN e" not in param_plan.split(" | "), param_plan
