@@ -36,6 +36,7 @@ from cloudinv.core.models import (
     Principal,
     ResourceSnapshot,
 )
+from cloudinv.producers.reactor import EventIndex
 from cloudinv.sinks.dynamodb_store import EXPIRES, META, DynamoStore
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import AttributionJoin, ChangeFilters, ChangeQuery, InventoryStore
@@ -235,6 +236,24 @@ def test_an_event_acts_on_its_own_type_and_only_references_the_others() -> None:
     tags = trail("CreateTags", T0, request={"resourcesSet": {"items": [{"resourceId": "sg-1"}]}})
     assert set(matches(tags)) == {"declared"}
     assert ref("AWS::EC2::SecurityGroup", "sg-1") in matches(tags)["declared"]
+
+
+def test_the_redescribe_carries_how_the_event_named_each_resource() -> None:
+    create = trail(
+        "CreateSnapshot",
+        T0,
+        request={"volumeId": "vol-1"},
+        response={"snapshotId": "snap-1", "volumeId": "vol-1"},
+    )
+    found = {
+        (t.spec.cfn_type, rid): t.attribution.match
+        for t in EventIndex(default_registry()).triggers(create)
+        for rid in t.ids
+    }
+    assert found == {
+        ("AWS::EC2::Snapshot", "snap-1"): "declared",
+        ("AWS::EC2::Volume", "vol-1"): "referenced",
+    }
 
 
 def test_the_verb_fits_the_kind_of_change() -> None:
