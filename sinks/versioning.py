@@ -58,6 +58,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from functools import cache
 from typing import Any
 
 from cloudinv.catalog.event_resources import fits, refs_of
@@ -389,8 +390,12 @@ def _under(pointer: str, prefixes: Sequence[str]) -> bool:
     return any(pointer == p or pointer.startswith(p + "/") for p in prefixes)
 
 
-def _state_paths(spec: ResourceSpec) -> tuple[str, ...]:
-    assert spec.state_field is not None
+@cache
+def _state_paths(cfn_type: str) -> tuple[str, ...]:
+    """JSON pointers of the type's state and the fields moving with it (empty: no state)."""
+    spec = _spec_of(cfn_type)
+    if spec is None or spec.state_field is None:
+        return ()
     return tuple(_pointer(p) for p in (spec.state_field, *spec.state_moves))
 
 
@@ -400,12 +405,11 @@ def may_inherit(change: ChangeEvent) -> bool:
     Cheap: tells the stores which changes need their previous change looked up."""
     if change.change_type == "created":
         return False
-    spec = _spec_of(change.resource_type)
-    if spec is None or spec.state_field is None:
+    state = _state_paths(change.resource_type)
+    if not state:
         return False
     if change.change_type == "deleted":
         return True
-    state = _state_paths(spec)
     return bool(change.changed_paths) and all(_under(p, state) for p in change.changed_paths)
 
 
