@@ -7,6 +7,9 @@ Tables (the names are the same in Athena and in ``cloudinv sql``):
     SNAPSHOT_COLUMNS`, :data:`~cloudinv.sinks.parquet_warehouse.CHANGE_COLUMNS`), partitioned by
     ``resource_type`` and ``dt``. Configurations are JSON text (``json_extract`` works in
     both engines).
+``relationships``
+    The relationships changes added and removed (:data:`~cloudinv.sinks.parquet_warehouse.
+    RELATIONSHIP_COLUMNS`), partitioned by the source's ``resource_type`` and ``dt``.
 ``snapshots_<type>``, ``changes_<type>``
     One per registered type (``snapshots_ec2_instance`` for ``AWS::EC2::Instance``), reading
     only that type's partitions, with ``configuration`` (and ``prior_configuration`` for
@@ -22,6 +25,10 @@ Views (their SQL is the same text in both engines):
 ``changes_latest_per_day``
     One row per (type, day, key): the day's last change (duplicates from replays collapse;
     of a change published again with its attribution, the attributed copy).
+``relationship_intervals``
+    One row per edge lifetime: ``source_key`` ``relationship`` ``target_key`` from
+    ``valid_from`` to ``valid_to`` (null while it holds), opened by ``opened_by``. The edges
+    of a time T: ``valid_from <= T AND (valid_to IS NULL OR valid_to > T)``.
 ``snapshots_<type>_current``
     ``snapshots_current`` for one type, with the typed configuration.
 
@@ -43,6 +50,7 @@ import pyarrow as pa
 from cloudinv.catalog.registry import Registry, default_registry
 from cloudinv.sinks.parquet_warehouse import (
     CHANGE_COLUMNS,
+    RELATIONSHIP_COLUMNS,
     SNAPSHOT_COLUMNS,
     changes_schema,
     snapshots_schema,
@@ -94,6 +102,7 @@ def table_defs(
     tables = [
         TableDef("snapshots", "snapshots", None, SNAPSHOT_COLUMNS),
         TableDef("changes", "changes", None, CHANGE_COLUMNS),
+        TableDef("relationships", "relationships", None, RELATIONSHIP_COLUMNS),
     ]
     wanted = None if types is None else set(types)
     for cfn_type in registry.types():
@@ -152,6 +161,21 @@ def view_defs(tables: Sequence[TableDef], database: str | None = None) -> list[t
             f"c.change_id DESC) AS rn FROM {ref('changes')} c) t WHERE t.rn = 1",
         )
     )
+    if any(t.name == "relationships" for t in tables):
+        # Each added edge runs to the next event of the same edge (its removal), if any.
+        views.append(
+            (
+                "relationship_intervals",
+                "SELECT resource_type AS source_type, source_key, account_id, region, "
+                "relationship, target_key, target_type, captured_at AS valid_from, "
+                "next_at AS valid_to, change_id AS opened_by FROM (SELECT r.*, "
+                "lead(r.captured_at) OVER (PARTITION BY r.source_key, r.relationship, "
+                "r.target_key ORDER BY r.captured_at, r.action) AS next_at FROM (SELECT "
+                "DISTINCT resource_type, source_key, account_id, region, relationship, "
+                "target_key, target_type, action, captured_at, change_id "
+                f"FROM {ref('relationships')}) r) t WHERE t.action = 'added'",
+            )
+        )
     for table in tables:
         if table.resource_type is None or table.dataset != "snapshots":
             continue

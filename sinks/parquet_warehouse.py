@@ -4,6 +4,7 @@ Layout (the same in every target, snappy-compressed Parquet)::
 
     <root>/snapshots/resource_type=<AWS::Svc::Type>/dt=YYYY-MM-DD/part-snapshot.parquet
     <root>/changes/resource_type=<AWS::Svc::Type>/dt=YYYY-MM-DD/part-<stem>.parquet
+    <root>/relationships/resource_type=<AWS::Svc::Type>/dt=YYYY-MM-DD/part-<stem>.parquet
 
 Targets: :class:`LocalTarget` (a directory, ``<data_dir>/warehouse`` by default: the embedded
 default, queried by ``cloudinv sql``) and :class:`S3Target` (``s3://<bucket>/<prefix>/``,
@@ -58,6 +59,24 @@ prior_configuration        struct<...>         typed, as ``configuration`` of sn
 configuration              struct<...>
 =========================  ==================  =============================================
 
+Columns of ``relationships`` (one row per relationship a change added or removed, from its
+``relationships_added`` / ``relationships_removed``; ``resource_type`` is the source's type,
+``dt`` the day of ``captured_at``; written with the changes part of the same rows, under the
+same name, and compacted as it is). The view ``relationship_intervals`` turns them into one
+row per edge lifetime, ``valid_from`` to ``valid_to`` (null while it holds):
+
+=========================  ==================  =============================================
+column                     type                meaning
+=========================  ==================  =============================================
+change_id                  string              the change that added or removed it
+source_key                 string              the resource naming the other
+account_id, region         string              the source's
+relationship               string              e.g. ``is contained in``
+target_key, target_type    string              the resource named
+action                     string              ``added`` or ``removed``
+captured_at                timestamp (UTC)     when (the change's capture time)
+=========================  ==================  =============================================
+
 The typed struct columns exist only in files of registered types (see
 :mod:`cloudinv.sinks.warehouse_schema`); the ``*_json`` columns are in every file, so the cross-type
 tables (``snapshots``, ``changes``) read the same columns from every partition.
@@ -98,7 +117,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,6 +134,7 @@ from cloudinv.sinks.warehouse_schema import TIMESTAMP, CoerceStats, coerce, conf
 __all__ = [
     "CHANGE_COLUMNS",
     "DATASETS",
+    "RELATIONSHIP_COLUMNS",
     "SNAPSHOT_COLUMNS",
     "LocalTarget",
     "ParquetWarehouse",
@@ -128,6 +148,7 @@ __all__ = [
     "changes_table",
     "parquet_bytes",
     "part_path",
+    "relationships_table",
     "snapshots_schema",
     "snapshots_table",
     "targets_for",
@@ -135,7 +156,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("snapshots", "changes")
+DATASETS = ("snapshots", "changes", "relationships")
 
 ATTRIBUTION = pa.struct(
     [
@@ -182,6 +203,21 @@ CHANGE_COLUMNS: tuple[pa.Field, ...] = (
     pa.field("configuration_json", pa.string()),
 )
 """The columns every changes file has (typed configurations follow for registered types)."""
+
+RELATIONSHIP_COLUMNS: tuple[pa.Field, ...] = (
+    pa.field("change_id", pa.string(), nullable=False),
+    pa.field("source_key", pa.string(), nullable=False),
+    pa.field("account_id", pa.string(), nullable=False),
+    pa.field("region", pa.string(), nullable=False),
+    pa.field("relationship", pa.string(), nullable=False),
+    pa.field("target_key", pa.string(), nullable=False),
+    pa.field("target_type", pa.string(), nullable=False),
+    pa.field("action", pa.string(), nullable=False),
+    pa.field("captured_at", TIMESTAMP, nullable=False),
+)
+"""The columns of every relationships file."""
+_RELATIONSHIP_ROW = ("change_id", "relationship", "target_key", "action")
+"""What identifies a relationships row (compaction keeps one of each)."""
 
 SNAPSHOT_STEM = "snapshot"
 COMPACTED_PREFIX = "c"
@@ -313,6 +349,31 @@ def changes_table(
         if typed is not None:
             columns["prior_configuration"].append(coerce(c.prior_configuration, typed, stats))
             columns["configuration"].append(coerce(c.configuration, typed, stats))
+    return pa.table(columns, schema=schema)
+
+
+def relationships_table(resource_type: str, changes: Sequence[ChangeEvent]) -> pa.Table:
+    """One relationships file's rows: the edges ``changes`` (of ``resource_type``) added and
+    removed."""
+    schema = pa.schema(RELATIONSHIP_COLUMNS)
+    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+    for c in changes:
+        if c.resource_type != resource_type:
+            raise ValueError(f"change {c.change_id} is of a {c.resource_type}")
+        for action, edges in (
+            ("added", c.relationships_added),
+            ("removed", c.relationships_removed),
+        ):
+            for edge in edges:
+                columns["change_id"].append(c.change_id)
+                columns["source_key"].append(c.key)
+                columns["account_id"].append(c.account_id)
+                columns["region"].append(c.region)
+                columns["relationship"].append(edge.relationship)
+                columns["target_key"].append(edge.target_key)
+                columns["target_type"].append(edge.target_type)
+                columns["action"].append(action)
+                columns["captured_at"].append(c.captured_at)
     return pa.table(columns, schema=schema)
 
 
@@ -549,6 +610,7 @@ class WarehouseStats:
     files_deleted: int = 0
     bytes_written: int = 0
     change_rows: int = 0
+    relationship_rows: int = 0
     snapshot_rows: int = 0
     compactions: int = 0
     """Partitions compacted (per target)."""
@@ -573,6 +635,7 @@ class _EncodedPart:
     data: bytes
     offsets: tuple[int, int] | None
     """First and last Kafka offset of its rows, for parts named by origin."""
+    dataset: str = "changes"
 
 
 _ORIGIN_NAME = re.compile(r"^part-p(?P<partition>\d+)-o(?P<offset>\d+)\.parquet$")
@@ -656,8 +719,16 @@ class ParquetWarehouse:
                 await self._put_everywhere(part.path, part.data)
                 written += 1
             if kafka_partition is not None:
-                await self._drop_superseded(partition, kafka_partition, parts)
+                for dataset in ("changes", "relationships"):
+                    await self._drop_superseded(
+                        replace(partition, dataset=dataset),
+                        kafka_partition,
+                        [p for p in parts if p.dataset == dataset],
+                    )
             self.stats.change_rows += len(buffer.changes)
+            self.stats.relationship_rows += sum(
+                len(c.relationships_added) + len(c.relationships_removed) for c in buffer.changes
+            )
             del self._buffers[buffer_key]
         return written
 
@@ -696,6 +767,17 @@ class ParquetWarehouse:
                 stem = hashlib.sha256(ids.encode()).hexdigest()[:32]
             table = changes_table(partition.resource_type, chunk, self.stats.coerce)
             parts.append(_EncodedPart(part_path(partition, stem), parquet_bytes(table), offsets))
+            edges = relationships_table(partition.resource_type, chunk)
+            if edges.num_rows:
+                # Beside its changes, under the same name: replaced and superseded with them.
+                parts.append(
+                    _EncodedPart(
+                        part_path(replace(partition, dataset="relationships"), stem),
+                        parquet_bytes(edges),
+                        offsets,
+                        "relationships",
+                    )
+                )
         return parts
 
     async def write_changes(
@@ -758,8 +840,10 @@ class ParquetWarehouse:
         """Merge the settled parts of one changes partition into few files, in every target.
 
         Returns the parts merged (and deleted), over all targets. See the module docstring."""
-        if partition.dataset != "changes":
-            raise ValueError(f"only changes partitions are compacted, not {partition}")
+        if partition.dataset not in ("changes", "relationships"):
+            raise ValueError(
+                f"only changes and relationships partitions are compacted: {partition}"
+            )
         moment = time.time() if now is None else now
         merged = 0
         for target in self.targets:
@@ -796,6 +880,9 @@ class ParquetWarehouse:
     ) -> list[tuple[str, bytes]]:
         tables = [pq.read_table(io.BytesIO(blob)) for blob in blobs]
         table = pa.concat_tables(tables, promote_options="default")
+        if partition.dataset == "relationships":
+            table = _unique_relationship_rows(table)
+            return self._compacted_files(partition, paths, table)
         # One row per change, oldest first. A change is there twice after a replay, or when
         # its attribution arrived after it was published (the same change_id again, with
         # `attribution` set): keep the attributed copy.
@@ -808,6 +895,11 @@ class ParquetWarehouse:
                 chosen[change_id] = n
         if len(chosen) < len(ids):
             table = table.take(pa.array(sorted(chosen.values()), pa.int64()))
+        return self._compacted_files(partition, paths, table)
+
+    def _compacted_files(
+        self, partition: PartitionKey, paths: Sequence[str], table: pa.Table
+    ) -> list[tuple[str, bytes]]:
         digest = hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()[:32]
         stem = f"{COMPACTED_PREFIX}{digest}"
         size = self.max_rows_per_file
@@ -842,6 +934,23 @@ class ParquetWarehouse:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_delay_s)
         raise AssertionError("unreachable")
+
+
+def _unique_relationship_rows(table: pa.Table) -> pa.Table:
+    """One row per (change, relationship, target, action), oldest first (a change published
+    again with its attribution wrote its rows twice)."""
+    table = table.sort_by([("captured_at", "ascending"), ("change_id", "ascending")])
+    seen: set[tuple[Any, ...]] = set()
+    keep: list[int] = []
+    for n, row in enumerate(
+        zip(*(table.column(c).to_pylist() for c in _RELATIONSHIP_ROW), strict=True)
+    ):
+        if row not in seen:
+            seen.add(row)
+            keep.append(n)
+    if len(keep) < table.num_rows:
+        table = table.take(pa.array(keep, pa.int64()))
+    return table
 
 
 def targets_for(

@@ -36,6 +36,7 @@ from cloudinv.sinks.athena_ddl import TableDef, table_defs, view_defs
 from cloudinv.sinks.parquet_warehouse import (
     CHANGE_COLUMNS,
     DATASETS,
+    RELATIONSHIP_COLUMNS,
     SNAPSHOT_COLUMNS,
     changes_schema,
     snapshots_schema,
@@ -213,6 +214,8 @@ class S3Warehouse:
 
 def _schema_of(dataset: str, resource_type: str | None) -> Sequence[pa.Field]:
     """The columns the view reads: the common ones, or a registered type's typed ones."""
+    if dataset == "relationships":
+        return RELATIONSHIP_COLUMNS
     if resource_type is None:
         return SNAPSHOT_COLUMNS if dataset == "snapshots" else CHANGE_COLUMNS
     schema = (

@@ -116,13 +116,15 @@ class SnapshotExporter:
         return rows
 
     async def compact(self) -> int:
-        """Compact today's and yesterday's changes partitions of every type; parts merged."""
+        """Compact today's and yesterday's changes and relationships partitions of every
+        type; parts merged."""
         today = self.clock().astimezone(UTC).date()
         merged = 0
         for day in (today - timedelta(days=1), today):
             for cfn_type in self.types():
-                partition = PartitionKey("changes", cfn_type, day.isoformat())
-                merged += await self.warehouse.compact(partition)
+                for dataset in ("changes", "relationships"):
+                    partition = PartitionKey(dataset, cfn_type, day.isoformat())
+                    merged += await self.warehouse.compact(partition)
         return merged
 
     async def run_once(self) -> int:

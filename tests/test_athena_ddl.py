@@ -169,7 +169,7 @@ def test_cross_type_tables_use_partition_projection_over_every_type() -> None:
     assert "PARTITIONED BY (`dt` string)" in typed
     assert "snapshots/resource_type=AWS::EC2::Instance/dt=${dt}/'" in typed
     tables = re.findall(r"CREATE EXTERNAL TABLE IF NOT EXISTS `([^`]+)`", DDL)
-    assert len(tables) == 2 + 2 * len(REGISTRY)
+    assert len(tables) == 3 + 2 * len(REGISTRY)
     views = re.findall(r'CREATE OR REPLACE VIEW "([^"]+)"', DDL)
     assert {"snapshots_current", "snapshots_latest_per_day", "changes_latest_per_day"} <= set(views)
     assert "snapshots_ec2_instance_current" in views
@@ -186,7 +186,7 @@ def test_cli_prints_the_ddl_and_needs_a_bucket(tmp_path: Path) -> None:
     done = run_cli("athena", "ddl", "--bucket", "my-inv", "--prefix", "p/q", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "LOCATION 's3://my-inv/p/q/changes/'" in done.stdout
-    assert done.stdout.count("CREATE EXTERNAL TABLE") == 2 + 2 * len(REGISTRY)
+    assert done.stdout.count("CREATE EXTERNAL TABLE") == 3 + 2 * len(REGISTRY)
     missing = run_cli("athena", "ddl", cwd=tmp_path)
     assert missing.returncode == 2
     assert "pass --bucket or set storage.s3_bucket" in missing.stderr
@@ -206,7 +206,7 @@ def test_apply_runs_every_statement_in_athena(tmp_path: Path, moto_endpoint: str
     done = run_cli(*args, "--output-location", "s3://results/q/", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    total = 1 + 2 + 2 * len(REGISTRY) + done.stdout.count("CREATE OR REPLACE VIEW")
+    total = 1 + 3 + 2 * len(REGISTRY) + done.stdout.count("CREATE OR REPLACE VIEW")
     assert len(lines) == total and all(" ok " in line for line in lines)
     assert lines[0].startswith(f"[1/{total}] ok  CREATE DATABASE")
     assert f"{total} of {total} statement(s) applied" in done.stderr
