@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -90,6 +90,16 @@ class ScanOptions:
     """Results waiting for the consumer before the scan pauses."""
     on_scopes_planned: Callable[[int], None] | None = None
     """Called with the number of scopes just planned (for a progress bar's total)."""
+    unserved: Mapping[str, str] = field(default_factory=dict)
+    """Resource types the endpoint is known not to serve (the demo's simulated AWS, see
+    :mod:`cloudinv.simulator.coverage`), with why: not scanned, one log line for all."""
+
+
+def unserved_of(specs: Iterable[ResourceSpec], options: ScanOptions) -> dict[str, str]:
+    """Of ``specs``, the types ``options`` says the endpoint cannot serve, with why."""
+    return {
+        s.cfn_type: options.unserved[s.cfn_type] for s in specs if s.cfn_type in options.unserved
+    }
 
 
 def resolve_types(registry: Registry, types: Iterable[str] | None) -> list[ResourceSpec]:
@@ -157,13 +167,24 @@ async def scan_types(
     options: ScanOptions | None = None,
     registry: Registry | None = None,
 ) -> AsyncGenerator[ScanItem, None]:
-    """Scan ``specs`` in ``targets`` x ``regions`` (a list, or ``"all"`` enabled regions)."""
+    """Scan ``specs`` in ``targets`` x ``regions`` (a list, or ``"all"`` enabled regions).
+
+    Types the options say the endpoint cannot serve are skipped, with one warning line.
+    """
+    options = options or ScanOptions()
+    skipped = unserved_of(specs, options)
+    if skipped:
+        log.warning(
+            "skipping %d resource types the endpoint cannot serve (%s)",
+            len(skipped),
+            "; ".join(f"{t}: {why}" for t, why in sorted(skipped.items())),
+        )
     run = _ScanRun(
         access=access,
         targets=targets,
         regions=regions,
-        specs=specs,
-        options=options or ScanOptions(),
+        specs=[s for s in specs if s.cfn_type not in skipped],
+        options=options,
         registry=registry or default_registry(),
     )
     # aclosing: a consumer that stops early must stop the workers and close the clients now,

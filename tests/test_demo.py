@@ -152,6 +152,24 @@ def test_demo_comes_up_answers_and_stops_clean_on_ctrl_c(demo: Demo) -> None:
     scanned = [json.loads(line) for line in out.read_text().splitlines()]
     assert {s["account_id"] for s in scanned} <= set(info["accounts"]) and scanned
 
+    # Every curated type: those the simulated AWS cannot serve (known from moto) are skipped
+    # and listed, not retried and failed; the scan exits 0.
+    everything = run_cli(
+        "scan",
+        "--once",
+        "--curated",
+        "--out",
+        str(work / "curated.jsonl"),
+        "--no-progress",
+        cwd=work,
+        env=beside,
+        timeout=300,
+    )
+    assert everything.returncode == 0, everything.stdout + everything.stderr
+    assert "Types skipped: the simulated AWS cannot serve them" in everything.stdout
+    assert "AWS::StorageGateway::Gateway" in everything.stdout
+    assert "0 failed; 3 types skipped" in everything.stdout, everything.stdout
+
     demo.proc.send_signal(signal.SIGINT)
     assert demo.proc.wait(timeout=45) == 0, demo.stderr_path.read_text()
     assert _wait_gone(children, 5) == []

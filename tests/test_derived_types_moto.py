@@ -11,7 +11,6 @@ this way is pinned from below (``VERIFIED_AT_LEAST``) and quoted in the README.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import re
 from collections import defaultdict
@@ -24,8 +23,6 @@ import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.model import ListShape, MapShape, OperationModel, Shape, StructureShape
-from moto.backend_index import backend_url_patterns
-from moto.core.responses import BaseResponse
 
 from cloudinv.catalog.derive import SchemaSource, ServiceIndex
 from cloudinv.catalog.registry import default_registry
@@ -34,6 +31,7 @@ from cloudinv.core.models import GLOBAL_REGION, ResourceSnapshot
 from cloudinv.core.settings import AccountRole, AwsSettings
 from cloudinv.producers.credentials import AwsAccess
 from cloudinv.producers.engine import ScanOptions, scan_types
+from cloudinv.simulator.coverage import implements
 
 ACCOUNT = "210987654321"
 REGION = "us-east-1"
@@ -161,28 +159,6 @@ def _strings(value: Any) -> set[str]:
     return set()
 
 
-def moto_implements(service: str, operation: str) -> bool:
-    """True if the moto backend serving ``service`` has a handler for ``operation``.
-
-    moto's server dispatches an action to the response class method of the action's snake
-    case name; asking moto first keeps the seeding from calling hundreds of unimplemented
-    actions (each a 500 with a logged traceback)."""
-    host = f"https://{_BOTO.get_service_model(service).endpoint_prefix}.{REGION}.amazonaws.com"
-    method = botocore.xform_name(operation)
-    for backend, pattern in backend_url_patterns:
-        if not pattern.match(host):
-            continue
-        try:
-            module = importlib.import_module(f"moto.{backend}.responses")
-        except ImportError:
-            continue
-        for value in vars(module).values():
-            is_response = isinstance(value, type) and issubclass(value, BaseResponse)
-            if is_response and callable(getattr(value, method, None)):
-                return True
-    return False
-
-
 def seed(endpoint: str) -> tuple[list[Seeded], dict[str, str]]:
     """Create one resource of every derived type moto can create; and why the others not."""
     sts = boto3.client("sts", endpoint_url=endpoint, region_name=REGION)
@@ -202,7 +178,7 @@ def seed(endpoint: str) -> tuple[list[Seeded], dict[str, str]]:
     for cfn_type, op in sorted(create_operations().items()):
         spec = REGISTRY.get(cfn_type)
         calls = [op.name, spec.list_operation, *(d.operation for d in spec.details)]
-        missing = [c for c in calls if not moto_implements(spec.service, c)]
+        missing = [c for c in calls if not implements(spec.service, c)]
         if missing:
             skipped[cfn_type] = f"moto does not implement {spec.service} {', '.join(missing)}"
             continue

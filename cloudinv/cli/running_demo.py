@@ -10,14 +10,18 @@ cloudinv gives it moto's conventional ``testing`` ones when none are set, never 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.core.connection import find_running_instance
 from cloudinv.core.settings import AccountRole, AwsSettings
+from cloudinv.simulator.coverage import unserved_types
 
-__all__ = ["adopt_running_demo"]
+__all__ = ["adopt_running_demo", "unserved_by_running_demo"]
 
 _DEFAULT_REGIONS = AwsSettings().regions
 
@@ -51,3 +55,18 @@ def adopt_running_demo(aws: AwsSettings, data_dir: Path, *, quiet: bool = False)
             "regions": info.regions if aws.regions == _DEFAULT_REGIONS else aws.regions,
         }
     )
+
+
+async def unserved_by_running_demo(
+    aws: AwsSettings, data_dir: Path, specs: Sequence[ResourceSpec]
+) -> dict[str, str]:
+    """Of ``specs``, the types the running demo's simulated AWS cannot serve (with why),
+    when ``aws`` is pointed at it; empty otherwise (real AWS, another endpoint, no demo).
+    Read from moto itself (:mod:`cloudinv.simulator.coverage`; its imports on a thread)."""
+    endpoint = aws.effective_endpoint()
+    info = find_running_instance(data_dir)
+    if endpoint is None or info is None or info.mode != "demo" or not info.aws_endpoint_url:
+        return {}
+    if endpoint.rstrip("/") != info.aws_endpoint_url.rstrip("/"):
+        return {}
+    return await asyncio.to_thread(unserved_types, specs)

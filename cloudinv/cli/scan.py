@@ -15,6 +15,7 @@ import csv
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,12 +32,12 @@ from cloudinv.catalog.registry import (
     excluded_types,
 )
 from cloudinv.catalog.spec import ResourceSpec
-from cloudinv.cli.running_demo import adopt_running_demo
+from cloudinv.cli.running_demo import adopt_running_demo, unserved_by_running_demo
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.models import ResourceSnapshot, ScanManifest
 from cloudinv.core.settings import AwsSettings, describe_validation_error, load_settings
 from cloudinv.producers.credentials import AwsAccess
-from cloudinv.producers.engine import ScanOptions, scan_types, select_types
+from cloudinv.producers.engine import ScanOptions, scan_types, select_types, unserved_of
 from cloudinv.producers.tally import ScanTally
 
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
@@ -171,7 +172,11 @@ async def run_scan(args: argparse.Namespace) -> int:
     def planned(count: int) -> None:
         progress.update(task, total=(progress.tasks[0].total or 0) + count)
 
-    options = ScanOptions(max_concurrency=aws.max_concurrency, on_scopes_planned=planned)
+    unserved = await unserved_by_running_demo(aws, load_settings(args.config).data_dir, specs)
+    options = ScanOptions(
+        max_concurrency=aws.max_concurrency, on_scopes_planned=planned, unserved=unserved
+    )
+    skipped = unserved_of(specs, options)
     tally = ScanTally()
     started = time.monotonic()
     with progress:
@@ -184,7 +189,7 @@ async def run_scan(args: argparse.Namespace) -> int:
                 else:
                     await manifests.add(item)
                     progress.advance(task)
-    print_summary(tally, out, time.monotonic() - started, Console(width=_summary_width()))
+    print_summary(tally, out, time.monotonic() - started, Console(width=_summary_width()), skipped)
     return 0 if tally.all_complete else 1
 
 
@@ -364,7 +369,13 @@ def failure_rows(unfinished: list[ScanManifest]) -> list[tuple[str, ...]]:
     return rows
 
 
-def print_summary(tally: ScanTally, out: Path, seconds: float, console: Console) -> None:
+def print_summary(
+    tally: ScanTally,
+    out: Path,
+    seconds: float,
+    console: Console,
+    skipped: Mapping[str, str] | None = None,
+) -> None:
     types = Table(title="Scan summary", title_justify="left")
     types.add_column("resource type")
     types.add_column("resources", justify="right")
@@ -388,10 +399,21 @@ def print_summary(tally: ScanTally, out: Path, seconds: float, console: Console)
         for row in failure_rows(tally.unfinished):
             failures.add_row(*row)
         console.print(failures)
+    if skipped:
+        table = Table(
+            title="Types skipped: the simulated AWS cannot serve them", title_justify="left"
+        )
+        for column in ("resource type", "why"):
+            table.add_column(column, overflow="fold")
+        for cfn_type, why in sorted(skipped.items()):
+            table.add_row(cfn_type, why)
+        console.print(table)
     failed = tally.statuses["failed"]
     partial = tally.statuses["partial"]
     console.print(
         f"{tally.resources} resources from {tally.scopes} scopes "
-        f"({tally.statuses['complete']} complete, {partial} partial, {failed} failed) "
+        f"({tally.statuses['complete']} complete, {partial} partial, {failed} failed"
+        + (f"; {len(skipped)} types skipped" if skipped else "")
+        + ") "
         f"written to {out} in {seconds:.1f}s"
     )
