@@ -98,6 +98,7 @@ from cloudinv.sinks.versioning import (
     advance,
     best_attribution,
     change_refs,
+    edges_of_history,
     improves,
     inherit_in_batch,
     inheriting_keys,
@@ -358,11 +359,33 @@ class StoredVersion:
         }
 
 
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """A file of schema 1 or 2 kept versions but no relationships: their edges, with their
+    history, from every stored version (key by key, in time order)."""
+    if version == 0 or version >= 3:
+        return
+    cursor = conn.execute(
+        "SELECT key, resource_type, account_id, region, change_id, valid_from, valid_to, "
+        "CAST(configuration AS TEXT) FROM versions ORDER BY key, valid_from"
+    )
+    stored = 0
+    while rows := cursor.fetchmany(1000):
+        edges = EdgeBook()
+        edges.opened = edges_of_history(
+            (r[0], r[1], r[2], r[3], r[4], r[5], r[6], orjson.loads(r[7])) for r in rows
+        )
+        _write_edges(conn, edges)
+        stored += len(edges.opened)
+    if stored:
+        log.info("the local store: %d relationships derived from the stored versions", stored)
+
+
 _SQLITE_SCHEMA = SqliteSchema(
     what="the local store",
     version=SCHEMA_VERSION,
     ddl=_SCHEMA,
     min_sqlite=MIN_SQLITE,  # UPDATE ... FROM, JSON functions
+    migrate=_migrate,
 )
 
 

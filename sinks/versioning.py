@@ -82,6 +82,7 @@ __all__ = [
     "StepKind",
     "advance",
     "best_attribution",
+    "edges_of_history",
     "follow_ups",
     "improves",
     "inherit_in_batch",
@@ -517,3 +518,54 @@ def inherit_in_batch(
             history.pop(change.change_id, None)  # a replay in the batch: its latest copy
             history[change.change_id] = change
     return [u for history in histories.values() for u in follow_ups(list(history.values()))]
+
+
+def edges_of_history(
+    versions: Iterable[tuple[str, str, str, str, str, int, int | None, dict[str, Any]]],
+) -> list[EdgeRow]:
+    """The edge rows of stored versions, as :class:`EdgeBook` would have written them:
+    ``versions`` are (key, resource type, account, region, change id, valid_from, valid_to,
+    configuration) in key and time order. For a store that kept versions before it kept
+    relationships (an edge runs from the first version naming it to the last, or the
+    deletion)."""
+    book = EdgeBook()
+    previous: tuple[str, int | None] | None = None
+    for key, rtype, account, region, change_id, valid_from, valid_to, configuration in versions:
+        if (
+            previous is not None
+            and previous[1] is not None
+            and (previous[0] != key or previous[1] < valid_from)
+        ):
+            book.apply(_replayed(previous[0], rtype, account, region, "", None), previous[1], _GONE)
+        change = _replayed(key, rtype, account, region, change_id, configuration)
+        book.apply(change, valid_from, _OPENS)
+        previous = (key, valid_to)
+    if previous is not None and previous[1] is not None:
+        book.apply(_replayed(previous[0], "", "", "", "", None), previous[1], _GONE)
+    return book.opened
+
+
+_OPENS = Step(StepKind.APPLY, opens=True)
+_GONE = Step(StepKind.APPLY)
+
+
+def _replayed(
+    key: str,
+    resource_type: str,
+    account_id: str,
+    region: str,
+    change_id: str,
+    configuration: dict[str, Any] | None,
+) -> ChangeEvent:
+    return ChangeEvent.model_construct(
+        key=key,
+        resource_type=resource_type,
+        account_id=account_id,
+        region=region,
+        change_id=change_id,
+        resource_id=key,
+        change_type="modified" if configuration is not None else "deleted",
+        configuration=configuration,
+        captured_at=_EPOCH,
+        detected_at=_EPOCH,
+    )

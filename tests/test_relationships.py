@@ -15,10 +15,11 @@ import asyncio
 import io
 import json
 import random
+import sqlite3
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -446,3 +447,57 @@ def test_changes_stored_before_relationships_still_parse() -> None:
     }
     change = ChangeEvent.model_validate_json(json.dumps(old))
     assert change.relationships_added == [] and change.relationships_removed == []
+
+
+async def test_a_store_of_schema_2_gets_the_edges_of_its_versions(tmp_path: Path) -> None:
+    """Versions stored before relationships existed: opening the file derives their edges,
+    with their history (a group swapped, then the instance deleted)."""
+    account = "123456789012"
+    instance = f"arn:aws:ec2:{REGION}:{account}:instance/i-1"
+    sg = f"arn:aws:ec2:{REGION}:{account}:security-group/"
+    subnet = f"arn:aws:ec2:{REGION}:{account}:subnet/subnet-1"
+    t = [datetime(2026, 11, 1, h, 0, tzinfo=UTC) for h in (10, 11, 12)]
+    detector = ChangeDetector()
+
+    def snapshot(at: datetime, **config: Any) -> ResourceSnapshot:
+        return ResourceSnapshot.build(
+            account_id=account,
+            region=REGION,
+            resource_type="AWS::EC2::Instance",
+            resource_id="i-1",
+            arn=instance,
+            configuration={"InstanceId": "i-1", **config},
+            scan_id="s",
+            captured_at=at,
+        )
+
+    seen = [
+        snapshot(t[0], SubnetId="subnet-1", SecurityGroups=[{"GroupId": "sg-a"}]),
+        snapshot(t[1], SubnetId="subnet-1", SecurityGroups=[{"GroupId": "sg-b"}]),
+        snapshot(t[2], State={"Name": "terminated"}),
+    ]
+    async with SqliteStore.in_data_dir(tmp_path) as store:
+        for s in seen:
+            change = detector.observe(s)
+            assert change is not None
+            await store.put_changes([change])
+        path = store.path
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM relationships")
+        conn.execute("PRAGMA user_version = 2")
+    async with SqliteStore.in_data_dir(tmp_path) as store:
+
+        def keys(items: list[RelatedResource]) -> set[str]:
+            return {r.key for r in items}
+
+        mid = t[0] + timedelta(minutes=30)
+        assert keys(await store.related(instance, at=mid)) == {subnet, sg + "sg-a"}
+        later = t[1] + timedelta(minutes=30)
+        assert keys(await store.related(instance, at=later)) == {subnet, sg + "sg-b"}
+        assert await store.related(instance) == []
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute(
+                "SELECT target_key, valid_from, valid_to FROM relationships ORDER BY 1"
+            ).fetchall()
+        # The subnet edge runs across both versions as one row.
+        assert len(rows) == 3
