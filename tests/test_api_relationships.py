@@ -8,6 +8,7 @@ Lambda function in A whose role is in account B. Tokens: admin, A only, B only.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from cloudinv.api.routes_relationships import RelationshipName
 from cloudinv.catalog.spec import RELATIONSHIP_INVERSES
 from cloudinv.core.models import ResourceSnapshot
 from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import InventoryStore
 from cloudinv.streams.changes import ChangeDetector
 from tests.api_helpers import Api, running_api
 
@@ -89,18 +91,22 @@ def estate(at: datetime, group: str) -> list[ResourceSnapshot]:
     ]
 
 
+@asynccontextmanager
+async def serving(data_dir: Path, store: InventoryStore) -> AsyncIterator[Api]:
+    """The estate's two states stored in ``store``, and a server over it."""
+    detector = ChangeDetector()
+    for at, group in ((T1, "sg-old"), (T2, "sg-new")):
+        changes = [c for c in map(detector.observe, estate(at, group)) if c is not None]
+        await store.put_changes(changes)
+    async with running_api(data_dir, {"admin": None, "a": [A], "b": [B]}, inventory=store) as api:
+        yield api
+
+
 @pytest.fixture(scope="module")
 async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     data_dir: Path = tmp_path_factory.mktemp("relationships-api")
-    detector = ChangeDetector()
-    async with SqliteStore.in_data_dir(data_dir) as store:
-        for at, group in ((T1, "sg-old"), (T2, "sg-new")):
-            changes = [c for c in map(detector.observe, estate(at, group)) if c is not None]
-            await store.put_changes(changes)
-        async with running_api(
-            data_dir, {"admin": None, "a": [A], "b": [B]}, inventory=store
-        ) as running:
-            yield running
+    async with SqliteStore.in_data_dir(data_dir) as store, serving(data_dir, store) as running:
+        yield running
 
 
 def rows(body: dict[str, Any]) -> set[tuple[str, str, str, bool]]:
