@@ -2,7 +2,7 @@
 
 Resource keys are ARNs, which contain ``/`` and ``:``. Send them URL-encoded
 (``/v1/resources/arn%3Aaws%3Aec2%3A...%2Fi-0abc``); an unencoded key works too, except one
-ending in ``/history`` or ``/diff``, which those routes take first.
+ending in ``/history``, ``/diff``, ``/related`` or ``/graph``, which those routes take first.
 
 Diffs between two times compare the state at ``from`` with the state at ``to``. Only keys
 with a change captured in ``(from, to]`` can differ, and a key's changes form a chain (each
