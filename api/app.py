@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 import cloudinv.api.routes  # noqa: F401  (registers the /v1 endpoints)
 from cloudinv import __version__
 from cloudinv.api.asyncapi import build_asyncapi
-from cloudinv.api.auth import TokenTable, auth_middleware
+from cloudinv.api.auth import SCOPE_KEY, TokenTable, auth_middleware
 from cloudinv.api.endpoints import (
     ENDPOINTS,
     BadRequest,
@@ -162,6 +162,47 @@ async def status(request: web.Request, _: None) -> Status:
         stats=stats_fn() if stats_fn else {},
         attribution=await attribution_status(request.app[STORES_KEY]),
     )
+
+
+class RunningConfig(BaseModel):
+    """The settings a running instance works with, secrets masked."""
+
+    mode: str
+    """``demo``, ``up`` or ``api``."""
+    settings: dict[str, Any]
+    """The effective settings: file, environment and defaults, with what the runtime chose
+    over them (the demo's simulated accounts, regions and scan interval). Every secret is
+    '********'; a token limited to some accounts sees only those accounts' roles."""
+
+
+@endpoint(
+    "GET",
+    "/v1/config",
+    summary="The running instance's effective settings, every secret masked",
+    response=RunningConfig,
+    tags=["meta"],
+)
+async def running_config(request: web.Request, _: None) -> RunningConfig:
+    runtime: dict[str, Any] = request.app[RUNTIME_KEY]
+    effective: Callable[[], Settings] | None = runtime.get("settings")
+    settings = effective() if effective is not None else request.app[SETTINGS_KEY]
+    shown = settings.masked()
+    scope = request[SCOPE_KEY]
+    if scope.accounts is not None:
+        # Only the caller's accounts, and nothing about the other tokens.
+        aws = shown["aws"]
+        aws["accounts"] = [
+            role for role in aws["accounts"] if scope.allows(_account_of(role["role_arn"]))
+        ]
+        for name in ("include_accounts", "exclude_accounts"):
+            aws[name] = [a for a in aws[name] if scope.allows(a)]
+        shown["api"]["tokens"] = []
+    return RunningConfig(mode=str(runtime.get("mode", "api")), settings=shown)
+
+
+def _account_of(role_arn: str) -> str:
+    parts = role_arn.split(":")
+    return parts[4] if len(parts) > 4 else ""
 
 
 async def openapi_json(request: web.Request) -> web.Response:

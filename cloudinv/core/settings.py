@@ -584,15 +584,24 @@ class Settings(BaseSettings):
 _TOML_FILE: ContextVar[Path | None] = ContextVar("cloudinv_toml_file", default=None)
 
 
-def _mask(value: Any) -> Any:
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def _mask(value: Any, key: str = "") -> Any:
+    """Secrets (SecretStr, values under a key named like a secret) become '********', and
+    credentials written into a URL (``scheme://user:password@host``) are taken out."""
     if isinstance(value, SecretStr):
         return "********" if value.get_secret_value() else ""
     if isinstance(value, dict):
-        return {k: _mask(v) for k, v in value.items()}
+        return {k: _mask(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mask(v) for v in value]
+        return [_mask(v, key) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, str) and value:
+        if _looks_secret(key.lower()):
+            return "********"
+        return _URL_USERINFO.sub(r"\g<scheme>********@", value)
     return value
 
 

@@ -277,6 +277,16 @@ class Runtime:
             self.info = self.info.model_copy(update={"components": list(self.components)})
             write_connection(self.data_dir, self.info)
 
+    def effective_settings(self, settings: Settings) -> Settings:
+        """``settings`` with what this runtime chose over them: the AWS the producers scan
+        (the demo's simulated accounts and regions) and how often."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return settings
+        return settings.model_copy(
+            update={"aws": scheduler.aws, "scan_interval_s": scheduler.interval_s}
+        )
+
     def child_settings(self) -> Settings:
         """The settings every child gets: this process's, with the broker it really uses."""
         kafka = self.settings.kafka.model_copy(update={"bootstrap": self.kafka_bootstrap})
@@ -558,6 +568,8 @@ class Runtime:
             # The AWS access the producers scan with (the demo's: its simulated AWS only),
             # for the reports the API makes live (S3 metrics).
             "aws": (self.scheduler.aws, self.scheduler.access) if self.scheduler else None,
+            # What /v1/config shows: these settings with what the runtime chose over them.
+            "settings": lambda: self.effective_settings(settings),
         }
         app = create_app(settings, runtime, open_local_stores=True)
         runner = web.AppRunner(app, access_log=None)
