@@ -20,7 +20,6 @@ import importlib.util
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +27,7 @@ from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from cloudinv.core.errors import RuntimeStartError
-from cloudinv.runtime.processes import ChildProcess, ensure_port_free, free_port
+from cloudinv.runtime.processes import ChildProcess, choose_port, start_until_ready
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +95,9 @@ class EmbeddedBroker:
 
     async def start(self, ready_timeout: float = 20.0) -> None:
         binary = resolve_broker_binary()
-        if self.requested_port:
-            ensure_port_free(self.host, self.requested_port, "the embedded broker", "--broker-port")
-            self.port = self.requested_port
-        else:
-            self.port = free_port(self.host)
+        self.port = choose_port(
+            self.host, self.requested_port, "the embedded broker", "--broker-port"
+        )
         url = f"tcp://{self.host}:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         self.child = ChildProcess(
@@ -118,18 +115,11 @@ class EmbeddedBroker:
             self.data_dir / "logs" / "broker.log",
             env=env,
         )
-        await self.child.start()
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            self.child.raise_if_exited()
-            if await kafka_metadata_ready(self.bootstrap, timeout=1.0):
-                log.info("broker ready at %s", self.bootstrap)
-                return
-            await asyncio.sleep(0.1)
-        await self.stop()
-        raise RuntimeStartError(
-            f"the embedded broker did not answer on {self.bootstrap} within {ready_timeout:.0f}s "
-            f"(log: {self.child.log_path})"
+        await start_until_ready(
+            self.child,
+            lambda: kafka_metadata_ready(self.bootstrap, timeout=1.0),
+            self.bootstrap,
+            ready_timeout,
         )
 
     async def stop(self) -> None:
@@ -159,11 +149,7 @@ class SimulatedAws:
 
     async def start(self, ready_timeout: float = 30.0) -> None:
         require_moto()
-        if self.requested_port:
-            ensure_port_free(self.host, self.requested_port, "the simulated AWS", "--aws-port")
-            self.port = self.requested_port
-        else:
-            self.port = free_port(self.host)
+        self.port = choose_port(self.host, self.requested_port, "the simulated AWS", "--aws-port")
         env = dict(os.environ)
         # Thousands of default AMIs and their snapshots would swamp the demo estate.
         env["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
@@ -173,27 +159,19 @@ class SimulatedAws:
             self.data_dir / "logs" / "moto.log",
             env=env,
         )
-        await self.child.start()
-        deadline = time.monotonic() + ready_timeout
         async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                self.child.raise_if_exited()
+
+            async def answers() -> bool:
                 try:
                     async with session.get(
                         f"{self.endpoint_url}/moto-api/data.json",
                         timeout=aiohttp.ClientTimeout(total=1),
                     ) as resp:
-                        if resp.status == 200:
-                            log.info("simulated AWS ready at %s", self.endpoint_url)
-                            return
+                        return resp.status == 200
                 except (aiohttp.ClientError, TimeoutError):
-                    pass
-                await asyncio.sleep(0.1)
-        await self.stop()
-        raise RuntimeStartError(
-            f"the simulated AWS did not answer on {self.endpoint_url} within "
-            f"{ready_timeout:.0f}s (log: {self.child.log_path})"
-        )
+                    return False
+
+            await start_until_ready(self.child, answers, self.endpoint_url, ready_timeout)
 
     async def stop(self) -> None:
         if self.child is not None:

@@ -69,6 +69,35 @@ def ensure_port_free(host: str, port: int, what: str, setting: str) -> None:
             ) from None
 
 
+def choose_port(host: str, requested: int | None, what: str, setting: str) -> int:
+    """``requested`` once checked free (an error naming ``setting`` otherwise), or any free
+    port when none is requested."""
+    if requested:
+        ensure_port_free(host, requested, what, setting)
+        return requested
+    return free_port(host)
+
+
+async def start_until_ready(
+    child: ChildProcess, ready: Callable[[], Awaitable[bool]], address: str, timeout: float
+) -> None:
+    """Start ``child`` and wait until ``ready()`` says it serves at ``address``; a child that
+    exits meanwhile raises at once, one that never answers is stopped and named, with its
+    log, in a :class:`RuntimeStartError`."""
+    await child.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child.raise_if_exited()
+        if await ready():
+            log.info("%s ready at %s", child.name, address)
+            return
+        await asyncio.sleep(0.1)
+    await child.stop()
+    raise RuntimeStartError(
+        f"{child.name} did not answer on {address} within {timeout:.0f}s (log: {child.log_path})"
+    )
+
+
 class ChildProcess:
     """One supervised child process with its output in ``log_path``."""
 

@@ -234,14 +234,7 @@ class Runtime:
         await broker.start()
         self.kafka_bootstrap = broker.bootstrap
         assert broker.child is not None
-        self.components.append(
-            RunningComponent(
-                name="broker",
-                address=broker.bootstrap,
-                pid=broker.child.pid,
-                log=str(broker.child.log_path),
-            )
-        )
+        self._add_child("broker", broker.bootstrap, broker.child)
         self.supervisor.watch(
             "the embedded broker",
             lambda: self._broker.child if self._broker else None,
@@ -267,6 +260,12 @@ class Runtime:
             old = self._worker
             await self._spawn_worker()
             await old.stop(timeout=3.0)
+
+    def _add_child(self, name: str, address: str | None, child: ChildProcess) -> None:
+        """A started child, in /v1/status and the connection file."""
+        self.components.append(
+            RunningComponent(name=name, address=address, pid=child.pid, log=str(child.log_path))
+        )
 
     def _set_pid(self, name: str, pid: int | None) -> None:
         """A restarted child's new pid, in /v1/status and the connection file."""
@@ -318,14 +317,7 @@ class Runtime:
         await aws.start()
         self.aws_endpoint_url = aws.endpoint_url
         assert aws.child is not None
-        self.components.append(
-            RunningComponent(
-                name="aws",
-                address=aws.endpoint_url,
-                pid=aws.child.pid,
-                log=str(aws.child.log_path),
-            )
-        )
+        self._add_child("aws", aws.endpoint_url, aws.child)
         return aws.endpoint_url
 
     async def _seed_estate(self) -> str:
@@ -364,9 +356,7 @@ class Runtime:
         child = await self._spawn_worker()
         await asyncio.sleep(0.5)
         child.raise_if_exited()
-        self.components.append(
-            RunningComponent(name="worker", pid=child.pid, log=str(child.log_path))
-        )
+        self._add_child("worker", None, child)
         self.supervisor.watch("the stream worker", lambda: self._worker, self._restart_worker)
         return f"pid {child.pid}"
 
@@ -459,10 +449,7 @@ class Runtime:
                 await self._spawn_tailer(name, url, region, endpoint)
 
             await spawn()
-            child = self._tailers[name]
-            self.components.append(
-                RunningComponent(name=name, address=url, pid=child.pid, log=str(child.log_path))
-            )
+            self._add_child(name, url, self._tailers[name])
             self.supervisor.watch(f"the CloudTrail {name}", partial(self._tailers.get, name), spawn)
         detail = f"tailing {len(queue_urls)} queue(s), acknowledged when stored"
         if self.settings.cloudtrail.react and self.scheduler is not None:
