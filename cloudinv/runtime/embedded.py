@@ -79,8 +79,9 @@ def require_moto() -> None:
         raise RuntimeStartError(f"the simulated AWS (moto) is not installed: {EMBEDDED_EXTRA_HINT}")
 
 
-class EmbeddedBroker:
-    """Tansu on a loopback port, answering Kafka Metadata before :meth:`start` returns."""
+class LoopbackChild:
+    """A server run as a child process on a loopback port (``port``: the requested one, else
+    any free one), its log under ``<data dir>/logs``."""
 
     def __init__(self, data_dir: Path, port: int | None = None, host: str = LOOPBACK) -> None:
         self.data_dir = data_dir
@@ -88,6 +89,14 @@ class EmbeddedBroker:
         self.requested_port = port
         self.port = 0
         self.child: ChildProcess | None = None
+
+    async def stop(self) -> None:
+        if self.child is not None:
+            await self.child.stop()
+
+
+class EmbeddedBroker(LoopbackChild):
+    """Tansu on a loopback port, answering Kafka Metadata before :meth:`start` returns."""
 
     @property
     def bootstrap(self) -> str:
@@ -122,10 +131,6 @@ class EmbeddedBroker:
             ready_timeout,
         )
 
-    async def stop(self) -> None:
-        if self.child is not None:
-            await self.child.stop()
-
 
 # Tansu reads these from the environment; a stray value must not redirect the broker.
 _TANSU_ENV = frozenset(
@@ -133,15 +138,8 @@ _TANSU_ENV = frozenset(
 )
 
 
-class SimulatedAws:
+class SimulatedAws(LoopbackChild):
     """moto's server on a loopback port: every AWS API the estate and collectors use."""
-
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = LOOPBACK) -> None:
-        self.data_dir = data_dir
-        self.host = host
-        self.requested_port = port
-        self.port = 0
-        self.child: ChildProcess | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -172,7 +170,3 @@ class SimulatedAws:
                     return False
 
             await start_until_ready(self.child, answers, self.endpoint_url, ready_timeout)
-
-    async def stop(self) -> None:
-        if self.child is not None:
-            await self.child.stop()
