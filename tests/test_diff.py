@@ -318,3 +318,15 @@ def test_shuffling_identified_lists_never_changes_the_hash(seed: int) -> None:
             rng.shuffle(perm["IpRanges"])
         rng.shuffle(shuffled["SubnetIds"])
         assert normalized_hash(normalize(shuffled)) == normalized_hash(normalize(doc))
+
+
+def test_target_group_targets_compare_as_a_set_of_targets() -> None:
+    """DescribeTargetHealth returns targets in no stable order: a reorder is no change, and a
+    deregistered target is one removal (its health, being volatile, is not compared)."""
+    rules = rules_for_type("AWS::ElasticLoadBalancingV2::TargetGroup")
+    a = {"Target": {"Id": "i-a", "Port": 80}, "TargetHealth": {"State": "healthy"}}
+    b = {"Target": {"Id": "i-b", "Port": 80}, "TargetHealth": {"State": "unhealthy"}}
+    before = normalize({"Targets": [a, b]}, rules)
+    assert normalize({"Targets": [b, a]}, rules) == before
+    ops = json_patch(before, normalize({"Targets": [b]}, rules))
+    assert [(op.op, op.path) for op in ops] == [("remove", "/Targets/0")]

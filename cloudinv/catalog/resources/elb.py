@@ -135,6 +135,8 @@ SPECS: tuple[ResourceSpec, ...] = (
         ),
         # The registered targets are configuration; their health moves on its own.
         volatile_fields=("Targets[].TargetHealth", "Targets[].HealthCheckPort"),
+        # DescribeTargetHealth's order is not stable: a target is its id, port and zone.
+        list_ids={"Targets": ("Target",)},
         relationships=(
             _in_vpc("VpcId"),
             Relationship(
