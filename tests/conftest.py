@@ -1,7 +1,27 @@
-"""Suite-wide fixtures: one moto server and one Tansu broker for the whole run.
+"""Suite-wide fixtures: one moto server and one Tansu broker per test process.
 
 Tests isolate themselves by unique names (topics, consumer groups, buckets, account ids)
 rather than by starting their own servers, so the suite stays fast.
+
+`make test` runs the suite in several processes (pytest-xdist, ``-n``; see the Makefile):
+each worker has its own broker, moto server and session fixtures, and runs whole files
+(``--dist loadfile``), longest first; the files that run many processes for minutes share
+two lanes (HEAVY_LANES below). So that a test is safe there, and beside other suites running
+on the same machine:
+
+- ports: bind port 0 (servers here do: ``ThreadedMotoServer(port=0)``, ``TCPSite(..., 0)``,
+  ``cloudinv demo --api-port 0``) or ask ``cloudinv.runtime.processes.free_port()``; never a
+  fixed number;
+- files: only under ``tmp_path`` / ``tmp_path_factory`` (per worker); never a fixed path, the
+  working directory or the repository (read it, do not write it);
+- names: topics, consumer groups, buckets, tables, queues and account ids end with the
+  ``unique`` fixture (or are random), because a worker's broker and moto server are shared by
+  every test that worker runs, in any order;
+- time: wait for a condition with a deadline generous enough for a loaded 2-core machine
+  (other workers run beside you), never a fixed sleep; a deadline is a bound on a hang, not
+  a measurement;
+- a file of a minute or more: add it to LONGEST_FIRST, so it does not start last and become
+  the suite's tail; if it runs several processes for minutes, put it in a HEAVY_LANES lane.
 """
 
 from __future__ import annotations
@@ -9,8 +29,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from xdist.scheduler import LoadFileScheduling
 
 # Dummy credentials for moto: no test may ever reach real AWS.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -18,6 +41,58 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
 os.environ.pop("AWS_PROFILE", None)
+
+
+HEAVY_LANES = {
+    # a 3-minute demo run, then its measurement; demos started and stopped; two workers
+    "test_attribution_demo.py": "heavy-1",
+    "test_demo.py": "heavy-1",
+    "test_scaleout.py": "heavy-1",
+    # kill -9 of the real runtime (~40 s a case); every role as a process; a demo and Chromium
+    "test_runtime_recovery.py": "heavy-2",
+    "test_roles_apart.py": "heavy-2",
+    "test_ui.py": "heavy-2",
+}
+"""Files that run many processes for minutes: one lane runs its files one after another on one
+worker, so at most two of them load the machine at once while the other workers run the rest."""
+
+LONGEST_FIRST = (
+    *HEAVY_LANES,
+    "test_sql_cli.py",
+    "test_api_schema.py",  # schemathesis over the whole API
+    "test_scan_cli.py",
+    "test_scan_engine.py",
+    "test_api_dynamodb.py",
+    "test_derived_types_moto.py",
+    "test_derived_catalog.py",
+    "test_athena_ddl.py",
+    "test_iam_policy.py",
+)
+"""Files of a minute or more, in the order to start them; the rest follow in the usual order.
+A long file started last would be the suite's tail."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """LONGEST_FIRST's files first, in its order; the same order in every worker, as xdist
+    requires (so no random or time-dependent test ids either)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+class _FilesAndHeavyLanes(LoadFileScheduling):
+    """``--dist loadfile``, except that the files of one HEAVY_LANES lane are one unit."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        file = nodeid.split("::", 1)[0]
+        return HEAVY_LANES.get(Path(file).name, file)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """The scheduler of ``make test`` (``-n N --dist loadfile --no-loadscope-reorder``)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    return _FilesAndHeavyLanes(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +129,6 @@ async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]
 
 
 # -- scan engine: a 3-account x 3-region estate seeded with boto3, and a denying proxy -----
-
-from typing import Any  # noqa: E402
 
 SCAN_REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
 SCAN_DENIED_REGION = "eu-west-1"
