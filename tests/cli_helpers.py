@@ -22,7 +22,7 @@ def run_cli(
     *args: str,
     cwd: Path,
     env: Mapping[str, str] | None = None,
-    timeout: float = 60,
+    timeout: float = 180,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cloudinv", *args],

@@ -141,12 +141,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         stderr=stderr.open("w"),
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not (data / "demo.json").exists():
             if proc.poll() is not None:
                 pytest.fail(f"demo exited {proc.returncode}: {stderr.read_text()[-3000:]}")
             if time.monotonic() > deadline:
-                pytest.fail(f"demo not ready in 60 s: {stderr.read_text()[-3000:]}")
+                pytest.fail(f"demo not ready in 120 s: {stderr.read_text()[-3000:]}")
             time.sleep(0.2)
         running = Api(json.loads((data / "demo.json").read_text()))
         running.wait_for("resources", lambda: running.get("/v1/resources", limit=1)["items"])
