@@ -6,7 +6,7 @@ rather than by starting their own servers, so the suite stays fast.
 `make test` runs the suite in several processes (pytest-xdist, ``-n``; see the Makefile):
 each worker has its own broker, moto server and session fixtures, and runs whole files
 (``--dist loadfile``), longest first; the files that run many processes for minutes share
-two lanes (HEAVY_LANES below). So that a test is safe there, and beside other suites running
+two lanes (RUN_TOGETHER below). So that a test is safe there, and beside other suites running
 on the same machine:
 
 - ports: bind port 0 (servers here do: ``ThreadedMotoServer(port=0)``, ``TCPSite(..., 0)``,
@@ -21,7 +21,7 @@ on the same machine:
   (other workers run beside you), never a fixed sleep; a deadline is a bound on a hang, not
   a measurement;
 - a file of a minute or more: add it to LONGEST_FIRST, so it does not start last and become
-  the suite's tail; if it runs several processes for minutes, put it in a HEAVY_LANES lane.
+  the suite's tail; if it runs several processes for minutes, put it in a RUN_TOGETHER lane.
 """
 
 from __future__ import annotations
@@ -43,25 +43,28 @@ os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
 os.environ.pop("AWS_PROFILE", None)
 
 
-HEAVY_LANES = {
-    # a 3-minute demo run, then its measurement; demos started and stopped; two workers
+RUN_TOGETHER = {
+    # Two lanes for the files that run many processes for minutes: a lane runs its files one
+    # after another on one worker, so at most two of them load the machine at once while the
+    # other workers run the rest.
+    # A 3-minute demo run, then its measurement; demos started and stopped; two workers.
     "test_attribution_demo.py": "heavy-1",
     "test_demo.py": "heavy-1",
     "test_scaleout.py": "heavy-1",
-    # kill -9 of the real runtime (~40 s a case); every role as a process; a demo and Chromium
+    # kill -9 of the real runtime (~40 s a case); every role as a process; a demo and Chromium.
     "test_runtime_recovery.py": "heavy-2",
     "test_roles_apart.py": "heavy-2",
     "test_ui.py": "heavy-2",
+    # Both use the session's scan_estate (3 accounts x 3 regions): seeded once, not twice.
+    "test_scan_engine.py": "scan-estate",
+    "test_scan_cli.py": "scan-estate",
 }
-"""Files that run many processes for minutes: one lane runs its files one after another on one
-worker, so at most two of them load the machine at once while the other workers run the rest."""
+"""Files that one worker runs as one unit, by unit name; every other file is a unit alone."""
 
 LONGEST_FIRST = (
-    *HEAVY_LANES,
+    *RUN_TOGETHER,
     "test_sql_cli.py",
     "test_api_schema.py",  # schemathesis over the whole API
-    "test_scan_cli.py",
-    "test_scan_engine.py",
     "test_api_dynamodb.py",
     "test_derived_types_moto.py",
     "test_derived_catalog.py",
@@ -79,12 +82,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
-class _FilesAndHeavyLanes(LoadFileScheduling):
-    """``--dist loadfile``, except that the files of one HEAVY_LANES lane are one unit."""
+class _FilesRunTogether(LoadFileScheduling):
+    """``--dist loadfile``, except that the files of one RUN_TOGETHER unit are one unit."""
 
     def _split_scope(self, nodeid: str) -> str:
         file = nodeid.split("::", 1)[0]
-        return HEAVY_LANES.get(Path(file).name, file)
+        return RUN_TOGETHER.get(Path(file).name, file)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -92,7 +95,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """The scheduler of ``make test`` (``-n N --dist loadfile --no-loadscope-reorder``)."""
     if config.getoption("dist") != "loadfile":
         return None
-    return _FilesAndHeavyLanes(config, log)
+    return _FilesRunTogether(config, log)
 
 
 @pytest.fixture(scope="session")
