@@ -24,10 +24,10 @@ install: $(STAMP_DEV)
 demo: $(STAMP_EMBEDDED)
 	$(BIN)/cloudinv demo
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist): most tests wait on brokers, sockets
-# and child processes, so 3 finish sooner than 2 on a 2-core machine. Whole files go to one
-# worker, the longest first (tests/conftest.py says which, and how to keep a test safe beside
-# the others). `make test TEST_WORKERS=0` runs everything in one process.
+# The suite runs in TEST_WORKERS processes (pytest-xdist): much of it waits on brokers, sockets
+# and child processes, so one worker more than a 2-core machine's cores keeps both busy. Whole
+# files go to one worker, the longest first (tests/conftest.py says which, and how to keep a
+# test safe beside the others). `make test TEST_WORKERS=0` runs everything in one process.
 TEST_WORKERS ?= 3
 
 test: $(STAMP_DEV)
