@@ -189,10 +189,20 @@ _MATCH_RANK = {"inherited": 0, "referenced": 1, "declared": 2, None: 2}
 """An attribution of an older message (no ``match``) counts as it did then: as sure as any."""
 
 
-def rank(change: ChangeEvent, attribution: Attribution) -> tuple[int, bool, datetime, str]:
+def _in_window(change: ChangeEvent, attribution: Attribution) -> bool:
+    after, until = window(change)
+    t = attribution.event_time
+    return t <= until and (after is None or t > after)
+
+
+def rank(change: ChangeEvent, attribution: Attribution) -> tuple[bool, int, bool, datetime, str]:
     """How well ``attribution`` explains ``change``: higher is better (see the module's
-    docstring)."""
+    docstring). An event outside the change's window ranks below any inside it: the
+    re-describe an older event triggered may have seen a later event's effect (the events of
+    one resource reach the reactor out of order), and an inherited event is outside by
+    definition."""
     return (
+        _in_window(change, attribution),
         _MATCH_RANK[attribution.match],
         fits(change.change_type, attribution.event_name, change.resource_type),
         attribution.event_time,
@@ -215,9 +225,10 @@ def improves(change: ChangeEvent, new: Attribution | None, stored: Attribution |
 
 def needs_join(change: ChangeEvent) -> bool:
     """Whether a stored write event might explain ``change`` better than its attribution:
-    it has none, or one below the best kind (declared, with the change's verb)."""
+    it has none, or one below the best kind (in the window, declared, with the change's
+    verb)."""
     a = change.attribution
-    return a is None or rank(change, a)[:2] < (2, True)
+    return a is None or rank(change, a)[:3] < (True, 2, True)
 
 
 def window(change: ChangeEvent) -> tuple[datetime | None, datetime]:
@@ -248,11 +259,12 @@ def _us(value: datetime) -> int:
 def best_attribution(change: ChangeEvent, candidates: Iterable[Attribution]) -> Attribution | None:
     """The write event among ``candidates`` (events naming the changed resource) that
     explains ``change`` better than its current attribution, or ``None``. Any event in the
-    window beats an inherited attribution."""
+    window beats an attribution from outside it (inherited, or a stale one from a
+    re-describe)."""
     after, until = window(change)
     best = change.attribution
-    if best is not None and best.match == "inherited":
-        best = None
+    if best is not None and not _in_window(change, best):
+        best = None  # inherited, or carried by a re-describe from an older event
     found: Attribution | None = None
     for candidate in candidates:
         t = candidate.event_time

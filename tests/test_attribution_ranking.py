@@ -275,8 +275,8 @@ def test_rank_orders_declared_then_verb_then_time() -> None:
         account_id=ACCOUNT,
         region=REGION,
         change_type="created",
-        captured_at=T0,
-        detected_at=T0,
+        captured_at=T0 + s(10),
+        detected_at=T0 + s(10),
     )
 
     def a(name: str, at: float, match: Any) -> Attribution:
@@ -288,7 +288,9 @@ def test_rank_orders_declared_then_verb_then_time() -> None:
     ordered = sorted([run, authorize, create], key=lambda x: rank(created, x), reverse=True)
     assert ordered == [create, authorize, run]
     # An attribution of an older message (no match) counts as declared.
-    assert rank(created, a("CreateSecurityGroup", 0, None))[0] == rank(created, create)[0]
+    assert rank(created, a("CreateSecurityGroup", 0, None))[1] == rank(created, create)[1]
+    # Outside the change's window (here: after it was observed), below any inside.
+    assert rank(created, a("CreateSecurityGroup", 30, "declared")) < rank(created, run)
 
 
 # -- the store: ranking, on both stores ----------------------------------------------------------
@@ -345,6 +347,34 @@ async def test_a_referencing_event_from_the_redescribe_gives_way_to_the_acting_o
     changed = join.detector.observe(redescribed)
     assert changed is not None and by(changed) == ("CreateSnapshot", "referenced")
     assert by(await join.store_change(changed)) == ("ModifyVolume", "declared")
+
+
+@pytest.mark.parametrize("order", ["events first", "changes first"])
+async def test_an_older_event_carried_by_a_redescribe_gives_way_to_the_one_in_the_window(
+    join: Join, order: str
+) -> None:
+    """Events of one resource reach the reactor out of order: the re-describe the older
+    Authorize triggered saw the later Revoke's effect, and carries the Authorize."""
+    sg = "AWS::EC2::SecurityGroup"
+    group = {"GroupId": "sg-7", "IpPermissions": []}
+    await join.see(resource(sg, "sg-7", T0, group))
+    authorize = trail("AuthorizeSecurityGroupIngress", T0 + s(10), request={"groupId": "sg-7"})
+    revoke = trail("RevokeSecurityGroupIngress", T0 + s(20), request={"groupId": "sg-7"})
+    rule = [{"IpProtocol": "tcp", "FromPort": 22}]
+    await join.trail(authorize)
+    opened = await join.see(resource(sg, "sg-7", T0 + s(15), {**group, "IpPermissions": rule}))
+    assert by(opened) == ("AuthorizeSecurityGroupIngress", "declared")
+    if order == "events first":
+        await join.trail(revoke)
+    closed = await join.see(
+        resource(sg, "sg-7", T0 + s(22), group, attribution=attribution_of(authorize, "declared"))
+    )
+    if order == "changes first":
+        assert by(closed) == ("AuthorizeSecurityGroupIngress", "declared")
+        await join.trail(revoke)
+        closed = await join.stored(closed)
+    assert closed.attribution is not None
+    assert closed.attribution.event_id == revoke.event_id
 
 
 async def test_attach_volume_explains_both_sides(join: Join) -> None:
