@@ -366,7 +366,10 @@ class Run:
     """Until every SQS message was deleted (tail) or the backfill command exited (local)."""
     files: int
     source_cpu_s: float
-    """CPU of the tailer or backfill process over the run."""
+    """CPU of the tailer (from its resume to the last delete) or of the backfill command
+    (its whole life, start-up included)."""
+    source_startup_cpu_s: float
+    """The backfill command's CPU until its first event was stored (0 for the tailer)."""
     moto_cpu_s: float
 
 
@@ -448,6 +451,7 @@ async def run_cloudinv(
             total -= warm.events
             stage.stats.inserted = 0
             print(f"  cloudtrail backfill --path of {len(files)} files …", file=sys.stderr)
+            children0 = _children_cpu_s()
             cpu0 = time.process_time()
             t0 = time.perf_counter()
             if profiler is not None:
@@ -458,6 +462,7 @@ async def run_cloudinv(
             )  # fmt: skip
             await _until(lambda: stage.stats.inserted > 0, source, every_s=0.005)
             first = time.perf_counter() - t0
+            startup_cpu = process_cpu_s(source.pid)
             await _until(lambda: done(total), source)
             wall = time.perf_counter() - t0
             print(
@@ -468,6 +473,7 @@ async def run_cloudinv(
             cpu = time.process_time() - cpu0
             _, err = await source.communicate()
             acked = time.perf_counter() - t0
+            source_cpu = _children_cpu_s() - children0
             if source.returncode != 0:
                 raise SystemExit(f"backfill failed ({source.returncode}): {err.decode()[-2000:]}")
         else:
@@ -493,6 +499,8 @@ async def run_cloudinv(
             t0 = time.perf_counter()
             if profiler is not None:
                 profiler.enable()
+            startup_cpu = 0.0
+            tailer_cpu0 = process_cpu_s(tailer.pid)
             tailer.send_signal(signal.SIGCONT)
             await _until(lambda: done(total), tailer)
             wall = time.perf_counter() - t0
@@ -502,6 +510,7 @@ async def run_cloudinv(
                     break
                 await asyncio.sleep(0.02)
             acked = time.perf_counter() - t0
+            source_cpu = process_cpu_s(tailer.pid) - tailer_cpu0
             source = tailer
         if profiler is not None and args.profile:
             profiler.disable()
@@ -518,7 +527,6 @@ async def run_cloudinv(
             tailer.terminate()
             await tailer.communicate()
         await app.stop()
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     async with EventsStore(events_store_path(workdir), readonly=True) as store:
         stored = await store.count()
         aggregated = sum(b.events for b in await store.activity(granularity="day"))
@@ -536,9 +544,15 @@ async def run_cloudinv(
         Result(events, wall, cpu),
         acked,
         len(files),
-        usage.ru_utime + usage.ru_stime,
+        source_cpu,
+        startup_cpu,
         moto_cpu,
     )
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _time_writer_thread(store: EventsStore) -> list[float]:
@@ -751,8 +765,21 @@ async def main(args: argparse.Namespace) -> int:
     print(
         f"          acknowledged end to end ({source}): {run.acked_s:.2f} s, "
         f"{new.events / run.acked_s:,.0f} events/s, {run.files / run.acked_s:,.0f} files/s "
-        f"(includes the worker's commit interval); tailer/backfill processes "
-        f"{run.source_cpu_s:.2f} CPU-s, moto {run.moto_cpu_s:.2f} CPU-s"
+        f"(includes the worker's commit interval); moto {run.moto_cpu_s:.2f} CPU-s"
+    )
+    per_file = 1000 / run.files
+    if args.local:
+        source_cpu = (
+            f"backfill command {run.source_cpu_s * per_file:.2f} ms (whole command; "
+            f"{run.source_startup_cpu_s:.2f} CPU-s of start-up until its first event was "
+            f"stored, {(run.source_cpu_s - run.source_startup_cpu_s) * per_file:.2f} ms per "
+            "file after)"
+        )
+    else:
+        source_cpu = f"tailer {run.source_cpu_s * per_file:.2f} ms (resume to last delete)"
+    print(
+        f"CPU/file  {source_cpu}; worker {new.cpu_s * per_file:.2f} ms "
+        "(process CPU, the guide on a loaded machine)"
     )
     small = args.events_per_file < 100
     if args.local:

@@ -18,12 +18,8 @@ from cloudinv.core.codec import decode
 from cloudinv.core.models import CloudTrailEvent
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.cloudtrail.ack import CommitWatch
-from cloudinv.producers.cloudtrail.backfill import (
-    RESUME_FILE,
-    ResumeFile,
-    backfill_local,
-    backfill_s3,
-)
+from cloudinv.producers.cloudtrail.backfill import RESUME_FILE, ResumeFile, backfill_local
+from cloudinv.producers.cloudtrail.backfill_s3 import backfill_s3
 from cloudinv.producers.cloudtrail.layout import day_prefixes
 from cloudinv.producers.cloudtrail.logfile import (
     LogFileDecoder,

@@ -37,7 +37,10 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``argv`` naming a command whose module is
+    ``cloudinv.cli.<command>``, of that command only (its start-up is what short commands
+    such as ``cloudtrail backfill`` wait for)."""
     parser = argparse.ArgumentParser(
         prog="cloudinv",
         description="Event-streaming inventory of AWS estates: every resource, every change, "
@@ -51,13 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML config file (default: ./cloudinv.toml if present, or $CLOUDINV_CONFIG)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
+    for module_name in _modules_for(argv):
         importlib.import_module(module_name).register(subparsers)
     return parser
 
 
+def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    args = list(argv or ())
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] == "--config" else 1
+    if i < len(args):
+        module_name = f"cloudinv.cli.{args[i].replace('-', '_')}"
+        if module_name in COMMAND_MODULES:
+            return (module_name,)
+    return COMMAND_MODULES
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     handler = args.handler
     try:

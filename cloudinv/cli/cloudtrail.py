@@ -181,12 +181,7 @@ def _target(args: argparse.Namespace) -> _Target:
 async def run_backfill(args: argparse.Namespace) -> int:
     limit_reconnect_noise()
     from cloudinv.producers.cloudtrail.ack import CommitWatch
-    from cloudinv.producers.cloudtrail.backfill import (
-        RESUME_FILE,
-        ResumeFile,
-        backfill_local,
-        backfill_s3,
-    )
+    from cloudinv.producers.cloudtrail.backfill import RESUME_FILE, ResumeFile, backfill_local
     from cloudinv.producers.cloudtrail.logfile import RejectionLog
     from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
 
@@ -241,6 +236,9 @@ async def run_backfill(args: argparse.Namespace) -> int:
             if args.path is not None:
                 stats = await backfill_local(args.path, **common)
             else:
+                # Only an S3 backfill loads the AWS SDK.
+                from cloudinv.producers.cloudtrail.backfill_s3 import backfill_s3
+
                 stats = await backfill_s3(
                     args.bucket,
                     args.start,

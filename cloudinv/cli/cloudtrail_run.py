@@ -15,8 +15,6 @@ from cloudinv.core.connection import require_running_instance
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.logs import configure_logging
 from cloudinv.core.settings import load_settings
-from cloudinv.runtime.cloudtrail_role import CloudTrailRole
-from cloudinv.runtime.role_server import BrokerProbe, CloudTrailProbe, RoleServer
 
 __all__ = ["register_run"]
 
@@ -53,6 +51,11 @@ def register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 async def run_role(args: argparse.Namespace) -> int:
+    # Loaded here, not with the parser: every `cloudinv cloudtrail` command (a backfill of
+    # local files among them) builds this parser, and the role loads the AWS SDK and more.
+    from cloudinv.runtime.cloudtrail_role import CloudTrailRole
+    from cloudinv.runtime.role_server import BrokerProbe, CloudTrailProbe, RoleServer
+
     overrides: dict[str, Any] = {}
     if args.queue_url:
         overrides["cloudtrail"] = {"queue_urls": args.queue_url}

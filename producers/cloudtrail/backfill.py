@@ -1,9 +1,8 @@
 """Backfilling CloudTrail: log files already in S3 (by date range) or on disk → the topic.
 
-S3: under ``[prefix/]AWSLogs/[<org id>/]<account>/CloudTrail/<region>/YYYY/MM/DD/`` for each
-day from ``start`` to ``end`` inclusive, every account and region found in the bucket.
-Local: every ``.json`` and ``.json.gz`` file under a directory. Digest files (by folder or by
-name) are skipped.
+Local: every ``.json`` and ``.json.gz`` file under a directory, digest files (by folder or by
+name) skipped. S3 (:mod:`cloudinv.producers.cloudtrail.backfill_s3`) builds its sources and
+runs them through the same :class:`Backfill`.
 
 Files are pipelined: ``concurrency`` of them are read and parsed at once, publishing does not
 wait for other files, and thousands may wait for their acknowledgement together. A file is
@@ -23,34 +22,32 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudinv.producers.cloudtrail.ack import AckLost, CommitWatch
-from cloudinv.producers.cloudtrail.layout import day_prefixes, find_region_prefixes
 from cloudinv.producers.cloudtrail.logfile import (
+    INLINE_BYTES,
     LogFileDecoder,
     ParsedLog,
     RejectedFileError,
     RejectionLog,
     is_digest_key,
     parse_log,
+    read_log_async,
 )
 from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher, PublishError
-from cloudinv.producers.cloudtrail.tailer import S3Object, read_s3_log
 
 __all__ = [
     "RESUME_FILE",
+    "Backfill",
     "BackfillSource",
     "BackfillStats",
+    "LocalLog",
     "ResumeFile",
+    "SmallFileReads",
     "backfill_local",
-    "backfill_s3",
     "list_local_logs",
     "read_local_log",
 ]
@@ -179,24 +176,16 @@ class ResumeFile:
 # --- listing -------------------------------------------------------------------------------
 
 
-async def list_s3_logs(
-    s3: Any, bucket: str, prefix: str, start: date, end: date
-) -> list[tuple[S3Object, str]]:
-    """Log files of the range with their fingerprint (size and ETag)."""
-    objects: list[tuple[S3Object, str]] = []
-    paginator = s3.get_paginator("list_objects_v2")
-    for region_prefix in await find_region_prefixes(s3, bucket, prefix):
-        for day in day_prefixes(region_prefix, start, end):
-            async for page in paginator.paginate(Bucket=bucket, Prefix=day):
-                objects.extend(
-                    (S3Object(bucket, item["Key"]), f"{item.get('Size')}:{item.get('ETag')}")
-                    for item in page.get("Contents", [])
-                    if not is_digest_key(item["Key"]) and not item["Key"].endswith("/")
-                )
-    return objects
+@dataclass(frozen=True)
+class LocalLog:
+    path: Path
+    uri: str
+    size: int
+    fingerprint: str
+    """Size and mtime: a rejected file is read again once it changed."""
 
 
-def _list_local(root: Path) -> list[tuple[Path, str]]:
+def _list_local(root: Path) -> list[LocalLog]:
     if root.is_file():
         paths = [root]
     elif root.is_dir():
@@ -212,12 +201,15 @@ def _list_local(root: Path) -> list[tuple[Path, str]]:
     out = []
     for path in paths:
         st = path.stat()
-        out.append((path, f"{st.st_size}:{st.st_mtime_ns}"))
+        resolved = path.resolve()
+        out.append(
+            LocalLog(resolved, resolved.as_uri(), st.st_size, f"{st.st_size}:{st.st_mtime_ns}")
+        )
     return out
 
 
-async def list_local_logs(root: Path) -> list[tuple[Path, str]]:
-    """Log files under ``root`` with their fingerprint (size and mtime)."""
+async def list_local_logs(root: Path) -> list[LocalLog]:
+    """Log files under ``root`` with their size and fingerprint."""
     return await asyncio.to_thread(_list_local, root)
 
 
@@ -231,10 +223,59 @@ def read_local_log(path: Path) -> ParsedLog:
     return parse_log(decoder.finish(), source)
 
 
+def _read_files(paths: list[Path]) -> list[bytes | OSError]:
+    out: list[bytes | OSError] = []
+    for path in paths:
+        try:
+            out.append(path.read_bytes())
+        except OSError as exc:
+            out.append(exc)
+    return out
+
+
+class SmallFileReads:
+    """Reads small local files on a worker thread, many per hand-off: a trail's files are
+    a few kB each, and handing each one to a thread of its own costs more than reading it."""
+
+    def __init__(self, per_batch: int = 64) -> None:
+        self.per_batch = per_batch
+        self._pending: list[tuple[Path, asyncio.Future[bytes]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def read(self, path: Path) -> bytes:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending.append((path, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.per_batch]
+            del self._pending[: self.per_batch]
+            try:
+                results = await asyncio.to_thread(_read_files, [path for path, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                raise
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, OSError):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
 # --- running -------------------------------------------------------------------------------
 
 
-class _Backfill:
+class Backfill:
+    """Publishes sources (see the module docstring); :func:`backfill_local` and
+    :func:`~cloudinv.producers.cloudtrail.backfill_s3.backfill_s3` build them."""
+
     def __init__(
         self,
         *,
@@ -365,16 +406,24 @@ async def backfill_local(
     on_listed: Callable[[int], None] | None = None,
 ) -> BackfillStats:
     """Publish every log file under ``root``; see the module docstring."""
-    paths = await list_local_logs(root)
-    stats = BackfillStats(files_found=len(paths))
+    found_logs = await list_local_logs(root)
+    stats = BackfillStats(files_found=len(found_logs))
     if on_listed:
-        on_listed(len(paths))
+        on_listed(len(found_logs))
 
-    def reader(path: Path) -> Callable[[], Awaitable[ParsedLog]]:
-        return lambda: asyncio.to_thread(read_local_log, path)
+    small = SmallFileReads()
 
-    sources = [BackfillSource(p.resolve().as_uri(), fp, reader(p)) for p, fp in paths]
-    backfill = _Backfill(
+    async def read(found: LocalLog) -> ParsedLog:
+        if found.size > INLINE_BYTES:
+            return await asyncio.to_thread(read_local_log, found.path)
+        data = await small.read(found.path)
+        return await read_log_async(data, found.uri, expect_gzip=found.path.name.endswith(".gz"))
+
+    def reader(found: LocalLog) -> Callable[[], Awaitable[ParsedLog]]:
+        return lambda: read(found)
+
+    sources = [BackfillSource(f.uri, f.fingerprint, reader(f)) for f in found_logs]
+    backfill = Backfill(
         publisher=publisher,
         ack=ack,
         rejections=rejections,
@@ -384,48 +433,3 @@ async def backfill_local(
         stats=stats,
     )
     return await backfill.run(sources)
-
-
-async def backfill_s3(
-    bucket: str,
-    start: date,
-    end: date,
-    *,
-    prefix: str = "",
-    publisher: CloudTrailPublisher,
-    ack: CommitWatch | None,
-    rejections: RejectionLog,
-    resume: ResumeFile | None,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    session: AioSession | None = None,
-    concurrency: int = 32,
-    progress: Progress | None = None,
-    on_listed: Callable[[int], None] | None = None,
-) -> BackfillStats:
-    """Publish every log file of the date range (``end`` inclusive) in ``bucket``."""
-    session = session or get_session()
-    config = AioConfig(
-        retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=concurrency + 2
-    )
-    async with session.create_client(
-        "s3", region_name=region, endpoint_url=endpoint_url, config=config
-    ) as s3:
-        objects = await list_s3_logs(s3, bucket, prefix, start, end)
-        stats = BackfillStats(files_found=len(objects))
-        if on_listed:
-            on_listed(len(objects))
-
-        def reader(obj: S3Object) -> Callable[[], Awaitable[ParsedLog]]:
-            return lambda: read_s3_log(s3, obj)
-
-        backfill = _Backfill(
-            publisher=publisher,
-            ack=ack,
-            rejections=rejections,
-            resume=resume,
-            concurrency=concurrency,
-            progress=progress,
-            stats=stats,
-        )
-        return await backfill.run(BackfillSource(o.uri, fp, reader(o)) for o, fp in objects)

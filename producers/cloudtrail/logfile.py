@@ -3,8 +3,10 @@ record of files that could not be read.
 
 :class:`LogFileDecoder` takes the file chunk by chunk as it streams from S3 or disk and
 gunzips on the fly when the data is gzip (by its magic bytes, whatever the name says).
-:func:`parse_log` is the CPU-bound part — JSON parse, normalize, encode — and is meant to
-run in a worker thread (:func:`parse_log_async`) so the event loop never waits on it.
+:func:`parse_log` is the CPU-bound part — JSON parse, normalize, encode. :func:`read_log_async`
+decodes and parses a whole file's bytes: on the event loop when the file is small (a handful
+of records, well under a millisecond: handing it to a thread costs more), in a worker thread
+otherwise, so the event loop never waits long on it.
 
 A file that is not valid gzip or not ``{"Records": [...]}`` JSON raises
 :class:`RejectedFileError`; the caller records it with :class:`RejectionLog` (a small
@@ -28,6 +30,7 @@ from cloudinv.core.models import utcnow
 from cloudinv.producers.cloudtrail.normalize import InvalidRecordError, normalize_record
 
 __all__ = [
+    "INLINE_BYTES",
     "REJECTIONS_FILE",
     "LogFileDecoder",
     "ParsedLog",
@@ -36,7 +39,8 @@ __all__ = [
     "RejectionLog",
     "is_digest_key",
     "parse_log",
-    "parse_log_async",
+    "read_log",
+    "read_log_async",
     "read_rejections",
 ]
 
@@ -171,8 +175,30 @@ def encode_records(records: list[Any], source: str) -> ParsedLog:
     return parsed
 
 
-async def parse_log_async(data: bytes, source: str) -> ParsedLog:
-    return await asyncio.to_thread(parse_log, data, source)
+INLINE_BYTES = 16 * 1024
+"""Files up to this size as read, and up to :data:`INLINE_JSON_BYTES` once gunzipped, are
+parsed on the event loop (about a hundred records at most, a few milliseconds); bigger ones
+in a worker thread."""
+INLINE_JSON_BYTES = 128 * 1024
+
+
+def read_log(data: bytes, source: str, *, expect_gzip: bool = False) -> ParsedLog:
+    """Gunzip (when gzip) and parse one whole file. Raises :class:`RejectedFileError`."""
+    decoder = LogFileDecoder(source, expect_gzip=expect_gzip)
+    decoder.feed(data)
+    return parse_log(decoder.finish(), source)
+
+
+async def read_log_async(data: bytes, source: str, *, expect_gzip: bool = False) -> ParsedLog:
+    """:func:`read_log`, in a worker thread unless the file is small (see module docstring)."""
+    if len(data) > INLINE_BYTES:
+        return await asyncio.to_thread(read_log, data, source, expect_gzip=expect_gzip)
+    decoder = LogFileDecoder(source, expect_gzip=expect_gzip)
+    decoder.feed(data)
+    document = decoder.finish()
+    if len(document) > INLINE_JSON_BYTES:  # compresses unusually well: not on the loop
+        return await asyncio.to_thread(parse_log, document, source)
+    return parse_log(document, source)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ and an account) are read strictly: a record without them raises
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Any
@@ -79,8 +80,10 @@ _NOT_SECRET = frozenset(
 _PEM_PRIVATE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
+@functools.lru_cache(maxsize=8192)
 def is_secret_key(name: str) -> bool:
-    """Whether a field of this name holds (or may hold) a credential."""
+    """Whether a field of this name holds (or may hold) a credential (cached: a trail's
+    field names repeat in every record)."""
     n = re.sub(r"[^a-z0-9]", "", name.lower())
     if n in _NOT_SECRET:
         return False
@@ -90,7 +93,9 @@ def is_secret_key(name: str) -> bool:
 
 
 def _is_secret_value(value: Any) -> bool:
-    return isinstance(value, str) and _PEM_PRIVATE.search(value) is not None
+    return (
+        isinstance(value, str) and "-----BEGIN" in value and _PEM_PRIVATE.search(value) is not None
+    )
 
 
 def scrub_secrets(value: Any) -> Any:

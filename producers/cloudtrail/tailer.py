@@ -6,8 +6,8 @@ Two kinds of SQS message are understood, on the same or separate queues:
   SNS notification ``{"s3Bucket", "s3ObjectKey": [...]}`` too). Keys are URL-decoded;
   ``s3:TestEvent`` is skipped, and so are digest files unless ``verify_digests`` is set, in
   which case each is checked (:mod:`cloudinv.producers.cloudtrail.digest`). Each log file is
-  streamed from S3 (bounded concurrency), gunzipped when it is gzip, parsed, normalized and
-  published.
+  read from S3 (bounded concurrency; a signed plain GET, :mod:`cloudinv.producers.cloudtrail.
+  s3logs`), gunzipped when it is gzip, parsed, normalized and published.
 - CloudTrail events delivered by EventBridge: the body is an EventBridge envelope whose
   ``detail`` is the CloudTrail record.
 
@@ -52,16 +52,15 @@ from cloudinv.producers.cloudtrail.digest import (
     PublicKeys,
 )
 from cloudinv.producers.cloudtrail.logfile import (
-    LogFileDecoder,
     ParsedLog,
     RejectedFileError,
     RejectionLog,
     encode_records,
     is_digest_key,
-    parse_log_async,
 )
 from cloudinv.producers.cloudtrail.normalize import unwrap_eventbridge
 from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
+from cloudinv.producers.cloudtrail.s3logs import S3LogReader, S3Object
 
 __all__ = [
     "CloudTrailTailer",
@@ -74,28 +73,16 @@ __all__ = [
     "TailerStats",
     "Unrecognized",
     "classify_message",
-    "read_s3_log",
     "tail",
 ]
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 256 * 1024
 _GONE = frozenset({"NoSuchKey", "NoSuchBucket", "404"})
 """S3 errors that will not fix themselves: the file is recorded as rejected."""
 
 
 # --- what a message asks for ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class S3Object:
-    bucket: str
-    key: str
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
 
 
 @dataclass(frozen=True)
@@ -184,19 +171,6 @@ def _object(bucket: str, key: str, verify_digests: bool = False) -> Work:
     return S3Object(bucket, key)
 
 
-# --- reading a log file from S3 ------------------------------------------------------------
-
-
-async def read_s3_log(s3: Any, obj: S3Object) -> ParsedLog:
-    """Stream one log file from S3, gunzip, parse. Raises RejectedFileError, ClientError."""
-    response = await s3.get_object(Bucket=obj.bucket, Key=obj.key)
-    decoder = LogFileDecoder(obj.uri, expect_gzip=obj.key.endswith(".gz"))
-    async with response["Body"] as body:
-        while chunk := await body.read(CHUNK_SIZE):
-            decoder.feed(chunk)
-    return await parse_log_async(decoder.finish(), obj.uri)
-
-
 # --- the tailer ----------------------------------------------------------------------------
 
 
@@ -210,7 +184,7 @@ class TailerConfig:
     max_messages: int = 10
     receivers: int = 4
     """Receive calls in flight at once: one SQS round trip brings at most 10 messages."""
-    max_concurrent_downloads: int = 32
+    max_concurrent_downloads: int = 64
     max_messages_in_flight: int = 2000
     """Messages received and not yet deleted. Their events are not kept in memory while they
     wait for the end-to-end acknowledgement (only offsets are), so this can be large: it is
@@ -285,6 +259,7 @@ class CloudTrailTailer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sqs: Any = None
         self._s3: Any = None
+        self._reader: S3LogReader | None = None
         self._public_keys = public_keys
         self._verifier: DigestVerifier | None = None
         self._visibility_s = config.visibility_timeout_s or 30
@@ -312,8 +287,11 @@ class CloudTrailTailer:
         async with (
             self._session.create_client("sqs", **common) as sqs,
             self._session.create_client("s3", **common) as s3,
+            S3LogReader(
+                s3, self._session, connections=self.config.max_concurrent_downloads
+            ) as reader,
         ):
-            self._sqs, self._s3 = sqs, s3
+            self._sqs, self._s3, self._reader = sqs, s3, reader
             if self.config.verify_digests:
                 keys = self._public_keys or CloudTrailPublicKeys(
                     self._session, endpoint_url=self.config.endpoint_url
@@ -322,7 +300,7 @@ class CloudTrailTailer:
             try:
                 yield
             finally:
-                self._sqs = self._s3 = None
+                self._sqs = self._s3 = self._reader = None
                 self._verifier = None
 
     async def run(
@@ -508,9 +486,10 @@ class CloudTrailTailer:
         return None
 
     async def _process_object(self, obj: S3Object) -> Offsets | None:
+        assert self._reader is not None, "used inside run()"
         async with self._downloads:
             try:
-                parsed = await read_s3_log(self._s3, obj)
+                parsed = await self._reader.read(obj)
             except RejectedFileError as exc:
                 await self._reject(exc.source, exc.reason)
                 return None
