@@ -31,11 +31,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
-from cloudinv.core.codec import encode
 from cloudinv.core.errors import CloudinvError
 from cloudinv.core.models import ResourceSnapshot, ScanManifest
 from cloudinv.core.retry import backoff_delay
 from cloudinv.core.topics import Topic, topic_name
+from cloudinv.core.wire import encode
 
 __all__ = ["KafkaPublisher", "PublishError", "PublishStats", "Publishable"]
 
@@ -135,6 +135,8 @@ class KafkaPublisher:
         published with :meth:`publish` since the last :meth:`flush` were not acknowledged (a source
         acknowledged end to end publishes again instead)."""
         failed = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
             self._send_open()
             if self._sending:
@@ -147,7 +149,7 @@ class KafkaPublisher:
             )
         finally:
             try:
-                await asyncio.wait_for(self._producer.stop(), timeout)
+                await asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 0.5))
             except TimeoutError:
                 log.warning("the Kafka producer did not stop within %.0fs", timeout)
             for task in list(self._sending):

@@ -36,7 +36,9 @@ from tests.test_demo import _alive, _get, _wait_gone
 
 pytestmark = pytest.mark.recovery  # long (about a minute a case), still part of `make test`
 
-BACKFILL_FILES = 30
+BACKFILL_FILES = 600
+"""Enough for several batches of the worker (2,000 events each), so the backfill (thousands of
+files a second) is still waiting for the worker when the first events are stored."""
 TAILED_FILES = 15
 EVENTS_PER_FILE = 9
 TOTAL = (BACKFILL_FILES + TAILED_FILES) * EVENTS_PER_FILE

@@ -1,50 +1,30 @@
-"""The one wire codec: pydantic models as orjson bytes, used as the Faust schema of every topic.
+"""The one wire codec as the Faust schema of every topic.
 
-``schema_for(Topic.CHANGES)`` gives the Faust schema of a topic; producers outside Faust
-(aiokafka) use :func:`encode` and :func:`decode` with the same model table, so there is one
-byte format whatever writes or reads a topic.
+``schema_for(Topic.CHANGES)`` gives the Faust schema of a topic, encoding and decoding with
+:mod:`cloudinv.core.wire` (re-exported here), which producers outside Faust (aiokafka) use
+directly, so there is one byte format whatever writes or reads a topic.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import faust
-import orjson
 from faust.serializers.codecs import Codec
 from pydantic import BaseModel
 
-from cloudinv.core.models import (
-    ChangeEvent,
-    CloudTrailEvent,
-    ResourceSnapshot,
-    ScanManifest,
-)
 from cloudinv.core.topics import Topic
+from cloudinv.core.wire import MODEL_BY_TOPIC, decode, encode, register
 
-M = TypeVar("M", bound=BaseModel)
-
-MODEL_BY_TOPIC: dict[Topic, type[BaseModel]] = {
-    Topic.SNAPSHOTS: ResourceSnapshot,
-    Topic.SCANS: ScanManifest,
-    Topic.CHANGES: ChangeEvent,
-    Topic.CLOUDTRAIL: CloudTrailEvent,
-}
-"""Topics whose values have a model. Later stages register theirs with :func:`register`."""
-
-
-def register(topic: Topic, model: type[BaseModel]) -> None:
-    MODEL_BY_TOPIC[topic] = model
-
-
-def encode(message: BaseModel) -> bytes:
-    """Model → bytes (by alias, so ``JsonPatchOp.from_`` travels as ``from``)."""
-    return orjson.dumps(message.model_dump(mode="json", by_alias=True))
-
-
-def decode(model: type[M], data: bytes) -> M:
-    """Bytes → model, validating every field. Raises ``pydantic.ValidationError``."""
-    return model.model_validate_json(data)
+__all__ = [
+    "MODEL_BY_TOPIC",
+    "PydanticCodec",
+    "codec_for",
+    "decode",
+    "encode",
+    "register",
+    "schema_for",
+]
 
 
 class PydanticCodec(Codec):  # type: ignore[misc,unused-ignore]

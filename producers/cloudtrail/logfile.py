@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from cloudinv.core.codec import encode
 from cloudinv.core.models import utcnow
+from cloudinv.core.wire import encode
 from cloudinv.producers.cloudtrail.normalize import InvalidRecordError, normalize_record
 
 __all__ = [
