@@ -36,7 +36,7 @@ from tests.test_demo import _alive, _get, _wait_gone
 
 pytestmark = pytest.mark.recovery  # long (about a minute a case), still part of `make test`
 
-BACKFILL_FILES = 600
+BACKFILL_FILES = 2000
 """Enough for several batches of the worker (2,000 events each), so the backfill (thousands of
 files a second) is still waiting for the worker when the first events are stored."""
 TAILED_FILES = 15
@@ -202,11 +202,11 @@ def up_factory(tmp_path: Path) -> Iterator[list[Up]]:
         up.kill()
 
 
-def _wait(condition: Any, timeout: float, what: str) -> None:
+def _wait(condition: Any, timeout: float, what: str, every_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, what()
-        time.sleep(0.2)
+        time.sleep(every_s)
 
 
 @pytest.mark.parametrize("victim", ["worker", "broker", "tailer", "runtime"])
@@ -233,7 +233,7 @@ def test_kill_9_in_the_middle_loses_nothing(
     assert len({r["eventID"] for r in every}) == TOTAL
 
     # In the middle: some events stored, the backfill and the queue not done.
-    _wait(lambda: _stored(up.data_dir)[0] > 0, 60, lambda: f"nothing stored: {up.stderr()}")
+    _wait(lambda: _stored(up.data_dir)[0] > 0, 60, lambda: f"nothing stored: {up.stderr()}", 0.02)
     assert backfill.poll() is None, "the backfill finished before the kill: nothing tested"
     assert trail.messages_left() > 0, "the queue was done before the kill: nothing tested"
 
