@@ -8,6 +8,16 @@ delivery of what they raise.
     Reads the CloudTrail topic in batches; every event rule naming each event is evaluated
     (:func:`cloudinv.streams.rules.evaluate_event`).
 
+Rules with clauses on related resources (``related``, ``severity_when``) read the
+inventory store's relationships (:class:`~cloudinv.sinks.store.RelationshipReads`) through
+:class:`RelatedReads`, as of each change, with the change itself laid over what the store
+holds (the store sink reads the same topic on its own and may not have written it yet). A
+change of any resource also evaluates again the state rules with clauses of the resources
+related to it, before and after the change (an instance started or stopped, a group
+attached or detached), so their alerts open, resolve or change severity then; a change of
+severity resolves the open alert and opens one at the new severity. Without a store that
+reads relationships (or when a read fails) those rules are skipped, logged and counted.
+
 Both hand their observations to the alerts store (:mod:`cloudinv.sinks.alerts_store`; on
 DynamoDB with ``dynamodb`` in ``storage.targets``), which opens
 an alert once per (rule, resource) while it stays open, resolves it when a later change or event
@@ -28,9 +38,11 @@ rejected rule is logged with its file, id and problem, and the others run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 import faust
@@ -38,6 +50,7 @@ import orjson
 from mode import Service
 from pydantic import ValidationError
 
+from cloudinv.catalog.relationships import inverse
 from cloudinv.core.codec import PydanticCodec
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.models import ChangeEvent
@@ -45,6 +58,9 @@ from cloudinv.core.settings import AlertSettings, Settings, load_settings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.sinks.alerts_store import AlertNotification, AlertsBackend, AlertsStore, Observation
 from cloudinv.sinks.factory import alerts_store as configured_alerts_store
+from cloudinv.sinks.factory import inventory_store as configured_inventory_store
+from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.store import InventoryStore, RelationshipReads, StoreError
 from cloudinv.streams import batch_delivery
 from cloudinv.streams.alert_delivery import (
     Destination,
@@ -55,10 +71,18 @@ from cloudinv.streams.alert_delivery import (
     WebhookDestination,
 )
 from cloudinv.streams.app import StreamConfig
-from cloudinv.streams.rules import RuleSet, evaluate_change, evaluate_event, load_rules
+from cloudinv.streams.rules import (
+    Neighbour,
+    RelatedResourceState,
+    RuleSet,
+    evaluate_change,
+    evaluate_event,
+    load_rules,
+    reevaluate,
+)
 from cloudinv.streams.store_retry import until_stored
 
-__all__ = ["AlertStage", "AlertStats", "bind", "destinations_for"]
+__all__ = ["AlertStage", "AlertStats", "RelatedReads", "bind", "destinations_for"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,6 +100,89 @@ class AlertStats:
     observations: int = 0
     notifications: int = 0
     rule_errors: int = 0
+    reevaluated: int = 0
+    """Resources whose rules ran again because something related to them changed."""
+    relationship_read_errors: int = 0
+
+
+class RelatedReads:
+    """What rules with clauses on related resources read, from the inventory store, as of a
+    change, with that change laid over what the store holds (see the module docstring)."""
+
+    def __init__(self, store: InventoryStore) -> None:
+        self.store = store
+
+    @property
+    def reads(self) -> RelationshipReads | None:
+        return self.store if isinstance(self.store, RelationshipReads) else None
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def neighbours(self, key: str, change: ChangeEvent) -> list[Neighbour] | None:
+        """The resources related to ``key`` as of ``change`` (``change`` of ``key`` itself or
+        of a resource related to it); None when the store cannot say."""
+        reads = self.reads
+        if reads is None:
+            return None
+        at = change.captured_at
+        edges = {(r.direction, r.relationship, r.key): r.type for r in await reads.related(key, at)}
+        if change.key == key:  # its own edges, as the change leaves them
+            for e in change.relationships_removed:
+                edges.pop(("out", e.relationship, e.target_key), None)
+            for e in change.relationships_added:
+                edges[("out", e.relationship, e.target_key)] = e.target_type
+        else:  # the changed resource's edges to this one
+            for e in change.relationships_removed:
+                if e.target_key == key:
+                    edges.pop(("in", inverse(e.relationship), change.key), None)
+            for e in change.relationships_added:
+                if e.target_key == key:
+                    edges[("in", inverse(e.relationship), change.key)] = change.resource_type
+        keys = sorted({k for _, _, k in edges})
+        found = await asyncio.gather(*(self._configuration(k, change) for k in keys))
+        configurations = dict(zip(keys, found, strict=True))
+        return [
+            Neighbour(direction, relationship, k, type_, configurations[k])
+            for (direction, relationship, k), type_ in sorted(edges.items())
+        ]
+
+    async def _configuration(self, key: str, change: ChangeEvent) -> dict[str, Any] | None:
+        if key == change.key:
+            return None if change.change_type == "deleted" else change.configuration
+        version = await self.store.as_of(key, change.captured_at)
+        return None if version is None else version.configuration
+
+    async def affected(self, change: ChangeEvent, types: set[str]) -> list[str]:
+        """Keys of ``types`` related to the changed resource before or after the change."""
+        reads = self.reads
+        if reads is None or not types:
+            return []
+        found = {
+            e.target_key
+            for e in (*change.relationships_added, *change.relationships_removed)
+            if e.target_type in types
+        }
+        now = await reads.related(change.key, change.captured_at)
+        found |= {r.key for r in now if r.type in types}
+        found.discard(change.key)
+        return sorted(found)
+
+    async def resource(self, key: str, at: datetime) -> RelatedResourceState | None:
+        version = await self.store.as_of(key, at)
+        if version is None:
+            return None
+        return RelatedResourceState(
+            key=version.key,
+            resource_type=version.resource_type,
+            account_id=version.account_id,
+            region=version.region,
+            name=version.name,
+            configuration=version.configuration,
+        )
 
 
 @dataclass
@@ -83,6 +190,7 @@ class AlertStage:
     rules: RuleSet
     store: AlertsBackend
     dispatcher: Dispatcher
+    related: RelatedReads | None = None
     changes_agent: Any = None
     events_agent: Any = None
     stats: AlertStats = field(default_factory=AlertStats)
@@ -97,10 +205,14 @@ class AlertService(Service):  # type: ignore[misc,unused-ignore]
 
     async def on_start(self) -> None:
         await self._stage.store.open()
+        if self._stage.related is not None:
+            await self._stage.related.open()
         await self._stage.dispatcher.start()
 
     async def on_stop(self) -> None:
         await self._stage.dispatcher.stop()
+        if self._stage.related is not None:
+            await self._stage.related.close()
         await self._stage.store.close()
 
 
@@ -149,10 +261,12 @@ def bind(
     destinations: Sequence[Destination] | None = None,
     retry: RetryPolicy | None = None,
     sns_endpoint_url: str | None = None,
+    inventory: InventoryStore | None = None,
 ) -> AlertStage:
     """Declare the alert agents on ``app``. Unset arguments come from the settings: rules
     from the pack and ``rules_dir``, destinations from ``webhooks`` and ``sns_topic_arn``,
-    the retry schedule from ``retry_*``."""
+    the retry schedule from ``retry_*``, the inventory store (read by rules on related
+    resources, when some rule has such a clause) from ``storage.targets``."""
     loaded = _settings_from_environment() if settings is None or store is None else None
     if settings is None:
         settings = loaded.alerts if loaded is not None else AlertSettings()
@@ -203,7 +317,22 @@ def bind(
         retry,
         timeout_s=settings.delivery_timeout_s,
     )
-    stage = AlertStage(rules=rules, store=alerts_store, dispatcher=dispatcher)
+    related: RelatedReads | None = None
+    if rules.needs_relationships:
+        if inventory is None:
+            inventory = (
+                configured_inventory_store(loaded, config.data_dir)
+                if loaded is not None
+                else SqliteStore.in_data_dir(config.data_dir)
+            )
+        related = RelatedReads(inventory)
+        if related.reads is None:
+            log.error(
+                "alerts: the inventory store (%s) does not read relationships: rules on "
+                "related resources are skipped",
+                type(inventory).__name__,
+            )
+    stage = AlertStage(rules=rules, store=alerts_store, dispatcher=dispatcher, related=related)
     app.add_dependency(AlertService(stage))
 
     raw = {
@@ -224,8 +353,7 @@ def bind(
 
     async def evaluate_changes(stream: faust.StreamT[bytes]) -> None:
         async for values in stream.take(BATCH, within=WINDOW_S):
-            observations = await asyncio.to_thread(_changes_batch, stage, list(values))
-            await _apply(stage, observations)
+            await evaluate_changes_batch(stage, list(values))
 
     async def evaluate_events(stream: faust.StreamT[bytes]) -> None:
         if events_queue is None:
@@ -248,7 +376,19 @@ def bind(
     return stage
 
 
-def _changes_batch(stage: AlertStage, values: Sequence[bytes]) -> list[Observation]:
+async def evaluate_changes_batch(stage: AlertStage, values: Sequence[bytes]) -> None:
+    """One batch of the changes topic: every rule evaluated, the alerts store updated."""
+    changes, observations = await asyncio.to_thread(_changes_batch, stage, values)
+    if stage.rules.needs_relationships:
+        observations += await _related_observations(stage, changes)
+    await _apply(stage, observations)
+
+
+def _changes_batch(
+    stage: AlertStage, values: Sequence[bytes]
+) -> tuple[list[ChangeEvent], list[Observation]]:
+    """The changes decoded, and the observations of the rules without related clauses."""
+    changes: list[ChangeEvent] = []
     observations: list[Observation] = []
     for value in values:
         stage.stats.changes += 1
@@ -258,10 +398,95 @@ def _changes_batch(stage: AlertStage, values: Sequence[bytes]) -> list[Observati
             stage.stats.undecodable += 1
             log.warning("alerts: skipping a message of the changes topic: %s", exc)
             continue
-        evaluation = evaluate_change(stage.rules, change)
+        changes.append(change)
+        evaluation = evaluate_change(stage.rules, change, related_rules=False)
+        _count_errors(stage, evaluation.errors)
+        observations += evaluation.observations
+    return changes, observations
+
+
+async def _related_observations(
+    stage: AlertStage, changes: Sequence[ChangeEvent]
+) -> list[Observation]:
+    """The rules with related clauses: on each changed resource, and again on the
+    resources related to it whose state rules watch its type."""
+    observations: list[Observation] = []
+    for change in changes:
+        try:
+            observations += await _related_of_change(stage, change)
+        except StoreError as exc:
+            stage.stats.relationship_read_errors += 1
+            if stage.stats.relationship_read_errors % 100 == 1:
+                log.warning(
+                    "alerts: relationships of %s unreadable, its related rules skipped: %s",
+                    change.key,
+                    exc,
+                )
+    return observations
+
+
+async def _related_of_change(stage: AlertStage, change: ChangeEvent) -> list[Observation]:
+    rules, related = stage.rules, stage.related
+    observations: list[Observation] = []
+    if any(rule.clauses for rule in rules.for_type(change.resource_type)):
+        neighbours = None if related is None else await related.neighbours(change.key, change)
+        evaluation = evaluate_change(rules, change, neighbours, related_rules=True)
+        _count_errors(stage, evaluation.errors)
+        observations += evaluation.observations
+    watchers = rules.watched_by(change.resource_type)
+    if related is None or not watchers:
+        return observations
+    types = {rule.resource_type for rule in watchers if rule.resource_type is not None}
+    for key in await related.affected(change, types):
+        resource = await related.resource(key, change.captured_at)
+        neighbours = await related.neighbours(key, change)
+        if resource is None or neighbours is None:
+            continue  # it did not exist then: nothing to alert on
+        stage.stats.reevaluated += 1
+        evaluation = reevaluate(rules, resource, neighbours, change)
         _count_errors(stage, evaluation.errors)
         observations += evaluation.observations
     return observations
+
+
+async def _severity_changes(
+    stage: AlertStage, observations: list[Observation]
+) -> list[Observation]:
+    """An open alert of a rule whose severity depends on related resources, observed at
+    another severity, is resolved (cause ``<change id>#severity``) before it opens again at
+    the new one. Read from the store before each batch, so a replayed batch finds the
+    severity already right and changes nothing."""
+    rule_ids = {
+        o.rule_id
+        for o in observations
+        if o.opens and o.holds and (rule := stage.rules.get(o.rule_id)) and rule.severity_when
+    }
+    if not rule_ids:
+        return observations
+    severity: dict[tuple[str, str], str] = {}
+    for rule_id in sorted(rule_ids):
+        for alert in await stage.store.open_alerts(rule_id):
+            severity[(alert.rule_id, alert.key)] = alert.severity
+    out: list[Observation] = []
+    for o in observations:
+        pair = (o.rule_id, o.key)
+        now = severity.get(pair)
+        if o.opens and o.holds:
+            if now is not None and now != o.severity:
+                out.append(
+                    dataclasses.replace(
+                        o,
+                        opens=False,
+                        holds=False,
+                        cause=f"{o.cause}#severity",
+                        detail={**o.detail, "severity_changed_to": o.severity},
+                    )
+                )
+            severity[pair] = o.severity
+        elif not o.holds:
+            severity.pop(pair, None)
+        out.append(o)
+    return out
 
 
 def _events_batch(stage: AlertStage, values: Sequence[bytes]) -> list[Observation]:
@@ -295,6 +520,7 @@ def _count_errors(stage: AlertStage, errors: Sequence[tuple[str, str]]) -> None:
 async def _apply(stage: AlertStage, observations: list[Observation]) -> None:
     if not observations:
         return
+    observations = await _severity_changes(stage, observations)
     stage.stats.observations += len(observations)
     notifications = await until_stored(
         "record alerts", stage.store.apply, observations, stage.dispatcher.names

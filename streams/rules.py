@@ -31,6 +31,29 @@ Three kinds of rule, by what ``condition`` is evaluated over:
     is about (default: the first resource ARN, else the principal ARN); ``resolve_on``
     names events that close it (``StartLogging`` after ``StopLogging``).
 
+State and change rules may ask about the resources related to theirs (the relationships
+declared in the catalog, :mod:`cloudinv.catalog.relationships`), as they were at the change's
+time: ``related`` is one more condition (it must hold too), and ``severity_when`` raises or
+lowers the severity by the first case whose ``related`` clause holds::
+
+    severity: high
+    severity_when:
+      - severity: critical
+        related: {relationship: is associated with, type: AWS::EC2::Instance,
+                  where: "State.Name == 'running'"}
+      - severity: low
+        related: {direction: in, match: none}     # nothing uses the group
+
+A clause picks the related resources by ``relationship`` (read from the rule's resource: a
+security group ``is associated with`` its instances, a subnet ``contains`` them),
+``type`` and ``direction`` (``out``: what the resource names, ``in``: what names it, or
+``both``), keeps those for which ``where`` (JMESPath over the related resource's
+configuration; checked against ``type``'s shape, so ``type`` is then required) is truthy, and
+holds when ``match`` is ``any`` (one or more), ``none``, or ``count`` (between ``min`` and
+``max``). Only resources that existed at that time count. A state rule with a clause is
+evaluated again when a related resource changes or an edge to one appears or disappears
+(:func:`reevaluate`), so the alert opens, resolves or changes severity then.
+
 Besides the standard JMESPath functions, conditions may call ``from_json(s)``: a JSON
 document held as a string (a bucket policy) parsed, ``null`` if it is not JSON, and any
 other value as it is. ``event.names`` may be ``['*']``: every event.
@@ -50,7 +73,7 @@ from datetime import datetime
 from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jmespath
 import jmespath.exceptions
@@ -60,6 +83,7 @@ from jmespath.parser import ParsedResult
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloudinv.catalog.registry import UnknownResourceType, default_registry
+from cloudinv.catalog.spec import RELATIONSHIP_INVERSES
 from cloudinv.core.models import ChangeEvent
 from cloudinv.sinks.alerts_store import Observation, RuleKind, Severity
 from cloudinv.streams.rule_paths import (
@@ -73,9 +97,13 @@ __all__ = [
     "BUILTIN_PACK",
     "Evaluation",
     "EventMatch",
+    "Neighbour",
+    "RelatedClause",
+    "RelatedResourceState",
     "Rule",
     "RuleProblem",
     "RuleSet",
+    "SeverityCase",
     "change_document",
     "describe_rule",
     "evaluate_change",
@@ -86,6 +114,7 @@ __all__ = [
     "load_rule_file",
     "load_rules",
     "parse_rules",
+    "reevaluate",
     "rule_set_of",
     "search",
     "truthy",
@@ -191,6 +220,121 @@ class EventMatch(_Model):
         return named and (self.source is None or self.source == event_source)
 
 
+def _known_type(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return default_registry().get(value).cfn_type
+    except UnknownResourceType as exc:
+        raise ValueError(f"{exc} (not a type cloudinv collects)") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A resource related to the one a rule is evaluated on, as it was at that time
+    (``configuration`` None: it did not exist then, and no clause counts it)."""
+
+    direction: str
+    """``out``: the resource names it; ``in``: it names the resource."""
+    relationship: str
+    """Read from the rule's resource (``is associated with``, ``contains``, ...)."""
+    key: str
+    type: str
+    configuration: Mapping[str, Any] | None
+
+
+class RelatedClause(_Model):
+    """A condition on the resources related to the rule's resource (module docstring)."""
+
+    relationship: str | None = Field(
+        default=None, description="as read from the rule's resource, e.g. 'is associated with'"
+    )
+    type: str | None = Field(default=None, description="the related resource's type")
+    direction: Literal["out", "in", "both"] = "both"
+    where: str | None = Field(
+        default=None, description="JMESPath over the related resource's configuration"
+    )
+    match: Literal["any", "none", "count"] = "any"
+    min: int = Field(default=1, ge=0, description="count: at least this many")
+    max: int | None = Field(default=None, ge=0, description="count: at most this many")
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str | None) -> str | None:
+        return _known_type(value)
+
+    @field_validator("relationship")
+    @classmethod
+    def _relationship(cls, value: str | None) -> str | None:
+        if value is not None and value not in RELATIONSHIP_INVERSES:
+            raise ValueError(
+                f"unknown relationship {value!r}: expected one of "
+                f"{', '.join(sorted(RELATIONSHIP_INVERSES))}"
+            )
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, value: str | None) -> str | None:
+        return None if value is None else _check_expression(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RelatedClause:
+        if self.where is not None:
+            if self.type is None:
+                raise ValueError(
+                    "'where' needs 'type': the related resource's type, whose configuration "
+                    "it is evaluated over (and checked against)"
+                )
+            try:
+                check_configuration_expression(self.where, self.type)
+            except PathProblem as exc:
+                raise ValueError(f"where: {exc}") from None
+        if self.match != "count" and ("min" in self.model_fields_set or self.max is not None):
+            raise ValueError("'min' and 'max' are for match: count")
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+    def watches(self, resource_type: str) -> bool:
+        """A change of a resource of this type may change what the clause sees."""
+        return self.type is None or self.type == resource_type
+
+    def matching(self, neighbours: Sequence[Neighbour]) -> list[str]:
+        """The keys of the related resources the clause counts (existing then, picked by
+        relationship, type and direction, and ``where`` truthy)."""
+        found: list[str] = []
+        for n in neighbours:
+            if n.configuration is None:
+                continue
+            if self.relationship is not None and n.relationship != self.relationship:
+                continue
+            if self.type is not None and n.type != self.type:
+                continue
+            if self.direction != "both" and n.direction != self.direction:
+                continue
+            if self.where is not None and not truthy(search(self.where, n.configuration)):
+                continue
+            found.append(n.key)
+        return sorted(set(found))
+
+    def holds(self, neighbours: Sequence[Neighbour]) -> tuple[bool, list[str]]:
+        """Whether the clause holds over ``neighbours``, and the related keys it counted."""
+        keys = self.matching(neighbours)
+        if self.match == "any":
+            return bool(keys), keys
+        if self.match == "none":
+            return not keys, keys
+        return self.min <= len(keys) and (self.max is None or len(keys) <= self.max), keys
+
+
+class SeverityCase(_Model):
+    """``severity`` when ``related`` holds (the first case that holds wins)."""
+
+    severity: Severity
+    related: RelatedClause
+
+
 class Rule(_Model):
     """One alert rule (see the module docstring)."""
 
@@ -214,6 +358,14 @@ class Rule(_Model):
     resolve_on: EventMatch | None = Field(
         default=None, description="Event rules: events that resolve the alert"
     )
+    related: RelatedClause | None = Field(
+        default=None, description="State and change rules: a condition on related resources"
+    )
+    severity_when: list[SeverityCase] = Field(
+        default_factory=list,
+        description="State and change rules: the severity when a clause on related "
+        "resources holds (the first that holds); 'severity' otherwise",
+    )
     disabled: bool = False
     source: str = Field(default="", description="The file the rule was read from")
 
@@ -225,13 +377,7 @@ class Rule(_Model):
     @field_validator("resource_type")
     @classmethod
     def _known_type(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-
-        try:
-            return default_registry().get(value).cfn_type
-        except UnknownResourceType as exc:
-            raise ValueError(f"{exc} (not a type cloudinv collects)") from None
+        return _known_type(value)
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> Rule:
@@ -242,6 +388,11 @@ class Rule(_Model):
                 raise ValueError("'open_while' is for change rules; event rules use 'resolve_on'")
             if self.resolve_on is not None and set(self.resolve_on.names) & set(self.event.names):
                 raise ValueError("'resolve_on' names an event that also fires the rule")
+            if self.related is not None or self.severity_when:
+                raise ValueError(
+                    "'related' and 'severity_when' are for state and change rules (an event "
+                    "names no inventoried resource to relate)"
+                )
         else:
             if self.resource_type is None:
                 raise ValueError(f"a {self.kind} rule needs 'resource_type'")
@@ -284,6 +435,22 @@ class Rule(_Model):
                 check(expression)
             except PathProblem as exc:
                 raise ValueError(f"{name}: {exc}") from None
+
+    @property
+    def clauses(self) -> list[RelatedClause]:
+        """Every clause on related resources (``related``, then the severity cases')."""
+        found = [] if self.related is None else [self.related]
+        return found + [case.related for case in self.severity_when]
+
+    def watches(self, resource_type: str) -> bool:
+        """A state rule whose clauses a change of ``resource_type`` may affect."""
+        return self.kind == "state" and any(c.watches(resource_type) for c in self.clauses)
+
+    def severity_of(self, neighbours: Sequence[Neighbour]) -> Severity:
+        for case in self.severity_when:
+            if case.related.holds(neighbours)[0]:
+                return case.severity
+        return self.severity
 
     def event_names(self) -> set[str]:
         names: set[str] = set()
@@ -428,6 +595,16 @@ class RuleSet:
     def for_type(self, resource_type: str) -> list[Rule]:
         return self._by_type.get(resource_type, [])
 
+    @property
+    def needs_relationships(self) -> bool:
+        """Some rule in force has a clause on related resources."""
+        return any(rule.clauses for rule in self.active)
+
+    def watched_by(self, changed_type: str) -> list[Rule]:
+        """The state rules (of other types) whose clauses a change of ``changed_type`` may
+        affect: evaluated again on each resource related to the changed one."""
+        return [rule for rule in self.active if rule.watches(changed_type)]
+
     def for_event(self, event_name: str) -> list[Rule]:
         named = self._by_event.get(event_name, [])
         every = self._by_event.get("*", [])
@@ -518,17 +695,36 @@ def fires_on_configuration(rule: Rule, configuration: Any) -> tuple[bool, Any]:
     return truthy(result), result
 
 
-def fires_on_change(rule: Rule, document: Mapping[str, Any]) -> tuple[bool, bool, Any]:
-    """A state or change rule over a change document: (opens, holds, condition result)."""
+def fires_on_change(
+    rule: Rule, document: Mapping[str, Any], neighbours: Sequence[Neighbour] = ()
+) -> tuple[bool, bool, Any]:
+    """A state or change rule over a change document: (opens, holds, condition result).
+    ``neighbours``: the resource's related resources then (for a ``related`` clause)."""
     configuration = document.get("configuration")
     if document.get("change_type") == "deleted" or configuration is None:
         return False, False, None
+    related = rule.related is None or rule.related.holds(neighbours)[0]
     if rule.kind == "state":
         fires, result = fires_on_configuration(rule, configuration)
+        fires = fires and related
         return fires, fires, result
     holds = True if rule.open_while is None else truthy(search(rule.open_while, configuration))
+    holds = holds and related
     result = search(rule.condition, document)
     return holds and truthy(result), holds, result
+
+
+def _related_detail(rule: Rule, neighbours: Sequence[Neighbour]) -> dict[str, Any]:
+    """What an alert keeps of the clauses: the related keys each counted (up to 20)."""
+    detail: dict[str, Any] = {}
+    if rule.related is not None:
+        detail["related"] = rule.related.matching(neighbours)[:20]
+    for case in rule.severity_when:
+        holds, keys = case.related.holds(neighbours)
+        if holds:
+            detail["severity_because"] = {"severity": case.severity, "related": keys[:20]}
+            break
+    return detail
 
 
 def fires_on_event(rule: Rule, event: Mapping[str, Any]) -> tuple[bool, Any]:
@@ -537,16 +733,34 @@ def fires_on_event(rule: Rule, event: Mapping[str, Any]) -> tuple[bool, Any]:
     return truthy(result), result
 
 
-def evaluate_change(rules: RuleSet, change: ChangeEvent) -> Evaluation:
-    """Observations of every state and change rule of the change's resource type."""
+def evaluate_change(
+    rules: RuleSet,
+    change: ChangeEvent,
+    neighbours: Sequence[Neighbour] | None = None,
+    *,
+    related_rules: bool | None = None,
+) -> Evaluation:
+    """Observations of every state and change rule of the change's resource type.
+
+    ``neighbours``: the resource's related resources as of the change (what its rules'
+    clauses read); ``None`` when they could not be read, and rules with clauses are then
+    left out (counted as errors) rather than judged on nothing. ``related_rules``: only the
+    rules with clauses on related resources (True), only the others (False), or all."""
     evaluation = Evaluation()
     applicable = rules.for_type(change.resource_type)
+    if related_rules is not None:
+        applicable = [r for r in applicable if bool(r.clauses) == related_rules]
     if not applicable:
         return evaluation
     document = change_document(change)
     for rule in applicable:
+        if rule.clauses and neighbours is None:
+            evaluation.errors.append((rule.id, "its related resources could not be read"))
+            continue
+        related = neighbours or ()
         try:
-            opens, holds, result = fires_on_change(rule, document)
+            opens, holds, result = fires_on_change(rule, document, related)
+            severity = rule.severity_of(related)
         except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as exc:
             evaluation.errors.append((rule.id, f"{type(exc).__name__}: {exc}"))
             continue
@@ -557,13 +771,14 @@ def evaluate_change(rules: RuleSet, change: ChangeEvent) -> Evaluation:
         }
         if opens:
             detail["matched"] = _matched(result)
+            detail.update(_related_detail(rule, related))
         if change.attribution is not None:
             detail["attribution"] = change.attribution.model_dump(mode="json")
         evaluation.observations.append(
             Observation(
                 rule_id=rule.id,
                 title=rule.title,
-                severity=rule.severity,
+                severity=severity,
                 kind=rule.kind,
                 key=change.key,
                 account_id=change.account_id,
@@ -574,6 +789,71 @@ def evaluate_change(rules: RuleSet, change: ChangeEvent) -> Evaluation:
                 cause=change.change_id,
                 resource_type=change.resource_type,
                 name=change.name,
+                detail=detail,
+            )
+        )
+    return evaluation
+
+
+@dataclass(frozen=True)
+class RelatedResourceState:
+    """A resource whose state rules are evaluated again because something related to it
+    changed: its identity and its configuration at that time."""
+
+    key: str
+    resource_type: str
+    account_id: str
+    region: str
+    name: str | None
+    configuration: Mapping[str, Any]
+
+
+def reevaluate(
+    rules: RuleSet,
+    resource: RelatedResourceState,
+    neighbours: Sequence[Neighbour],
+    cause: ChangeEvent,
+) -> Evaluation:
+    """Observations of ``resource``'s state rules with clauses that a change of
+    ``cause.resource_type`` may affect, over its configuration and related resources as of
+    ``cause`` (whose change id and time the observations carry)."""
+    evaluation = Evaluation()
+    for rule in rules.for_type(resource.resource_type):
+        if not rule.watches(cause.resource_type):
+            continue
+        try:
+            fires, result = fires_on_configuration(rule, resource.configuration)
+            fires = fires and (rule.related is None or rule.related.holds(neighbours)[0])
+            severity = rule.severity_of(neighbours)
+        except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as exc:
+            evaluation.errors.append((rule.id, f"{type(exc).__name__}: {exc}"))
+            continue
+        detail: dict[str, Any] = {
+            "change_id": cause.change_id,
+            "because_of": {
+                "key": cause.key,
+                "resource_type": cause.resource_type,
+                "change_type": cause.change_type,
+            },
+        }
+        if fires:
+            detail["matched"] = _matched(result)
+            detail.update(_related_detail(rule, neighbours))
+        evaluation.observations.append(
+            Observation(
+                rule_id=rule.id,
+                title=rule.title,
+                severity=severity,
+                kind=rule.kind,
+                key=resource.key,
+                account_id=resource.account_id,
+                region=resource.region,
+                opens=fires,
+                holds=fires,
+                at=cause.captured_at,
+                cause=cause.change_id,
+                resource_type=resource.resource_type,
+                name=resource.name,
                 detail=detail,
             )
         )
