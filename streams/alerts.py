@@ -122,20 +122,25 @@ class RelatedReads:
     async def close(self) -> None:
         await self.store.close()
 
-    async def neighbours(self, key: str, change: ChangeEvent) -> list[Neighbour] | None:
-        """The resources related to ``key`` as of ``change`` (``change`` of ``key`` itself or
-        of a resource related to it); None when the store cannot say."""
+    async def neighbours(
+        self, key: str, change: ChangeEvent | None = None, at: datetime | None = None
+    ) -> list[Neighbour] | None:
+        """The resources related to ``key`` as of ``change`` (a change of ``key`` itself or
+        of a resource related to it, laid over the store), else as of ``at`` (None: now);
+        None when the store cannot say."""
         reads = self.reads
         if reads is None:
             return None
-        at = change.captured_at
-        edges = {(r.direction, r.relationship, r.key): r.type for r in await reads.related(key, at)}
-        if change.key == key:  # its own edges, as the change leaves them
+        if change is not None:
+            at = change.captured_at
+        related = await reads.related(key, at)
+        edges = {(r.direction, r.relationship, r.key): r.type for r in related}
+        if change is not None and change.key == key:  # its own edges, as the change leaves them
             for e in change.relationships_removed:
                 edges.pop(("out", e.relationship, e.target_key), None)
             for e in change.relationships_added:
                 edges[("out", e.relationship, e.target_key)] = e.target_type
-        else:  # the changed resource's edges to this one
+        elif change is not None:  # the changed resource's edges to this one
             for e in change.relationships_removed:
                 if e.target_key == key:
                     edges.pop(("in", inverse(e.relationship), change.key), None)
@@ -143,17 +148,19 @@ class RelatedReads:
                 if e.target_key == key:
                     edges[("in", inverse(e.relationship), change.key)] = change.resource_type
         keys = sorted({k for _, _, k in edges})
-        found = await asyncio.gather(*(self._configuration(k, change) for k in keys))
+        found = await asyncio.gather(*(self._configuration(k, change, at) for k in keys))
         configurations = dict(zip(keys, found, strict=True))
         return [
             Neighbour(direction, relationship, k, type_, configurations[k])
             for (direction, relationship, k), type_ in sorted(edges.items())
         ]
 
-    async def _configuration(self, key: str, change: ChangeEvent) -> dict[str, Any] | None:
-        if key == change.key:
+    async def _configuration(
+        self, key: str, change: ChangeEvent | None, at: datetime | None
+    ) -> dict[str, Any] | None:
+        if change is not None and key == change.key:
             return None if change.change_type == "deleted" else change.configuration
-        version = await self.store.as_of(key, change.captured_at)
+        version = await (self.store.current(key) if at is None else self.store.as_of(key, at))
         return None if version is None else version.configuration
 
     async def affected(self, change: ChangeEvent, types: set[str]) -> list[str]:

@@ -111,11 +111,12 @@ def fires(rule: Rule, given: Input) -> bool:
     if isinstance(given, Event):
         evaluation = evaluate_event(ruleset, event_document(given.record))
     elif isinstance(given, Config):
+        # No related resources (rules on them: tests/test_rules_related.py).
         (change,) = changes_of(str(rule.resource_type), given.configuration)
-        evaluation = evaluate_change(ruleset, change)
+        evaluation = evaluate_change(ruleset, change, [])
     else:
         change = changes_of(str(rule.resource_type), given.before, given.after)[-1]
-        evaluation = evaluate_change(ruleset, change)
+        evaluation = evaluate_change(ruleset, change, [])
     assert not evaluation.errors, evaluation.errors
     return any(o.opens for o in evaluation.observations)
 
@@ -557,6 +558,11 @@ KMS_RESOURCES = [{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": KEY_ARN}
 
 CASES: dict[str, tuple[Input, Input]] = {
     "ec2-sg-ssh-open-to-world": (
+        Config(sg(perm(22))),
+        Config(sg(perm(22, cidr="10.0.0.0/8"), perm(443))),
+    ),
+    # The same condition rated by what uses the group (tests/test_rules_related.py).
+    "ec2-sg-ssh-open-to-world-in-use": (
         Config(sg(perm(22))),
         Config(sg(perm(22, cidr="10.0.0.0/8"), perm(443))),
     ),

@@ -150,22 +150,31 @@ async def _try_rules(
 
 async def _state_matches(rule: Any, inventory: Any) -> tuple[list[str], int]:
     from cloudinv.sinks.store import VersionQuery, version_pages
+    from cloudinv.streams.alerts import RelatedReads
     from cloudinv.streams.rules import fires_on_configuration
 
+    related = RelatedReads(inventory) if rule.clauses else None
     matches: list[str] = []
     seen = 0
     query = VersionQuery(resource_type=rule.resource_type)
     async for page in version_pages(inventory.list_as_of, query):
         for version in page:
             seen += 1
+            severity = ""
             try:
                 fires, _ = fires_on_configuration(rule, version.configuration)
+                if fires and related is not None:
+                    # Clauses on related resources: read now, as the worker reads them.
+                    neighbours = await related.neighbours(version.key) or []
+                    fires = rule.related is None or rule.related.holds(neighbours)[0]
+                    severity = f" [{rule.severity_of(neighbours)}]"
             except Exception as exc:
                 matches.append(f"{version.key}: condition failed: {exc}")
                 continue
             if fires:
                 label = f" ({version.name})" if version.name else ""
-                matches.append(f"{version.key}{label} {version.account_id}/{version.region}")
+                where = f"{version.account_id}/{version.region}"
+                matches.append(f"{version.key}{label} {where}{severity}")
     return matches, seen
 
 
