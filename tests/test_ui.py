@@ -837,3 +837,107 @@ def test_drift_paths_are_readable_whole_at_both_sizes(browser: Any, api: Api) ->
             assert tab.errors == []
         finally:
             tab.close()
+
+
+# -- relationships ----------------------------------------------------------------------------
+
+JS_RELATED = """() => [...document.querySelectorAll('#related-list .related-group')].map((g) => ({
+  direction: g.dataset.direction, relationship: g.dataset.relationship,
+  links: [...g.querySelectorAll('a.related-link')]
+    .map((a) => [a.dataset.key, a.getAttribute('href')]),
+  missing: g.querySelectorAll('.related-missing').length }))"""
+
+
+def _related_instance(api: Api) -> tuple[str, dict[str, Any]]:
+    """An instance of the demo whose subnet, VPC, security group and volume are stored."""
+
+    def probe() -> tuple[str, dict[str, Any]] | None:
+        for instance in api.get("/v1/resources", type="AWS::EC2::Instance", limit=50)["items"]:
+            key = urllib.parse.quote(instance["key"], safe="")
+            related = api.get(f"/v1/resources/{key}/related")
+            types = {r["type"] for r in related["related"] if r["exists"]}
+            wanted = {"AWS::EC2::Subnet", "AWS::EC2::VPC", "AWS::EC2::SecurityGroup"}
+            if wanted <= types:
+                return instance["key"], related
+        return None
+
+    found: tuple[str, dict[str, Any]] = api.wait_for("an instance with its network", probe)
+    return found
+
+
+def test_an_instances_relationships_panel_lists_and_draws_them(tab: Page, api: Api) -> None:
+    key, related = _related_instance(api)
+    quoted = urllib.parse.quote(key, safe="")
+    tab.sign_in("/inventory")
+    tab.go(f"#/resource/{quoted}?tab=related")
+    groups = tab.page.evaluate(JS_RELATED)
+    # The list is the API's answer, grouped by direction and relationship, each a link.
+    shown = {(g["direction"], g["relationship"], k) for g in groups for k, _ in g["links"]}
+    existing = [r for r in related["related"] if r["exists"]]
+    assert shown == {(r["direction"], r["relationship"], r["key"]) for r in existing}, shown
+    missing = sum(g["missing"] for g in groups)
+    assert missing == len(related["related"]) - len(existing)  # named, but not inventoried
+    types = {r["type"] for r in related["related"] if r["exists"]}
+    assert {"AWS::EC2::Subnet", "AWS::EC2::VPC", "AWS::EC2::SecurityGroup"} <= types
+    group = next(r for r in related["related"] if r["type"] == "AWS::EC2::SecurityGroup")
+    link = tab.page.locator(f'#related-list a.related-link[data-key="{group["key"]}"]')
+    assert link.get_attribute("href") == (
+        f"#/resource/{urllib.parse.quote(group['key'], safe='')}?tab=related"
+    )
+    # The graph: the instance and its neighbours as nodes, the edges between them.
+    graph = api.get(f"/v1/resources/{quoted}/graph", hops=1, limit=40)
+    assert tab.page.locator("#related-graph svg .graph-item").count() == len(graph["nodes"])
+    assert tab.page.locator("#related-graph svg line.graph-edge").count() == len(graph["edges"])
+    # Two hops reach further (the security group's other instances, the subnet's...).
+    tab.click_and_wait("#hops-2")
+    assert tab.hash_params()["hops"] == "2"
+    two = api.get(f"/v1/resources/{quoted}/graph", hops=2, limit=40)
+    assert tab.page.locator("#related-graph svg .graph-item").count() == len(two["nodes"])
+    assert len(two["nodes"]) > len(graph["nodes"])
+    # A related resource's link opens its page on the same panel.
+    tab.click_and_wait(f'#related-list a.related-link[data-key="{group["key"]}"]')
+    assert tab.page.locator(f'#related-list a.related-link[data-key="{key}"]').count() == 1
+
+
+def test_the_relationships_panel_follows_the_time_shown(tab: Page, api: Api) -> None:
+    key, _ = _related_instance(api)
+    quoted = urllib.parse.quote(key, safe="")
+    history = api.get(f"/v1/resources/{quoted}/history")["items"]
+    born = min(_parse_time(e["captured_at"]) for e in history)
+    before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(born - 1))
+    then = datetime.fromtimestamp(born, UTC).isoformat().replace("+00:00", "Z")
+    tab.sign_in("/inventory")
+    # Before the instance existed: nothing was related to it.
+    tab.go(f"#/resource/{quoted}?tab=related&at={urllib.parse.quote(before)}")
+    assert tab.page.locator("#related-list").count() == 0
+    assert "no relationship at that time" in tab.page.inner_text("#panel-related")
+    # When it appeared: what the API answers for that time, links keeping the time.
+    tab.go(f"#/resource/{quoted}?tab=related&at={urllib.parse.quote(then)}")
+    at = tab.hash_params()["at"]
+    answer = api.get(f"/v1/resources/{quoted}/related", at=at)["related"]
+    groups = tab.page.evaluate(JS_RELATED)
+    shown = {k: href for g in groups for k, href in g["links"]}
+    assert set(shown) == {r["key"] for r in answer if r["exists"]} != set()
+    assert all(f"at={urllib.parse.quote(at, safe='')}" in href for href in shown.values()), shown
+    assert "as of" in tab.page.inner_text("#related-heading")
+    # Now: back to the present.
+    tab.click_and_wait("#related-now")
+    assert "at" not in tab.hash_params()
+
+
+def test_a_rule_on_relationships_fires_in_the_demo(api: Api) -> None:
+    """The demo's first change opens SSH to the world on a group running instances use: the
+    rule rated by what uses the group is open and critical, naming the instance why."""
+
+    def critical() -> dict[str, Any] | None:
+        alerts = api.all_items("/v1/alerts", rule="ec2-sg-ssh-open-to-world-in-use", status="open")
+        return next((a for a in alerts if a["severity"] == "critical"), None)
+
+    alert = api.wait_for("a critical relationship alert", critical, timeout=180)
+    because = alert["detail"]["severity_because"]
+    assert because["severity"] == "critical" and because["related"]
+    instance = api.get(f"/v1/resources/{urllib.parse.quote(because['related'][0], safe='')}")
+    assert instance["resource_type"] == "AWS::EC2::Instance"
+    group = api.get(f"/v1/resources/{urllib.parse.quote(alert['key'], safe='')}")
+    ranges = [r["CidrIp"] for p in group["configuration"]["IpPermissions"] for r in p["IpRanges"]]
+    assert "0.0.0.0/0" in ranges

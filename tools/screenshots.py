@@ -113,7 +113,8 @@ def _tail(path: str, lines: int = 30) -> str:
 
 
 def wait_for_data(base: str, token: str, timeout: float = 120) -> dict[str, Any]:
-    """Wait until the demo has resources, a modified resource and CloudTrail principals."""
+    """Wait until the demo has resources, a modified resource and CloudTrail principals (and
+    pick an instance for the relationships page)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -132,7 +133,9 @@ def wait_for_data(base: str, token: str, timeout: float = 120) -> dict[str, Any]
             ]
             attributed = [c for c in preferred if c.get("attribution")]
             change = (attributed or preferred or modified["items"])[-1]
-            return {"change": change, "principal": principals[0]["label"]}
+            instances = api_get(base, token, "/v1/resources", type="AWS::EC2::Instance", limit=1)
+            instance = instances["items"][0]["key"] if instances["items"] else change["key"]
+            return {"change": change, "principal": principals[0]["label"], "instance": instance}
         if time.monotonic() > deadline:
             raise SystemExit("the demo has no resources, changes and CloudTrail events yet")
         time.sleep(1)
@@ -160,6 +163,12 @@ def pages(sample: dict[str, Any]) -> list[tuple[str, str, str]]:
             "table.diff",
         ),
         ("07-resource-events", f"#/resource/{key}?tab=events", "#panel-events > *:not(.state)"),
+        # An instance's relationships: its subnet, VPC, security group, volumes; and two hops.
+        (
+            "07b-resource-relationships",
+            f"#/resource/{urllib.parse.quote(sample['instance'], safe='')}?tab=related&hops=2",
+            "#related-graph svg",
+        ),
         ("08-feed", "#/feed", "#feed-list li"),
         ("09-activity", "#/activity?range=1h", "#services-chart svg"),
         ("10-principal", f"#/principal/{principal}?range=1h", "#activity-chart svg"),

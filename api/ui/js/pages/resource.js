@@ -1,19 +1,21 @@
-// #/resource/<key>?tab=config|history|diff|events|alerts&at=&change=&a=&b=&all=
+// #/resource/<key>?tab=config|related|history|diff|events|alerts&at=&change=&a=&b=&all=&hops=
 //
 // One resource: its configuration as a tree (now, or at `at`), its versions on a timeline, a
 // side-by-side diff of any two versions (or of one change against the version before it),
-// the CloudTrail events that touched it, and its alerts. One request (its history) gives
+// the CloudTrail events that touched it, its alerts, and its relationships to other resources
+// (a list and a small graph, as of `at` too). One request (its history) gives
 // every version; events and alerts load when their tab opens.
 
 import { get, getAll, seg } from '../api.js';
 import { badge, empty, h, loading, pathList, replace, section, table, tabs, unavailable } from '../dom.js';
 import { changeTimeline } from '../charts.js';
 import { diffTable } from '../diff.js';
-import { ago, iso, num, principalShort, time, typeLabel, typeService } from '../format.js';
+import { ago, fromInput, iso, num, principalShort, time, toInput, typeLabel, typeService } from '../format.js';
 import { principalHref, resourceHref } from '../nav.js';
+import { relationsPanel } from '../relations.js';
 import { configTree, treeControls } from '../tree.js';
 
-const TABS = [['config', 'Configuration'], ['history', 'History'], ['diff', 'Diff'], ['events', 'CloudTrail events'], ['alerts', 'Alerts']];
+const TABS = [['config', 'Configuration'], ['history', 'History'], ['related', 'Relationships'], ['diff', 'Diff'], ['events', 'CloudTrail events'], ['alerts', 'Alerts']];
 
 export async function render(view, ctx) {
   const key = ctx.arg;
@@ -68,7 +70,7 @@ export async function render(view, ctx) {
   const panel = h('div', { class: 'tab-panel', role: 'tabpanel', id: `panel-${tab}`, 'aria-labelledby': `tab-${tab}`, tabindex: '0' });
   const select = (id, { focusTab } = {}) => {
     if (id === tab) return;
-    const keep = id === 'config' ? { at: params.get('at') } : id === 'diff' ? { change: params.get('change'), a: params.get('a'), b: params.get('b') } : {};
+    const keep = id === 'config' || id === 'related' ? { at: params.get('at') } : id === 'diff' ? { change: params.get('change'), a: params.get('a'), b: params.get('b') } : {};
     ctx.setParams({ tab: id, at: '', change: '', a: '', b: '', all: '', ...keep }, { replace: false });
     if (focusTab) setTimeout(() => document.getElementById(`tab-${id}`)?.focus(), 0);
   };
@@ -78,9 +80,27 @@ export async function render(view, ctx) {
   if (tab === 'config') renderConfig(panel, state);
   else if (tab === 'history') renderHistory(panel, state);
   else if (tab === 'diff') await renderDiff(panel, state);
+  else if (tab === 'related') await section(panel, 'Relationships', () => relatedPanel(state));
   else if (tab === 'events') await section(panel, 'CloudTrail events', () => eventsPanel(state));
   else if (tab === 'alerts') await section(panel, 'Alerts', () => alertsPanel(state));
   return null;
+}
+
+// -- relationships ----------------------------------------------------------------------------
+
+async function relatedPanel({ key, at, ctx, signal }) {
+  const hops = ctx.params.get('hops') === '2' ? 2 : 1;
+  const input = h('input', { type: 'datetime-local', id: 'related-at', step: '1', value: at ? toInput(at) : '' });
+  const when = h(
+    'form',
+    { class: 'field inline related-when', onsubmit: (ev) => { ev.preventDefault(); const d = fromInput(input.value); if (d) ctx.setParams({ at: iso(d) }); } },
+    h('label', { for: 'related-at' }, 'As of (UTC)'),
+    input,
+    h('button', { type: 'submit', id: 'related-at-apply' }, 'Show'),
+    h('button', { type: 'button', id: 'related-now', disabled: !at, onclick: () => ctx.setParams({ at: '' }) }, 'Now'),
+  );
+  const content = await relationsPanel({ key, at, hops, signal, setHops: (n) => ctx.setParams({ hops: n === 2 ? '2' : '' }, { replace: true }) });
+  return [when, ...content];
 }
 
 // -- configuration ----------------------------------------------------------------------------
