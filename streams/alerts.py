@@ -332,11 +332,12 @@ def bind(
                 if loaded is not None
                 else SqliteStore.in_data_dir(config.data_dir)
             )
-        related = RelatedReads(inventory)
-        if related.reads is None:
+        if isinstance(inventory, RelationshipReads):
+            related = RelatedReads(inventory)
+        else:
             log.error(
                 "alerts: the inventory store (%s) does not read relationships: rules on "
-                "related resources are skipped",
+                "related resources are skipped (counted in rule errors)",
                 type(inventory).__name__,
             )
     stage = AlertStage(rules=rules, store=alerts_store, dispatcher=dispatcher, related=related)
