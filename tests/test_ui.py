@@ -918,7 +918,10 @@ def test_the_relationships_panel_follows_the_time_shown(tab: Page, api: Api) -> 
     groups = tab.page.evaluate(JS_RELATED)
     shown = {k: href for g in groups for k, href in g["links"]}
     assert set(shown) == {r["key"] for r in answer if r["exists"]} != set()
-    assert all(f"at={urllib.parse.quote(at, safe='')}" in href for href in shown.values()), shown
+    for href in shown.values():  # each link opens its resource at the same time
+        linked = dict(urllib.parse.parse_qsl(href.partition("?")[2]))
+        assert abs(_parse_time(linked["at"]) - _parse_time(at)) < 0.001, (href, at)
+        assert linked["tab"] == "related"
     assert "as of" in tab.page.inner_text("#related-heading")
     # Now: back to the present.
     tab.click_and_wait("#related-now")
