@@ -782,16 +782,19 @@ def _leaf_paths(value: Any, prefix: str = "") -> Iterator[str]:
         yield prefix
 
 
+PIN = [sys.executable, "-m", "cloudinv", "baseline", "pin"]
+
+
 def test_drift_paths_are_readable_whole_at_both_sizes(browser: Any, api: Api) -> None:
-    """A baseline is pinned beside the running demo (as a user would) and the estate drifts
-    from it. Every changed path in the drift table is shown whole, wrapped within the table
-    with the full path as its title, on a laptop and on a phone.
+    """A baseline of the security groups is pinned beside the running demo (as a user would)
+    and the estate drifts from it. Every changed path in the drift table is shown whole,
+    wrapped within the table with the full path as its title, on a laptop and on a phone.
 
     The demo's drift has short paths (it toggles top-level settings), so the browser is
     given the real drift answer with one drifted resource's paths lengthened to the deepest
     leaves of its own stored configuration (and more than fit before "N more")."""
     pinned = subprocess.run(
-        [sys.executable, "-m", "cloudinv", "baseline", "pin", "--data-dir", str(api.data_dir)],
+        [*PIN, "--data-dir", str(api.data_dir), "--type", "AWS::EC2::SecurityGroup"],
         env=cli_env(),
         capture_output=True,
         text=True,
@@ -802,7 +805,8 @@ def test_drift_paths_are_readable_whole_at_both_sizes(browser: Any, api: Api) ->
 
     def drifted() -> dict[str, Any] | None:
         items = api.all_items("/v1/drift")
-        return next((d for d in items if d.get("changed_paths")), None)
+        modified = (d for d in items if d["drift"] == "modified" and d.get("changed_paths"))
+        return next(modified, None)
 
     item = api.wait_for("drift with changed paths", drifted, timeout=120)
     stored = api.get(f"/v1/resources/{urllib.parse.quote(item['key'], safe='')}")
@@ -905,13 +909,15 @@ def test_the_relationships_panel_follows_the_time_shown(tab: Page, api: Api) -> 
     history = api.get(f"/v1/resources/{quoted}/history")["items"]
     born = min(_parse_time(e["captured_at"]) for e in history)
     before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(born - 1))
-    then = datetime.fromtimestamp(born, UTC).isoformat().replace("+00:00", "Z")
+    # A past time (whole seconds: the page reads times to the millisecond) when its network
+    # was there: a second ago.
+    then = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
     tab.sign_in("/inventory")
     # Before the instance existed: nothing was related to it.
     tab.go(f"#/resource/{quoted}?tab=related&at={urllib.parse.quote(before)}")
     assert tab.page.locator("#related-list").count() == 0
     assert "no relationship at that time" in tab.page.inner_text("#panel-related")
-    # When it appeared: what the API answers for that time, links keeping the time.
+    # Later: what the API answers for that time, links keeping the time.
     tab.go(f"#/resource/{quoted}?tab=related&at={urllib.parse.quote(then)}")
     at = tab.hash_params()["at"]
     answer = api.get(f"/v1/resources/{quoted}/related", at=at)["related"]
