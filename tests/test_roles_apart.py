@@ -428,11 +428,15 @@ async def test_roles_apart_share_one_store_and_stop_on_time(
         s3 = management.client("s3", endpoint_url=moto_endpoint)
 
         async def snapshots() -> dict[str, list[str]] | NotYet:
-            listed = await asyncio.to_thread(
-                s3.list_objects_v2, Bucket=warehouse, Prefix="cloudinv/snapshots/"
-            )
+            # Every registered type exports a snapshot: more than one page of keys.
+            def listed_keys() -> list[dict[str, Any]]:
+                pages = s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=warehouse, Prefix="cloudinv/snapshots/"
+                )
+                return [o for page in pages for o in page.get("Contents", [])]
+
             found: dict[str, list[str]] = {}
-            for o in listed.get("Contents", []):
+            for o in await asyncio.to_thread(listed_keys):
                 if f"/dt={today}/" in o["Key"]:
                     cfn_type = o["Key"].split("/")[2].removeprefix("resource_type=")
                     found.setdefault(cfn_type, []).append(o["Key"])
