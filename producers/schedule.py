@@ -87,6 +87,19 @@ class ScanScheduler:
         self._next_due: dict[str, float] = {}
         self.stats = SchedulerStats()
 
+    def leave_out(self, unserved: Mapping[str, str]) -> list[str]:
+        """Stop scanning the types in ``unserved`` (type -> why: a simulated AWS that cannot
+        serve them), with one log line; returns the types left out."""
+        left_out = [t for t in self.types if t in unserved]
+        if left_out:
+            self.types = [t for t in self.types if t not in unserved]
+            log.warning(
+                "producers: %d type(s) left out, the AWS endpoint cannot serve them: %s",
+                len(left_out),
+                "; ".join(f"{t} ({unserved[t]})" for t in left_out),
+            )
+        return left_out
+
     def interval_for(self, cfn_type: str) -> float:
         return self.type_intervals_s.get(cfn_type, self.interval_s)
 

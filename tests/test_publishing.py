@@ -135,3 +135,32 @@ async def test_one_keys_messages_stay_in_order_across_batches(broker: str, uniqu
     assert [o[partition] for o in offsets] == sorted(o[partition] for o in offsets)
     records = await _drain(broker, topic, 24)
     assert [int(v[:4]) for _, v in records] == list(range(24))
+
+
+async def test_the_scheduler_leaves_out_types_the_endpoint_cannot_serve(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Beside a running demo, `cloudinv producers` leaves out what its simulated AWS cannot
+    serve (as scan --once skips them), with one line, instead of failing every round.
+    No broker is needed: nothing is published (the publisher is never started)."""
+    aws = AwsSettings(accounts=[], regions=["eu-west-1"], endpoint_url="http://127.0.0.1:9")
+    scheduler = ScanScheduler(
+        aws,
+        KafkaPublisher({"bootstrap_servers": "127.0.0.1:9"}, "unused"),
+        interval_s=60,
+        types=["AWS::EC2::PlacementGroup", "AWS::EC2::Instance", "AWS::EC2::ReservedInstances"],
+    )
+    with caplog.at_level("WARNING", logger="cloudinv.producers.schedule"):
+        left = scheduler.leave_out(
+            {
+                "AWS::EC2::PlacementGroup": "no handler",
+                "AWS::EC2::ReservedInstances": "not implemented",
+                "AWS::S3::Bucket": "not selected anyway",
+            }
+        )
+    assert left == ["AWS::EC2::PlacementGroup", "AWS::EC2::ReservedInstances"]
+    assert scheduler.types == ["AWS::EC2::Instance"]
+    assert scheduler.due_types() == ["AWS::EC2::Instance"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "2 type(s) left out" in lines[0] and "no handler" in lines[0]
+    assert scheduler.leave_out({}) == [] and len(caplog.records) == 1

@@ -12,7 +12,7 @@ import asyncio
 import signal
 from typing import Any
 
-from cloudinv.cli.running_demo import adopt_running_demo
+from cloudinv.cli.running_demo import adopt_running_demo, unserved_by_running_demo
 from cloudinv.core.connection import require_running_instance
 from cloudinv.core.kafka import client_kwargs, ensure_topics
 from cloudinv.core.logs import configure_logging
@@ -101,6 +101,13 @@ async def run_producers(args: argparse.Namespace) -> int:
         interval_s=settings.scan_interval_s,
         type_intervals_s=settings.scan_type_intervals_s,
         types=[t.strip() for t in args.types.split(",") if t.strip()] if args.types else None,
+    )
+    # Beside a running demo, the types its simulated AWS cannot serve are left out (as
+    # scan --once does) instead of failing every round.
+    scheduler.leave_out(
+        await unserved_by_running_demo(
+            settings.aws, settings.data_dir, [scheduler.registry.get(t) for t in scheduler.types]
+        )
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
