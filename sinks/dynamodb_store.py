@@ -131,15 +131,12 @@ from cloudinv.sinks.dynamodb_client import (
     backoff,
 )
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
-from cloudinv.sinks.relationships import NodeInfo, StoredEdge, neighbourhood_of, related_of
+from cloudinv.sinks.relationships import EdgeReads, NodeInfo, StoredEdge
 from cloudinv.sinks.store import (
     AttributionFigure,
     ChangePage,
     ChangeQuery,
-    Direction,
-    Graph,
     LoggedChange,
-    RelatedResource,
     ResourceVersion,
     ScanRecord,
     StoreError,
@@ -352,7 +349,7 @@ class _Conflict(Exception):
         self.applied = applied
 
 
-class DynamoStore(DynamoBacked):
+class DynamoStore(DynamoBacked, EdgeReads):
     """:class:`~cloudinv.sinks.store.InventoryStore` and
     :class:`~cloudinv.sinks.store.RelationshipReads` on five DynamoDB tables (see the module
     docstring)."""
@@ -1158,31 +1155,6 @@ class DynamoStore(DynamoBacked):
         unique = list(dict.fromkeys(keys))
         found = await self._gather([one(k) for k in unique])
         return {node.key: node for node in found if node is not None}
-
-    async def related(
-        self,
-        key: str,
-        at: datetime | None = None,
-        direction: Direction = "both",
-        relationship: str | None = None,
-        target_type: str | None = None,
-        *,
-        accounts: Sequence[str] | None = None,
-    ) -> list[RelatedResource]:
-        return await related_of(
-            self, key, at, direction, relationship, target_type, accounts=accounts
-        )
-
-    async def neighbourhood(
-        self,
-        key: str,
-        at: datetime | None = None,
-        hops: int = 1,
-        limit: int = 100,
-        *,
-        accounts: Sequence[str] | None = None,
-    ) -> Graph:
-        return await neighbourhood_of(self, key, at, hops, limit, accounts=accounts)
 
     # -- versions ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ lead to a resource that does not exist at that time: it is given with ``exists``
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ from cloudinv.sinks.store import (
 
 __all__ = [
     "MAX_HOPS",
+    "EdgeReads",
     "EdgeSource",
     "NodeInfo",
     "StoredEdge",
@@ -239,3 +241,44 @@ def _node(key: str, info: NodeInfo | None, type_: str | None, hops: int) -> Grap
         exists=False,
         hops=hops,
     )
+
+
+class EdgeReads(ABC):
+    """:class:`~cloudinv.sinks.store.RelationshipReads` for a store that provides the two
+    reads of :class:`EdgeSource`: both inventory stores inherit ``related`` and
+    ``neighbourhood`` from here."""
+
+    @abstractmethod
+    async def edges_at(
+        self, keys: Sequence[str], at: datetime | None, direction: Literal["out", "in"]
+    ) -> list[StoredEdge]:
+        """Edges valid at ``at`` whose source (``out``) or target (``in``) is in ``keys``."""
+
+    @abstractmethod
+    async def nodes_at(self, keys: Sequence[str], at: datetime | None) -> dict[str, NodeInfo]:
+        """The resources among ``keys`` with a version valid at ``at``."""
+
+    async def related(
+        self,
+        key: str,
+        at: datetime | None = None,
+        direction: Direction = "both",
+        relationship: str | None = None,
+        target_type: str | None = None,
+        *,
+        accounts: Sequence[str] | None = None,
+    ) -> list[RelatedResource]:
+        return await related_of(
+            self, key, at, direction, relationship, target_type, accounts=accounts
+        )
+
+    async def neighbourhood(
+        self,
+        key: str,
+        at: datetime | None = None,
+        hops: int = 1,
+        limit: int = 100,
+        *,
+        accounts: Sequence[str] | None = None,
+    ) -> Graph:
+        return await neighbourhood_of(self, key, at, hops, limit, accounts=accounts)

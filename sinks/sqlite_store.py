@@ -73,16 +73,13 @@ from pydantic import TypeAdapter
 
 from cloudinv.catalog.event_resources import refs_of
 from cloudinv.core.models import Attribution, ChangeEvent, ScanManifest
-from cloudinv.sinks.relationships import NodeInfo, StoredEdge, neighbourhood_of, related_of
+from cloudinv.sinks.relationships import EdgeReads, NodeInfo, StoredEdge
 from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema, equal_to, one_of
 from cloudinv.sinks.store import (
     AttributionFigure,
     ChangePage,
     ChangeQuery,
-    Direction,
-    Graph,
     LoggedChange,
-    RelatedResource,
     ResourceVersion,
     ScanRecord,
     StoreError,
@@ -389,7 +386,7 @@ _SQLITE_SCHEMA = SqliteSchema(
 )
 
 
-class SqliteStore(SqliteBacked):
+class SqliteStore(SqliteBacked, EdgeReads):
     """:class:`~cloudinv.sinks.store.InventoryStore` on one SQLite file in WAL mode."""
 
     SCHEMA = _SQLITE_SCHEMA
@@ -914,31 +911,6 @@ class SqliteStore(SqliteBacked):
             return {node[0]: NodeInfo(*node) for node in orjson.loads(row[0])}
 
         return await self._read(run)
-
-    async def related(
-        self,
-        key: str,
-        at: datetime | None = None,
-        direction: Direction = "both",
-        relationship: str | None = None,
-        target_type: str | None = None,
-        *,
-        accounts: Sequence[str] | None = None,
-    ) -> list[RelatedResource]:
-        return await related_of(
-            self, key, at, direction, relationship, target_type, accounts=accounts
-        )
-
-    async def neighbourhood(
-        self,
-        key: str,
-        at: datetime | None = None,
-        hops: int = 1,
-        limit: int = 100,
-        *,
-        accounts: Sequence[str] | None = None,
-    ) -> Graph:
-        return await neighbourhood_of(self, key, at, hops, limit, accounts=accounts)
 
     # -- the change log (cloudinv.sinks.store.ChangeLog: the live feed, counts) ------------------
 
