@@ -775,22 +775,7 @@ def evaluate_change(
         if change.attribution is not None:
             detail["attribution"] = change.attribution.model_dump(mode="json")
         evaluation.observations.append(
-            Observation(
-                rule_id=rule.id,
-                title=rule.title,
-                severity=severity,
-                kind=rule.kind,
-                key=change.key,
-                account_id=change.account_id,
-                region=change.region,
-                opens=opens,
-                holds=holds,
-                at=change.captured_at,
-                cause=change.change_id,
-                resource_type=change.resource_type,
-                name=change.name,
-                detail=detail,
-            )
+            _observation(rule, severity, change, change, opens=opens, holds=holds, detail=detail)
         )
     return evaluation
 
@@ -840,24 +825,39 @@ def reevaluate(
             detail["matched"] = _matched(result)
             detail.update(_related_detail(rule, neighbours))
         evaluation.observations.append(
-            Observation(
-                rule_id=rule.id,
-                title=rule.title,
-                severity=severity,
-                kind=rule.kind,
-                key=resource.key,
-                account_id=resource.account_id,
-                region=resource.region,
-                opens=fires,
-                holds=fires,
-                at=cause.captured_at,
-                cause=cause.change_id,
-                resource_type=resource.resource_type,
-                name=resource.name,
-                detail=detail,
-            )
+            _observation(rule, severity, resource, cause, opens=fires, holds=fires, detail=detail)
         )
     return evaluation
+
+
+def _observation(
+    rule: Rule,
+    severity: Severity,
+    subject: ChangeEvent | RelatedResourceState,
+    cause: ChangeEvent,
+    *,
+    opens: bool,
+    holds: bool,
+    detail: dict[str, Any],
+) -> Observation:
+    """What ``rule`` says of ``subject`` (the changed resource, or one related to it), at
+    the time of the change that caused the evaluation."""
+    return Observation(
+        rule_id=rule.id,
+        title=rule.title,
+        severity=severity,
+        kind=rule.kind,
+        key=subject.key,
+        account_id=subject.account_id,
+        region=subject.region,
+        opens=opens,
+        holds=holds,
+        at=cause.captured_at,
+        cause=cause.change_id,
+        resource_type=subject.resource_type,
+        name=subject.name,
+        detail=detail,
+    )
 
 
 _DEFAULT_RESOURCE = "resources[0].arn || principal.arn || account_id"
