@@ -33,7 +33,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from cloudinv.core.errors import CloudinvError
 from cloudinv.core.models import ResourceSnapshot, ScanManifest
-from cloudinv.core.retry import backoff_delay
+from cloudinv.core.retry import retry
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.core.wire import encode
 
@@ -117,17 +117,19 @@ class KafkaPublisher:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for attempt in range(1, self._attempts + 1):
-            try:
-                await self._producer.start()
-                return
-            except KafkaConnectionError as exc:
-                if attempt == self._attempts:
-                    raise PublishError(
-                        f"cannot reach Kafka to publish ({exc}); check kafka.bootstrap or "
-                        "that the running instance is up"
-                    ) from None
-                await asyncio.sleep(backoff_delay(attempt, 0.2, 5.0))
+        try:
+            await retry(
+                self._producer.start,
+                attempts=self._attempts,
+                first_delay_s=0.4,
+                max_delay_s=5.0,
+                retry_if=lambda exc: isinstance(exc, KafkaConnectionError),
+            )
+        except KafkaConnectionError as exc:
+            raise PublishError(
+                f"cannot reach Kafka to publish ({exc}); check kafka.bootstrap or "
+                "that the running instance is up"
+            ) from None
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Send what is open, wait (up to ``timeout`` seconds, for a broker that is gone) until
@@ -278,18 +280,26 @@ class KafkaPublisher:
                 raise
 
     async def _send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
-        for attempt in range(1, self._attempts + 1):
-            try:
-                future: asyncio.Future[Any] = await self._producer.send_batch(
-                    batch, topic, partition=partition
-                )
-                return future
-            except (KafkaTimeoutError, KafkaConnectionError) as exc:
-                if attempt == self._attempts:
-                    raise PublishError(f"Kafka did not accept a batch for {topic}: {exc}") from None
-                self.stats.retries += 1
-                await asyncio.sleep(backoff_delay(attempt, 0.2, 5.0))
-        raise AssertionError("unreachable")
+        async def send() -> asyncio.Future[Any]:
+            future: asyncio.Future[Any] = await self._producer.send_batch(
+                batch, topic, partition=partition
+            )
+            return future
+
+        def counted(exc: BaseException, attempt: int, delay: float) -> None:
+            self.stats.retries += 1
+
+        try:
+            return await retry(
+                send,
+                attempts=self._attempts,
+                first_delay_s=0.4,
+                max_delay_s=5.0,
+                retry_if=lambda exc: isinstance(exc, (KafkaTimeoutError, KafkaConnectionError)),
+                on_retry=counted,
+            )
+        except (KafkaTimeoutError, KafkaConnectionError) as exc:
+            raise PublishError(f"Kafka did not accept a batch for {topic}: {exc}") from None
 
     async def _partitioner(self, topic: str) -> Callable[[bytes], int]:
         partitions = sorted(await self._producer.partitions_for(topic))
