@@ -128,6 +128,7 @@ import pyarrow.parquet as pq
 
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.models import ChangeEvent, canonical_json
+from cloudinv.core.retry import retry
 from cloudinv.sinks.store import ResourceVersion
 from cloudinv.sinks.warehouse_schema import TIMESTAMP, CoerceStats, coerce, configuration_type
 
@@ -920,20 +921,20 @@ class ParquetWarehouse:
             self.stats.bytes_written += len(data)
 
     async def _retry(self, what: str, call: Any, *args: Any) -> Any:
-        delay = self.first_delay_s
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return await call(*args)
-            except Exception as exc:
-                if attempt == self.attempts:
-                    raise WarehouseError(f"{what} failed after {attempt} attempts: {exc}") from exc
-                self.stats.retries += 1
-                log.warning(
-                    "%s failed (attempt %d, retrying in %.1fs): %s", what, attempt, delay, exc
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_delay_s)
-        raise AssertionError("unreachable")
+        def logged(exc: BaseException, attempt: int, delay: float) -> None:
+            self.stats.retries += 1
+            log.warning("%s failed (attempt %d, retrying in %.1fs): %s", what, attempt, delay, exc)
+
+        try:
+            return await retry(
+                lambda: call(*args),
+                attempts=self.attempts,
+                first_delay_s=self.first_delay_s,
+                max_delay_s=self.max_delay_s,
+                on_retry=logged,
+            )
+        except Exception as exc:
+            raise WarehouseError(f"{what} failed after {self.attempts} attempts: {exc}") from exc
 
 
 def _unique_relationship_rows(table: pa.Table) -> pa.Table:
