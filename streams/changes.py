@@ -99,7 +99,7 @@ from cloudinv.catalog.diff import (
 )
 from cloudinv.catalog.event_resources import EventResourceIndex, attribution_of
 from cloudinv.catalog.registry import Registry, default_registry
-from cloudinv.catalog.relationships import edge_delta, edges_of_resource
+from cloudinv.catalog.relationships import edge_delta, edges_of_resource, touches_relationships
 from cloudinv.core.models import (
     AccountId,
     Attribution,
@@ -382,14 +382,19 @@ class ChangeDetector:
             prior, before, anchor = state.configuration(), state.config_hash, state.since
             self.stats.modified += 1
         patch = json_patch(prior, configuration)
-        added, removed = edge_delta(
-            self._edges_of(
-                snapshot.resource_type, key, snapshot.account_id, snapshot.region, prior
-            ),
-            self._edges_of(
-                snapshot.resource_type, key, snapshot.account_id, snapshot.region, configuration
-            ),
-        )
+        added: list[Edge] = []
+        removed: list[Edge] = []
+        if prior is None or touches_relationships(
+            snapshot.resource_type, (op.path for op in patch)
+        ):
+            added, removed = edge_delta(
+                self._edges_of(
+                    snapshot.resource_type, key, snapshot.account_id, snapshot.region, prior
+                ),
+                self._edges_of(
+                    snapshot.resource_type, key, snapshot.account_id, snapshot.region, configuration
+                ),
+            )
         event = ChangeEvent(
             change_id=change_id(key, before, digest, anchor),
             key=key,

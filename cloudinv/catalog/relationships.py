@@ -18,7 +18,9 @@ the resource (``cloudinv.sinks.versioning``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 
 from cloudinv.catalog.registry import Registry, default_registry
@@ -41,8 +43,10 @@ __all__ = [
     "edges_of_resource",
     "inverse",
     "partition_of_key",
+    "relationship_fields",
     "sorted_edges",
     "target_key",
+    "touches_relationships",
 ]
 
 
@@ -176,6 +180,39 @@ def edges_of_resource(
         configuration,
         registry=registry,
     )
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@lru_cache(maxsize=4096)
+def relationship_fields(resource_type: str) -> frozenset[str]:
+    """The top-level configuration fields the relationships of ``resource_type`` read (the
+    first name of each path, and every name in a ``when`` condition: a superset). A change
+    that touches none of them leaves the resource's edges as they were."""
+    registry = default_registry()
+    if resource_type not in registry:
+        return frozenset()
+    fields: set[str] = set()
+    for relationship in registry.get(resource_type).relationships:
+        fields.add(relationship.path.split(".", 1)[0].removesuffix("[]"))
+        if relationship.when is not None:
+            fields.update(_NAME.findall(relationship.when))
+    return frozenset(fields)
+
+
+def touches_relationships(resource_type: str, pointers: Iterable[str]) -> bool:
+    """True if a change whose JSON Patch operations have the paths ``pointers`` (JSON
+    Pointers) may move the edges of ``resource_type`` (checked before computing them: the
+    edges of two configurations cost a JMESPath search per relationship)."""
+    fields = relationship_fields(resource_type)
+    if not fields:
+        return False
+    for pointer in pointers:
+        top = pointer.split("/", 2)[1] if pointer.startswith("/") else ""
+        if not top or top.replace("~1", "/").replace("~0", "~") in fields:
+            return True
+    return False
 
 
 def sorted_edges(edges: Iterable[Edge]) -> list[Edge]:
