@@ -208,11 +208,15 @@ class KafkaPublisher:
             return {}
         partition_of = await self._partitioner(topic)
         mine: dict[int, tuple[_OpenBatch, int]] = {}
+        used: set[_OpenBatch] = set()
         for key, value in messages:
             partition = partition_of(key)
-            mine[partition] = self._append(topic, partition, key, value)
+            mine[partition] = last = self._append(topic, partition, key, value)
+            used.add(last[0])
         self._schedule_send()
-        await self._wait({batch for batch, _ in mine.values()}, "events")
+        # Every batch these went into, not only each partition's last: an earlier one that
+        # failed must fail the call (its events are not behind the offsets returned).
+        await self._wait(used, "events")
         self.stats.events += len(messages)
         return {p: batch.sent.result() + index for p, (batch, index) in mine.items()}
 

@@ -15,6 +15,13 @@ again — when the broker may have lost the events: it became unreachable and ca
 embedded broker restarts empty), a partition's end offset or the group's committed offset went
 backwards (the log or the group was recreated). A replay is harmless: every sink is
 idempotent by event id.
+
+Offsets from two lives of a broker cannot be compared: a file whose events went to several
+partitions may have some acknowledged by the broker before it died and the rest by the one
+that replaced it, and the new one's committed offsets soon pass the old one's. Each such
+loss of the broker starts a new :attr:`CommitWatch.generation`; a source reads it before it
+publishes and passes it to :meth:`~CommitWatch.wait`, which fails at once with
+:class:`AckLost` when the generation moved in between.
 """
 
 from __future__ import annotations
@@ -80,6 +87,8 @@ class CommitWatch:
         self.acknowledged = 0
         self.lost = 0
         self.last_error: str | None = None
+        self.generation = 0
+        """How many times the broker was found to have lost (or maybe lost) what it held."""
 
     async def __aenter__(self) -> CommitWatch:
         self._task = asyncio.create_task(self._run(), name=f"commit-watch {self.topic}")
@@ -111,13 +120,17 @@ class CommitWatch:
             return 0.0
         return time.monotonic() - min(w.since for w in self._waiters)
 
-    async def wait(self, offsets: Offsets) -> None:
+    async def wait(self, offsets: Offsets, generation: int | None = None) -> None:
         """Return once the group committed past every ``offsets``; raise :class:`AckLost`
-        when the events may have to be published again."""
+        when the events may have to be published again. ``generation``: :attr:`generation`
+        read before publishing them (a loss since then fails the wait at once)."""
         if not offsets:
             return
         if self._task is None:
             raise RuntimeError("CommitWatch is not running (use it as async with)")
+        if generation is not None and generation != self.generation:
+            self.lost += 1
+            raise AckLost("the broker lost what it held while these events were published")
         waiter = _Waiter(dict(offsets), asyncio.get_running_loop().create_future())
         self._waiters.add(waiter)
         self._wake.set()
@@ -211,6 +224,7 @@ class CommitWatch:
         self._waiters.discard(waiter)
 
     def _fail_all(self, reason: str) -> None:
+        self.generation += 1
         pending = [w for w in self._waiters if not w.future.done()]
         if pending:
             log.warning("cloudtrail: %d source(s) will publish again: %s", len(pending), reason)

@@ -345,10 +345,11 @@ class Backfill:
                 parsed = await self._read(source)
             if parsed is None:
                 return
+            generation = None if self.ack is None else self.ack.generation
             try:
                 offsets = await self.publisher.publish(parsed.messages)
                 if self.ack is not None:
-                    await self.ack.wait(offsets)
+                    await self.ack.wait(offsets, generation)
             except (PublishError, AckLost) as exc:
                 # The broker is away or lost the events (an embedded broker restarts empty):
                 # read and publish the file again, after a pause while the broker recovers.

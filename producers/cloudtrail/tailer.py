@@ -437,6 +437,7 @@ class CloudTrailTailer:
         work = classify_message(
             message.get("Body", ""), message_id, verify_digests=self.config.verify_digests
         )
+        generation = None if self.ack is None else self.ack.generation
         results = await asyncio.gather(
             *(self._do(item, message_id) for item in work), return_exceptions=True
         )
@@ -460,7 +461,7 @@ class CloudTrailTailer:
                 time.monotonic() + self._visibility_s,
             )
             try:
-                await self.ack.wait(offsets)
+                await self.ack.wait(offsets, generation)
             except AckLost as exc:
                 self.stats.replayed += 1
                 log.info("cloudtrail: message %s comes back for a replay: %s", message_id, exc)
