@@ -952,8 +952,15 @@ def test_a_rule_on_relationships_fires_in_the_demo(api: Api) -> None:
     alert = api.wait_for("a critical relationship alert", critical, timeout=180)
     because = alert["detail"]["severity_because"]
     assert because["severity"] == "critical" and because["related"]
-    instance = api.get(f"/v1/resources/{urllib.parse.quote(because['related'][0], safe='')}")
+    instance = api.get(
+        f"/v1/resources/{urllib.parse.quote(because['related'][0], safe='')}",
+        at=alert["last_seen_at"],
+    )
     assert instance["resource_type"] == "AWS::EC2::Instance"
-    group = api.get(f"/v1/resources/{urllib.parse.quote(alert['key'], safe='')}")
+    # As of the last observation that held (the demo may have closed the port since, and the
+    # alert resolves when the worker sees that).
+    group = api.get(
+        f"/v1/resources/{urllib.parse.quote(alert['key'], safe='')}", at=alert["last_seen_at"]
+    )
     ranges = [r["CidrIp"] for p in group["configuration"]["IpPermissions"] for r in p["IpRanges"]]
     assert "0.0.0.0/0" in ranges
