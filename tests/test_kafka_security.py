@@ -377,7 +377,7 @@ async def test_worker_process_joins_over_mutual_tls_from_environment_settings(
             assert status == 200, (tmp_path / "worker.log").read_text()[-3000:]
         finally:
             proc.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(proc.wait, 30)
+            await asyncio.to_thread(proc.wait, 90)  # a bound on a hang, on a loaded machine
 
 
 # -- settings ---------------------------------------------------------------------------------
