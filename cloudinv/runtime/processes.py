@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,6 +241,11 @@ class Supervised:
     down: str | None = None
     """Why it is not running now (``None`` while it runs)."""
     restarts: int = 0
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Cleared while its owner replaces it on purpose (:meth:`Supervisor.replacing`)."""
+
+    def __post_init__(self) -> None:
+        self.settled.set()
 
 
 class Supervisor:
@@ -278,6 +283,17 @@ class Supervisor:
         if self._fatal is not None:
             self._tasks.append(asyncio.create_task(self._keep(entry), name=f"supervise {name}"))
         return entry
+
+    @contextlib.asynccontextmanager
+    async def replacing(self, entry: Supervised) -> AsyncIterator[None]:
+        """Inside, the owner stops and replaces ``entry``'s child itself: its exit is not a
+        failure and the supervisor does not restart it (it watches whatever child ``entry``
+        names once the block ends)."""
+        entry.settled.clear()
+        try:
+            yield
+        finally:
+            entry.settled.set()
 
     def down(self) -> list[str]:
         """Why each child that is not running is down."""
@@ -324,6 +340,7 @@ class Supervisor:
             if child is None or child.process is None:
                 return
             returncode = await child.process.wait()
+            await entry.settled.wait()
             if self.stopping:
                 return
             if entry.child() is not child:

@@ -60,6 +60,7 @@ from cloudinv.runtime.embedded import (
 )
 from cloudinv.runtime.processes import (
     ChildProcess,
+    Supervised,
     Supervisor,
     ensure_port_free,
     settings_env,
@@ -107,6 +108,7 @@ class Runtime:
     _trail: Any = None
     reactor: Any = None
     _worker: ChildProcess | None = None
+    _worker_entry: Supervised | None = None
     _broker: EmbeddedBroker | None = None
     _tailers: dict[str, ChildProcess] = field(default_factory=dict)
     supervisor: Supervisor = field(default_factory=Supervisor)
@@ -248,18 +250,26 @@ class Runtime:
 
     async def _restart_broker(self) -> None:
         """A new broker on the same port (clients reconnect to the address they know), the
-        topics again, and a new worker: the old one's group and internal topics are gone."""
+        topics again, and a new worker: the old one's group and internal topics are gone.
+
+        The old worker stops *before* the new broker listens. It remembers offsets of the
+        dead broker's partitions; let it reach the new broker and it commits them there,
+        past events it never read. The new worker would then skip those events, and a
+        source waiting for them to be stored would let go of them: lost. What the old
+        worker had not committed, its sources publish again."""
         assert self._broker is not None
-        broker = EmbeddedBroker(self.data_dir, port=self._broker.port)
-        await broker.start()
-        self._broker = broker
-        assert broker.child is not None
-        self._set_pid("broker", broker.child.pid)
-        await ensure_topics(self.settings.kafka, self.kafka_bootstrap)
-        if self._worker is not None:
-            old = self._worker
-            await self._spawn_worker()
-            await old.stop(timeout=3.0)
+        entry = self._worker_entry
+        async with self.supervisor.replacing(entry) if entry else contextlib.nullcontext():
+            if self._worker is not None:
+                await self._worker.stop(timeout=3.0)
+            broker = EmbeddedBroker(self.data_dir, port=self._broker.port)
+            await broker.start()
+            self._broker = broker
+            assert broker.child is not None
+            self._set_pid("broker", broker.child.pid)
+            await ensure_topics(self.settings.kafka, self.kafka_bootstrap)
+            if self._worker is not None:
+                await self._spawn_worker()
 
     def _add_child(self, name: str, address: str | None, child: ChildProcess) -> None:
         """A started child, in /v1/status and the connection file."""
@@ -357,7 +367,9 @@ class Runtime:
         await asyncio.sleep(0.5)
         child.raise_if_exited()
         self._add_child("worker", None, child)
-        self.supervisor.watch("the stream worker", lambda: self._worker, self._restart_worker)
+        self._worker_entry = self.supervisor.watch(
+            "the stream worker", lambda: self._worker, self._restart_worker
+        )
         return f"pid {child.pid}"
 
     async def _spawn_worker(self) -> ChildProcess:
