@@ -427,7 +427,8 @@ async def run_cloudinv(
     writer_cpu = _time_writer_thread(stage.store)
     await app.start()
     tailer = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cloudinv", "cloudtrail", "tail", "--queue-url", queue_url,
+        sys.executable, *_tailer_launcher(args.profile_tailer), "cloudtrail", "tail",
+        "--queue-url", queue_url,
         "--wait-seconds", str(TAILER_WAIT_S), "--endpoint-url", proxy_url, "--region", REGION,
         *connection,
         stderr=(workdir / "tailer.log").open("w"),
@@ -501,6 +502,8 @@ async def run_cloudinv(
                 profiler.enable()
             startup_cpu = 0.0
             tailer_cpu0 = process_cpu_s(tailer.pid)
+            if args.profile_tailer:
+                tailer.send_signal(signal.SIGUSR1)  # delivered on SIGCONT: profile from here
             tailer.send_signal(signal.SIGCONT)
             await _until(lambda: done(total), tailer)
             wall = time.perf_counter() - t0
@@ -511,6 +514,8 @@ async def run_cloudinv(
                 await asyncio.sleep(0.02)
             acked = time.perf_counter() - t0
             source_cpu = process_cpu_s(tailer.pid) - tailer_cpu0
+            if args.profile_tailer:
+                tailer.send_signal(signal.SIGUSR2)  # stop profiling; written at exit
             source = tailer
         if profiler is not None and args.profile:
             profiler.disable()
@@ -548,6 +553,30 @@ async def run_cloudinv(
         startup_cpu,
         moto_cpu,
     )
+
+
+_PROFILED_TAILER = """
+import cProfile, signal, sys
+from cloudinv.cli import main
+profile = cProfile.Profile()
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+signal.signal(signal.SIGUSR2, lambda *_: profile.disable())
+try:
+    status = main(sys.argv[2:])
+finally:
+    profile.disable()
+    profile.dump_stats(sys.argv[1])
+sys.exit(status)
+"""
+
+
+def _tailer_launcher(profile: str | None) -> list[str]:
+    """``python -m cloudinv``, or with ``--profile-tailer`` the same command under a cProfile
+    that the bench turns on (SIGUSR1) when it resumes the tailer and off (SIGUSR2) once every
+    message is deleted: the measured run only."""
+    if not profile:
+        return ["-m", "cloudinv"]
+    return ["-c", _PROFILED_TAILER, profile]
 
 
 def _children_cpu_s() -> float:
@@ -847,6 +876,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         metavar="FILE",
         help="cProfile the worker's event loop thread during the measured run into FILE "
+        "(slows it down; the figures of such a run are not the benchmark's)",
+    )
+    parser.add_argument(
+        "--profile-tailer",
+        metavar="FILE",
+        help="cProfile the tailer process during the measured run into FILE "
         "(slows it down; the figures of such a run are not the benchmark's)",
     )
     parser.add_argument(

@@ -1,11 +1,14 @@
 """AWS Signature Version 4 for a plain HTTP request: the one copy of the signing in cloudinv.
 
 botocore signs every call it makes, but its per-call cost (request building, endpoint rules,
-hooks, signing, response parsing) is a few milliseconds of CPU. Where one simple call is made
-per small object (a CloudTrail log file's GetObject), :func:`sign_headers` signs the request
-directly: the canonical request, string to sign and signature exactly as botocore's
-``SigV4Auth`` / ``S3SigV4Auth`` compute them (tests compare the two byte for byte), with the
-derived signing key cached per day, region and service.
+user agent, hooks, signing, response parsing) is a few milliseconds of CPU. Where one simple
+call is made per small object or batch (a CloudTrail log file's GetObject, the tailer's SQS
+receives and deletes), :func:`sign_headers` signs the request directly: the canonical
+request, string to sign and signature exactly as botocore's ``SigV4Auth`` / ``S3SigV4Auth``
+compute them (tests compare the two byte for byte), with the derived signing key cached per
+day, region and service. :func:`learned_endpoint` reads where to send such a request, and how
+to sign it, from one request botocore made (so botocore keeps endpoint resolution: regions,
+custom endpoints, addressing styles).
 
 Only header signing of requests whose path the caller has already URI-encoded is supported
 (the path is used as it is in the canonical request, as S3 requires); credentials are
@@ -16,11 +19,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
-__all__ = ["EMPTY_SHA256", "Credentials", "SigningKeys", "sign_headers"]
+__all__ = [
+    "EMPTY_SHA256",
+    "Credentials",
+    "Endpoint",
+    "SigningKeys",
+    "host_header",
+    "learned_endpoint",
+    "sign_headers",
+]
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 """The payload hash of a request without a body (a GET)."""
@@ -72,11 +86,13 @@ def sign_headers(
     region: str,
     service: str,
     payload_sha256: str = EMPTY_SHA256,
+    content_sha256_header: bool = True,
     now: datetime | None = None,
     keys: SigningKeys | None = None,
 ) -> dict[str, str]:
     """The headers to send: ``headers`` plus ``Host``, ``X-Amz-Date``,
-    ``X-Amz-Content-SHA256``, ``X-Amz-Security-Token`` (with a session token) and
+    ``X-Amz-Content-SHA256`` (S3 wants it; ``content_sha256_header=False`` leaves it out, as
+    botocore does for other services), ``X-Amz-Security-Token`` (with a session token) and
     ``Authorization``. ``path`` is the URI-encoded path as sent; ``query`` the query string
     as sent (``key=value`` pairs, already encoded); ``host`` the ``Host`` header (no port for
     the scheme's default port). Every header given is signed (pass only headers that reach
@@ -87,7 +103,8 @@ def sign_headers(
     out = dict(headers)
     out["Host"] = host
     out["X-Amz-Date"] = amz_date
-    out["X-Amz-Content-SHA256"] = payload_sha256
+    if content_sha256_header:
+        out["X-Amz-Content-SHA256"] = payload_sha256
     if credentials.token:
         out["X-Amz-Security-Token"] = credentials.token
     signed = sorted((name.lower(), " ".join(value.split())) for name, value in out.items())
@@ -121,3 +138,47 @@ def _canonical_query(query: str) -> str:
         key, _, value = pair.partition("=")
         pairs.append((key, value))
     return "&".join(f"{key}={value}" for key, value in sorted(pairs))
+
+
+# --- where to send a request: learned from one botocore made --------------------------------
+
+_SCOPE = re.compile(r"^AWS4-HMAC-SHA256 Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request,")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests like one botocore sent go, and how they are signed: URL ``prefix``
+    (scheme, host, path up to the caller's part, as botocore sent it), ``Host`` header,
+    ``path`` (the prefix's path), signing ``region`` and ``service``."""
+
+    prefix: str
+    host: str
+    path: str
+    region: str
+    service: str
+
+
+def learned_endpoint(url: str, authorization: str | bytes, tail: str = "") -> Endpoint | None:
+    """The :class:`Endpoint` of a request botocore signed and sent to ``url`` (whose path
+    ends with ``tail``, the caller's part, e.g. an S3 object's encoded key). ``None`` when the
+    request was not SigV4 header-signed (anonymous, S3 Express, presigned) or has a query
+    string: such requests stay with botocore."""
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode("latin-1")
+    parts = urlsplit(url)
+    scope = _SCOPE.match(authorization)
+    if parts.query or scope is None or not parts.path.endswith(tail):
+        return None
+    return Endpoint(
+        prefix=url[: len(url) - len(tail)],
+        host=host_header(parts.scheme, parts.netloc),
+        path=parts.path[: len(parts.path) - len(tail)],
+        region=scope.group(1),
+        service=scope.group(2),
+    )
+
+
+def host_header(scheme: str, netloc: str) -> str:
+    """The ``Host`` header botocore signs: without the scheme's default port."""
+    default = ":443" if scheme == "https" else ":80"
+    return netloc[: -len(default)] if netloc.endswith(default) else netloc

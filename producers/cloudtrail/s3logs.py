@@ -44,7 +44,13 @@ from cloudinv.producers.cloudtrail.logfile import (
     parse_log,
     read_log_async,
 )
-from cloudinv.producers.sigv4 import Credentials, SigningKeys, sign_headers
+from cloudinv.producers.sigv4 import (
+    Credentials,
+    Endpoint,
+    SigningKeys,
+    learned_endpoint,
+    sign_headers,
+)
 
 __all__ = ["S3LogReader", "S3Object", "S3Unreachable"]
 
@@ -64,7 +70,6 @@ _BACK_TO_BOTOCORE = frozenset(
         "IllegalLocationConstraintException",
     }
 )
-_SCOPE = re.compile(r"^AWS4-HMAC-SHA256 Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request,")
 _XML_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
 
 
@@ -82,18 +87,6 @@ class S3Unreachable(OSError):
     """S3 could not be reached (or broke the connection) after retries: try again later."""
 
 
-@dataclass(frozen=True)
-class _Target:
-    """Where a bucket's objects are read: URL prefix (scheme, host, path up to the key, all
-    as botocore sent it), ``Host`` header, signing region and service."""
-
-    prefix: str
-    host: str
-    path: str
-    region: str
-    service: str
-
-
 class _Fallback(Exception):
     """This bucket's answer is one botocore handles (redirects, other signing)."""
 
@@ -109,7 +102,7 @@ class S3LogReader:
         self._connections = connections
         self._attempts = attempts
         self._http: aiohttp.ClientSession | None = None
-        self._targets: dict[str, _Target | None] = {}
+        self._targets: dict[str, Endpoint | None] = {}
         """Bucket → where to read it directly; ``None``: botocore only."""
         self._sent: dict[str, tuple[str, str]] = {}
         """Encoded object path → (URL, Authorization) of botocore's last GetObject for it."""
@@ -188,24 +181,12 @@ class S3LogReader:
             if not path.endswith("/" + encoded):
                 continue
             del self._sent[path]
-            parts = urlsplit(url)
-            scope = _SCOPE.match(authorization)
-            if parts.query or scope is None:
-                self._targets.setdefault(obj.bucket, None)
-                return
-            prefix = url[: len(url) - len(encoded)]
-            self._targets[obj.bucket] = _Target(
-                prefix=prefix,
-                host=_host_header(parts.scheme, parts.netloc),
-                path=parts.path[: len(parts.path) - len(encoded)],
-                region=scope.group(1),
-                service=scope.group(2),
-            )
+            self._targets[obj.bucket] = learned_endpoint(url, authorization, encoded)
             return
 
     # -- the direct read ------------------------------------------------------------------------
 
-    async def _read_direct(self, obj: S3Object, target: _Target) -> ParsedLog:
+    async def _read_direct(self, obj: S3Object, target: Endpoint) -> ParsedLog:
         encoded = quote(obj.key, safe="/~")
         data = await retry(
             lambda: self._get(obj, target, encoded),
@@ -218,7 +199,7 @@ class S3LogReader:
         self.direct_reads += 1
         return await read_log_async(data, obj.uri, expect_gzip=obj.key.endswith(".gz"))
 
-    async def _get(self, obj: S3Object, target: _Target, encoded: str) -> bytes:
+    async def _get(self, obj: S3Object, target: Endpoint, encoded: str) -> bytes:
         assert self._http is not None, "S3LogReader is used as async with"
         frozen = await self._credentials.get_frozen_credentials()
         headers = sign_headers(
@@ -266,9 +247,3 @@ def _retried(exc: BaseException) -> bool:
         code = exc.response.get("Error", {}).get("Code")
         return status in _RETRIED_STATUS or code in _RETRIED_CODES
     return False
-
-
-def _host_header(scheme: str, netloc: str) -> str:
-    """The ``Host`` header botocore signs: without the scheme's default port."""
-    default = ":443" if scheme == "https" else ":80"
-    return netloc[: -len(default)] if netloc.endswith(default) else netloc

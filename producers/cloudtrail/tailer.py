@@ -15,7 +15,9 @@ A message is deleted only after the stream worker committed past every event it 
 end-to-end acknowledgement, :mod:`cloudinv.producers.cloudtrail.ack`); while it waits, its
 visibility is extended, and if the broker may have lost its events it is made visible again
 at once and replayed. Deletes and extensions go in batches of ten, several receives are in
-flight at once, and a message's events are not kept while it waits: files are pipelined. A
+flight at once, and a message's events are not kept while it waits: files are pipelined.
+Receives, deletes and extensions are signed plain HTTP calls (:mod:`cloudinv.producers.sqs`),
+not botocore calls: botocore's CPU per call cost as much as the small files themselves. A
 file that is not
 valid gzip or JSON (or an S3 object that no longer exists, or a body that is no known
 message) is recorded in the :class:`~cloudinv.producers.cloudtrail.logfile.RejectionLog` and
@@ -61,6 +63,7 @@ from cloudinv.producers.cloudtrail.logfile import (
 from cloudinv.producers.cloudtrail.normalize import unwrap_eventbridge
 from cloudinv.producers.cloudtrail.publish import CloudTrailPublisher
 from cloudinv.producers.cloudtrail.s3logs import S3LogReader, S3Object
+from cloudinv.producers.sqs import SqsQueue, SqsUnreachable
 
 __all__ = [
     "CloudTrailTailer",
@@ -80,6 +83,9 @@ log = logging.getLogger(__name__)
 
 _GONE = frozenset({"NoSuchKey", "NoSuchBucket", "404"})
 """S3 errors that will not fix themselves: the file is recorded as rejected."""
+
+_SQS_ERRORS = (ClientError, BotoCoreError, SqsUnreachable)
+"""What an SQS call raises when SQS says no or cannot be reached (after retries)."""
 
 
 # --- what a message asks for ---------------------------------------------------------------
@@ -257,7 +263,7 @@ class CloudTrailTailer:
         self._downloads = asyncio.Semaphore(config.max_concurrent_downloads)
         self._in_flight = asyncio.Semaphore(config.max_messages_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sqs: Any = None
+        self._queue: SqsQueue | None = None
         self._s3: Any = None
         self._reader: S3LogReader | None = None
         self._public_keys = public_keys
@@ -290,8 +296,15 @@ class CloudTrailTailer:
             S3LogReader(
                 s3, self._session, connections=self.config.max_concurrent_downloads
             ) as reader,
+            SqsQueue(
+                sqs,
+                self._session,
+                self.config.queue_url,
+                connections=self.config.receivers + 8,
+                read_timeout_s=aio_config.read_timeout,
+            ) as queue,
         ):
-            self._sqs, self._s3, self._reader = sqs, s3, reader
+            self._queue, self._s3, self._reader = queue, s3, reader
             if self.config.verify_digests:
                 keys = self._public_keys or CloudTrailPublicKeys(
                     self._session, endpoint_url=self.config.endpoint_url
@@ -300,7 +313,7 @@ class CloudTrailTailer:
             try:
                 yield
             finally:
-                self._sqs = self._s3 = self._reader = None
+                self._queue = self._s3 = self._reader = None
                 self._verifier = None
 
     async def run(
@@ -346,10 +359,9 @@ class CloudTrailTailer:
                         idle.set()
 
     async def _check_queue(self) -> None:
+        assert self._queue is not None, "used inside run()"
         try:
-            attributes = await self._sqs.get_queue_attributes(
-                QueueUrl=self.config.queue_url, AttributeNames=["QueueArn", "VisibilityTimeout"]
-            )
+            attributes = await self._queue.attributes(["QueueArn", "VisibilityTimeout"])
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
@@ -387,14 +399,14 @@ class CloudTrailTailer:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _receive(self, stop: asyncio.Event, *, peek: bool = False) -> int:
-        kwargs: dict[str, Any] = {
-            "QueueUrl": self.config.queue_url,
-            "MaxNumberOfMessages": self.config.max_messages,
-            "WaitTimeSeconds": 0 if peek else self.config.wait_time_s,
-        }
-        if self.config.visibility_timeout_s is not None:
-            kwargs["VisibilityTimeout"] = self.config.visibility_timeout_s
-        receive = asyncio.ensure_future(self._sqs.receive_message(**kwargs))
+        assert self._queue is not None, "used inside run()"
+        receive = asyncio.ensure_future(
+            self._queue.receive(
+                max_messages=self.config.max_messages,
+                wait_time_s=0 if peek else self.config.wait_time_s,
+                visibility_timeout_s=self.config.visibility_timeout_s,
+            )
+        )
         stopped = asyncio.ensure_future(stop.wait())
         try:
             # A stop request must not wait out a 20 s long poll.
@@ -403,12 +415,12 @@ class CloudTrailTailer:
             stopped.cancel()
         if not receive.done():
             receive.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ClientError, BotoCoreError):
+            with contextlib.suppress(asyncio.CancelledError, *_SQS_ERRORS):
                 await receive
             return 0
         try:
             response = receive.result()
-        except (ClientError, BotoCoreError) as exc:
+        except _SQS_ERRORS as exc:
             self._note(f"receive: {exc}")
             log.warning("cloudtrail: cannot receive from %s: %s", self.config.queue_url, exc)
             with contextlib.suppress(TimeoutError):
@@ -560,11 +572,10 @@ class CloudTrailTailer:
         entries = [
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
         ]
+        assert self._queue is not None, "used inside run()"
         try:
-            response = await self._sqs.delete_message_batch(
-                QueueUrl=self.config.queue_url, Entries=entries
-            )
-        except (ClientError, BotoCoreError) as exc:
+            response = await self._queue.delete_batch(entries)
+        except _SQS_ERRORS as exc:
             # Received again later; the sinks are idempotent.
             self._note(f"delete: {exc}")
             log.warning("cloudtrail: cannot delete %d message(s): %s", len(messages), exc)
@@ -577,13 +588,10 @@ class CloudTrailTailer:
 
     async def _release(self, message: dict[str, Any]) -> None:
         """Make a message visible again at once, to be received and replayed."""
+        assert self._queue is not None, "used inside run()"
         try:
-            await self._sqs.change_message_visibility(
-                QueueUrl=self.config.queue_url,
-                ReceiptHandle=message["ReceiptHandle"],
-                VisibilityTimeout=0,
-            )
-        except (ClientError, BotoCoreError) as exc:
+            await self._queue.change_visibility(message["ReceiptHandle"], 0)
+        except _SQS_ERRORS as exc:
             # It comes back when its visibility runs out instead.
             log.info("cloudtrail: cannot release message early: %s", exc)
 
@@ -605,11 +613,10 @@ class CloudTrailTailer:
                     {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": self._visibility_s}
                     for i, (_, h) in enumerate(chunk)
                 ]
+                assert self._queue is not None, "used inside run()"
                 try:
-                    response = await self._sqs.change_message_visibility_batch(
-                        QueueUrl=self.config.queue_url, Entries=entries
-                    )
-                except (ClientError, BotoCoreError) as exc:
+                    response = await self._queue.change_visibility_batch(entries)
+                except _SQS_ERRORS as exc:
                     log.warning("cloudtrail: cannot extend message visibility: %s", exc)
                     continue
                 failed = {f.get("Id") for f in response.get("Failed", [])}
