@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gzip
 import os
@@ -150,7 +151,9 @@ class LatencyProxy:
     - an SQS queue can be *recorded* (``POST /__bench/record-queue``): the proxy drains it
       from moto (its real messages, receipt handles and bodies) and from then on answers
       ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibility(Batch) for that queue
-      itself, as SQS would (a message released with visibility 0 is received again). moto's
+      itself, as SQS would (a message released with visibility 0 is received again; a
+      receive finding nothing long-polls: it answers when a message comes back or after its
+      ``WaitTimeSeconds``, not at once, so idle receivers do not spin). moto's
       ReceiveMessage costs O(queue length) of its CPU per call — about 0.6 s with a few
       hundred messages on a loaded machine — which would otherwise be all the benchmark
       measured.
@@ -167,6 +170,8 @@ class LatencyProxy:
         self.waiting: deque[dict[str, Any]] = deque()
         self.received: dict[str, dict[str, Any]] = {}
         """Receipt handle → message, received and not deleted."""
+        self.arrived = asyncio.Event()
+        """Set when a message is waiting (long polls wake up on it)."""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.path == "/__bench/stats":
@@ -193,7 +198,7 @@ class LatencyProxy:
         if self.queue_url and target.startswith("AmazonSQS."):
             doc = orjson.loads(body)
             if doc.get("QueueUrl") == self.queue_url:
-                served = self.sqs(target.removeprefix("AmazonSQS."), doc)
+                served = await self.sqs(target.removeprefix("AmazonSQS."), doc)
                 if served is not None:
                     self.replayed += 1
                     return web.Response(
@@ -248,10 +253,15 @@ class LatencyProxy:
                 await asyncio.sleep(0.2)
             self.waiting.extend(messages)
         self.queue_url = queue_url
+        self.arrived.set()
         return len(self.waiting)
 
-    def sqs(self, action: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+    async def sqs(self, action: str, doc: dict[str, Any]) -> dict[str, Any] | None:
         if action == "ReceiveMessage":
+            if not self.waiting and int(doc.get("WaitTimeSeconds", 0)) > 0:
+                self.arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.arrived.wait(), int(doc["WaitTimeSeconds"]))
             out = []
             for _ in range(min(int(doc.get("MaxNumberOfMessages", 1)), len(self.waiting))):
                 message = self.waiting.popleft()
@@ -266,6 +276,7 @@ class LatencyProxy:
         if action == "ChangeMessageVisibility":
             if int(doc.get("VisibilityTimeout", 1)) == 0 and doc["ReceiptHandle"] in self.received:
                 self.waiting.append(self.received.pop(doc["ReceiptHandle"]))
+                self.arrived.set()
             return {}
         if action == "ChangeMessageVisibilityBatch":
             return {"Successful": [{"Id": e["Id"]} for e in doc["Entries"]], "Failed": []}
