@@ -438,7 +438,7 @@ async def run_cloudinv(
     writer_cpu = _time_writer_thread(stage.store)
     await app.start()
     tailer = await asyncio.create_subprocess_exec(
-        sys.executable, *_tailer_launcher(args.profile_tailer), "cloudtrail", "tail",
+        sys.executable, *_tailer_launcher(None if args.local else args.profile_source), "cloudtrail", "tail",
         "--queue-url", queue_url,
         "--wait-seconds", str(TAILER_WAIT_S), "--endpoint-url", proxy_url, "--region", REGION,
         *connection,
@@ -468,8 +468,10 @@ async def run_cloudinv(
             t0 = time.perf_counter()
             if profiler is not None:
                 profiler.enable()
+            profiled = ["-m", "cProfile", "-o", args.profile_source] if args.profile_source else []
             source = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cloudinv", "cloudtrail", "backfill", "--path", str(local),
+                sys.executable, *profiled, "-m", "cloudinv", "cloudtrail", "backfill",
+                "--path", str(local),
                 *connection, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             await _until(lambda: stage.stats.inserted > 0, source, every_s=0.005)
@@ -513,7 +515,7 @@ async def run_cloudinv(
                 profiler.enable()
             startup_cpu = 0.0
             tailer_cpu0 = process_cpu_s(tailer.pid)
-            if args.profile_tailer:
+            if args.profile_source:
                 tailer.send_signal(signal.SIGUSR1)  # delivered on SIGCONT: profile from here
             tailer.send_signal(signal.SIGCONT)
             await _until(lambda: done(total), tailer)
@@ -525,7 +527,7 @@ async def run_cloudinv(
                 await asyncio.sleep(0.02)
             acked = time.perf_counter() - t0
             source_cpu = process_cpu_s(tailer.pid) - tailer_cpu0
-            if args.profile_tailer:
+            if args.profile_source:
                 tailer.send_signal(signal.SIGUSR2)  # stop profiling; written at exit
             source = tailer
         if profiler is not None and args.profile:
@@ -890,9 +892,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(slows it down; the figures of such a run are not the benchmark's)",
     )
     parser.add_argument(
-        "--profile-tailer",
+        "--profile-source",
         metavar="FILE",
-        help="cProfile the tailer process during the measured run into FILE "
+        help="cProfile the tailer during the measured run (with --local: the whole backfill "
+        "command) into FILE "
         "(slows it down; the figures of such a run are not the benchmark's)",
     )
     parser.add_argument(
