@@ -438,8 +438,8 @@ async def run_cloudinv(
     writer_cpu = _time_writer_thread(stage.store)
     await app.start()
     tailer = await asyncio.create_subprocess_exec(
-        sys.executable, *_tailer_launcher(None if args.local else args.profile_source), "cloudtrail", "tail",
-        "--queue-url", queue_url,
+        sys.executable, *_tailer_launcher(None if args.local else args.profile_source),
+        "cloudtrail", "tail", "--queue-url", queue_url,
         "--wait-seconds", str(TAILER_WAIT_S), "--endpoint-url", proxy_url, "--region", REGION,
         *connection,
         stderr=(workdir / "tailer.log").open("w"),

@@ -270,10 +270,11 @@ async def run_backfill(args: argparse.Namespace) -> int:
 
 
 def _public_keys(paths: list[Path]) -> Any:
-    from cloudinv.producers.cloudtrail.digest import StaticPublicKeys
-
     if not paths:
         return None
+    # Lazy for start-up speed: the digest module loads the AWS SDK, which --path never needs.
+    from cloudinv.producers.cloudtrail.digest import StaticPublicKeys
+
     try:
         return StaticPublicKeys.from_files(p.read_bytes() for p in paths)
     except (OSError, ValueError) as exc:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import difflib
 from functools import cache
 
-import botocore
-from botocore.loaders import create_loader
-
 __all__ = ["known_regions", "unknown_region_message"]
 
 
 @cache
 def known_regions() -> frozenset[str]:
     """Every region of every partition in botocore's endpoint data."""
+    # Imported here for start-up speed: settings import this module, and most commands
+    # (cloudtrail backfill --path, sql, report) never check a region nor load botocore.
+    from botocore.loaders import create_loader
+
     endpoints = create_loader().load_data("endpoints")
     return frozenset(
         region for partition in endpoints["partitions"] for region in partition["regions"]
@@ -31,6 +32,8 @@ def unknown_region_message(names: list[str]) -> str | None:
     unknown = [name for name in names if name not in known]
     if not unknown:
         return None
+    import botocore  # loaded by known_regions() already (lazy for start-up speed)
+
     hints = []
     for name in unknown:
         close = difflib.get_close_matches(name, sorted(known), n=2, cutoff=0.6)
