@@ -488,6 +488,28 @@ def test_backfill_cli_needs_a_running_instance_or_bootstrap(tmp_path: Path) -> N
     assert bad.returncode == 2 and "before --from" in bad.stderr
 
 
+def test_backfill_cli_with_kafka_unreachable_is_a_clear_error_and_marks_nothing(
+    tmp_path: Path,
+) -> None:
+    """Files are read while the publisher connects; a broker that cannot be reached stops the
+    command with the publisher's error, not a retry per file, and no file is marked done."""
+    from cloudinv.runtime.processes import free_port
+
+    logs = tmp_path / "logs"
+    _local_logs(logs)
+    data = tmp_path / "data"
+    result = run_cli(
+        "cloudtrail", "backfill", "--path", str(logs), "--bootstrap",
+        f"127.0.0.1:{free_port()}", "--data-dir", str(data), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "cannot reach Kafka" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Only the broken file is marked (rejected: it needs no broker); nothing is done.
+    marks = (data / RESUME_FILE).read_text().splitlines()
+    assert len(marks) == 1 and marks[0].startswith("rejected\t"), marks
+
+
 def test_day_prefixes_include_the_last_day() -> None:
     assert day_prefixes("p/", date(2024, 2, 28), date(2024, 3, 1)) == [
         "p/2024/02/28/",

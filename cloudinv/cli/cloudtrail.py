@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -32,6 +33,8 @@ from cloudinv.cli.cloudtrail_run import register_run
 from cloudinv.core.errors import CloudinvError, ConfigError
 from cloudinv.core.logs import limit_reconnect_noise
 from cloudinv.core.settings import Settings, load_settings
+
+T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -220,10 +223,14 @@ async def run_backfill(args: argparse.Namespace) -> int:
             events += len(parsed.messages) if parsed is not None else 0
             bar.update(task, advance=1, events=events)
 
-        async with (
-            CloudTrailPublisher(target.kafka, target.topic_prefix) as publisher,
-            CommitWatch(target.kafka, publisher.topic, target.consumer_group) as ack,
-        ):
+        publisher = CloudTrailPublisher(target.kafka, target.topic_prefix)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(publisher.stop)
+            # Files are listed, read and parsed while the publisher connects.
+            connecting = publisher.start_soon()
+            ack = await stack.enter_async_context(
+                CommitWatch(target.kafka, publisher.topic, target.consumer_group)
+            )
             common: dict[str, Any] = {
                 "publisher": publisher,
                 "ack": ack,
@@ -234,19 +241,22 @@ async def run_backfill(args: argparse.Namespace) -> int:
                 "on_listed": on_listed,
             }
             if args.path is not None:
-                stats = await backfill_local(args.path, **common)
+                stats = await _while_connecting(connecting, backfill_local(args.path, **common))
             else:
                 # Only an S3 backfill loads the AWS SDK.
                 from cloudinv.producers.cloudtrail.backfill_s3 import backfill_s3
 
-                stats = await backfill_s3(
-                    args.bucket,
-                    args.start,
-                    args.end,
-                    prefix=args.prefix,
-                    endpoint_url=target.endpoint_url,
-                    region=args.region,
-                    **common,
+                stats = await _while_connecting(
+                    connecting,
+                    backfill_s3(
+                        args.bucket,
+                        args.start,
+                        args.end,
+                        prefix=args.prefix,
+                        endpoint_url=target.endpoint_url,
+                        region=args.region,
+                        **common,
+                    ),
                 )
     console.print(
         f"backfill: {stats.files_done} file(s) stored ({stats.events} events), "
@@ -267,6 +277,21 @@ async def run_backfill(args: argparse.Namespace) -> int:
     if args.verify:
         problems = await _verify(args, target, rejections, local_keys, console)
     return 1 if stats.failed or stats.rejected_files or problems else 0
+
+
+async def _while_connecting(connecting: asyncio.Task[None], work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` while the publisher connects; when Kafka cannot be reached, stop it at
+    once with the publisher's clear error (rather than let each file retry)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task, connecting}, return_when=asyncio.FIRST_EXCEPTION)
+        if connecting.done() and not connecting.cancelled() and not task.done():
+            connecting.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return task.result()
 
 
 def _public_keys(paths: list[Path]) -> Any:
