@@ -188,8 +188,9 @@ class TailerConfig:
     wait_time_s: int = 20
     """SQS long polling (0-20 s)."""
     max_messages: int = 10
-    receivers: int = 4
-    """Receive calls in flight at once: one SQS round trip brings at most 10 messages."""
+    receivers: int = 8
+    """Receive calls in flight at once: one SQS round trip brings at most 10 messages, so
+    this bounds the messages received per round trip (an idle long poll costs nothing)."""
     max_concurrent_downloads: int = 64
     max_messages_in_flight: int = 2000
     """Messages received and not yet deleted. Their events are not kept in memory while they
