@@ -63,9 +63,9 @@ from typing import Any
 
 from cloudinv.catalog.event_resources import fits, refs_of
 from cloudinv.catalog.registry import default_registry
-from cloudinv.catalog.relationships import edges_of_resource
+from cloudinv.catalog.relationships import edges_of_resource, touches_relationships
 from cloudinv.catalog.spec import ResourceSpec, search
-from cloudinv.core.models import Attribution, ChangeEvent, Edge
+from cloudinv.core.models import Attribution, ChangeEvent
 
 log = logging.getLogger(__name__)
 
@@ -311,12 +311,9 @@ class EdgeRow:
     """In the store already (to be closed with an update), or opened by this batch."""
 
     @property
-    def edge(self) -> Edge:
-        return Edge.model_construct(
-            relationship=self.relationship,
-            target_key=self.target_key,
-            target_type=self.target_type,
-        )
+    def edge_id(self) -> tuple[str, str, str]:
+        """What tells one edge of a source from another: (relationship, target key, type)."""
+        return (self.relationship, self.target_key, self.target_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,9 +335,11 @@ class EdgeBook:
     """
 
     def __init__(self, stored: Iterable[EdgeRow] = ()) -> None:
-        self._open: dict[str, dict[Edge, EdgeRow]] = {}
+        # Keyed by (relationship, target key, target type): hashing tuples of strings is a
+        # fraction of hashing Edge models, and a batch loads every open edge of its keys.
+        self._open: dict[str, dict[tuple[str, str, str], EdgeRow]] = {}
         for row in stored:
-            self._open.setdefault(row.source_key, {})[row.edge] = row
+            self._open.setdefault(row.source_key, {})[row.edge_id] = row
         self.closed: list[EdgeRow] = []
         self.opened: list[EdgeRow] = []
 
@@ -349,42 +348,66 @@ class EdgeBook:
         if step.kind is not StepKind.APPLY:
             raise ValueError(f"only an applied step moves edges (got {step.kind.value})")
         held = self._open.setdefault(change.key, {})
+        if step.opens and held and _edges_stay(change, step):
+            return EdgeStep(closed=[], opened=[])
         wanted = (
-            edges_of_resource(
-                change.resource_type,
-                change.key,
-                change.account_id,
-                change.region,
-                change.configuration,
-            )
+            {
+                (e.relationship, e.target_key, e.target_type): e
+                for e in edges_of_resource(
+                    change.resource_type,
+                    change.key,
+                    change.account_id,
+                    change.region,
+                    change.configuration,
+                )
+            }
             if step.opens
-            else frozenset()
+            else {}
         )
         done = EdgeStep(closed=[], opened=[])
-        for edge in [e for e in held if e not in wanted]:
-            row = held.pop(edge)
+        for edge_id in [e for e in held if e not in wanted]:
+            row = held.pop(edge_id)
             row.valid_to = t
             done.closed.append(row)
             if row.stored:
                 self.closed.append(row)
-        for edge in sorted(wanted, key=lambda e: (e.relationship, e.target_key)):
-            if edge in held:
+        for edge_id in sorted(wanted):
+            if edge_id in held:
                 continue
+            relationship, target_key, target_type = edge_id
             row = EdgeRow(
                 source_key=change.key,
                 source_type=change.resource_type,
-                relationship=edge.relationship,
-                target_key=edge.target_key,
-                target_type=edge.target_type,
+                relationship=relationship,
+                target_key=target_key,
+                target_type=target_type,
                 valid_from=t,
                 valid_to=None,
                 change_id=change.change_id,
                 stored=False,
             )
-            held[edge] = row
+            held[edge_id] = row
             self.opened.append(row)
             done.opened.append(row)
         return done
+
+
+def _edges_stay(change: ChangeEvent, step: Step) -> bool:
+    """Whether ``change`` leaves its key's open edges as they are, known without reading
+    them from its configuration: it modifies the open version (its patch is relative to that
+    configuration) and its patch touches none of the fields the type's relationships read.
+
+    Only asked for a key with open edges: a resource stored before its type declared
+    relationships has none, and gets them at its next change (as DynamoDB derives them)."""
+    closes = step.closes
+    return (
+        change.change_type == "modified"
+        and closes is not None
+        and change.before_hash is not None
+        and closes.config_hash == change.before_hash
+        and bool(change.changed_paths)
+        and not touches_relationships(change.resource_type, change.changed_paths)
+    )
 
 
 # -- inheritance along a key's state transitions -----------------------------------------------

@@ -33,6 +33,7 @@ from cloudinv.core.settings import AccountRole, AwsSettings
 from cloudinv.producers.engine import scan
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import InventoryStore, RelatedResource, RelationshipReads
+from cloudinv.sinks.versioning import EdgeBook, EdgeRow, Head, StepKind, advance, plan
 from cloudinv.streams.changes import ChangeDetector
 
 REGION = "eu-west-3"
@@ -501,3 +502,112 @@ async def test_a_store_of_schema_2_gets_the_edges_of_its_versions(tmp_path: Path
             ).fetchall()
         # The subnet edge runs across both versions as one row.
         assert len(rows) == 3
+
+
+def _edge_rows(
+    changes: list[ChangeEvent], stored: list[EdgeRow] | None = None, head: Head | None = None
+) -> list[tuple[str, str, int, int | None, str]]:
+    """Every edge row a store writes for ``changes`` applied in order (as both stores plan
+    them), as (relationship, target, valid_from, valid_to, opening change)."""
+    book = EdgeBook(stored or [])
+    rows: dict[int, EdgeRow] = {}
+    for change in changes:
+        t = int(change.captured_at.timestamp() * 1_000_000)
+        step = plan(change, t, head)
+        if step.kind is not StepKind.APPLY:
+            continue
+        head = advance(change, t, step)
+        done = book.apply(change, t, step)
+        for row in [*done.opened, *done.closed]:
+            rows[id(row)] = row
+    return sorted(
+        (r.relationship, r.target_key, r.valid_from, r.valid_to, r.change_id) for r in rows.values()
+    )
+
+
+def test_edges_are_read_again_only_when_a_change_may_move_them() -> None:
+    """A change whose patch touches no field the type's relationships read keeps the open
+    edges as they are (no search of its configuration); the rows written are exactly those
+    of reading every configuration's edges, whatever the changes touch."""
+    account = "123456789012"
+    instance = f"arn:aws:ec2:{REGION}:{account}:instance/i-1"
+    detector = ChangeDetector()
+    configs: list[dict[str, Any]] = [
+        {"SubnetId": "subnet-1", "SecurityGroups": [{"GroupId": "sg-1"}], "InstanceType": "a"},
+        {"SubnetId": "subnet-1", "SecurityGroups": [{"GroupId": "sg-1"}], "InstanceType": "b"},
+        {"SubnetId": "subnet-1", "SecurityGroups": [{"GroupId": "sg-2"}], "InstanceType": "b"},
+        {"SubnetId": "subnet-2", "SecurityGroups": [{"GroupId": "sg-2"}], "InstanceType": "c"},
+        {"SubnetId": "subnet-2", "SecurityGroups": [{"GroupId": "sg-2"}], "InstanceType": "d"},
+    ]
+    changes = []
+    for hour, config in enumerate(configs):
+        snap = ResourceSnapshot.build(
+            account_id=account,
+            region=REGION,
+            resource_type="AWS::EC2::Instance",
+            resource_id="i-1",
+            arn=instance,
+            configuration={"InstanceId": "i-1", **config},
+            scan_id="s",
+            captured_at=datetime(2026, 11, 1, hour, tzinfo=UTC),
+        )
+        change = detector.observe(snap)
+        assert change is not None
+        changes.append(change)
+    # Without changed paths nothing is known about a change: every one is read in full.
+    read_in_full = [c.model_copy(update={"changed_paths": []}) for c in changes]
+    assert _edge_rows(changes) == _edge_rows(read_in_full)
+    sg = f"arn:aws:ec2:{REGION}:{account}:security-group/"
+    subnet = f"arn:aws:ec2:{REGION}:{account}:subnet/"
+    hour = [int(datetime(2026, 11, 1, h, tzinfo=UTC).timestamp() * 1e6) for h in range(5)]
+    ids = [c.change_id for c in changes]
+    assert _edge_rows(changes) == sorted(
+        [
+            ("is associated with", sg + "sg-1", hour[0], hour[2], ids[0]),
+            ("is associated with", sg + "sg-2", hour[2], None, ids[2]),
+            ("is contained in", subnet + "subnet-1", hour[0], hour[3], ids[0]),
+            ("is contained in", subnet + "subnet-2", hour[3], None, ids[3]),
+        ]
+    )
+
+
+def test_a_resource_stored_without_edges_gets_them_at_its_next_change() -> None:
+    """A version stored before its type declared relationships has no open edges: its next
+    change, even one touching no relationship field, gives it the edges of its
+    configuration (DynamoDB derives them so). A change whose patch is relative to another
+    version than the open one is read in full too."""
+    account = "123456789012"
+    instance = f"arn:aws:ec2:{REGION}:{account}:instance/i-1"
+    detector = ChangeDetector()
+    snaps = [
+        ResourceSnapshot.build(
+            account_id=account,
+            region=REGION,
+            resource_type="AWS::EC2::Instance",
+            resource_id="i-1",
+            arn=instance,
+            configuration={"InstanceId": "i-1", "SubnetId": "subnet-1", "InstanceType": kind},
+            scan_id="s",
+            captured_at=datetime(2026, 11, 1, hour, tzinfo=UTC),
+        )
+        for hour, kind in enumerate("abc")
+    ]
+    first, second, third = (detector.observe(s) for s in snaps)
+    assert first is not None and second is not None and third is not None
+    assert second.changed_paths == ["/InstanceType"]
+    t0 = int(first.captured_at.timestamp() * 1e6)
+    t1 = int(second.captured_at.timestamp() * 1e6)
+    subnet = f"arn:aws:ec2:{REGION}:{account}:subnet/subnet-1"
+    stored_head = Head(first.change_id, first.after_hash or "", t0, None)
+    assert _edge_rows([second], head=stored_head) == [
+        ("is contained in", subnet, t1, None, second.change_id)
+    ]
+    # Open edges, but the open version is not the one the third change's patch starts from
+    # (the second was never stored): its edges are read from its configuration.
+    t2 = int(third.captured_at.timestamp() * 1e6)
+    stale = EdgeRow(instance, "AWS::EC2::Instance", "is contained in", "arn:other", "X", t0,
+                    None, first.change_id)  # fmt: skip
+    assert _edge_rows([third], stored=[stale], head=stored_head) == [
+        ("is contained in", subnet, t2, None, third.change_id),
+        ("is contained in", "arn:other", t0, t2, first.change_id),
+    ]
