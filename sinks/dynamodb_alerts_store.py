@@ -59,6 +59,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -85,7 +86,7 @@ from cloudinv.sinks.dynamodb_client import (
     DynamoClient,
     FilterConditions,
     Item,
-    backoff,
+    retry_with_backoff,
 )
 from cloudinv.sinks.dynamodb_store import _n, _s, from_us, table_names, to_us
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
@@ -248,39 +249,48 @@ class DynamoAlertsStore(DynamoBacked):
     ) -> list[AlertNotification]:
         made: list[AlertNotification] = []
         pending = list(observations)
-        conflicts = 0
         while pending:
-            state = await self._read_pair(*pair)
-            taken = 0
-            for obs in pending:
-                taken += 1
-                step = advance(state.pair, obs, state.past_openings)
-                if step is None:
-                    continue
-                state.dirty = True
-                if step.alert is not None:
-                    state.alerts[step.alert.alert_id] = step.alert
-                    if step.notify == "opened":
-                        state.openings += 1
-                    if step.notify is not None:
-                        state.notes.append((step.notify, obs.at, step.alert))
-                if state.items(len(destinations)) >= _TX_ITEMS:
-                    break  # the rest in the next transaction
-            if state.dirty:
-                try:
-                    made += await self._write_pair(pair, state, destinations)
-                except _PairMoved:
-                    conflicts += 1
-                    if conflicts >= _CONFLICT_RETRIES:
-                        raise StoreError(
-                            f"alerts of rule {pair[0]} on {pair[1]}: the pair kept moving "
-                            f"under {conflicts} attempts (another writer?); the batch will "
-                            "be retried"
-                        ) from None
-                    await asyncio.sleep(backoff(conflicts))
-                    continue  # read the pair again and redo these observations
+            try:
+                notes, taken = await retry_with_backoff(
+                    partial(self._apply_chunk, pair, pending, destinations),
+                    attempts=_CONFLICT_RETRIES,
+                    # Read the pair again and redo these observations.
+                    retry_if=lambda exc: isinstance(exc, _PairMoved),
+                )
+            except _PairMoved:
+                raise StoreError(
+                    f"alerts of rule {pair[0]} on {pair[1]}: the pair kept moving under "
+                    f"{_CONFLICT_RETRIES} attempts (another writer?); the batch will be retried"
+                ) from None
+            made += notes
             pending = pending[taken:]
         return made
+
+    async def _apply_chunk(
+        self, pair: tuple[str, str], pending: list[Observation], destinations: Sequence[str]
+    ) -> tuple[list[AlertNotification], int]:
+        """The first observations of ``pending`` that fit one transaction, applied to the
+        pair as stored now: (notifications, observations taken). Raises _PairMoved when the
+        pair changed since it was read."""
+        state = await self._read_pair(*pair)
+        taken = 0
+        for obs in pending:
+            taken += 1
+            step = advance(state.pair, obs, state.past_openings)
+            if step is None:
+                continue
+            state.dirty = True
+            if step.alert is not None:
+                state.alerts[step.alert.alert_id] = step.alert
+                if step.notify == "opened":
+                    state.openings += 1
+                if step.notify is not None:
+                    state.notes.append((step.notify, obs.at, step.alert))
+            if state.items(len(destinations)) >= _TX_ITEMS:
+                break  # the rest in the next transaction
+        if not state.dirty:
+            return [], taken
+        return await self._write_pair(pair, state, destinations), taken
 
     async def _write_pair(
         self, pair: tuple[str, str], state: _PairWrite, destinations: Sequence[str]
@@ -620,14 +630,20 @@ class DynamoAlertsStore(DynamoBacked):
             await self._batch_write(requests)
 
     async def _batch_write(self, requests: list[Item]) -> None:
-        attempt = 0
-        while requests:
+        """BatchWriteItem, sending unprocessed items again with backoff until none is left."""
+        pending = requests
+
+        async def send() -> None:
+            nonlocal pending
             async with self._writes:
-                answer = await self._call("batch_write_item", RequestItems={self.table: requests})
-            requests = answer.get("UnprocessedItems", {}).get(self.table, [])
-            if requests:
-                attempt += 1
-                await asyncio.sleep(backoff(attempt))
+                answer = await self._call("batch_write_item", RequestItems={self.table: pending})
+            pending = answer.get("UnprocessedItems", {}).get(self.table, [])
+            if pending:
+                raise _Unprocessed()
+
+        await retry_with_backoff(
+            send, attempts=None, retry_if=lambda exc: isinstance(exc, _Unprocessed)
+        )
 
     async def outbox_counts(self) -> dict[tuple[str, str], int]:
         """(destination, state) -> rows."""
@@ -769,6 +785,10 @@ class DynamoAlertsStore(DynamoBacked):
         items = await self._baseline_items(resource_type=resource_type, account_ids=account_ids)
         entries = [BaselineEntry.model_validate_json(i["body"]["B"]) for i in items]
         return sorted(entries, key=lambda e: e.key)
+
+
+class _Unprocessed(Exception):
+    """BatchWriteItem left items unprocessed (throttling)."""
 
 
 class _PairMoved(Exception):

@@ -6,8 +6,7 @@ timeouts and botocore's ``standard`` retry mode (throttling and transient errors
 backoff), its tables made real by :func:`~cloudinv.sinks.dynamodb_tables.ensure_table`, every
 call counted by operation, at most ``max_concurrency`` calls in flight and, under
 :attr:`DynamoClient.writes`, at most ``write_concurrency`` writes. Retries botocore does not
-do (unprocessed items, cancelled transactions) are the stores' own, waiting
-:func:`backoff` between attempts.
+do (unprocessed items, cancelled transactions) go through :func:`retry_with_backoff`.
 """
 
 from __future__ import annotations
@@ -15,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from cloudinv.core.retry import backoff_delay
+from cloudinv.core.retry import RetryHook, retry
 from cloudinv.sinks.dynamodb_tables import TableSpec, ensure_table
 
 __all__ = [
@@ -33,7 +32,7 @@ __all__ = [
     "DynamoClient",
     "FilterConditions",
     "Item",
-    "backoff",
+    "retry_with_backoff",
 ]
 
 Item = dict[str, Any]
@@ -45,10 +44,28 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 
 
-def backoff(attempt: int) -> float:
-    """Full-jitter exponential backoff for the stores' own retries (unprocessed items,
-    cancelled transactions): up to 50 ms, 100 ms, ... capped at 5 s."""
-    return backoff_delay(attempt, BACKOFF_FIRST_S, BACKOFF_MAX_S, jitter=True)
+T = TypeVar("T")
+
+
+async def retry_with_backoff(
+    call: Callable[[], Awaitable[T]],
+    *,
+    attempts: int | None,
+    retry_if: Callable[[BaseException], bool],
+    on_retry: RetryHook | None = None,
+) -> T:
+    """:func:`cloudinv.core.retry.retry` with the stores' backoff for the retries botocore
+    does not do (unprocessed items, cancelled transactions): full jitter, up to 50 ms,
+    100 ms, ... capped at 5 s. ``attempts`` ``None``: until it succeeds."""
+    return await retry(
+        call,
+        attempts=attempts,
+        first_delay_s=BACKOFF_FIRST_S,
+        max_delay_s=BACKOFF_MAX_S,
+        jitter=True,
+        retry_if=retry_if,
+        on_retry=on_retry,
+    )
 
 
 @dataclass

@@ -45,7 +45,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from cloudinv.core.models import CloudTrailEvent
-from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, backoff
+from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, retry_with_backoff
 from cloudinv.sinks.dynamodb_store import _n, _s, table_names
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
 from cloudinv.sinks.events_store import (
@@ -74,6 +74,13 @@ log = logging.getLogger(__name__)
 
 _TX_ITEMS = 100
 _RETRIES = 10
+
+
+class _Cancelled(Exception):
+    """A transaction cancelled for another reason than events already stored (throttling,
+    a conflict): sent again after a backoff."""
+
+
 _DAY_MS = _BUCKET_MS["day"]
 _CURSOR_RE = re.compile(r"\d{13}#.+")
 
@@ -173,29 +180,41 @@ class DynamoEventsStore(DynamoBacked):
         self, group: list[tuple[tuple[Any, ...], list[tuple[str, str]]]]
     ) -> list[tuple[Any, ...]]:
         pending = list(group)
-        for attempt in range(_RETRIES):
-            if not pending:
-                return []
-            puts = [self._event_put(row, params) for row, params in pending]
-            adds = _aggregate_updates(self.activity_table, [row for row, _ in pending])
-            try:
-                async with self._writes:
-                    await self._call("transact_write_items", TransactItems=puts + adds)
-                return [row for row, _ in pending]
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise EventsStoreError(f"DynamoDB TransactWriteItems failed: {exc}") from exc
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
-                stored = {
-                    i
-                    for i, code in enumerate(reasons[: len(puts)])
-                    if code == "ConditionalCheckFailed"
-                }
-                if stored:
+
+        async def send() -> None:
+            nonlocal pending
+            while pending:
+                puts = [self._event_put(row, params) for row, params in pending]
+                adds = _aggregate_updates(self.activity_table, [row for row, _ in pending])
+                try:
+                    async with self._writes:
+                        await self._call("transact_write_items", TransactItems=puts + adds)
+                    return
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                        raise EventsStoreError(
+                            f"DynamoDB TransactWriteItems failed: {exc}"
+                        ) from exc
+                    reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                    stored = {
+                        i
+                        for i, code in enumerate(reasons[: len(puts)])
+                        if code == "ConditionalCheckFailed"
+                    }
+                    if not stored:
+                        raise _Cancelled(str(reasons)) from exc
+                    # Events stored meanwhile (another writer, a replay) cancelled the rest
+                    # with them: sent again at once without them (each pass drops at least
+                    # one, so this ends), not counted against the retries.
                     pending = [p for i, p in enumerate(pending) if i not in stored]
-                    continue
-                await asyncio.sleep(backoff(attempt))
-        raise EventsStoreError("DynamoDB events: a transaction kept failing")
+
+        try:
+            await retry_with_backoff(
+                send, attempts=_RETRIES, retry_if=lambda exc: isinstance(exc, _Cancelled)
+            )
+        except _Cancelled:
+            raise EventsStoreError("DynamoDB events: a transaction kept failing") from None
+        return [row for row, _ in pending]
 
     def _event_put(self, row: tuple[Any, ...], params: list[tuple[str, str]]) -> Item:
         event_id, t, account, region, service, name, label, pname, ro, err, body = row[:11]

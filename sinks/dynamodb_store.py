@@ -128,7 +128,7 @@ from cloudinv.sinks.dynamodb_client import (
     DynamoClient,
     FilterConditions,
     Item,
-    backoff,
+    retry_with_backoff,
 )
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
 from cloudinv.sinks.relationships import EdgeReads, NodeInfo, StoredEdge
@@ -349,6 +349,18 @@ class _Conflict(Exception):
         self.applied = applied
 
 
+class _Throttled(Exception):
+    """A transaction cancelled for throttling or a transaction conflict: sent again."""
+
+
+class _Unprocessed(Exception):
+    """BatchWriteItem left items unprocessed (throttling): they are sent again."""
+
+    def __init__(self, left: int) -> None:
+        super().__init__(f"{left} items unprocessed")
+        self.left = left
+
+
 class DynamoStore(DynamoBacked, EdgeReads):
     """:class:`~cloudinv.sinks.store.InventoryStore` and
     :class:`~cloudinv.sinks.store.RelationshipReads` on five DynamoDB tables (see the module
@@ -429,21 +441,35 @@ class DynamoStore(DynamoBacked, EdgeReads):
         if not batch:
             return 0
         applied = 0
-        for attempt in range(_CONFLICT_RETRIES):
+
+        async def apply() -> int:
+            nonlocal applied
             try:
-                return applied + await self._apply(batch)
+                return await self._apply(batch)
             except _Conflict as conflict:
                 # Part of the batch is stored, and a condition failed: the store moved (a
                 # second writer of the same keys). Planning again from what is stored now
                 # skips what was applied, by the same checks as a replay.
                 applied += conflict.applied
-                self.stats.conflict_reruns += 1
-                log.warning("DynamoDB store: conflicting write, planning the batch again")
-                await asyncio.sleep(backoff(attempt))
-        raise StoreError(
-            f"DynamoDB store: a batch of {len(batch)} changes kept conflicting with another "
-            f"writer ({_CONFLICT_RETRIES} attempts)"
-        )
+                raise
+
+        def again(exc: BaseException, attempt: int, delay: float) -> None:
+            self.stats.conflict_reruns += 1
+            log.warning("DynamoDB store: conflicting write, planning the batch again")
+
+        try:
+            done = await retry_with_backoff(
+                apply,
+                attempts=_CONFLICT_RETRIES,
+                retry_if=lambda exc: isinstance(exc, _Conflict),
+                on_retry=again,
+            )
+        except _Conflict:
+            raise StoreError(
+                f"DynamoDB store: a batch of {len(batch)} changes kept conflicting with another "
+                f"writer ({_CONFLICT_RETRIES} attempts)"
+            ) from None
+        return applied + done
 
     async def _apply(self, batch: Sequence[ChangeEvent]) -> int:
         keys = list(dict.fromkeys(change.key for change in batch))
@@ -794,7 +820,9 @@ class DynamoStore(DynamoBacked, EdgeReads):
         deadline = self.log_grace_s / 3
         reserved: float | None = None
         token = ""
-        for attempt in range(_THROTTLE_RETRIES):
+
+        async def send() -> int:
+            nonlocal reserved, token
             try:
                 async with self._writes:
                     for _ in range(_CONFLICT_RETRIES):
@@ -833,33 +861,56 @@ class DynamoStore(DynamoBacked, EdgeReads):
                 if "ConditionalCheckFailed" in reasons:
                     raise _Conflict(0) from exc
                 if not reasons or reasons <= _RETRYABLE_REASONS:
-                    self.stats.transaction_retries += 1
-                    await asyncio.sleep(backoff(attempt))
-                    continue
+                    raise _Throttled(str(sorted(reasons))) from exc
                 raise StoreError(f"DynamoDB transaction cancelled: {sorted(reasons)}") from exc
-        raise StoreError(
-            f"DynamoDB TransactWriteItems still throttled after {_THROTTLE_RETRIES} attempts"
-        )
+
+        def again(exc: BaseException, attempt: int, delay: float) -> None:
+            self.stats.transaction_retries += 1
+
+        try:
+            return await retry_with_backoff(
+                send,
+                attempts=_THROTTLE_RETRIES,
+                retry_if=lambda exc: isinstance(exc, _Throttled),
+                on_retry=again,
+            )
+        except _Throttled:
+            raise StoreError(
+                f"DynamoDB TransactWriteItems still throttled after {_THROTTLE_RETRIES} attempts"
+            ) from None
 
     async def _batch_write(self, table: str, items: Sequence[Item]) -> None:
         """BatchWriteItem in requests of 25, retrying unprocessed items with backoff."""
         requests = [{"PutRequest": {"Item": item}} for item in items]
         for start in range(0, len(requests), _BATCH_WRITE):
-            pending = {table: requests[start : start + _BATCH_WRITE]}
-            for attempt in range(_THROTTLE_RETRIES + 1):
-                async with self._writes:
-                    result = await self._call("batch_write_item", RequestItems=pending)
-                pending = result.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                if attempt == _THROTTLE_RETRIES:
-                    left = sum(len(v) for v in pending.values())
-                    raise StoreError(
-                        f"DynamoDB BatchWriteItem: {left} items of {table} still unprocessed "
-                        f"after {_THROTTLE_RETRIES} retries"
-                    )
-                self.stats.unprocessed_retries += 1
-                await asyncio.sleep(backoff(attempt))
+            await self._batch_write_request(table, requests[start : start + _BATCH_WRITE])
+
+    async def _batch_write_request(self, table: str, requests: list[Item]) -> None:
+        pending: Item = {table: requests}
+
+        async def send() -> None:
+            nonlocal pending
+            async with self._writes:
+                result = await self._call("batch_write_item", RequestItems=pending)
+            pending = result.get("UnprocessedItems") or {}
+            if pending:
+                raise _Unprocessed(sum(len(v) for v in pending.values()))
+
+        def again(exc: BaseException, attempt: int, delay: float) -> None:
+            self.stats.unprocessed_retries += 1
+
+        try:
+            await retry_with_backoff(
+                send,
+                attempts=_THROTTLE_RETRIES + 1,
+                retry_if=lambda exc: isinstance(exc, _Unprocessed),
+                on_retry=again,
+            )
+        except _Unprocessed as exc:
+            raise StoreError(
+                f"DynamoDB BatchWriteItem: {exc.left} items of {table} still unprocessed "
+                f"after {_THROTTLE_RETRIES} retries"
+            ) from None
 
     async def _register(self, entries: set[tuple[str, str]]) -> None:
         new = sorted(entries - self._known)

@@ -555,6 +555,42 @@ async def test_events_store_cursor_limits_and_lookup(moto_endpoint: str) -> None
     assert "Scan" not in s.calls
 
 
+async def test_events_stored_already_are_left_out_of_the_batch_and_counted_once(
+    moto_endpoint: str,
+) -> None:
+    """A batch overlapping events already stored (a replay): their puts' conditions cancel
+    the transaction, which is sent again without them; the aggregates count each event once."""
+    from cloudinv.core.models import CloudTrailEvent, Principal
+    from cloudinv.sinks.dynamodb_events_store import DynamoEventsStore
+
+    def event(i: int) -> CloudTrailEvent:
+        return CloudTrailEvent(
+            event_id=f"o{i}",
+            event_time=T0 + timedelta(minutes=i),
+            event_source="ec2.amazonaws.com",
+            service="ec2",
+            event_name="RunInstances",
+            region="us-east-1",
+            account_id=ACCOUNT,
+            principal=Principal(type="IAMUser", arn=f"arn:aws:iam::{ACCOUNT}:user/u", name="u"),
+        )
+
+    async with DynamoEventsStore(
+        prefix(), region="us-east-1", endpoint_url=moto_endpoint, write_concurrency=1
+    ) as s:
+        assert (await s.write_batch([event(i) for i in range(5)])).inserted == 5
+        again = await s.write_batch([event(i) for i in range(3, 8)])
+        assert again.inserted == 3
+        assert await s.count(EventFilters()) == 8
+        days = await s.activity(
+            service="ec2",
+            granularity="day",
+            since=T0 - timedelta(days=1),
+            until=T0 + timedelta(days=1),
+        )
+        assert sum(bucket.events for bucket in days) == 8
+
+
 async def test_a_writer_that_moved_the_key_first_makes_the_batch_plan_again(
     moto_endpoint: str,
 ) -> None:
