@@ -481,12 +481,11 @@ async def denying_proxy(moto_endpoint: str) -> AsyncIterator[str]:
     import re
     from urllib.parse import parse_qs
 
-    import aiohttp
     from aiohttp import web
-    from yarl import URL
+
+    from tests.moto_proxy import moto_proxy
 
     scope_re = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
-    hop_by_hop = {"host", "content-length", "transfer-encoding", "connection"}
 
     def denial(request: web.Request, service: str) -> web.Response:
         message = "User is not authorized (denied by the test proxy)"
@@ -508,7 +507,7 @@ async def denying_proxy(moto_endpoint: str) -> AsyncIterator[str]:
             )
         return web.Response(status=403, text=body, content_type="text/xml")
 
-    async def forward(request: web.Request) -> web.StreamResponse:
+    async def intercept(request: web.Request) -> web.Response | None:
         match = scope_re.search(request.headers.get("Authorization", ""))
         if match and (match[1] == SCAN_DENIED_REGION or match[2] == SCAN_DENIED_SERVICE):
             return denial(request, match[2])
@@ -519,28 +518,7 @@ async def denying_proxy(moto_endpoint: str) -> AsyncIterator[str]:
                 ASSUME_ROLE_CALLS[arn] = ASSUME_ROLE_CALLS.get(arn, 0) + 1
                 if arn.endswith(f":role/{SCAN_DENIED_ROLE}"):
                     return denial(request, "sts")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop}
-        async with client.request(
-            request.method,
-            URL(moto_endpoint + request.raw_path, encoded=True),
-            headers=headers,
-            data=await request.read(),
-            allow_redirects=False,
-        ) as upstream:
-            body = await upstream.read()
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in hop_by_hop}
-            return web.Response(status=upstream.status, body=body, headers=out)
+        return None
 
-    client = aiohttp.ClientSession(auto_decompress=False)
-    app = web.Application(client_max_size=64 * 1024**2)
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-        await client.close()
+    async with moto_proxy(moto_endpoint, intercept) as url:
+        yield url

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import botocore.auth
 import orjson
 import pytest
@@ -22,12 +21,12 @@ from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError
-from yarl import URL
 
 from cloudinv.producers.cloudtrail.logfile import RejectedFileError
 from cloudinv.producers.cloudtrail.s3logs import S3LogReader, S3Object
 from cloudinv.producers.sigv4 import Credentials, sign_headers
 from tests.cloudtrail_helpers import MotoTrail, fixture_records, log_bytes, log_key
+from tests.moto_proxy import moto_proxy
 
 MOMENT = datetime(2024, 5, 1, 12, 34, 56, tzinfo=UTC)
 
@@ -176,46 +175,23 @@ def _check_signature(request: web.Request) -> str | None:
 @pytest.fixture
 async def s3_front(moto_endpoint: str) -> AsyncIterator[S3Front]:
     front = S3Front(url="")
-    hop_by_hop = {"host", "content-length", "transfer-encoding", "connection"}
 
-    async def forward(request: web.Request) -> web.StreamResponse:
-        if request.method == "GET":
-            direct = "botocore" not in request.headers.get("User-Agent", "").lower()
-            if direct:
-                front.direct_gets += 1
-                problem = _check_signature(request)
-                if problem is not None:
-                    front.bad_signatures.append(problem)
-                    return _s3_error(403, "SignatureDoesNotMatch")
-                replaced = front.answer(request)
-                if replaced is not None:
-                    return replaced
-            else:
-                front.botocore_gets += 1
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop}
-        async with client.request(
-            request.method,
-            URL(moto_endpoint + request.raw_path, encoded=True),
-            headers=headers,
-            data=await request.read(),
-            allow_redirects=False,
-        ) as upstream:
-            body = await upstream.read()
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in hop_by_hop}
-            return web.Response(status=upstream.status, body=body, headers=out)
+    async def intercept(request: web.Request) -> web.Response | None:
+        if request.method != "GET":
+            return None
+        if "botocore" in request.headers.get("User-Agent", "").lower():
+            front.botocore_gets += 1
+            return None
+        front.direct_gets += 1
+        problem = _check_signature(request)
+        if problem is not None:
+            front.bad_signatures.append(problem)
+            return _s3_error(403, "SignatureDoesNotMatch")
+        return front.answer(request)
 
-    client = aiohttp.ClientSession(auto_decompress=False)
-    app = web.Application(client_max_size=64 * 1024**2)
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    front.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with moto_proxy(moto_endpoint, intercept) as url:
+        front.url = url
         yield front
-    finally:
-        await runner.cleanup()
-        await client.close()
 
 
 async def _reader_for(endpoint: str) -> AsyncIterator[S3LogReader]:

@@ -572,46 +572,26 @@ async def backup_proxy(moto_endpoint: str) -> AsyncIterator[tuple[str, list[tupl
     """moto, except AWS Backup ListRecoveryPointsByResource, answered from RECORDED_PAGES
     (as AWS answers: rest-json, timestamps in epoch seconds). Yields the URL and the
     (file system ARN, nextToken) of each listing request served."""
-    import aiohttp
     from aiohttp import web
-    from yarl import URL
+
+    from tests.moto_proxy import moto_proxy
 
     route = re.compile(r"^/resources/(?P<arn>[^?]+)/recovery-points/?$")
-    hop_by_hop = {"host", "content-length", "transfer-encoding", "connection"}
     served: list[tuple[str, str]] = []
 
-    async def forward(request: web.Request) -> web.StreamResponse:
+    async def intercept(request: web.Request) -> web.Response | None:
         match = route.match(request.raw_path.split("?", 1)[0])
-        if request.method == "GET" and match:
-            arn = unquote(match["arn"])
-            token = request.query.get("nextToken")
-            served.append((arn, token or ""))
-            account = arn.split(":")[4]
-            body = json.dumps(RECORDED_PAGES[token]).replace("{account}", account)
-            return web.Response(text=body, content_type="application/json")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop}
-        async with client.request(
-            request.method,
-            URL(moto_endpoint + request.raw_path, encoded=True),
-            headers=headers,
-            data=await request.read(),
-            allow_redirects=False,
-        ) as upstream:
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in hop_by_hop}
-            return web.Response(status=upstream.status, body=await upstream.read(), headers=out)
+        if request.method != "GET" or not match:
+            return None
+        arn = unquote(match["arn"])
+        token = request.query.get("nextToken")
+        served.append((arn, token or ""))
+        account = arn.split(":")[4]
+        body = json.dumps(RECORDED_PAGES[token]).replace("{account}", account)
+        return web.Response(text=body, content_type="application/json")
 
-    client = aiohttp.ClientSession(auto_decompress=False)
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", served
-    finally:
-        await runner.cleanup()
-        await client.close()
+    async with moto_proxy(moto_endpoint, intercept) as url:
+        yield url, served
 
 
 async def test_efs_recovery_points_are_read_page_by_page(
