@@ -161,6 +161,31 @@ class Relationship:
         return RELATIONSHIP_INVERSES[self.name]
 
 
+def in_vpc(path: str = "VpcId") -> Relationship:
+    """The resource ``is contained in`` the VPC whose id is at ``path``."""
+    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::VPC")
+
+
+def in_subnets(path: str = "SubnetId") -> Relationship:
+    """The resource ``is contained in`` the subnets whose ids are at ``path``."""
+    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::Subnet")
+
+
+def with_security_groups(path: str) -> Relationship:
+    """The resource ``is associated with`` the security groups whose ids are at ``path``."""
+    return Relationship(name="is associated with", path=path, target_type="AWS::EC2::SecurityGroup")
+
+
+def uses_kms_key(path: str = "KmsKeyId") -> Relationship:
+    """The resource ``uses`` the KMS key whose ARN is at ``path`` (its encryption key)."""
+    return Relationship(name="uses", path=path, target_type="AWS::KMS::Key", by="arn")
+
+
+def uses_role(path: str) -> Relationship:
+    """The resource ``uses`` the IAM role whose ARN is at ``path``."""
+    return Relationship(name="uses", path=path, target_type="AWS::IAM::Role", by="arn")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ResourceSpec:
     """The declaration of one AWS resource type, named by its CloudFormation type."""

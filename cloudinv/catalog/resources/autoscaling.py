@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import Relationship, ResourceSpec
+from cloudinv.catalog.spec import Relationship, ResourceSpec, with_security_groups
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
@@ -49,11 +49,7 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::AutoScaling::LaunchConfiguration",
         relationships=(
-            Relationship(
-                name="is associated with",
-                path="SecurityGroups[]",
-                target_type="AWS::EC2::SecurityGroup",
-            ),
+            with_security_groups("SecurityGroups[]"),
             Relationship(name="uses", path="KeyName", target_type="AWS::EC2::KeyPair", by="name"),
         ),
         service="autoscaling",

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
+from cloudinv.catalog.spec import (
+    DetailCall,
+    ResourceSpec,
+    in_subnets,
+    in_vpc,
+    uses_kms_key,
+    uses_role,
+    with_security_groups,
+)
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
@@ -39,21 +47,11 @@ SPECS: tuple[ResourceSpec, ...] = (
             "RemovePermission20150331v2": "requestParameters.functionName",
         },
         relationships=(
-            Relationship(name="uses", path="Role", target_type="AWS::IAM::Role", by="arn"),
-            Relationship(
-                name="is contained in",
-                path="VpcConfig.SubnetIds[]",
-                target_type="AWS::EC2::Subnet",
-            ),
-            Relationship(
-                name="is associated with",
-                path="VpcConfig.SecurityGroupIds[]",
-                target_type="AWS::EC2::SecurityGroup",
-            ),
-            Relationship(
-                name="is contained in", path="VpcConfig.VpcId", target_type="AWS::EC2::VPC"
-            ),
-            Relationship(name="uses", path="KMSKeyArn", target_type="AWS::KMS::Key", by="arn"),
+            uses_role("Role"),
+            in_subnets("VpcConfig.SubnetIds[]"),
+            with_security_groups("VpcConfig.SecurityGroupIds[]"),
+            in_vpc("VpcConfig.VpcId"),
+            uses_kms_key("KMSKeyArn"),
         ),
     ),
 )

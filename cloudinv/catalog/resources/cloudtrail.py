@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec, uses_kms_key, uses_role
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
@@ -11,7 +11,7 @@ SPECS: tuple[ResourceSpec, ...] = (
             Relationship(
                 name="uses", path="S3BucketName", target_type="AWS::S3::Bucket", by="name"
             ),
-            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+            uses_kms_key(),
             Relationship(name="uses", path="SnsTopicARN", target_type="AWS::SNS::Topic", by="arn"),
             Relationship(
                 name="uses",
@@ -19,9 +19,7 @@ SPECS: tuple[ResourceSpec, ...] = (
                 target_type="AWS::Logs::LogGroup",
                 by="arn",
             ),
-            Relationship(
-                name="uses", path="CloudWatchLogsRoleArn", target_type="AWS::IAM::Role", by="arn"
-            ),
+            uses_role("CloudWatchLogsRoleArn"),
         ),
         service="cloudtrail",
         list_operation="DescribeTrails",

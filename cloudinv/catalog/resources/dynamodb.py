@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, ResourceSpec, uses_kms_key
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::DynamoDB::Table",
-        relationships=(
-            Relationship(
-                name="uses",
-                path="SSEDescription.KMSMasterKeyArn",
-                target_type="AWS::KMS::Key",
-                by="arn",
-            ),
-        ),
+        relationships=(uses_kms_key("SSEDescription.KMSMasterKeyArn"),),
         service="dynamodb",
         list_operation="ListTables",
         result_path="TableNames[]",

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import Relationship, ResourceSpec
+from cloudinv.catalog.spec import (
+    Relationship,
+    ResourceSpec,
+    in_subnets,
+    in_vpc,
+    uses_kms_key,
+    with_security_groups,
+)
 
 # "This region has not been enabled" / "not offered here": an empty, complete scope.
 NOT_IN_REGION = frozenset({"OptInRequired"})
@@ -53,22 +60,6 @@ def _ec2(
     )
 
 
-def _in_vpc(path: str = "VpcId") -> Relationship:
-    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::VPC")
-
-
-def _in_subnet(path: str = "SubnetId") -> Relationship:
-    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::Subnet")
-
-
-def _with_groups(path: str) -> Relationship:
-    return Relationship(name="is associated with", path=path, target_type="AWS::EC2::SecurityGroup")
-
-
-def _uses_key(path: str) -> Relationship:
-    return Relationship(name="uses", path=path, target_type="AWS::KMS::Key", by="arn")
-
-
 _INSTANCES_IN_REQUEST = "requestParameters.instancesSet.items[].instanceId"
 _GROUP_IN_REQUEST = "requestParameters.groupId"
 _TAGGED_RESOURCES = "requestParameters.resourcesSet.items[].resourceId"
@@ -93,9 +84,9 @@ SPECS: tuple[ResourceSpec, ...] = (
             "DeleteTags": _TAGGED_RESOURCES,
         },
         relationships=(
-            _in_subnet(),
-            _in_vpc(),
-            _with_groups("SecurityGroups[].GroupId"),
+            in_subnets(),
+            in_vpc(),
+            with_security_groups("SecurityGroups[].GroupId"),
             Relationship(
                 name="is attached to",
                 path="BlockDeviceMappings[].Ebs.VolumeId",
@@ -146,7 +137,7 @@ SPECS: tuple[ResourceSpec, ...] = (
             "CreateTags": _TAGGED_RESOURCES,
             "DeleteTags": _TAGGED_RESOURCES,
         },
-        relationships=(_in_vpc(),),
+        relationships=(in_vpc(),),
     ),
     _ec2(
         "AWS::EC2::Volume",
@@ -160,7 +151,7 @@ SPECS: tuple[ResourceSpec, ...] = (
                 path="Attachments[].InstanceId",
                 target_type="AWS::EC2::Instance",
             ),
-            _uses_key("KmsKeyId"),
+            uses_kms_key("KmsKeyId"),
         ),
         state_field="State",
     ),
@@ -175,7 +166,7 @@ SPECS: tuple[ResourceSpec, ...] = (
             Relationship(
                 name="is associated with", path="VolumeId", target_type="AWS::EC2::Volume"
             ),
-            _uses_key("KmsKeyId"),
+            uses_kms_key("KmsKeyId"),
         ),
         state_field="State",  # pending -> completed
         state_moves=("Progress", "StateMessage"),
@@ -188,7 +179,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         "SubnetId",
         "subnet/{id}",
         arn_field="SubnetArn",
-        relationships=(_in_vpc(),),
+        relationships=(in_vpc(),),
     ),
     _ec2(
         "AWS::EC2::NetworkInterface",
@@ -198,9 +189,9 @@ SPECS: tuple[ResourceSpec, ...] = (
         "network-interface/{id}",
         tags_field="TagSet",
         relationships=(
-            _in_subnet(),
-            _in_vpc(),
-            _with_groups("Groups[].GroupId"),
+            in_subnets(),
+            in_vpc(),
+            with_security_groups("Groups[].GroupId"),
             Relationship(
                 name="is attached to",
                 path="Attachment.InstanceId",
@@ -227,7 +218,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         "RouteTableId",
         "route-table/{id}",
         relationships=(
-            _in_vpc(),
+            in_vpc(),
             Relationship(
                 name="is associated with",
                 path="Associations[].SubnetId",
@@ -250,7 +241,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         "NetworkAclId",
         "network-acl/{id}",
         relationships=(
-            _in_vpc(),
+            in_vpc(),
             Relationship(
                 name="is associated with",
                 path="Associations[].SubnetId",
@@ -313,7 +304,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         "NatGateways[]",
         "NatGatewayId",
         "natgateway/{id}",
-        relationships=(_in_subnet(), _in_vpc()),
+        relationships=(in_subnets(), in_vpc()),
     ),
     _ec2(
         "AWS::EC2::PlacementGroup",
@@ -372,9 +363,9 @@ SPECS: tuple[ResourceSpec, ...] = (
         "VpcEndpointId",
         "vpc-endpoint/{id}",
         relationships=(
-            _in_vpc(),
-            _in_subnet("SubnetIds[]"),
-            _with_groups("Groups[].GroupId"),
+            in_vpc(),
+            in_subnets("SubnetIds[]"),
+            with_security_groups("Groups[].GroupId"),
             Relationship(
                 name="is associated with",
                 path="RouteTableIds[]",

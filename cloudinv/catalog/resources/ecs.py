@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, ParentRef, Relationship, ResourceSpec
+from cloudinv.catalog.spec import (
+    DetailCall,
+    ParentRef,
+    Relationship,
+    ResourceSpec,
+    in_subnets,
+    uses_role,
+    with_security_groups,
+)
 
 _IN_CLUSTER = ParentRef(
     cfn_type="AWS::ECS::Cluster",
@@ -44,23 +52,15 @@ SPECS: tuple[ResourceSpec, ...] = (
             Relationship(
                 name="is contained in", path="clusterArn", target_type="AWS::ECS::Cluster", by="arn"
             ),
-            Relationship(
-                name="is contained in",
-                path="networkConfiguration.awsvpcConfiguration.subnets[]",
-                target_type="AWS::EC2::Subnet",
-            ),
-            Relationship(
-                name="is associated with",
-                path="networkConfiguration.awsvpcConfiguration.securityGroups[]",
-                target_type="AWS::EC2::SecurityGroup",
-            ),
+            in_subnets("networkConfiguration.awsvpcConfiguration.subnets[]"),
+            with_security_groups("networkConfiguration.awsvpcConfiguration.securityGroups[]"),
             Relationship(
                 name="is associated with",
                 path="loadBalancers[].targetGroupArn",
                 target_type="AWS::ElasticLoadBalancingV2::TargetGroup",
                 by="arn",
             ),
-            Relationship(name="uses", path="roleArn", target_type="AWS::IAM::Role", by="arn"),
+            uses_role("roleArn"),
             Relationship(
                 name="uses", path="taskDefinition", target_type="AWS::ECS::TaskDefinition", by="arn"
             ),

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec, uses_kms_key
 
 _FS = {"FileSystemId": "FileSystemId"}
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::EFS::FileSystem",
-        relationships=(
-            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
-        ),
+        relationships=(uses_kms_key(),),
         service="efs",
         list_operation="DescribeFileSystems",
         result_path="FileSystems[]",

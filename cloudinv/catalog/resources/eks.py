@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
+from cloudinv.catalog.spec import (
+    DetailCall,
+    ResourceSpec,
+    in_subnets,
+    in_vpc,
+    uses_role,
+    with_security_groups,
+)
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::EKS::Cluster",
         relationships=(
-            Relationship(name="uses", path="roleArn", target_type="AWS::IAM::Role", by="arn"),
-            Relationship(
-                name="is contained in",
-                path="resourcesVpcConfig.subnetIds[]",
-                target_type="AWS::EC2::Subnet",
-            ),
-            Relationship(
-                name="is associated with",
-                path="resourcesVpcConfig.securityGroupIds[]",
-                target_type="AWS::EC2::SecurityGroup",
-            ),
-            Relationship(
-                name="is associated with",
-                path="resourcesVpcConfig.clusterSecurityGroupId",
-                target_type="AWS::EC2::SecurityGroup",
-            ),
-            Relationship(
-                name="is contained in", path="resourcesVpcConfig.vpcId", target_type="AWS::EC2::VPC"
-            ),
+            uses_role("roleArn"),
+            in_subnets("resourcesVpcConfig.subnetIds[]"),
+            with_security_groups("resourcesVpcConfig.securityGroupIds[]"),
+            with_security_groups("resourcesVpcConfig.clusterSecurityGroupId"),
+            in_vpc("resourcesVpcConfig.vpcId"),
         ),
         service="eks",
         list_operation="ListClusters",

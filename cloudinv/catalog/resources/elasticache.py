@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import Relationship, ResourceSpec
+from cloudinv.catalog.spec import Relationship, ResourceSpec, uses_kms_key, with_security_groups
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::ElastiCache::CacheCluster",
         relationships=(
-            Relationship(
-                name="is associated with",
-                path="SecurityGroups[].SecurityGroupId",
-                target_type="AWS::EC2::SecurityGroup",
-            ),
+            with_security_groups("SecurityGroups[].SecurityGroupId"),
             Relationship(
                 name="is contained in",
                 path="ReplicationGroupId",
@@ -29,9 +25,7 @@ SPECS: tuple[ResourceSpec, ...] = (
     ),
     ResourceSpec(
         cfn_type="AWS::ElastiCache::ReplicationGroup",
-        relationships=(
-            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
-        ),
+        relationships=(uses_kms_key(),),
         service="elasticache",
         list_operation="DescribeReplicationGroups",
         result_path="ReplicationGroups[]",

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
-
-
-def _in_vpc(path: str) -> Relationship:
-    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::VPC")
-
-
-def _in_subnets(path: str) -> Relationship:
-    return Relationship(name="is contained in", path=path, target_type="AWS::EC2::Subnet")
-
-
-def _with_groups(path: str) -> Relationship:
-    return Relationship(name="is associated with", path=path, target_type="AWS::EC2::SecurityGroup")
-
+from cloudinv.catalog.spec import (
+    DetailCall,
+    Relationship,
+    ResourceSpec,
+    in_subnets,
+    in_vpc,
+    with_security_groups,
+)
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
@@ -56,9 +50,9 @@ SPECS: tuple[ResourceSpec, ...] = (
             )
         },
         relationships=(
-            _in_vpc("VPCId"),
-            _in_subnets("Subnets[]"),
-            _with_groups("SecurityGroups[]"),
+            in_vpc("VPCId"),
+            in_subnets("Subnets[]"),
+            with_security_groups("SecurityGroups[]"),
             Relationship(
                 name="is associated with",
                 path="Instances[].InstanceId",
@@ -99,9 +93,9 @@ SPECS: tuple[ResourceSpec, ...] = (
             "CreateLoadBalancer": "responseElements.loadBalancers[].loadBalancerName",
         },
         relationships=(
-            _in_vpc("VpcId"),
-            _in_subnets("AvailabilityZones[].SubnetId"),
-            _with_groups("SecurityGroups[]"),
+            in_vpc("VpcId"),
+            in_subnets("AvailabilityZones[].SubnetId"),
+            with_security_groups("SecurityGroups[]"),
         ),
     ),
     ResourceSpec(
@@ -138,7 +132,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         # DescribeTargetHealth's order is not stable: a target is its id, port and zone.
         list_ids={"Targets": ("Target",)},
         relationships=(
-            _in_vpc("VpcId"),
+            in_vpc("VpcId"),
             Relationship(
                 name="is associated with",
                 path="LoadBalancerArns[]",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import Relationship, ResourceSpec
+from cloudinv.catalog.spec import ResourceSpec, uses_role
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::Events::Rule",
-        relationships=(
-            Relationship(name="uses", path="RoleArn", target_type="AWS::IAM::Role", by="arn"),
-        ),
+        relationships=(uses_role("RoleArn"),),
         service="events",
         list_operation="ListRules",
         result_path="Rules[]",

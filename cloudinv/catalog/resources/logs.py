@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import Relationship, ResourceSpec
+from cloudinv.catalog.spec import ResourceSpec, uses_kms_key
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::Logs::LogGroup",
-        relationships=(
-            Relationship(name="uses", path="kmsKeyId", target_type="AWS::KMS::Key", by="arn"),
-        ),
+        relationships=(uses_kms_key("kmsKeyId"),),
         service="logs",
         list_operation="DescribeLogGroups",
         result_path="logGroups[]",

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import Relationship, ResourceSpec
+from cloudinv.catalog.spec import (
+    Relationship,
+    ResourceSpec,
+    in_subnets,
+    in_vpc,
+    uses_kms_key,
+    with_security_groups,
+)
 
 # Advanced by AWS every few minutes: not a change of the database.
 _INSTANCE_RESTORE_WINDOW = ("LatestRestorableTime",)
@@ -12,20 +19,10 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::RDS::DBInstance",
         relationships=(
-            Relationship(
-                name="is contained in",
-                path="DBSubnetGroup.Subnets[].SubnetIdentifier",
-                target_type="AWS::EC2::Subnet",
-            ),
-            Relationship(
-                name="is contained in", path="DBSubnetGroup.VpcId", target_type="AWS::EC2::VPC"
-            ),
-            Relationship(
-                name="is associated with",
-                path="VpcSecurityGroups[].VpcSecurityGroupId",
-                target_type="AWS::EC2::SecurityGroup",
-            ),
-            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+            in_subnets("DBSubnetGroup.Subnets[].SubnetIdentifier"),
+            in_vpc("DBSubnetGroup.VpcId"),
+            with_security_groups("VpcSecurityGroups[].VpcSecurityGroupId"),
+            uses_kms_key(),
             Relationship(
                 name="is contained in",
                 path="DBClusterIdentifier",
@@ -62,12 +59,8 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::RDS::DBCluster",
         relationships=(
-            Relationship(
-                name="is associated with",
-                path="VpcSecurityGroups[].VpcSecurityGroupId",
-                target_type="AWS::EC2::SecurityGroup",
-            ),
-            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+            with_security_groups("VpcSecurityGroups[].VpcSecurityGroupId"),
+            uses_kms_key(),
             Relationship(
                 name="is associated with",
                 path="DBSubnetGroup",
@@ -99,7 +92,7 @@ SPECS: tuple[ResourceSpec, ...] = (
                 path="DBInstanceIdentifier",
                 target_type="AWS::RDS::DBInstance",
             ),
-            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+            uses_kms_key(),
         ),
         service="rds",
         list_operation="DescribeDBSnapshots",
@@ -124,7 +117,7 @@ SPECS: tuple[ResourceSpec, ...] = (
                 path="DBClusterIdentifier",
                 target_type="AWS::RDS::DBCluster",
             ),
-            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
+            uses_kms_key(),
         ),
         service="rds",
         list_operation="DescribeDBClusterSnapshots",
@@ -142,7 +135,7 @@ SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::RDS::DBSubnetGroup",
         relationships=(
-            Relationship(name="is contained in", path="VpcId", target_type="AWS::EC2::VPC"),
+            in_vpc(),
             Relationship(
                 name="is associated with",
                 path="Subnets[].SubnetIdentifier",

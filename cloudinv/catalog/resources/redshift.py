@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import Relationship, ResourceSpec
+from cloudinv.catalog.spec import (
+    ResourceSpec,
+    in_vpc,
+    uses_kms_key,
+    uses_role,
+    with_security_groups,
+)
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::Redshift::Cluster",
         relationships=(
-            Relationship(name="is contained in", path="VpcId", target_type="AWS::EC2::VPC"),
-            Relationship(
-                name="is associated with",
-                path="VpcSecurityGroups[].VpcSecurityGroupId",
-                target_type="AWS::EC2::SecurityGroup",
-            ),
-            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
-            Relationship(
-                name="uses", path="IamRoles[].IamRoleArn", target_type="AWS::IAM::Role", by="arn"
-            ),
+            in_vpc(),
+            with_security_groups("VpcSecurityGroups[].VpcSecurityGroupId"),
+            uses_kms_key(),
+            uses_role("IamRoles[].IamRoleArn"),
         ),
         service="redshift",
         list_operation="DescribeClusters",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, ResourceSpec, uses_kms_key
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::SecretsManager::Secret",
-        relationships=(
-            Relationship(name="uses", path="KmsKeyId", target_type="AWS::KMS::Key", by="arn"),
-        ),
+        relationships=(uses_kms_key(),),
         service="secretsmanager",
         list_operation="ListSecrets",
         result_path="SecretList[]",

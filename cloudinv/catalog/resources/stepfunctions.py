@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from cloudinv.catalog.spec import DetailCall, Relationship, ResourceSpec
+from cloudinv.catalog.spec import DetailCall, ResourceSpec, uses_role
 
 _MACHINE = {"stateMachineArn": "stateMachineArn"}
 
 SPECS: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         cfn_type="AWS::StepFunctions::StateMachine",
-        relationships=(
-            Relationship(name="uses", path="roleArn", target_type="AWS::IAM::Role", by="arn"),
-        ),
+        relationships=(uses_role("roleArn"),),
         service="stepfunctions",
         list_operation="ListStateMachines",
         result_path="stateMachines[]",
