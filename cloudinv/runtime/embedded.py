@@ -14,8 +14,6 @@ Ctrl-C, or a crash of cloudinv itself.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib.util
 import logging
 import os
@@ -23,10 +21,10 @@ import sys
 from pathlib import Path
 
 import aiohttp
-from aiokafka import AIOKafkaClient
-from aiokafka.errors import KafkaError
 
 from cloudinv.core.errors import RuntimeStartError
+from cloudinv.core.kafka import cluster_reachable
+from cloudinv.core.settings import KafkaSettings
 from cloudinv.runtime.processes import ChildProcess, choose_port, start_until_ready
 
 log = logging.getLogger(__name__)
@@ -59,19 +57,6 @@ def resolve_broker_binary() -> str:
         raise RuntimeStartError(
             f"the embedded Kafka broker binary was not found ({exc}): {EMBEDDED_EXTRA_HINT}"
         ) from None
-
-
-async def kafka_metadata_ready(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when the broker at ``bootstrap`` answers a Kafka Metadata request."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(client.bootstrap(), timeout)
-        return True
-    except (KafkaError, OSError, TimeoutError):
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            await client.close()
 
 
 def require_moto() -> None:
@@ -126,7 +111,8 @@ class EmbeddedBroker(LoopbackChild):
         )
         await start_until_ready(
             self.child,
-            lambda: kafka_metadata_ready(self.bootstrap, timeout=1.0),
+            # The embedded broker listens in plaintext: the default Kafka settings.
+            lambda: cluster_reachable(KafkaSettings(), self.bootstrap, timeout=1.0),
             self.bootstrap,
             ready_timeout,
         )
