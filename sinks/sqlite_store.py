@@ -463,11 +463,11 @@ class SqliteStore(SqliteBacked, EdgeReads):
             if not events:
                 return []
             if rows:
-                conn.execute(
-                    "INSERT OR IGNORE INTO write_events (ref, event_time, event_id, attribution) "
-                    + _select_columns(4, blobs=(3,))
-                    + " FROM json_each(?)",
-                    (orjson.dumps(rows).decode(),),
+                _insert_rows(
+                    conn,
+                    "INSERT OR IGNORE INTO write_events (ref, event_time, event_id, attribution)",
+                    rows,
+                    blobs=(3,),
                 )
             # Read in the same transaction: a change stored before it commits is seen here.
             keys_by_ref: dict[str, list[str]] = {}
@@ -1100,30 +1100,25 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
             (orjson.dumps(list(closes.items())).decode(),),
         )
     if new_versions:
-        conn.execute(
+        _insert_rows(
+            conn,
             "INSERT INTO versions (change_id, key, resource_type, resource_id, account_id, "
-            "region, name, config_hash, configuration, valid_from, valid_to) "
-            + _select_columns(11, blobs=(8,))
-            + " FROM json_each(?)",
-            (orjson.dumps(list(new_versions.values())).decode(),),
+            "region, name, config_hash, configuration, valid_from, valid_to)",
+            list(new_versions.values()),
+            blobs=(8,),
         )
     if new_changes:
         # REPLACE: a change updated in place leaves its old row and takes the next sequence
         # number, so that the change log (the live feed) carries it again.
-        conn.execute(
+        _insert_rows(
+            conn,
             "INSERT OR REPLACE INTO changes (change_id, key, resource_type, account_id, region, "
-            "change_type, captured_at, detected_at, event) "
-            + _select_columns(9, blobs=(8,))
-            + " FROM json_each(?)",
-            (orjson.dumps(list(new_changes.values())).decode(),),
+            "change_type, captured_at, detected_at, event)",
+            list(new_changes.values()),
+            blobs=(8,),
         )
     if refs:
-        conn.execute(
-            "INSERT OR IGNORE INTO resource_refs (ref, key) "
-            + _select_columns(2, blobs=())
-            + " FROM json_each(?)",
-            (orjson.dumps(refs).decode(),),
-        )
+        _insert_rows(conn, "INSERT OR IGNORE INTO resource_refs (ref, key)", refs)
     _write_edges(conn, edges)
     return len(new_changes)
 
@@ -1171,38 +1166,42 @@ def _write_edges(conn: sqlite3.Connection, edges: EdgeBook) -> None:
             ),
         )
     if edges.opened:
-        conn.execute(
+        _insert_rows(
+            conn,
             "INSERT OR IGNORE INTO relationships (source_key, source_type, relationship, "
-            "target_key, target_type, valid_from, valid_to, change_id) "
-            + _select_columns(8, blobs=())
-            + " FROM json_each(?)",
-            (
-                orjson.dumps(
-                    [
-                        [
-                            e.source_key,
-                            e.source_type,
-                            e.relationship,
-                            e.target_key,
-                            e.target_type,
-                            e.valid_from,
-                            e.valid_to,
-                            e.change_id,
-                        ]
-                        for e in edges.opened
-                    ]
-                ).decode(),
-            ),
+            "target_key, target_type, valid_from, valid_to, change_id)",
+            [
+                [
+                    e.source_key,
+                    e.source_type,
+                    e.relationship,
+                    e.target_key,
+                    e.target_type,
+                    e.valid_from,
+                    e.valid_to,
+                    e.change_id,
+                ]
+                for e in edges.opened
+            ],
         )
 
 
-def _select_columns(n: int, blobs: tuple[int, ...]) -> str:
-    # json_extract of an object gives its JSON text, of a string the string; the JSON
-    # documents (configuration, event) are stored as UTF-8 BLOBs.
-    columns = (
+def _insert_rows(
+    conn: sqlite3.Connection,
+    insert: str,
+    rows: Sequence[Sequence[Any]],
+    blobs: tuple[int, ...] = (),
+) -> None:
+    """``insert`` ("INSERT ... INTO table (columns)") of ``rows``, all in one statement with
+    the rows as one JSON parameter (see :func:`_json_query`); the columns at ``blobs`` hold
+    JSON documents (configuration, event), stored as UTF-8 BLOBs."""
+    if not rows:
+        return
+    # json_extract of an object gives its JSON text, of a string the string.
+    columns = ", ".join(
         f"CAST(json_extract(value, '$[{i}]') AS BLOB)"
         if i in blobs
         else f"json_extract(value, '$[{i}]')"
-        for i in range(n)
+        for i in range(len(rows[0]))
     )
-    return "SELECT " + ", ".join(columns)
+    conn.execute(f"{insert} SELECT {columns} FROM json_each(?)", (orjson.dumps(rows).decode(),))
