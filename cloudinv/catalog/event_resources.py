@@ -33,12 +33,12 @@ event and a change meet on any of them. Used by the re-describe reactor
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from cloudinv.catalog.registry import Registry
-from cloudinv.catalog.spec import ResourceSpec, search
+from cloudinv.catalog.spec import ResourceSpec, search, strings_in
 from cloudinv.core.models import GLOBAL_REGION, Attribution, AttributionMatch, CloudTrailEvent
 
 __all__ = [
@@ -247,15 +247,6 @@ def _fields_of(spec: ResourceSpec) -> _Fields:
     return _Fields(spec, frozenset(specific), frozenset(generic), frozenset({short}), short)
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        if value:
-            yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
 def _walk(value: Any, fields: _Fields, parent: str, found: set[str]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -263,7 +254,7 @@ def _walk(value: Any, fields: _Fields, parent: str, found: set[str]) -> None:
             if lowered in fields.specific or (
                 lowered in fields.generic and parent in fields.parents
             ):
-                found.update(_strings(v))
+                found.update(strings_in(v))
             if isinstance(v, dict | list):
                 _walk(v, fields, lowered, found)
     elif isinstance(value, list):
@@ -317,7 +308,7 @@ class EventResourceIndex:
             if expression is not None:
                 if raw is None:
                     raw = raw_view(event)
-                named = set(_strings(search(expression, raw)))
+                named = set(strings_in(search(expression, raw)))
                 found |= named
                 declared |= named
             if not found:

@@ -19,7 +19,7 @@ the resource (``cloudinv.sinks.versioning``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +30,7 @@ from cloudinv.catalog.spec import (
     RelationshipBy,
     ResourceSpec,
     search,
+    strings_in,
 )
 from cloudinv.catalog.transform import MalformedResource, resource_arn
 from cloudinv.core.models import GLOBAL_REGION, Edge
@@ -104,16 +105,6 @@ def target_key(
         return None
 
 
-def _strings(value: Any) -> Iterator[str]:
-    """Every non-empty string in a JMESPath result (nested lists flattened)."""
-    if isinstance(value, str):
-        if value:
-            yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
 def edges_of(
     spec: ResourceSpec,
     key: str,
@@ -136,7 +127,7 @@ def edges_of(
         if relationship.target_type not in registry:
             continue  # a registry without the target type (tests, extensions)
         target = registry.get(relationship.target_type)
-        for value in _strings(search(relationship.path, configuration)):
+        for value in strings_in(search(relationship.path, configuration)):
             found = target_key(
                 target,
                 value,

@@ -16,7 +16,7 @@ every detail call merged in.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -58,6 +58,16 @@ def compile_expression(expression: str) -> ParsedResult:
 def search(expression: str, data: Any) -> Any:
     """Evaluate a declaration's JMESPath ``expression`` over ``data``."""
     return compile_expression(expression).search(data, options=_OPTIONS)
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every non-empty string in a JMESPath result (nested lists flattened)."""
+    if isinstance(value, str):
+        if value:
+            yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
 
 
 def is_simple_path(path: str) -> bool:
