@@ -191,15 +191,18 @@ class Runtime:
     async def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
         """Stop everything started so far, newest first, within ``budget_s`` (children
         left then are killed). Never raises."""
-        deadline = time.monotonic() + budget_s
+        began = time.monotonic()
+        deadline = began + budget_s
         self.supervisor.stopping = True
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=max(min(deadline - time.monotonic(), 2.0), 0.1))
         self._tasks.clear()
+        log.info("stopping: background tasks ended in %.2fs", time.monotonic() - began)
         while self._stops:
             name, stop = self._stops.pop()
+            stage_began = time.monotonic()
             # Each stage gets a share of what is left; the last ones (the broker) a minimum.
             timeout = max(min(deadline - time.monotonic() - 1.0, 4.0), 0.2)
             task = asyncio.ensure_future(stop())
@@ -217,9 +220,11 @@ class Runtime:
             elif not task.cancelled() and (exc := task.exception()) is not None:
                 # One stage failing to stop must not strand the others.
                 log.warning("stopping %s failed: %s", name, exc)
+            log.info("stopping: %s ended in %.2fs", name, time.monotonic() - stage_began)
         for child in self._children():
             if child.running:
                 await child.kill()
+        log.info("stopped in %.2fs", time.monotonic() - began)
 
     def _children(self) -> list[ChildProcess]:
         children = [self._worker, *self._tailers.values()]
@@ -633,6 +638,7 @@ async def running(settings: Settings, options: RuntimeOptions) -> AsyncIterator[
         yield runtime
     finally:
         runtime.console.print("[bold]·[/] stopping …", highlight=False)
+        log.info("stopping")
         await runtime.stop()
         runtime.console.print("[green]✓[/] stopped; no process left behind", highlight=False)
 
@@ -641,8 +647,13 @@ async def run_until_stopped(settings: Settings, options: RuntimeOptions) -> int:
     """Start everything, print where it runs, wait for Ctrl-C / SIGTERM, stop everything."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
+
+    def requested(sig: signal.Signals) -> None:
+        log.info("%s: stop requested", sig.name)
+        stop_requested.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop_requested.set)
+        loop.add_signal_handler(sig, requested, sig)
     try:
         async with running(settings, options) as runtime:
             starting = asyncio.create_task(runtime.start())

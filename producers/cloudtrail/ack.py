@@ -176,7 +176,12 @@ class CommitWatch:
                 await self._wake.wait()
             try:
                 await asyncio.wait_for(self._poll(), 10)
-            except (KafkaError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # this task must outlive any client error
+                if not isinstance(exc, KafkaError | OSError | TimeoutError):
+                    # Not a known client error (an aiokafka assertion on an odd answer from a
+                    # restarted broker): treated as unreachable, never the end of this task,
+                    # or every source would wait for ever.
+                    log.warning("cloudtrail: reading committed offsets failed", exc_info=exc)
                 self._unreachable(exc)
                 await self._disconnect()
                 await asyncio.sleep(min(1.0, self.poll_s * 5))
