@@ -274,6 +274,15 @@ def test_kill_9_in_the_middle_loses_nothing(
             victim, "the CloudTrail tailer"
         )
         assert f"{label} (pid" in up.stderr() and "was killed by SIGKILL" in up.stderr()
+    if victim == "broker":
+        # The old worker remembers offsets of the dead broker's partitions: had it reached
+        # the new broker, it could have committed them there, past events it never read.
+        log = (up.data_dir / "logs" / "cloudinv.log").read_text().splitlines()
+        killed = next(i for i, line in enumerate(log) if "was killed by SIGKILL" in line)
+        after = log[killed:]
+        stopped = next(i for i, line in enumerate(after) if "stopped stream worker" in line)
+        started = next(i for i, line in enumerate(after) if "started broker" in line)
+        assert stopped < started, "\n".join(after)
     status, body = _get(up.info()["api_url"] + "/readyz")
     assert status == 200, body
     children = up.children()
