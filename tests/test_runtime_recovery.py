@@ -1,10 +1,11 @@
 """Nothing lost when any process dies: the real ``cloudinv up`` (embedded Tansu broker, the
-stream worker and the CloudTrail tailer as child processes, moto for S3 and SQS) while a
+stream worker and the CloudTrail role as child processes, moto for S3 and SQS) while a
 ``cloudtrail backfill --path`` and the SQS tailing are in progress, with ``kill -9`` of the
-worker, the embedded broker, the tailer, or the whole runtime (then started again). Each
-case counts the stored events and the hourly aggregates exactly: nothing lost, nothing
-counted twice. And health that tells the truth: a dead broker makes /readyz not ready within
-10 s, ready again once it is back, and Ctrl-C with the broker gone exits within 10 s.
+worker, the embedded broker, the CloudTrail role (its tailer), or the whole runtime (then
+started again). Each case counts the stored events and the hourly aggregates exactly:
+nothing lost, nothing counted twice. And health that tells the truth: a dead broker makes
+/readyz not ready within 10 s, ready again once it is back, and Ctrl-C with the broker gone
+exits within 10 s.
 
 Inputs are small (a few hundred events) so each case takes tens of seconds, most of it the
 runtime starting and the worker joining its group.
@@ -209,7 +210,7 @@ def _wait(condition: Any, timeout: float, what: str, every_s: float = 0.2) -> No
         time.sleep(every_s)
 
 
-@pytest.mark.parametrize("victim", ["worker", "broker", "tailer", "runtime"])
+@pytest.mark.parametrize("victim", ["worker", "broker", "cloudtrail", "runtime"])
 def test_kill_9_in_the_middle_loses_nothing(
     victim: str, tmp_path: Path, moto_endpoint: str, unique: str, up_factory: list[Up]
 ) -> None:
@@ -271,7 +272,7 @@ def test_kill_9_in_the_middle_loses_nothing(
     assert sums == {"principal": expected, "service": expected}
     if victim != "runtime":
         label = {"worker": "the stream worker", "broker": "the embedded broker"}.get(
-            victim, "the CloudTrail tailer"
+            victim, "the CloudTrail role"
         )
         assert f"{label} (pid" in up.stderr() and "was killed by SIGKILL" in up.stderr()
     if victim == "broker":

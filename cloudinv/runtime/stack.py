@@ -2,8 +2,8 @@
 
 :class:`Runtime` starts, in order, the broker (embedded, or the configured Kafka), the
 simulated AWS estate (demo only), the stream worker (a child process), the producers, the
-CloudTrail tailers (child processes) and the API (in this process), then writes the
-connection file.
+CloudTrail role (``cloudinv cloudtrail run`` as a child process: the tailers and the
+re-describe reactor) and the API (in this process), then writes the connection file.
 
 Children are supervised, not torn down with the rest: one that dies is restarted with
 backoff and the log says why it died (signal or exit status). A restarted embedded broker is
@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +49,6 @@ from cloudinv.core.kafka import client_kwargs, cluster_reachable, ensure_topics
 from cloudinv.core.settings import AccountRole, ApiToken, Settings
 from cloudinv.producers.credentials import AwsAccess
 from cloudinv.producers.publisher import KafkaPublisher
-from cloudinv.producers.reactor import ChangeReactor
 from cloudinv.producers.schedule import ScanScheduler
 from cloudinv.runtime.embedded import (
     EmbeddedBroker,
@@ -106,11 +104,10 @@ class Runtime:
     """cloudinv.producers.schedule.ScanScheduler once the producers run."""
     _estate: Any = None
     _trail: Any = None
-    reactor: Any = None
     _worker: ChildProcess | None = None
     _worker_entry: Supervised | None = None
     _broker: EmbeddedBroker | None = None
-    _tailers: dict[str, ChildProcess] = field(default_factory=dict)
+    _cloudtrail: ChildProcess | None = None
     supervisor: Supervisor = field(default_factory=Supervisor)
     info: ConnectionInfo | None = None
     broker_probe: BrokerProbe | None = None
@@ -227,7 +224,7 @@ class Runtime:
         log.info("stopped in %.2fs", time.monotonic() - began)
 
     def _children(self) -> list[ChildProcess]:
-        children = [self._worker, *self._tailers.values()]
+        children = [self._worker, self._cloudtrail]
         if self._broker is not None:
             children.append(self._broker.child)
         return [c for c in children if c is not None]
@@ -439,89 +436,55 @@ class Runtime:
         return f"{len(scheduler.types)} resource types, every {interval:g}s"
 
     async def _start_cloudtrail(self) -> str:
-        """The tailer (SQS → CloudTrail topic) and the reactor (write events → re-describe).
+        """The CloudTrail role (``cloudinv cloudtrail run``: the tailer of every queue and the
+        re-describe reactor) as a supervised child, as it runs on a host of its own.
 
         In the demo the estate writes its own trail (``cloudinv.simulator.trail``) to a bucket
         in the log-archive account whose notifications feed the tailer's queue.
         """
 
-        queue_urls = list(self.settings.cloudtrail.queue_urls)
-        region = self.settings.cloudtrail.region
-        endpoint = self.settings.aws.effective_endpoint()
+        cloudtrail = self.settings.cloudtrail
         if self.options.mode == "demo":
             assert self.aws_endpoint_url is not None
             trail = EstateTrail(self.aws_endpoint_url, self._estate)
             where = await trail.setup()
             self._trail = trail
             self._run_task("demo-trail", trail.run)
-            queue_urls, region, endpoint = [where.queue_url], TRAIL_REGION, self.aws_endpoint_url
-        if not queue_urls:
-            return "no queue configured (cloudtrail.queue_urls)"
-        kafka = client_kwargs(self.settings.kafka, self.kafka_bootstrap)
-        self._stops.append(("CloudTrail tailers", self._stop_tailers))
-        for index, url in enumerate(queue_urls):
-            name = "tailer" if len(queue_urls) == 1 else f"tailer-{index + 1}"
-
-            async def spawn(url: str = url, name: str = name) -> None:
-                await self._spawn_tailer(name, url, region, endpoint)
-
-            await spawn()
-            self._add_child(name, url, self._tailers[name])
-            self.supervisor.watch(f"the CloudTrail {name}", partial(self._tailers.get, name), spawn)
-        detail = f"tailing {len(queue_urls)} queue(s), acknowledged when stored"
-        if self.settings.cloudtrail.react and self.scheduler is not None:
-            reactor = ChangeReactor(
-                self.scheduler.aws,
-                self.scheduler.publisher,
-                kafka,
-                self.settings.kafka.topic_prefix,
-                access=self.scheduler.access,
-                group_id=self.settings.kafka.group_for("reactor"),
+            cloudtrail = cloudtrail.model_copy(
+                update={"queue_urls": [where.queue_url], "region": TRAIL_REGION}
             )
-            self.reactor = reactor
-            self._run_task("reactor", reactor.run)
-            detail += ", re-describing what write events touch"
-        return detail
-
-    async def _spawn_tailer(
-        self, name: str, url: str, region: str | None, endpoint: str | None
-    ) -> None:
-        """``cloudinv cloudtrail tail`` as a child: a tailer that dies (or is killed) loses
-        nothing, its messages not yet stored come back from SQS to its successor."""
-        settings = self.child_settings()
-        argv = [
-            sys.executable,
-            "-m",
-            "cloudinv",
-            "cloudtrail",
-            "tail",
-            "--queue-url",
-            url,
-            "--bootstrap",
-            self.kafka_bootstrap,
-            "--topic-prefix",
-            settings.kafka.topic_prefix,
-            "--consumer-group",
-            settings.kafka.consumer_group,
-            "--data-dir",
-            str(self.data_dir),
-        ]
-        if region:
-            argv += ["--region", region]
-        if endpoint:
-            argv += ["--endpoint-url", endpoint]
+        if not cloudtrail.queue_urls:
+            return "no queue configured (cloudtrail.queue_urls)"
+        settings = self.child_settings().model_copy(update={"cloudtrail": cloudtrail})
+        if self.scheduler is not None:
+            # The reactor re-describes with the producers' AWS (the demo's simulated accounts).
+            settings = settings.model_copy(update={"aws": self.scheduler.aws})
+        argv = [sys.executable, "-m", "cloudinv", "cloudtrail", "run"]
+        argv += ["--bootstrap", self.kafka_bootstrap]
+        self._stops.append(("the CloudTrail role", self._stop_cloudtrail))
         child = ChildProcess(
-            f"CloudTrail {name}",
+            "CloudTrail role",
             argv,
-            self.data_dir / "logs" / f"{name}.log",
+            self.data_dir / "logs" / "cloudtrail.log",
             settings_env(settings),
         )
-        await child.start()
-        self._tailers[name] = child
-        self._set_pid(name, child.pid)
 
-    async def _stop_tailers(self) -> None:
-        await asyncio.gather(*(c.stop(timeout=3.0) for c in self._tailers.values()))
+        async def spawn() -> None:
+            await child.start()
+            self._set_pid("cloudtrail", child.pid)
+
+        await spawn()
+        self._cloudtrail = child
+        self._add_child("cloudtrail", ", ".join(cloudtrail.queue_urls), child)
+        self.supervisor.watch("the CloudTrail role", lambda: self._cloudtrail, spawn)
+        detail = f"tailing {len(cloudtrail.queue_urls)} queue(s), acknowledged when stored"
+        if cloudtrail.react:
+            detail += ", re-describing what write events touch"
+        return f"{detail} (pid {child.pid})"
+
+    async def _stop_cloudtrail(self) -> None:
+        if self._cloudtrail is not None:
+            await self._cloudtrail.stop(timeout=3.0)
 
     def _run_task(self, name: str, body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         """Run ``body(stop)`` until the runtime stops; a crash is logged and the body run
@@ -604,14 +567,6 @@ class Runtime:
                 "snapshots_published": stats.snapshots,
                 "failed_scopes": stats.failed_scopes,
                 "last_round_s": round(stats.last.seconds, 2) if stats.last else None,
-            }
-        if self.reactor is not None:
-            r = self.reactor.stats
-            out["reactor"] = {
-                "events": r.events,
-                "rescans": r.rescans,
-                "attributed_snapshots": r.attributed,
-                "failures": r.failures,
             }
         return out
 
