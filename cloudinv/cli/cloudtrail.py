@@ -30,6 +30,7 @@ from rich.progress import (
 )
 
 from cloudinv.cli.cloudtrail_run import register_run
+from cloudinv.core.collector import tune_gc
 from cloudinv.core.errors import CloudinvError, ConfigError
 from cloudinv.core.logs import limit_reconnect_noise
 from cloudinv.core.settings import Settings, load_settings
@@ -352,6 +353,7 @@ async def run_tail(args: argparse.Namespace) -> int:
     limit_reconnect_noise()
     from cloudinv.producers.cloudtrail.tailer import tail
 
+    tune_gc()  # a long-running process, as the worker: once, after the imports
     target = _target(args)
     verify = args.verify_digests
     if verify is None:

@@ -11,6 +11,7 @@ import contextlib
 import signal
 from typing import Any
 
+from cloudinv.core.collector import tune_gc
 from cloudinv.core.connection import require_running_instance
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.logs import configure_logging
@@ -56,6 +57,7 @@ async def run_role(args: argparse.Namespace) -> int:
     from cloudinv.runtime.cloudtrail_role import CloudTrailRole
     from cloudinv.runtime.role_server import BrokerProbe, CloudTrailProbe, RoleServer
 
+    tune_gc()  # a long-running process, as the worker: once, after the imports
     overrides: dict[str, Any] = {}
     if args.queue_url:
         overrides["cloudtrail"] = {"queue_urls": args.queue_url}
