@@ -38,7 +38,7 @@ import asyncio
 import heapq
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -479,6 +479,33 @@ class DynamoEventsStore(DynamoBacked):
         ]
         return sorted(out, key=lambda p: (-p.events, p.label))
 
+    async def _activity_items(
+        self,
+        partition: Callable[[str], str],
+        account_id: str | None,
+        buckets: tuple[str, str],
+    ) -> list[list[Item]]:
+        """The aggregate items of buckets ``lo`` to ``hi`` in each account's ``partition``
+        (one account, or every one stored), queried at once."""
+        accounts = [account_id] if account_id is not None else await self._registry("accounts")
+        lo, hi = buckets
+        return list(
+            await asyncio.gather(
+                *(
+                    self._query(
+                        TableName=self.activity_table,
+                        KeyConditionExpression="p = :p AND b BETWEEN :lo AND :hi",
+                        ExpressionAttributeValues={
+                            ":p": _s(partition(a)),
+                            ":lo": _s(lo),
+                            ":hi": _s(hi),
+                        },
+                    )
+                    for a in accounts
+                )
+            )
+        )
+
     async def services(
         self,
         *,
@@ -486,21 +513,8 @@ class DynamoEventsStore(DynamoBacked):
         since: datetime | date | None = None,
         until: datetime | date | None = None,
     ) -> list[ServiceSummary]:
-        accounts = [account_id] if account_id is not None else await self._registry("accounts")
-        lo, hi = _bucket_range(since, until, _DAY_MS)
-        lists = await asyncio.gather(
-            *(
-                self._query(
-                    TableName=self.activity_table,
-                    KeyConditionExpression="p = :p AND b BETWEEN :lo AND :hi",
-                    ExpressionAttributeValues={
-                        ":p": _s(f"svcday#{a}"),
-                        ":lo": _s(lo),
-                        ":hi": _s(hi),
-                    },
-                )
-                for a in accounts
-            )
+        lists = await self._activity_items(
+            lambda a: f"svcday#{a}", account_id, _bucket_range(since, until, _DAY_MS)
         )
         sums: dict[str, list[int]] = {}
         for items in lists:
@@ -535,21 +549,10 @@ class DynamoEventsStore(DynamoBacked):
             kind, key = "service", service
         else:
             kind, key = "all", "*"
-        accounts = [account_id] if account_id is not None else await self._registry("accounts")
-        lo, hi = _bucket_range(since, until, _BUCKET_MS[granularity])
-        lists = await asyncio.gather(
-            *(
-                self._query(
-                    TableName=self.activity_table,
-                    KeyConditionExpression="p = :p AND b BETWEEN :lo AND :hi",
-                    ExpressionAttributeValues={
-                        ":p": _s(f"{granularity}#{kind}#{key}#{a}"),
-                        ":lo": _s(lo),
-                        ":hi": _s(hi),
-                    },
-                )
-                for a in accounts
-            )
+        lists = await self._activity_items(
+            lambda a: f"{granularity}#{kind}#{key}#{a}",
+            account_id,
+            _bucket_range(since, until, _BUCKET_MS[granularity]),
         )
         grouped: dict[int, list[Item]] = {}
         for items in lists:
