@@ -154,20 +154,6 @@ class ScanEstate:
         self.expected: dict[tuple[str, str, str], set[str]] = {}
 
 
-def _boto3_account_session(endpoint: str, account: str) -> Any:
-    import boto3
-
-    sts = boto3.client("sts", endpoint_url=endpoint, region_name="us-east-1")
-    credentials = sts.assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/cloudinv-reader", RoleSessionName="seed"
-    )["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
-
-
 def _seed_scan_globals(session: Any, endpoint: str, account: str, n: int) -> None:
     import json
 
@@ -453,11 +439,13 @@ def scan_estate(moto_endpoint: str) -> ScanEstate:
     """3 fresh accounts x 3 regions, seeded with boto3; listings taken with boto3."""
     import random
 
+    from tests.moto_helpers import account_session
+
     rng = random.Random()
     accounts = [f"7{rng.randrange(10**10, 10**11):011d}" for _ in range(3)]
     estate = ScanEstate(moto_endpoint, accounts)
     for a, account in enumerate(accounts):
-        session = _boto3_account_session(moto_endpoint, account)
+        session = account_session(moto_endpoint, account)
         _seed_scan_globals(session, moto_endpoint, account, a)
         for r, region in enumerate(SCAN_REGIONS):
             _seed_scan_region(session, moto_endpoint, region, 1 + (a + r) % 3)

@@ -15,6 +15,21 @@ from cloudinv.core.settings import AccountRole, AwsSettings
 from cloudinv.producers.credentials import AwsAccess
 
 
+def account_session(endpoint: str, account: str, region: str | None = None) -> Any:
+    """A boto3 session in ``account`` through its reader role (seeding only, on the test's
+    thread: product code is async)."""
+    sts = boto3.client("sts", endpoint_url=endpoint, region_name=region or "us-east-1")
+    credentials = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/cloudinv-reader", RoleSessionName="seed"
+    )["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=region,
+    )
+
+
 @dataclass(frozen=True)
 class MemberAccount:
     """A fresh moto account (a random id starting with ``first_digit``) and its reader role."""

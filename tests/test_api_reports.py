@@ -27,7 +27,8 @@ from cloudinv.core.models import ChangeEvent, config_hash
 from cloudinv.core.settings import ApiToken, Settings
 from cloudinv.producers.reports.s3_metrics import S3_COLUMNS, ReportMonth
 from cloudinv.sinks.sqlite_store import SqliteStore
-from tests.test_reports import account_session, create_bucket, new_account, put_metric
+from tests.moto_helpers import account_session
+from tests.test_reports import create_bucket, new_account, put_metric
 
 NOW = datetime.now(UTC)
 

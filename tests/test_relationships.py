@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from cloudinv.catalog.registry import default_registry
@@ -35,6 +34,7 @@ from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import InventoryStore, RelatedResource, RelationshipReads
 from cloudinv.sinks.versioning import EdgeBook, EdgeRow, Head, StepKind, advance, plan
 from cloudinv.streams.changes import ChangeDetector
+from tests.moto_helpers import account_session
 
 REGION = "eu-west-3"
 TYPES = (
@@ -73,19 +73,6 @@ class Estate:
         return f"arn:aws:ec2:{REGION}:{self.account}:{kind}/{ident}"
 
 
-def _session(endpoint: str, account: str) -> Any:
-    sts = boto3.client("sts", endpoint_url=endpoint, region_name=REGION)
-    creds = sts.assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/cloudinv-reader", RoleSessionName="seed"
-    )["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-        region_name=REGION,
-    )
-
-
 def _assume(service: str) -> str:
     return json.dumps(
         {
@@ -102,7 +89,7 @@ def _assume(service: str) -> str:
 
 
 def seed(endpoint: str, account: str) -> Estate:
-    session = _session(endpoint, account)
+    session = account_session(endpoint, account, REGION)
     ec2 = session.client("ec2", endpoint_url=endpoint)
     iam = session.client("iam", endpoint_url=endpoint)
     vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
@@ -173,7 +160,7 @@ def seed(endpoint: str, account: str) -> Estate:
 
 def rewire(endpoint: str, estate: Estate) -> None:
     """Detach the volume and move the instance from security group a to b."""
-    ec2 = _session(endpoint, estate.account).client("ec2", endpoint_url=endpoint)
+    ec2 = account_session(endpoint, estate.account, REGION).client("ec2", endpoint_url=endpoint)
     ec2.detach_volume(VolumeId=estate.volume, InstanceId=estate.instance)
     ec2.modify_instance_attribute(InstanceId=estate.instance, Groups=[estate.sg_b])
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import boto3
 import pytest
 from rich.console import Console
 
@@ -48,6 +47,7 @@ from cloudinv.producers.reports.snapshots import (
 )
 from tests.cli_helpers import run_cli
 from tests.conftest import SCAN_DENIED_REGION
+from tests.moto_helpers import account_session
 
 NOW = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
 GIB = 1024**3
@@ -427,18 +427,6 @@ def test_console_tables_put_every_value_under_its_header() -> None:
 
 
 # -- against moto --------------------------------------------------------------------------
-
-
-def account_session(endpoint: str, account: str) -> Any:
-    sts = boto3.client("sts", endpoint_url=endpoint, region_name="us-east-1")
-    credentials = sts.assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/cloudinv-reader", RoleSessionName="seed"
-    )["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
 
 
 def seed_snapshots(endpoint: str, account: str, region: str) -> dict[str, Any]:

@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 
 from cloudinv.core.settings import AwsSettings
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.schedule import RoundSummary, ScanScheduler
 from tests.cli_helpers import cli_env, run_cli
+from tests.moto_helpers import account_session
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(600)]
 
@@ -158,21 +158,9 @@ class Organization:
         return [self.management, *self.members]
 
 
-def _session(endpoint: str, account: str) -> Any:
-    credentials = boto3.client("sts", endpoint_url=endpoint, region_name=REGION).assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/cloudinv-reader", RoleSessionName="seed"
-    )["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        region_name=REGION,
-    )
-
-
 def _organization(endpoint: str) -> Organization:
     management = f"5{random.randrange(10**10, 10**11):011d}"
-    session = _session(endpoint, management)
+    session = account_session(endpoint, management, REGION)
     org = session.client("organizations", endpoint_url=endpoint)
     org.create_organization(FeatureSet="ALL")
     for name in ("team-a", "team-b"):
@@ -192,7 +180,7 @@ def _organization(endpoint: str) -> Organization:
 
 def _seed(endpoint: str, account: str, unique: str) -> dict[str, set[str]]:
     """A security group, an instance and a bucket; what boto3 lists of each type."""
-    session = _session(endpoint, account)
+    session = account_session(endpoint, account, REGION)
     ec2 = session.client("ec2", endpoint_url=endpoint)
     vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
     ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc["VpcId"])
@@ -215,7 +203,7 @@ def _seed(endpoint: str, account: str, unique: str) -> dict[str, set[str]]:
 
 def _open_ssh(endpoint: str, account: str) -> tuple[str, dict[str, Any]]:
     """Open port 22 of the account's ``web`` group to the world; the CloudTrail record."""
-    ec2 = _session(endpoint, account).client("ec2", endpoint_url=endpoint)
+    ec2 = account_session(endpoint, account, REGION).client("ec2", endpoint_url=endpoint)
     (group,) = ec2.describe_security_groups(GroupNames=["web"])["SecurityGroups"]
     permission = {
         "IpProtocol": "tcp",
@@ -280,7 +268,7 @@ async def test_roles_apart_share_one_store_and_stop_on_time(
     broker: str, moto_endpoint: str, unique: str, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     org = _organization(moto_endpoint)
-    management = _session(moto_endpoint, org.management)
+    management = account_session(moto_endpoint, org.management, REGION)
     queue_url = management.client("sqs", endpoint_url=moto_endpoint).create_queue(
         QueueName=f"trail-{unique}"
     )["QueueUrl"]
