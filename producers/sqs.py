@@ -226,7 +226,12 @@ class SqsQueue:
             endpoint.host,
             endpoint.path,
             "",
-            {"Content-Type": _CONTENT_TYPE, "X-Amz-Target": f"AmazonSQS.{action}"},
+            {
+                "Content-Type": _CONTENT_TYPE,
+                "X-Amz-Target": f"AmazonSQS.{action}",
+                # As botocore sends it: errors then carry the query-protocol code too.
+                "x-amzn-query-mode": "true",
+            },
             credentials=Credentials(frozen.access_key, frozen.secret_key, frozen.token),
             region=endpoint.region,
             service=endpoint.service,

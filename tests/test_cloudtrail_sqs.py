@@ -97,6 +97,8 @@ class SqsFront:
     """X-Amz-Target of each direct (not botocore) call."""
     botocore: list[str] = field(default_factory=list)
     bad_signatures: list[str] = field(default_factory=list)
+    query_mode: set[str] = field(default_factory=set)
+    """``x-amzn-query-mode`` of the direct calls (botocore sends ``true``)."""
     answer: Callable[[str], web.Response | None] = lambda target: None
 
 
@@ -144,6 +146,7 @@ async def sqs_front(moto_endpoint: str) -> AsyncIterator[SqsFront]:
             front.botocore.append(target)
         else:
             front.direct.append(target)
+            front.query_mode.add(request.headers.get("x-amzn-query-mode", ""))
             problem = _check_signature(request, body)
             if problem is not None:
                 front.bad_signatures.append(problem)
@@ -245,6 +248,7 @@ async def test_receive_delete_and_visibility_go_directly_with_valid_signatures(
         assert (await queue.receive(max_messages=10, wait_time_s=0)).get("Messages", []) == []
         assert queue.botocore_calls == 1  # GetQueueAttributes only
     assert sqs_front.bad_signatures == []
+    assert sqs_front.query_mode == {"true"}
     assert sqs_front.botocore == ["AmazonSQS.GetQueueAttributes"]
     assert "AmazonSQS.DeleteMessageBatch" in sqs_front.direct
 
