@@ -35,6 +35,8 @@ figures to stored and to the command's exit (every file acknowledged end to end)
 The worker line also splits its CPU: the store's writer thread (``time.thread_time`` over its
 batch writes) and the rest, which is Faust's fetch, the batch delivery and the agent.
 ``--profile FILE`` writes a cProfile of the measured run (the worker's event loop thread);
+``--profile-source FILE`` one of the tailer during the measured run (with ``--local``, of the
+whole backfill command, start-up included): what the "CPU/file" line's tailer figure is made of;
 ``--loop uvloop`` runs the worker on uvloop; ``--faust-fast-path`` is an experiment that
 measured what Faust's per-message ``Consumer.wait_first`` cost when the topic still went
 through it (see :func:`install_faust_fast_path`; batch-fed now, it changes little) — its
