@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -105,6 +106,11 @@ class EmbeddedBroker(LoopbackChild):
                 url,
                 "--storage-engine",
                 "memory://tansu/",
+                # A new id at every start: a restarted broker holds nothing of the one before,
+                # and sources waiting for the worker to store their events tell them apart
+                # by it (cloudinv.producers.cloudtrail.ack).
+                "--cluster-id",
+                f"cloudinv-{secrets.token_hex(8)}",
             ],
             self.data_dir / "logs" / "broker.log",
             env=env,

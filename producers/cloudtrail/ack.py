@@ -16,6 +16,12 @@ embedded broker restarts empty), a partition's end offset or the group's committ
 backwards (the log or the group was recreated). A replay is harmless: every sink is
 idempotent by event id.
 
+The surest sign of a new broker is its cluster id (the embedded broker gets a new one at every
+start; a real cluster keeps its own, and a recreated one has another): the watch learns it when
+it starts, reads it before and after each poll's offsets, and treats a change as a loss. The
+other signs (unreachable and back, offsets going backwards) remain for a broker that does not
+say its cluster id.
+
 Offsets from two lives of a broker cannot be compared: a file whose events went to several
 partitions may have some acknowledged by the broker before it died and the rest by the one
 that replaced it, and the new one's committed offsets soon pass the old one's. Each such
@@ -83,6 +89,8 @@ class CommitWatch:
         self._committed: dict[int, int] = {}
         self._ends: dict[int, int] = {}
         self._unreachable_since: float | None = None
+        self._cluster: str | None = None
+        """The cluster id of the broker the offsets below come from (``None``: not known)."""
         self._last_warning = 0.0
         self.acknowledged = 0
         self.lost = 0
@@ -91,6 +99,14 @@ class CommitWatch:
         """How many times the broker was found to have lost (or maybe lost) what it held."""
 
     async def __aenter__(self) -> CommitWatch:
+        # Learn which broker this is before any source publishes: a broker replaced between
+        # a publish and the first poll is then still seen (its cluster id differs).
+        try:
+            admin, _ = await asyncio.wait_for(self._connect(), 10)
+            self._cluster = await asyncio.wait_for(_cluster_id(admin), 10)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._unreachable(exc)
+            await self._disconnect()
         self._task = asyncio.create_task(self._run(), name=f"commit-watch {self.topic}")
         return self
 
@@ -192,8 +208,20 @@ class CommitWatch:
         admin, consumer = await self._connect()
         partitions = sorted({p for w in self._waiters for p in w.offsets} | set(self._committed))
         tps = [TopicPartition(self.topic, p) for p in partitions]
+        cluster_before = await _cluster_id(admin)
         committed_raw = await admin.list_consumer_group_offsets(self.group_id, partitions=tps)
         ends_raw = await consumer.end_offsets(tps)
+        cluster_after = await _cluster_id(admin)
+        known = self._cluster
+        if known is None:
+            known = self._cluster = cluster_before
+        if cluster_before != known or cluster_after != known:
+            # Another broker (the embedded one restarted empty, or a recreated cluster): what
+            # the old one held may be gone, and these offsets may come from either.
+            self._cluster = cluster_after
+            self._reachable(quiet=True)
+            self._fail_all(f"the broker was replaced (cluster id {known!r}, now {cluster_after!r})")
+            return
         committed = {
             tp.partition: meta.offset
             for tp, meta in committed_raw.items()
@@ -252,10 +280,18 @@ class CommitWatch:
                 _WARN_EVERY_S,
             )
 
-    def _reachable(self) -> None:
+    def _reachable(self, *, quiet: bool = False) -> None:
         if self._unreachable_since is not None:
             # The broker may have restarted empty (the embedded one does): what it had not
             # delivered to the worker may be gone.
             self._unreachable_since = None
             self.last_error = None
-            self._fail_all("the broker was unreachable and came back")
+            if not quiet:
+                self._fail_all("the broker was unreachable and came back")
+
+
+async def _cluster_id(admin: AIOKafkaAdminClient) -> str | None:
+    """The cluster id the broker answers with (``None`` when it does not say)."""
+    described = await admin.describe_cluster()
+    cluster = described.get("cluster_id")
+    return str(cluster) if cluster else None
