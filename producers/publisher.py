@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
+from cloudinv.core.bounded import finish_within
 from cloudinv.core.errors import CloudinvError
 from cloudinv.core.models import ResourceSnapshot, ScanManifest
 from cloudinv.core.retry import retry
@@ -150,10 +151,11 @@ class KafkaPublisher:
                 1 for b in unflushed if not b.sent.done() or b.sent.exception() is not None
             )
         finally:
-            try:
-                await asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 0.5))
-            except TimeoutError:
+            stopped = await finish_within(self._producer.stop(), max(deadline - loop.time(), 0.5))
+            if stopped is None or stopped.cancelled():
                 log.warning("the Kafka producer did not stop within %.0fs", timeout)
+            elif (error := stopped.exception()) is not None:
+                raise error
             for task in list(self._sending):
                 task.cancel()
         if failed:

@@ -18,7 +18,6 @@ costs one re-scan per scope, not twenty.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from cloudinv.catalog.event_resources import EventResourceIndex, attribution_of
 from cloudinv.catalog.registry import Registry, default_registry
 from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.catalog.transform import MalformedResource, resource_identity
+from cloudinv.core.bounded import finish_within
 from cloudinv.core.codec import decode
 from cloudinv.core.models import (
     Attribution,
@@ -48,6 +48,9 @@ from cloudinv.producers.engine import ScanOptions, new_scan_id, scan_types
 from cloudinv.producers.publisher import KafkaPublisher
 
 log = logging.getLogger(__name__)
+
+_STOP_GRACE_S = 3.0
+"""How long a stop waits for the batch in hand, and then for the consumer to leave its group."""
 
 
 @dataclass(frozen=True)
@@ -305,21 +308,40 @@ class ChangeReactor:
         ).model_copy(update={"origin": "event"})
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``. A stop is never held up by the broker: a start, a batch or
+        the consumer's own stop that does not end in time is abandoned (what was not committed
+        is read again by the next run)."""
+        work = asyncio.ensure_future(self._consume(stop))
+        stopping = asyncio.ensure_future(stop.wait())
         try:
-            await self._consumer.start()
-            while not stop.is_set():
-                batch = await self._consumer.getmany(timeout_ms=int(self.debounce_s * 1000))
-                events: list[CloudTrailEvent] = []
-                for records in batch.values():
-                    for record in records:
-                        try:
-                            events.append(decode(CloudTrailEvent, record.value))
-                        except ValidationError as exc:
-                            log.warning("skipping undecodable CloudTrail message: %s", exc)
-                if events:
-                    await self.handle(events)
-                if batch:
-                    await self._consumer.commit()
+            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                work.result()  # a failure stops the role, which its supervisor restarts
+                return
+            finished = await finish_within(work, _STOP_GRACE_S)
+            if finished is None or finished.cancelled():
+                log.warning(
+                    "reactor: stopped in the middle of its start or a batch (what it had not "
+                    "committed is read again)"
+                )
         finally:
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
+            stopping.cancel()
+            stopped = await finish_within(self._consumer.stop(), _STOP_GRACE_S)
+            if stopped is None:
+                log.warning("reactor: the Kafka consumer did not stop in %.0fs", _STOP_GRACE_S)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        await self._consumer.start()
+        while not stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=int(self.debounce_s * 1000))
+            events: list[CloudTrailEvent] = []
+            for records in batch.values():
+                for record in records:
+                    try:
+                        events.append(decode(CloudTrailEvent, record.value))
+                    except ValidationError as exc:
+                        log.warning("skipping undecodable CloudTrail message: %s", exc)
+            if events:
+                await self.handle(events)
+            if batch:
+                await self._consumer.commit()

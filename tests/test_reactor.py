@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from cloudinv.catalog.registry import default_registry
 from cloudinv.core.codec import decode
@@ -15,6 +17,8 @@ from cloudinv.core.models import CloudTrailEvent, Principal, ResourceSnapshot
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.reactor import ChangeReactor, EventIndex
+from cloudinv.runtime.embedded import EmbeddedBroker
+from cloudinv.runtime.processes import choose_port
 from tests.moto_helpers import MemberAccount
 
 
@@ -120,3 +124,50 @@ async def test_run_instances_event_publishes_the_instance_with_attribution(
     assert attribution.principal_arn == f"arn:aws:iam::{account}:user/alice"
     assert attribution.source_ip == "198.51.100.7"
     assert by_id[existing["InstanceId"]].attribution is None
+
+
+async def test_a_stop_is_not_held_up_by_a_broker_that_died(
+    moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
+    """The broker dies while the reactor joins its group (as when `cloudinv up` is killed and
+    its children get SIGTERM with the broker gone): a stop still ends the run in seconds.
+    aiokafka's consumer start and stop wait without limit for a broker that is not there."""
+    member = MemberAccount.create(moto_endpoint, 6)
+    port = choose_port("127.0.0.1", None, "test broker", "--port")
+    broker = EmbeddedBroker(tmp_path, port=port)
+    await broker.start()
+    kafka = {"bootstrap_servers": broker.bootstrap}
+    publisher = KafkaPublisher(kafka, f"s{unique}")
+    await publisher.start()
+    reactor = ChangeReactor(
+        member.aws(["eu-west-1"]),
+        publisher,
+        kafka,
+        f"s{unique}",
+        access=member.access(member.aws(["eu-west-1"])),
+        group_id=f"g{unique}",
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(reactor.run(stop))
+    # Kill the broker once the reactor's consumer has begun to join its group (Tansu takes
+    # seconds to complete a join): its start then waits for a coordinator that is gone.
+    admin = AIOKafkaAdminClient(**kafka)
+    await admin.start()
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                (described,) = await admin.describe_consumer_groups([f"g{unique}"])
+                states = {group[2] for group in described.groups}
+                if states - {"Empty", "Dead", ""}:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+    await broker.stop()
+    stop.set()
+    try:
+        # A bound on a hang (the stop itself takes a few seconds), not a timing figure.
+        await asyncio.wait_for(asyncio.shield(running), 60)
+    finally:
+        running.cancel()
+        await publisher.stop(timeout=1)

@@ -37,6 +37,7 @@ from rich.console import Console
 
 from cloudinv.api.app import create_app
 from cloudinv.api.auth import generate_token
+from cloudinv.core.bounded import finish_within
 from cloudinv.core.connection import (
     ConnectionInfo,
     RunningComponent,
@@ -202,19 +203,11 @@ class Runtime:
             stage_began = time.monotonic()
             # Each stage gets a share of what is left; the last ones (the broker) a minimum.
             timeout = max(min(deadline - time.monotonic() - 1.0, 4.0), 0.2)
-            task = asyncio.ensure_future(stop())
-            done, _ = await asyncio.wait({task}, timeout=timeout)
-            if not done:
-                # A client flushing to a dead broker (aiokafka's producer) catches one
-                # cancellation and goes on waiting in its cleanup: cancel until it ends.
+            stopped = await finish_within(stop(), timeout)
+            if stopped is None or stopped.cancelled():
                 # What it held is published again by its source.
                 log.warning("stopping %s took more than %.1fs; moved on", name, timeout)
-                for _ in range(5):
-                    task.cancel()
-                    done, _ = await asyncio.wait({task}, timeout=0.1)
-                    if done:
-                        break
-            elif not task.cancelled() and (exc := task.exception()) is not None:
+            elif (exc := stopped.exception()) is not None:
                 # One stage failing to stop must not strand the others.
                 log.warning("stopping %s failed: %s", name, exc)
             log.info("stopping: %s ended in %.2fs", name, time.monotonic() - stage_began)
