@@ -23,8 +23,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, Self
 from urllib.parse import urlsplit
+
+import aiohttp
+from botocore.exceptions import ClientError
 
 __all__ = [
     "EMPTY_SHA256",
@@ -182,3 +185,71 @@ def host_header(scheme: str, netloc: str) -> str:
     """The ``Host`` header botocore signs: without the scheme's default port."""
     default = ":443" if scheme == "https" else ":80"
     return netloc[: -len(default)] if netloc.endswith(default) else netloc
+
+
+class DirectCalls:
+    """What the calls that go around botocore share (S3 reads, SQS calls): a hook on a botocore
+    client's ``event`` that learns from botocore's own request where they go (``_capture``,
+    given by the subclass), the botocore session's credentials (botocore refreshes them),
+    signing keys, and one plain HTTP session. Use as ``async with``."""
+
+    def __init__(
+        self,
+        client: Any,
+        session: Any,
+        event: str,
+        *,
+        connections: int,
+        read_timeout_s: float,
+        decompress: bool = True,
+    ) -> None:
+        self._botocore = client
+        self._session = session
+        self._event = event
+        self._connections = connections
+        self._read_timeout_s = read_timeout_s
+        self._decompress = decompress
+        self._http: aiohttp.ClientSession | None = None
+        self._credentials: Any = None
+        self._keys = SigningKeys()
+
+    def _capture(self, request: Any, **_: Any) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self._botocore.meta.events.register(self._event, self._capture)
+        self._credentials = await self._session.get_credentials()
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._connections),
+            auto_decompress=self._decompress,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=10, sock_read=self._read_timeout_s
+            ),
+            skip_auto_headers=("User-Agent",),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._botocore.meta.events.unregister(self._event, self._capture)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+RETRIED_STATUS = frozenset({500, 502, 503, 504})
+"""The HTTP statuses of a direct call that are worth another try."""
+
+
+def worth_retrying(
+    exc: BaseException, unreachable: type[BaseException], codes: frozenset[str]
+) -> bool:
+    """Whether a direct call's failure is worth another try: the service was not reached
+    (``unreachable``), or it answered a 5xx or one of ``codes`` (throttling, a token that
+    botocore refreshes)."""
+    if isinstance(exc, unreachable):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = exc.response.get("Error", {}).get("Code")
+        return status in RETRIED_STATUS or code in codes
+    return False

@@ -36,10 +36,11 @@ from botocore.exceptions import ClientError
 from cloudinv.core.retry import retry
 from cloudinv.producers.sigv4 import (
     Credentials,
+    DirectCalls,
     Endpoint,
-    SigningKeys,
     learned_endpoint,
     sign_headers,
+    worth_retrying,
 )
 
 __all__ = ["SqsQueue", "SqsUnreachable"]
@@ -47,7 +48,6 @@ __all__ = ["SqsQueue", "SqsUnreachable"]
 log = logging.getLogger(__name__)
 
 _CONTENT_TYPE = "application/x-amz-json-1.0"
-_RETRIED_STATUS = frozenset({500, 502, 503, 504})
 _RETRIED_CODES = frozenset(
     {
         "ThrottlingException",
@@ -81,7 +81,7 @@ class _Fallback(Exception):
     """SQS did not accept the direct request's signature: botocore from now on."""
 
 
-class SqsQueue:
+class SqsQueue(DirectCalls):
     """The calls a tailer makes on one queue; see the module docstring. Use as
     ``async with``; ``sqs`` is an aiobotocore SQS client of ``session`` (kept open by the
     caller). Every method returns what the botocore call of the same name returns."""
@@ -96,37 +96,20 @@ class SqsQueue:
         attempts: int = 5,
         read_timeout_s: float = 60.0,
     ) -> None:
+        super().__init__(
+            sqs,
+            session,
+            "before-send.sqs.GetQueueAttributes",
+            connections=connections,
+            read_timeout_s=read_timeout_s,
+        )
         self._sqs = sqs
-        self._session = session
         self.queue_url = queue_url
-        self._connections = connections
         self._attempts = attempts
-        self._read_timeout_s = read_timeout_s
-        self._http: aiohttp.ClientSession | None = None
-        self._credentials: Any = None
-        self._keys = SigningKeys()
         self._endpoint: Endpoint | None = None
         self._learning = False
         self.direct_calls = 0
         self.botocore_calls = 0
-
-    async def __aenter__(self) -> SqsQueue:
-        self._sqs.meta.events.register("before-send.sqs.GetQueueAttributes", self._capture)
-        self._credentials = await self._session.get_credentials()
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._connections),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=10, sock_read=self._read_timeout_s
-            ),
-            skip_auto_headers=("User-Agent",),
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._sqs.meta.events.unregister("before-send.sqs.GetQueueAttributes", self._capture)
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     @property
     def direct(self) -> bool:
@@ -284,10 +267,4 @@ def _error_of(status: int, headers: Any, body: bytes) -> tuple[str, str]:
 
 
 def _retried(exc: BaseException) -> bool:
-    if isinstance(exc, SqsUnreachable):
-        return True
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        code = exc.response.get("Error", {}).get("Code")
-        return status in _RETRIED_STATUS or code in _RETRIED_CODES
-    return False
+    return worth_retrying(exc, SqsUnreachable, _RETRIED_CODES)

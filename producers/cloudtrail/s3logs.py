@@ -46,10 +46,11 @@ from cloudinv.producers.cloudtrail.logfile import (
 )
 from cloudinv.producers.sigv4 import (
     Credentials,
+    DirectCalls,
     Endpoint,
-    SigningKeys,
     learned_endpoint,
     sign_headers,
+    worth_retrying,
 )
 
 __all__ = ["S3LogReader", "S3Object", "S3Unreachable"]
@@ -57,7 +58,6 @@ __all__ = ["S3LogReader", "S3Object", "S3Unreachable"]
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 256 * 1024
-_RETRIED_STATUS = frozenset({500, 502, 503, 504})
 _RETRIED_CODES = frozenset(
     {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "ExpiredToken"}
 )
@@ -91,44 +91,31 @@ class _Fallback(Exception):
     """This bucket's answer is one botocore handles (redirects, other signing)."""
 
 
-class S3LogReader:
+class S3LogReader(DirectCalls):
     """Reads and parses log files: see the module docstring. Use as ``async with``.
 
     ``s3`` is an aiobotocore S3 client of ``session`` (kept open by the caller)."""
 
     def __init__(self, s3: Any, session: Any, *, connections: int = 64, attempts: int = 5) -> None:
+        # A .json.gz with Content-Encoding: gzip is gunzipped here, not by aiohttp.
+        super().__init__(
+            s3,
+            session,
+            "before-send.s3.GetObject",
+            connections=connections,
+            read_timeout_s=60.0,
+            decompress=False,
+        )
         self._s3 = s3
-        self._session = session
-        self._connections = connections
         self._attempts = attempts
-        self._http: aiohttp.ClientSession | None = None
         self._targets: dict[str, Endpoint | None] = {}
         """Bucket → where to read it directly; ``None``: botocore only."""
         self._sent: dict[str, tuple[str, str]] = {}
         """Encoded object path → (URL, Authorization) of botocore's last GetObject for it."""
         self._learning = 0
         """botocore reads under way that may teach a bucket's target."""
-        self._credentials: Any = None
-        self._keys = SigningKeys()
         self.direct_reads = 0
         self.botocore_reads = 0
-
-    async def __aenter__(self) -> S3LogReader:
-        self._s3.meta.events.register("before-send.s3.GetObject", self._capture)
-        self._credentials = await self._session.get_credentials()
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._connections),
-            auto_decompress=False,  # a .json.gz with Content-Encoding: gzip is gunzipped here
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
-            skip_auto_headers=("User-Agent",),
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._s3.meta.events.unregister("before-send.s3.GetObject", self._capture)
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     async def read(self, obj: S3Object) -> ParsedLog:
         """The parsed file. Raises ``RejectedFileError`` (not CloudTrail), botocore's
@@ -240,10 +227,4 @@ class S3LogReader:
 
 
 def _retried(exc: BaseException) -> bool:
-    if isinstance(exc, S3Unreachable):
-        return True
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        code = exc.response.get("Error", {}).get("Code")
-        return status in _RETRIED_STATUS or code in _RETRIED_CODES
-    return False
+    return worth_retrying(exc, S3Unreachable, _RETRIED_CODES)
