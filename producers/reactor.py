@@ -18,13 +18,16 @@ costs one re-scan per scope, not twenty.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import ValidationError
 
 from cloudinv.catalog.event_resources import EventResourceIndex, attribution_of
@@ -33,6 +36,7 @@ from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.catalog.transform import MalformedResource, resource_identity
 from cloudinv.core.bounded import finish_within
 from cloudinv.core.codec import decode
+from cloudinv.core.kafka import cluster_id
 from cloudinv.core.models import (
     Attribution,
     AttributionMatch,
@@ -51,6 +55,60 @@ log = logging.getLogger(__name__)
 
 _STOP_GRACE_S = 3.0
 """How long a stop waits for the batch in hand, and then for the consumer to leave its group."""
+
+
+class _ReadWhatANewLogHolds(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Where the reactor starts reading a partition it is given.
+
+    ``auto_offset_reset`` (``latest``) decides only at the group's first join in this process:
+    a new deployment does not re-describe the topic's history. At any later assignment, a
+    partition with no committed offset, or with one past the log's end, belongs to a log that
+    was replaced (a restarted embedded broker keeps nothing, a recreated cluster) or grown: it
+    is read from its start. Otherwise the events the sources publish again into the new log
+    before the reactor rejoins its group there would never be re-described (their changes
+    would wait for the next scheduled scan, and lose who made them). A replacement seen while
+    partitions are assigned is handled by :meth:`ChangeReactor._broker_replaced`."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, stats: ReactorStats) -> None:
+        self._consumer = consumer
+        self._stats = stats
+        self._joined = False
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        first, self._joined = not self._joined, True
+        if not assigned:
+            return
+        ends = await self._consumer.end_offsets(list(assigned))
+        rewind = []
+        for tp in assigned:
+            committed = await self._consumer.committed(tp)
+            if (committed is None and not first) or (
+                committed is not None and committed > ends[tp]
+            ):
+                rewind.append(tp)
+        if rewind:
+            self._stats.partitions_rewound += len(rewind)
+            log.warning(
+                "reactor: %d CloudTrail partition(s) have no committed offset in this log, or "
+                "one past its end (the broker was replaced): reading them from their start",
+                len(rewind),
+            )
+            await _rewind(self._consumer, rewind)
+
+
+async def _rewind(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> None:
+    """Read ``partitions`` again from the first offset their logs still hold. A plain seek to
+    a position asked for: ``seek_to_beginning`` waits on the fetcher, which a rebalance
+    listener holds up (aiokafka then waits for its request timeout)."""
+    wanted = list(partitions)
+    firsts = await consumer.beginning_offsets(wanted)
+    for tp in wanted:
+        # One no longer assigned: its next owner decides where it starts.
+        with contextlib.suppress(IllegalStateError):
+            consumer.seek(tp, firsts[tp])
 
 
 @dataclass(frozen=True)
@@ -122,6 +180,13 @@ class ReactorStats:
     built_from_events: int = 0
     """Resources gone before their re-describe, recorded from their creation events."""
     skipped_unbuildable: int = 0
+    partitions_rewound: int = 0
+    """Partitions assigned with no committed offset, or one past the log's end: read from the
+    start (see _ReadWhatANewLogHolds)."""
+    brokers_replaced: int = 0
+    """Times the broker answered with another cluster id: its log was read from the start."""
+    commits_refused: int = 0
+    """Batches whose commit the group refused (a rebalance): read again by their new owner."""
 
 
 @dataclass
@@ -155,7 +220,6 @@ class ChangeReactor:
         self.index = EventIndex(registry or default_registry())
         self.debounce_s = debounce_s
         self._consumer = AIOKafkaConsumer(
-            topic_name(Topic.CLOUDTRAIL, topic_prefix),
             # Derived from kafka.consumer_group (KafkaSettings.group_for): two deployments
             # on one cluster never share it. Unset only in tests of the default settings.
             group_id=group_id or KafkaSettings().group_for("reactor"),
@@ -165,6 +229,13 @@ class ChangeReactor:
         )
         self._targets: dict[str, AccountTarget] | None = None
         self.stats = ReactorStats()
+        self._consumer.subscribe(
+            [topic_name(Topic.CLOUDTRAIL, topic_prefix)],
+            listener=_ReadWhatANewLogHolds(self._consumer, self.stats),
+        )
+        self._admin = AIOKafkaAdminClient(**consumer_kwargs)
+        self._admin_started = False
+        self._cluster: str | None = None
 
     async def prepare(self) -> None:
         """Find the accounts before the first event rather than on it (Organizations
@@ -329,11 +400,15 @@ class ChangeReactor:
             stopped = await finish_within(self._consumer.stop(), _STOP_GRACE_S)
             if stopped is None:
                 log.warning("reactor: the Kafka consumer did not stop in %.0fs", _STOP_GRACE_S)
+            if self._admin_started:
+                await finish_within(self._admin.close(), _STOP_GRACE_S)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         await self._consumer.start()
+        await self._broker_replaced()  # learns the cluster id
         while not stop.is_set():
             batch = await self._consumer.getmany(timeout_ms=int(self.debounce_s * 1000))
+            replaced = await self._broker_replaced()
             events: list[CloudTrailEvent] = []
             for records in batch.values():
                 for record in records:
@@ -343,5 +418,42 @@ class ChangeReactor:
                         log.warning("skipping undecodable CloudTrail message: %s", exc)
             if events:
                 await self.handle(events)
-            if batch:
-                await self._consumer.commit()
+            if replaced and self._consumer.assignment():
+                # Positions in the dead broker's log mean nothing in the new one (committing
+                # them would skip what it holds; reading on from them skips its first events):
+                # what the sources publish again is read from the start.
+                await _rewind(self._consumer, self._consumer.assignment())
+            elif batch and not replaced:
+                try:
+                    await self._consumer.commit()
+                except CommitFailedError as exc:
+                    # The group moved on under this batch (a rebalance): whoever owns its
+                    # partitions now reads it again.
+                    self.stats.commits_refused += 1
+                    log.warning("reactor: commit refused (%s); the batch is read again", exc)
+
+    async def _broker_replaced(self) -> bool:
+        """Whether the broker now answers with another cluster id than before: the embedded
+        broker restarted empty (it gets a new id at every start), or the cluster was
+        recreated. Its partitions' offsets started again from zero."""
+        try:
+            if not self._admin_started:
+                await self._admin.start()
+                self._admin_started = True
+            now = await cluster_id(self._admin)
+        except KafkaError as exc:
+            log.debug("reactor: cluster id not read (%s); asked again at the next batch", exc)
+            return False
+        if now is None or now == self._cluster:
+            return False
+        before, self._cluster = self._cluster, now
+        if before is None:
+            return False
+        self.stats.brokers_replaced += 1
+        log.warning(
+            "reactor: the broker was replaced (cluster id %s, was %s): reading the CloudTrail "
+            "topic again from its start",
+            now,
+            before,
+        )
+        return True

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from cloudinv.catalog.registry import default_registry
-from cloudinv.core.codec import decode
+from cloudinv.core.codec import decode, encode
+from cloudinv.core.kafka import ensure_topics
 from cloudinv.core.models import CloudTrailEvent, Principal, ResourceSnapshot
+from cloudinv.core.settings import KafkaSettings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.reactor import ChangeReactor, EventIndex
@@ -171,3 +174,89 @@ async def test_a_stop_is_not_held_up_by_a_broker_that_died(
     finally:
         running.cancel()
         await publisher.stop(timeout=1)
+
+
+async def test_events_published_again_into_a_replaced_broker_are_re_described(
+    moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
+    """The embedded broker dies and a new one (empty, another cluster id) takes its port; the
+    sources publish again what it had not delivered. The running reactor rejoins its group in
+    the new broker and must read those events: with ``latest`` offsets it would start after
+    them, and the changes they caused would wait for the next scan without who made them."""
+    member = MemberAccount.create(moto_endpoint, 7)
+    port = choose_port("127.0.0.1", None, "test broker", "--port")
+    prefix = f"s{unique}"
+    settings = KafkaSettings(topic_prefix=prefix, partitions=2)
+    topic = topic_name(Topic.CLOUDTRAIL, prefix)
+    first = EmbeddedBroker(tmp_path / "first", port=port)
+    await first.start()
+    kafka = {"bootstrap_servers": first.bootstrap}
+    await ensure_topics(settings, first.bootstrap)
+    publisher = KafkaPublisher(kafka, prefix)
+    await publisher.start()
+    aws = member.aws(["eu-west-1"])
+    handled: set[str] = set()
+
+    class Recording(ChangeReactor):
+        async def handle(self, events: Iterable[CloudTrailEvent]) -> int:
+            events = list(events)
+            handled.update(e.event_id for e in events)
+            return await super().handle(events)
+
+    reactor = Recording(
+        aws, publisher, kafka, prefix, access=member.access(aws), group_id=f"g{unique}"
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(reactor.run(stop))
+    second: EmbeddedBroker | None = None
+
+    async def until(check: Callable[[], bool], what: str) -> None:
+        try:
+            async with asyncio.timeout(120):  # a bound on a hang, not a timing figure
+                while True:
+                    if running.done():
+                        running.result()
+                    if check():
+                        return
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(f"never happened: {what}") from None
+
+    async def publish(bootstrap: str, count: int) -> set[str]:
+        # Read-only events: the reactor reads them and has nothing to re-describe (no AWS).
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        ids = set()
+        try:
+            for _ in range(count):
+                event = _event("DescribeInstances", member.account, "eu-west-1")
+                event = event.model_copy(update={"read_only": True})
+                await producer.send(topic, encode(event), key=event.event_id.encode())
+                ids.add(event.event_id)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return ids
+
+    try:
+        await until(lambda: bool(reactor.assignment()), "the reactor joined its group")
+        # More events in the first log than in the second: the reactor's positions there lie
+        # past the new log's end, as after any real restart of a busy broker.
+        before = await publish(first.bootstrap, 12)
+        await until(lambda: before <= handled, "the reactor read the first events")
+        await first.stop()
+        second = EmbeddedBroker(tmp_path / "second", port=port)
+        await second.start()
+        await ensure_topics(settings, second.bootstrap)
+        again = await publish(second.bootstrap, 4)
+        await until(lambda: again <= handled, "the reactor read what the new broker holds")
+        assert reactor.stats.brokers_replaced + reactor.stats.partitions_rewound >= 1
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(running), 60)
+        finally:
+            running.cancel()
+            await publisher.stop(timeout=1)
+            if second is not None:
+                await second.stop()

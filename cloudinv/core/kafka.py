@@ -333,6 +333,14 @@ def _topic_errors(response: Any) -> list[tuple[str, int]]:
     return [(e.get("topic") or e.get("name"), int(e["error_code"])) for e in errors]
 
 
+async def cluster_id(admin: AIOKafkaAdminClient) -> str | None:
+    """The cluster id the broker answers with (``None`` when it does not say). The embedded
+    broker gets a new one at every start: a changed id means offsets started again from zero."""
+    described = await admin.describe_cluster()
+    cluster = described.get("cluster_id")
+    return str(cluster) if cluster else None
+
+
 async def ensure_topics(kafka: KafkaSettings, bootstrap: str | None = None) -> list[str]:
     """Create cloudinv's topics (see :func:`prepare_topics`). Returns the names created."""
     report = await prepare_topics(kafka, bootstrap)

@@ -44,6 +44,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from cloudinv.core.kafka import cluster_id
+
 __all__ = ["AckLost", "CommitWatch", "Offsets"]
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,7 @@ class CommitWatch:
         # a publish and the first poll is then still seen (its cluster id differs).
         try:
             admin, _ = await asyncio.wait_for(self._connect(), 10)
-            self._cluster = await asyncio.wait_for(_cluster_id(admin), 10)
+            self._cluster = await asyncio.wait_for(cluster_id(admin), 10)
         except (KafkaError, OSError, TimeoutError) as exc:
             self._unreachable(exc)
             await self._disconnect()
@@ -208,10 +210,10 @@ class CommitWatch:
         admin, consumer = await self._connect()
         partitions = sorted({p for w in self._waiters for p in w.offsets} | set(self._committed))
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        cluster_before = await _cluster_id(admin)
+        cluster_before = await cluster_id(admin)
         committed_raw = await admin.list_consumer_group_offsets(self.group_id, partitions=tps)
         ends_raw = await consumer.end_offsets(tps)
-        cluster_after = await _cluster_id(admin)
+        cluster_after = await cluster_id(admin)
         known = self._cluster
         if known is None:
             known = self._cluster = cluster_before
@@ -288,10 +290,3 @@ class CommitWatch:
             self.last_error = None
             if not quiet:
                 self._fail_all("the broker was unreachable and came back")
-
-
-async def _cluster_id(admin: AIOKafkaAdminClient) -> str | None:
-    """The cluster id the broker answers with (``None`` when it does not say)."""
-    described = await admin.describe_cluster()
-    cluster = described.get("cluster_id")
-    return str(cluster) if cluster else None
