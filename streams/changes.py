@@ -602,14 +602,15 @@ def bind(
     # Raw bytes everywhere: this stage decodes what it reads itself, so that a message it
     # cannot read is logged and skipped instead of stopping the agent.
     changes_name = topic_name(Topic.CHANGES, config.topic_prefix)
-    changes = app.topic(changes_name, **raw)
+    changes = batch_delivery.BatchTopic(app, topics=[changes_name], **raw)
     scans = app.topic(topic_name(Topic.SCANS, config.topic_prefix), **raw)
-    # The snapshots skip Faust's per-message delivery (cloudinv.streams.batch_delivery); None with a
-    # transport it does not support, and the agent reads its stream. The changes topic stays
-    # on Faust's per-message path (the store sink, drift alerts and the warehouse read it);
-    # batch-feeding it too is possible now that co-readers are supported (each agent gets
-    # its own queue, tests/test_batch_delivery.py) but has not been measured.
-    queues = batch_delivery.enable(app, (snapshots_name,)) or {}
+    # The snapshots and the changes skip Faust's per-message delivery
+    # (cloudinv.streams.batch_delivery): both agents work on batches anyway, and Faust's
+    # per-message path cost the store sink about as much CPU per change as its SQLite write
+    # (bench/changes.py --threads). The other readers of the changes topic (drift alerts, the
+    # warehouse) keep their own delivery. None with a transport it does not support, and the
+    # agents read their streams.
+    queues = batch_delivery.enable(app, (snapshots_name, changes_name)) or {}
     # The attribution join reads the CloudTrail topic beside the activity store, in batches
     # of its own (batch_delivery gives each enable() call its own queues).
     cloudtrail_name = topic_name(Topic.CLOUDTRAIL, config.topic_prefix)

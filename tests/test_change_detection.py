@@ -626,10 +626,12 @@ async def test_snapshots_come_in_batches_and_offsets_are_committed(
     snapshots = topic_name(Topic.SNAPSHOTS, config.topic_prefix)
     changes = topic_name(Topic.CHANGES, config.topic_prefix)
     queues = worker.stage.batch_queues
-    # The snapshots, and the CloudTrail topic the attribution join reads, come in batches.
-    assert set(queues) == {snapshots, topic_name(Topic.CLOUDTRAIL, config.topic_prefix)}
+    # The snapshots, the changes the store sink reads, and the CloudTrail topic the
+    # attribution join reads, come in batches.
+    assert set(queues) == {snapshots, changes, topic_name(Topic.CLOUDTRAIL, config.topic_prefix)}
     assert queues[snapshots].delivered == worker.sent_snapshots
     assert queues[snapshots].dropped_acks == 0
+    assert queues[changes].dropped_acks == 0
     # Faust commits what the batches acknowledged: a restarted worker resumes after them.
     await app.consumer.commit()  # False when the periodic commit already took everything
     reader = AIOKafkaConsumer(bootstrap_servers=worker.broker, group_id=config.app_id)
