@@ -241,6 +241,7 @@ async def bench_agent(
         stats = stage.detector.stats
         for kind in KINDS:
             start_count, start_stored = stats.snapshots, stage.stored_changes
+            start_batches = (stage.detect_batches, stage.store_batches)
             threads_before = thread_cpu()
             child = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -280,6 +281,14 @@ async def bench_agent(
             results.append(PassResult(kind, done / wall, done / cpu, sink_rate))
             if show_threads:
                 print_thread_cpu(kind, threads_before, thread_cpu(), done)
+                detect_batches = stage.detect_batches - start_batches[0]
+                store_batches = stage.store_batches - start_batches[1]
+                print(
+                    f"  {kind}: {done / max(detect_batches, 1):.0f} snapshots per detector batch, "
+                    f"{(stage.stored_changes - start_stored) / max(store_batches, 1):.0f} "
+                    "changes per store write",
+                    flush=True,
+                )
         expected_changes = 2 * count
         if stats.changes != expected_changes:
             raise SystemExit(f"agent found {stats.changes} changes, expected {expected_changes}")

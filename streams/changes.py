@@ -559,6 +559,8 @@ class ChangeStage:
     recorded_scans: int = 0
     deletion_requests_sent: int = 0
     detect_batches: int = 0
+    store_batches: int = 0
+    """Batches the store sink wrote (one write transaction each)."""
     join_agent: Any = None
     write_events: int = 0
     """Successful write events naming inventoried resources, recorded for the join."""
@@ -686,6 +688,7 @@ def bind(
         store = await service.get()
         await until_stored("store changes", store.put_changes, batch)
         stage.stored_changes += len(batch)
+        stage.store_batches += 1
         if isinstance(store, AttributionJoin):
             # After the changes are committed: an event stored meanwhile is seen here, or
             # its own join (join_write_events) sees these changes.
