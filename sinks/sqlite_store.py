@@ -118,6 +118,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHANGE_LIST = TypeAdapter(list[ChangeEvent])
 _ONE_US = timedelta(microseconds=1)
 _IN_CHUNK = 500
+_INSERT_PARAMS = 30_000
+"""Bound values per INSERT statement (SQLite allows 32,766 since 3.32)."""
 _OBSERVED_LAG_US = int(OBSERVED_LAG.total_seconds() * 1_000_000)
 T = TypeVar("T")
 
@@ -403,9 +405,9 @@ class SqliteStore(SqliteBacked, EdgeReads):
             return 0
         wire = getattr(batch, "wire", None)
         if isinstance(wire, list) and len(wire) == len(batch):
-            rows = [(change, data.decode()) for change, data in zip(batch, wire, strict=True)]
+            rows = list(zip(batch, wire, strict=True))
         else:
-            rows = [(change, change.model_dump_json(by_alias=True)) for change in batch]
+            rows = [(change, change.model_dump_json(by_alias=True).encode()) for change in batch]
         return await self._write(lambda conn: _apply_changes(conn, rows))
 
     async def record_scans(self, batch: Sequence[ScanManifest]) -> int:
@@ -1009,7 +1011,7 @@ def _json_query(conn: sqlite3.Connection, sql: str, values: Any) -> Any:
     return orjson.loads(row[0]) if row and row[0] is not None else None
 
 
-def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, str]]) -> int:
+def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, bytes]]) -> int:
     """Apply changes in order inside the caller's transaction; returns how many applied
     (changes updated in place with a better attribution included).
 
@@ -1084,7 +1086,7 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, s
                 change.region,
                 change.name,
                 change.after_hash,
-                change.configuration,
+                orjson.dumps(change.configuration),
                 t,
                 None,
             ]
@@ -1192,16 +1194,26 @@ def _insert_rows(
     rows: Sequence[Sequence[Any]],
     blobs: tuple[int, ...] = (),
 ) -> None:
-    """``insert`` ("INSERT ... INTO table (columns)") of ``rows``, all in one statement with
-    the rows as one JSON parameter (see :func:`_json_query`); the columns at ``blobs`` hold
-    JSON documents (configuration, event), stored as UTF-8 BLOBs."""
+    """``insert`` ("INSERT ... INTO table (columns)") of ``rows`` as multi-row ``VALUES``
+    statements with bound parameters: one SQLite step per :data:`_INSERT_PARAMS` values,
+    whatever the number of rows (see :func:`_json_query` on why steps count). The columns
+    at ``blobs`` hold JSON documents (configuration, event, attribution), given as bytes or
+    str and stored as UTF-8 BLOBs, bound as they are: passing them inside one JSON
+    parameter made SQLite parse and render every document again (most of the write's CPU).
+    """
     if not rows:
         return
-    # json_extract of an object gives its JSON text, of a string the string.
-    columns = ", ".join(
-        f"CAST(json_extract(value, '$[{i}]') AS BLOB)"
-        if i in blobs
-        else f"json_extract(value, '$[{i}]')"
-        for i in range(len(rows[0]))
-    )
-    conn.execute(f"{insert} SELECT {columns} FROM json_each(?)", (orjson.dumps(rows).decode(),))
+    width = len(rows[0])
+    group = "(" + ", ".join("?" * width) + ")"
+    per_statement = max(1, _INSERT_PARAMS // width)
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        params: list[Any] = []
+        for row in chunk:
+            if blobs:
+                row = list(row)
+                for i in blobs:
+                    if isinstance(row[i], str):
+                        row[i] = row[i].encode()
+            params += row
+        conn.execute(f"{insert} VALUES {', '.join([group] * len(chunk))}", params)

@@ -222,12 +222,15 @@ def _drop_path(value: Any, segments: tuple[tuple[str, bool], ...]) -> Any:
 
 def _canonical(value: Any, field_name: str | None, rules: NormalizationRules) -> Any:
     # Scalars are returned as they are without a call: most leaves are scalars. (A tuple,
-    # not ``dict | list``: isinstance with a union type is slower.)
+    # not ``dict | list``: isinstance with a union type is slower.) A dict is copied whole
+    # (in C) and only its containers replaced: most of its values are scalars, and a
+    # comprehension inserting every one of them cost a third of this function.
     if isinstance(value, dict):
-        return {
-            k: _canonical(v, k, rules) if isinstance(v, _CONTAINERS) else v
-            for k, v in value.items()
-        }
+        out = dict(value)
+        for k, v in value.items():
+            if isinstance(v, _CONTAINERS):
+                out[k] = _canonical(v, k, rules)
+        return out
     if isinstance(value, list):
         items = [_canonical(v, None, rules) if isinstance(v, _CONTAINERS) else v for v in value]
         if field_name is None or field_name in rules.ordered_lists or len(items) < 2:
@@ -311,6 +314,32 @@ def _same(a: Any, b: Any) -> bool:
     return True
 
 
+def _differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys of both objects whose values are not :func:`_same`, sorted.
+
+    The values equal by Python's rules that are containers are checked together, in one
+    canonical encoding of each side (a configuration's object holds a dozen of them, and
+    encoding each on its own cost more than the rest of the diff); only if that differs
+    are they checked one by one.
+    """
+    differing: list[str] = []
+    equal_old: dict[str, Any] = {}
+    equal_new: dict[str, Any] = {}
+    for key in old.keys() & new.keys():
+        a, b = old[key], new[key]
+        if a is b:
+            continue
+        if type(a) is not type(b) or a != b:
+            differing.append(key)
+        elif isinstance(a, _CONTAINERS):
+            equal_old[key] = a
+            equal_new[key] = b
+    if equal_old and canonical_json(equal_old) != canonical_json(equal_new):
+        differing += [k for k in equal_old if not _same(equal_old[k], equal_new[k])]
+    differing.sort()
+    return differing
+
+
 def _diff(old: Any, new: Any, path: str, ops: list[JsonPatchOp]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         _diff_objects(old, new, path, ops)
@@ -325,9 +354,8 @@ def _diff_objects(
 ) -> None:
     for key in sorted(old.keys() - new.keys()):
         ops.append(JsonPatchOp(op="remove", path=f"{path}/{_escape(key)}"))
-    for key in sorted(old.keys() & new.keys()):
-        if not _same(old[key], new[key]):
-            _diff(old[key], new[key], f"{path}/{_escape(key)}", ops)
+    for key in _differing_keys(old, new):
+        _diff(old[key], new[key], f"{path}/{_escape(key)}", ops)
     for key in sorted(new.keys() - old.keys()):
         ops.append(JsonPatchOp(op="add", path=f"{path}/{_escape(key)}", value=new[key]))
 
