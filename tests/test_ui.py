@@ -21,7 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -729,6 +729,38 @@ def _short(label: str) -> str:
 def _hours_ago(hours: float) -> str:
     moment = time.time() - hours * 3600
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+def test_the_slider_start_is_rounded_up_to_the_millisecond(tab: Page, api: Api) -> None:
+    """The slider starts at the first change's capture time (µs), rounded up to the ms and
+    sent to the API with its ms: a first resource that lived less than a second still shows
+    there. The page's own format module, run in the browser, on the API's own time."""
+    tab.sign_in("/inventory")
+    first = api.get("/v1/changes", limit=1)["items"][0]["captured_at"]
+    got = tab.page.evaluate(
+        """async (first) => {
+          const { ceilMs, isoExact, iso } = await import('/ui/js/format.js');
+          return {
+            exact: isoExact(ceilMs('2026-11-01T12:00:00.123001Z')),
+            whole: isoExact(ceilMs('2026-11-01T12:00:00.123000+00:00')),
+            second: isoExact(ceilMs('2026-11-01T12:00:05Z')),
+            coarse: iso(ceilMs('2026-11-01T12:00:00.999999Z')),
+            first: isoExact(ceilMs(first)),
+          };
+        }""",
+        first,
+    )
+    assert got["exact"] == "2026-11-01T12:00:00.124Z"
+    assert got["whole"] == "2026-11-01T12:00:00.123Z"
+    assert got["second"] == "2026-11-01T12:00:05Z"
+    assert got["coarse"] == "2026-11-01T12:00:01Z"
+    # The start the UI would send holds the first change's resource (or what followed it).
+    assert api.all_items("/v1/resources", at=got["first"])
+
+    def moment(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    assert moment(first) <= moment(got["first"]) < moment(first) + timedelta(milliseconds=1)
 
 
 def test_the_diff_matches_list_items_by_identity_not_position(tab: Page) -> None:

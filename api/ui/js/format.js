@@ -48,6 +48,21 @@ export function iso(d) {
   return new Date(d).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
+/** ISO 8601 with Z, to the millisecond when the time has one (the API takes up to µs). */
+export function isoExact(d) {
+  return new Date(d).toISOString().replace(/\.000Z$/, 'Z');
+}
+
+/**
+ * An API time (ISO 8601, up to µs) in ms since the epoch, rounded up: `Date` reads only ms and
+ * drops the rest, which would name an instant just before the one the API gave.
+ */
+export function ceilMs(text) {
+  const ms = new Date(text).getTime();
+  const fraction = /\.(\d+)/.exec(text);
+  return fraction && /[1-9]/.test(fraction[1].slice(3)) ? ms + 1 : ms;
+}
+
 /** The value of a datetime-local input for a time, read as UTC. */
 export function toInput(d) {
   return iso(d).slice(0, 19);

@@ -8,7 +8,7 @@
 
 import { get, getAll, getCsv } from '../api.js';
 import { debounce, downloadBlob, empty, failure, field, h, loading, options, replace, table } from '../dom.js';
-import { fromInput, iso, num, time, toInput, typeLabel } from '../format.js';
+import { ceilMs, fromInput, iso, isoExact, num, time, toInput, typeLabel } from '../format.js';
 import { resourceHref } from '../nav.js';
 
 const PAGE_SIZE = 50;
@@ -151,13 +151,15 @@ function renderTimeBar(timeBar, ctx, filters, at) {
   );
   replace(timeBar, form);
 
-  // The slider spans from the first change ever recorded to now.
+  // The slider spans from the first change ever recorded (the first version the store opened:
+  // changes are listed by capture time, and a change that opens nothing is not recorded) to now.
   let earliest = null;
   const position = (t) => Math.round(((t - earliest) / Math.max(1, now - earliest)) * SLIDER_STEPS);
   const timeAt = (v) => (v >= SLIDER_STEPS ? null : new Date(earliest + (Number(v) / SLIDER_STEPS) * (now - earliest)));
   const go = debounce(() => {
     const t = timeAt(slider.value);
-    ctx.setParams({ at: t ? iso(t) : '' });
+    // The start to the millisecond: a first resource that lived less than a second still shows.
+    ctx.setParams({ at: t ? (Number(slider.value) === 0 ? isoExact(t) : iso(t)) : '' });
   }, 250);
   slider.addEventListener('input', () => {
     const t = timeAt(slider.value);
@@ -170,9 +172,10 @@ function renderTimeBar(timeBar, ctx, filters, at) {
       readout.textContent = 'no history yet';
       return;
     }
-    // The next whole second: the API's times are read to the second, and the slider's start
-    // must show the first resources, not the instant before them.
-    earliest = Math.ceil(new Date(page.items[0].captured_at).getTime() / 1000) * 1000;
+    // Rounded up to the ms: the slider's start must show the first resources, not the instant
+    // before them. Not to the second: the first resource may be gone within that second (one
+    // recorded from its creation event, deleted by the re-describe that followed).
+    earliest = ceilMs(page.items[0].captured_at);
     slider.disabled = false;
     slider.value = String(at ? Math.max(0, Math.min(SLIDER_STEPS, position(at.getTime()))) : SLIDER_STEPS);
     slider.setAttribute('aria-valuetext', at ? time(at) : 'now');
