@@ -797,7 +797,9 @@ class ParquetWarehouse:
         snapshot_at: datetime,
     ) -> int:
         """Replace the day's snapshot of one type: one file for every account (split above
-        ``max_rows_per_file``), stale parts (of an earlier layout or a bigger day) deleted."""
+        ``max_rows_per_file``), stale parts (of an earlier layout or a bigger day) deleted.
+        A type with no resources that day has no file (its earlier parts are deleted): most
+        registered types are empty in an estate, and a file each would be read by every query."""
         partition = PartitionKey("snapshots", resource_type, day.isoformat())
         rows = sorted(versions, key=lambda v: (v.account_id, v.key))
         size = self.max_rows_per_file
@@ -815,7 +817,7 @@ class ParquetWarehouse:
                         )
                     ),
                 )
-                for n, start in enumerate(range(0, max(1, len(rows)), size))
+                for n, start in enumerate(range(0, len(rows), size))
             ]
 
         files = await asyncio.to_thread(encode)

@@ -219,6 +219,23 @@ async def test_large_partitions_are_split_into_several_files(tmp_path: Path) -> 
     assert total == 7
 
 
+async def test_a_type_with_no_resources_has_no_snapshot_file(tmp_path: Path) -> None:
+    """Most registered types are empty in an estate: no file for them (each would cost every
+    query a read), and a type whose last resources went away loses its earlier file."""
+    warehouse = await local_warehouse(tmp_path)
+    try:
+        assert await warehouse.write_snapshot("AWS::EC2::Volume", DAY.date(), [], DAY) == 0
+        assert parts(tmp_path) == {}
+        versions = [_version(i, ACCOUNT) for i in range(2)]
+        assert await warehouse.write_snapshot("AWS::EC2::Instance", DAY.date(), versions, DAY) == 1
+        assert len(parts(tmp_path)) == 1
+        assert await warehouse.write_snapshot("AWS::EC2::Instance", DAY.date(), [], DAY) == 0
+        assert parts(tmp_path) == {}
+        assert warehouse.stats.files_deleted == 1
+    finally:
+        await warehouse.close()
+
+
 async def test_a_failed_write_keeps_the_batch_until_a_later_flush_succeeds(
     tmp_path: Path,
 ) -> None:
