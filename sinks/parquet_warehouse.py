@@ -52,7 +52,8 @@ patch_json                 string              the RFC 6902 patch, as JSON
 captured_at, detected_at   timestamp (UTC)
 scan_id                    string
 attribution                struct<event_id, event_name, event_time, principal_arn,
-                                  principal_name, source_ip>   the CloudTrail cause, if known
+                                  principal_name, source_ip, match>   the CloudTrail cause, if
+                                  known; ``match`` how sure (declared, referenced, inherited)
 prior_configuration_json   string
 configuration_json         string
 prior_configuration        struct<...>         typed, as ``configuration`` of snapshots
@@ -167,6 +168,7 @@ ATTRIBUTION = pa.struct(
         pa.field("principal_arn", pa.string()),
         pa.field("principal_name", pa.string()),
         pa.field("source_ip", pa.string()),
+        pa.field("match", pa.string()),
     ]
 )
 
@@ -343,6 +345,7 @@ def changes_table(
                 "principal_arn": a.principal_arn,
                 "principal_name": a.principal_name,
                 "source_ip": a.source_ip,
+                "match": a.match,
             }
         )
         columns["prior_configuration_json"].append(_json(c.prior_configuration))
@@ -888,13 +891,16 @@ class ParquetWarehouse:
             return self._compacted_files(partition, paths, table)
         # One row per change, oldest first. A change is there twice after a replay, or when
         # its attribution arrived after it was published (the same change_id again, with
-        # `attribution` set): keep the attributed copy.
+        # `attribution` set), or was replaced by a better one (published again only when it
+        # ranks higher): keep the last attributed copy. The parts are in path order, which is
+        # publishing order within a Kafka partition (a change's copies share one), and the
+        # sort is stable.
         table = table.sort_by([("captured_at", "ascending"), ("change_id", "ascending")])
         ids = table.column("change_id").to_pylist()
         attributed = table.column("attribution").is_valid().to_pylist()
         chosen: dict[str, int] = {}
         for n, change_id in enumerate(ids):
-            if change_id not in chosen or (attributed[n] and not attributed[chosen[change_id]]):
+            if change_id not in chosen or attributed[n] or not attributed[chosen[change_id]]:
                 chosen[change_id] = n
         if len(chosen) < len(ids):
             table = table.take(pa.array(sorted(chosen.values()), pa.int64()))

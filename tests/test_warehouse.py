@@ -504,7 +504,8 @@ async def test_compaction_keeps_the_attributed_copy_of_a_change_published_twice(
     tmp_path: Path,
 ) -> None:
     """A change stored before its CloudTrail event is published again, same change_id, with
-    its attribution: the compacted day holds that copy, whichever part came first."""
+    its attribution: the compacted day holds that copy, whichever part came first; one
+    published again with a better attribution (it ranks higher) holds the later one."""
     root = tmp_path / "warehouse"
     warehouse = await local_warehouse(root)
     attributed = change(7, at=DAY)
@@ -512,10 +513,27 @@ async def test_compaction_keeps_the_attributed_copy_of_a_change_published_twice(
     await warehouse.write_changes([unattributed], [(0, 10)])
     await warehouse.write_changes([attributed], [(0, 11)])
     await warehouse.write_changes([change(8, at=DAY).model_copy(update={"attribution": None})])
-    assert await warehouse.compact(CHANGES_PARTITION, now=time.time() + SETTLED_S + 1) == 3
+    inherited = change(9, at=DAY)
+    assert inherited.attribution is not None
+    declared = inherited.attribution.model_copy(
+        update={"event_id": "ev-2", "event_name": "ModifyInstanceAttribute", "match": "declared"}
+    )
+    inherited = inherited.model_copy(
+        update={"attribution": inherited.attribution.model_copy(update={"match": "inherited"})}
+    )
+    await warehouse.write_changes(
+        [inherited.model_copy(update={"attribution": declared})], [(0, 21)]
+    )
+    await warehouse.write_changes([inherited], [(0, 20)])
+    await warehouse.write_changes(
+        [change(9, at=DAY).model_copy(update={"attribution": None})], [(0, 22)]
+    )
+    assert await warehouse.compact(CHANGES_PARTITION, now=time.time() + SETTLED_S + 1) == 6
     (merged,) = (root / CHANGES_DIR).glob("part-*.parquet")
     rows = pq.read_table(merged).to_pylist()
     by_id = {r["change_id"]: r for r in rows}
-    assert len(rows) == 2
+    assert len(rows) == 3
     assert by_id["change-0007"]["attribution"]["event_name"] == "StartInstances"
     assert by_id["change-0008"]["attribution"] is None
+    assert by_id["change-0009"]["attribution"]["event_id"] == "ev-2"
+    assert by_id["change-0009"]["attribution"]["match"] == "declared"
