@@ -264,6 +264,10 @@ class Observation:
     resource_type: str | None = None
     name: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    unless_severity: Severity | None = None
+    """A severity change (with ``holds`` false): resolve the open alert only if it is open at
+    another severity than this one. Decided by the store, in the transaction that applies it:
+    two workers that saw the same new severity resolve the old alert once, not each other's."""
 
 
 def alert_id(rule_id: str, key: str, cause: str) -> str:
@@ -329,6 +333,8 @@ def advance(pair: PairState, obs: Observation, openings: Callable[[], int]) -> S
     if pair.mark is not None and (at < pair.mark[0] or pair.mark[1] == obs.cause):
         return None  # a replay, or older than what was already applied
     alert = pair.open_alert
+    if obs.unless_severity is not None and (alert is None or alert.severity == obs.unless_severity):
+        return None  # the severity is already right (or nothing is open): nothing to resolve
     if alert is None and not (obs.opens and obs.holds):
         # Nothing open and nothing to open: the mark left by the last alert's opening or
         # resolution already guards against replays, so the common case writes nothing.

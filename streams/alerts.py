@@ -457,42 +457,26 @@ async def _related_of_change(stage: AlertStage, change: ChangeEvent) -> list[Obs
     return observations
 
 
-async def _severity_changes(
-    stage: AlertStage, observations: list[Observation]
-) -> list[Observation]:
-    """An open alert of a rule whose severity depends on related resources, observed at
-    another severity, is resolved (cause ``<change id>#severity``) before it opens again at
-    the new one. Read from the store before each batch, so a replayed batch finds the
-    severity already right and changes nothing."""
-    rule_ids = {
-        o.rule_id
-        for o in observations
-        if o.opens and o.holds and (rule := stage.rules.get(o.rule_id)) and rule.severity_when
-    }
-    if not rule_ids:
-        return observations
-    severity: dict[tuple[str, str], str] = {}
-    for rule_id in sorted(rule_ids):
-        for alert in await stage.store.open_alerts(rule_id):
-            severity[(alert.rule_id, alert.key)] = alert.severity
+def _severity_changes(stage: AlertStage, observations: list[Observation]) -> list[Observation]:
+    """Before each opening observation of a rule whose severity depends on related resources,
+    a resolution (cause ``<change id>#severity``) of the alert open at any other severity; it
+    then opens again at the new one. The store decides whether the open alert's severity
+    differs, in the transaction that applies the batch (``Observation.unless_severity``): a
+    replayed batch, or another worker that saw the same severity, changes nothing."""
     out: list[Observation] = []
     for o in observations:
-        pair = (o.rule_id, o.key)
-        now = severity.get(pair)
-        if o.opens and o.holds:
-            if now is not None and now != o.severity:
-                out.append(
-                    dataclasses.replace(
-                        o,
-                        opens=False,
-                        holds=False,
-                        cause=f"{o.cause}#severity",
-                        detail={**o.detail, "severity_changed_to": o.severity},
-                    )
+        rule = stage.rules.get(o.rule_id) if o.opens and o.holds else None
+        if rule is not None and rule.severity_when:
+            out.append(
+                dataclasses.replace(
+                    o,
+                    opens=False,
+                    holds=False,
+                    cause=f"{o.cause}#severity",
+                    detail={**o.detail, "severity_changed_to": o.severity},
+                    unless_severity=o.severity,
                 )
-            severity[pair] = o.severity
-        elif not o.holds:
-            severity.pop(pair, None)
+            )
         out.append(o)
     return out
 
@@ -528,7 +512,7 @@ def _count_errors(stage: AlertStage, errors: Sequence[tuple[str, str]]) -> None:
 async def _apply(stage: AlertStage, observations: list[Observation]) -> None:
     if not observations:
         return
-    observations = await _severity_changes(stage, observations)
+    observations = _severity_changes(stage, observations)
     stage.stats.observations += len(observations)
     notifications = await until_stored(
         "record alerts", stage.store.apply, observations, stage.dispatcher.names

@@ -20,6 +20,7 @@ alerts store, and the alerts topic.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ from cloudinv.sinks.alerts_store import (
     BaselineScope,
     Observation,
     OutboxWait,
+    Severity,
 )
 from cloudinv.sinks.dynamodb_alerts_store import DynamoAlertsStore
 from cloudinv.sinks.store import ResourceVersion
@@ -625,6 +627,50 @@ async def test_the_store_opens_once_resolves_and_ignores_replays(
         assert [a.opening for a in rest.items] == [1] and rest.next_cursor is None
         assert await store.alert(opened.alert_id) == opened
         assert (await store.alerts(AlertFilters(account_ids=("000000000000",)))).items == []
+
+
+async def test_a_severity_change_seen_by_two_workers_resolves_the_old_alert_once(
+    alerts_backend: Callable[[], AlertsBackend],
+) -> None:
+    """A group's alert goes from low to critical when an instance starts using it. The
+    worker of the instance's change and the worker of the group's own next change both see
+    critical: the low alert is resolved once and one critical alert stays open. (Each worker
+    asked the store for the open severity before applying, so the second one resolved the
+    first one's critical alert and opened another.)"""
+    t = datetime(2026, 11, 1, tzinfo=UTC)
+    key = "arn:aws:ec2:us-east-1:210987654321:security-group/sg-1"
+
+    def seen(cause: str, at: datetime, severity: Severity) -> list[Observation]:
+        opens = dataclasses.replace(observation(key, at, cause, fires=True), severity=severity)
+        change = dataclasses.replace(
+            opens,
+            opens=False,
+            holds=False,
+            cause=f"{cause}#severity",
+            unless_severity=severity,
+        )
+        return [change, opens]
+
+    async with alerts_backend() as store:
+        first = await store.apply(seen("c1", t, "low"))
+        assert [(n.kind, n.alert.severity) for n in first] == [("opened", "low")]
+        one = await store.apply(seen("c2", t + timedelta(seconds=1), "critical"))
+        assert [(n.kind, n.alert.severity) for n in one] == [
+            ("resolved", "low"),
+            ("opened", "critical"),
+        ]
+        other = await store.apply(seen("c3", t + timedelta(seconds=1), "critical"))
+        assert other == []
+        (opened,) = await store.open_alerts()
+        assert (opened.severity, opened.opened_by, opened.occurrences) == ("critical", "c2", 2)
+        resolved = (await store.alerts(AlertFilters(status="resolved"))).items
+        assert [(a.severity, a.resolved_by) for a in resolved] == [("low", "c2#severity")]
+        # Back to low: the critical alert is resolved and a low one opens.
+        back = await store.apply(seen("c4", t + timedelta(seconds=2), "low"))
+        assert [(n.kind, n.alert.severity) for n in back] == [
+            ("resolved", "critical"),
+            ("opened", "low"),
+        ]
 
 
 async def test_the_outbox_leases_backs_off_and_keeps_refusals(
