@@ -282,6 +282,21 @@ async def test_undecodable_messages_are_skipped_and_counted() -> None:
     assert d.stats.invalid == 2
 
 
+def test_the_store_sink_skips_and_counts_changes_it_cannot_read() -> None:
+    d = ChangeDetector()
+    change = d.observe(instance(T0))
+    assert change is not None
+    good = change.model_dump_json(by_alias=True).encode()
+    missing_key = orjson.dumps({k: v for k, v in orjson.loads(good).items() if k != "key"})
+    batch = changes_module._change_batch(
+        d, [Event(b"not json"), Event(b"[1, 2]"), Event(missing_key), Event(good)]
+    )
+    # The readable change is kept with the very bytes it was read from (what the store keeps).
+    assert list(batch) == [change]
+    assert batch.wire == [good]
+    assert d.stats.invalid == 3
+
+
 def test_the_worker_app_runs_the_change_stage(tmp_path: Path) -> None:
     app = build_worker_app(StreamConfig(bootstrap="127.0.0.1:1", data_dir=tmp_path))
     assert {"detect_changes", "apply_deletions", "apply_scans", "store_changes"} <= set(app.agents)
