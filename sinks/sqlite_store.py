@@ -99,6 +99,7 @@ from cloudinv.sinks.versioning import (
     improves,
     inherit_in_batch,
     inheriting_keys,
+    may_keep_edges,
     plan,
     rejoin,
     unattributed_refs,
@@ -1040,7 +1041,13 @@ def _apply_changes(conn: sqlite3.Connection, rows: Sequence[tuple[ChangeEvent, b
         )
         or ()
     }
-    edges = EdgeBook(_open_edges(conn, keys))
+    # The open edges of keys whose changes move them; of the others, only which have any.
+    moving = {change.key for change, _ in rows if not may_keep_edges(change)}
+    edges = EdgeBook(
+        _open_edges(conn, [key for key in keys if key in moving]),
+        unloaded=_with_open_edges(conn, [key for key in keys if key not in moving]),
+        load=lambda key: _open_edges(conn, [key]),
+    )
     closes: dict[str, int] = {}
     new_versions: dict[str, list[Any]] = {}
     new_changes: dict[str, list[Any]] = {}
@@ -1147,6 +1154,23 @@ def _open_edges(conn: sqlite3.Connection, keys: Sequence[str]) -> list[EdgeRow]:
         )
         or ()
     ]
+
+
+def _with_open_edges(conn: sqlite3.Connection, keys: Sequence[str]) -> list[str]:
+    """Which of ``keys`` (sources) have open edges."""
+    if not keys:
+        return []
+    found: list[str] = (
+        _json_query(
+            conn,
+            "SELECT json_group_array(source_key) FROM (SELECT DISTINCT source_key "
+            "FROM relationships WHERE source_key IN (SELECT value FROM json_each(?)) "
+            "AND valid_to IS NULL)",
+            list(keys),
+        )
+        or []
+    )
+    return found
 
 
 def _write_edges(conn: sqlite3.Connection, edges: EdgeBook) -> None:

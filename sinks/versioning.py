@@ -54,7 +54,7 @@ Used by :mod:`cloudinv.sinks.sqlite_store` and :mod:`cloudinv.sinks.dynamodb_sto
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -89,6 +89,7 @@ __all__ = [
     "inherited",
     "inheriting_keys",
     "may_inherit",
+    "may_keep_edges",
     "needs_join",
     "plan",
     "rank",
@@ -332,14 +333,30 @@ class EdgeBook:
     :meth:`apply` for every applied step, in order (after :func:`plan`); then write
     :attr:`closed` (stored rows, now with ``valid_to``: update them) and :attr:`opened` (new
     rows, some already closed again within the batch: insert them).
+
+    A store may leave out the rows of keys whose changes will most likely leave their edges
+    as they are (:func:`may_keep_edges`: most modifications), naming them in ``unloaded``
+    (the keys that have open edges; only whether they have any decides) with a ``load``
+    that reads one key's open rows: they are read only if a change of that key turns out to
+    move its edges after all.
     """
 
-    def __init__(self, stored: Iterable[EdgeRow] = ()) -> None:
+    def __init__(
+        self,
+        stored: Iterable[EdgeRow] = (),
+        *,
+        unloaded: Iterable[str] = (),
+        load: Callable[[str], Iterable[EdgeRow]] | None = None,
+    ) -> None:
         # Keyed by (relationship, target key, target type): hashing tuples of strings is a
         # fraction of hashing Edge models, and a batch loads every open edge of its keys.
         self._open: dict[str, dict[tuple[str, str, str], EdgeRow]] = {}
         for row in stored:
             self._open.setdefault(row.source_key, {})[row.edge_id] = row
+        self._unloaded = set(unloaded)
+        if self._unloaded and load is None:
+            raise ValueError("EdgeBook: keys left unloaded need a load function")
+        self._load = load
         self.closed: list[EdgeRow] = []
         self.opened: list[EdgeRow] = []
 
@@ -347,7 +364,15 @@ class EdgeBook:
         """Move ``change.key``'s edges as the applied ``step`` (at ``t`` µs) moves its state."""
         if step.kind is not StepKind.APPLY:
             raise ValueError(f"only an applied step moves edges (got {step.kind.value})")
-        held = self._open.setdefault(change.key, {})
+        key = change.key
+        if key in self._unloaded:
+            # Open edges held, not read: enough to know they stay.
+            if step.opens and _edges_stay(change, step):
+                return EdgeStep(closed=[], opened=[])
+            assert self._load is not None
+            self._unloaded.discard(key)
+            self._open[key] = {row.edge_id: row for row in self._load(key)}
+        held = self._open.setdefault(key, {})
         if step.opens and held and _edges_stay(change, step):
             return EdgeStep(closed=[], opened=[])
         wanted = (
@@ -392,6 +417,18 @@ class EdgeBook:
         return done
 
 
+def may_keep_edges(change: ChangeEvent) -> bool:
+    """Whether ``change`` leaves its key's open edges as they are if it modifies the version
+    it was detected against (what :func:`_edges_stay` checks once planned): a store need not
+    read those edges for it (see :class:`EdgeBook`)."""
+    return (
+        change.change_type == "modified"
+        and change.before_hash is not None
+        and bool(change.changed_paths)
+        and not touches_relationships(change.resource_type, change.changed_paths)
+    )
+
+
 def _edges_stay(change: ChangeEvent, step: Step) -> bool:
     """Whether ``change`` leaves its key's open edges as they are, known without reading
     them from its configuration: it modifies the open version (its patch is relative to that
@@ -401,12 +438,7 @@ def _edges_stay(change: ChangeEvent, step: Step) -> bool:
     relationships has none, and gets them at its next change (as DynamoDB derives them)."""
     closes = step.closes
     return (
-        change.change_type == "modified"
-        and closes is not None
-        and change.before_hash is not None
-        and closes.config_hash == change.before_hash
-        and bool(change.changed_paths)
-        and not touches_relationships(change.resource_type, change.changed_paths)
+        closes is not None and closes.config_hash == change.before_hash and may_keep_edges(change)
     )
 
 

@@ -32,7 +32,15 @@ from cloudinv.core.settings import AccountRole, AwsSettings
 from cloudinv.producers.engine import scan
 from cloudinv.sinks.sqlite_store import SqliteStore
 from cloudinv.sinks.store import InventoryStore, RelatedResource, RelationshipReads
-from cloudinv.sinks.versioning import EdgeBook, EdgeRow, Head, StepKind, advance, plan
+from cloudinv.sinks.versioning import (
+    EdgeBook,
+    EdgeRow,
+    Head,
+    StepKind,
+    advance,
+    may_keep_edges,
+    plan,
+)
 from cloudinv.streams.changes import ChangeDetector
 from tests.moto_helpers import account_session
 
@@ -492,11 +500,24 @@ async def test_a_store_of_schema_2_gets_the_edges_of_its_versions(tmp_path: Path
 
 
 def _edge_rows(
-    changes: list[ChangeEvent], stored: list[EdgeRow] | None = None, head: Head | None = None
+    changes: list[ChangeEvent],
+    stored: list[EdgeRow] | None = None,
+    head: Head | None = None,
+    loads: list[str] | None = None,
 ) -> list[tuple[str, str, int, int | None, str]]:
     """Every edge row a store writes for ``changes`` applied in order (as both stores plan
-    them), as (relationship, target, valid_from, valid_to, opening change)."""
-    book = EdgeBook(stored or [])
+    them), as (relationship, target, valid_from, valid_to, opening change). ``loads``: the
+    stored rows are left unread (as the SQLite store leaves those of keys whose changes
+    :func:`may_keep_edges`), and the keys read on demand are appended to it."""
+    if loads is None:
+        book = EdgeBook(stored or [])
+    else:
+
+        def load(key: str) -> list[EdgeRow]:
+            loads.append(key)
+            return [row for row in stored or [] if row.source_key == key]
+
+        book = EdgeBook(unloaded={row.source_key for row in stored or []}, load=load)
     rows: dict[int, EdgeRow] = {}
     for change in changes:
         t = int(change.captured_at.timestamp() * 1_000_000)
@@ -598,3 +619,46 @@ def test_a_resource_stored_without_edges_gets_them_at_its_next_change() -> None:
         ("is contained in", subnet, t2, None, third.change_id),
         ("is contained in", "arn:other", t0, t2, first.change_id),
     ]
+
+
+def test_edges_left_unread_are_read_only_when_a_change_moves_them() -> None:
+    """A store may leave the open edges of a key unread when its change most likely keeps
+    them (:func:`may_keep_edges`); they are read if planning shows the change moves them
+    after all (its patch starts from another version than the open one), and the rows
+    written are the same as with every edge read first."""
+    account = "123456789012"
+    instance = f"arn:aws:ec2:{REGION}:{account}:instance/i-1"
+    detector = ChangeDetector()
+    snaps = [
+        ResourceSnapshot.build(
+            account_id=account,
+            region=REGION,
+            resource_type="AWS::EC2::Instance",
+            resource_id="i-1",
+            arn=instance,
+            configuration={"InstanceId": "i-1", "SubnetId": "subnet-1", "InstanceType": kind},
+            scan_id="s",
+            captured_at=datetime(2026, 11, 1, hour, tzinfo=UTC),
+        )
+        for hour, kind in enumerate("abc")
+    ]
+    first, second, third = (detector.observe(s) for s in snaps)
+    assert first is not None and second is not None and third is not None
+    assert may_keep_edges(second) and may_keep_edges(third) and not may_keep_edges(first)
+    t0 = int(first.captured_at.timestamp() * 1e6)
+    subnet = f"arn:aws:ec2:{REGION}:{account}:subnet/subnet-1"
+    held = EdgeRow(instance, "AWS::EC2::Instance", "is contained in", subnet,
+                   "AWS::EC2::Subnet", t0, None, first.change_id)  # fmt: skip
+    stored_head = Head(first.change_id, first.after_hash or "", t0, None)
+    # The open version is the one both changes start from: nothing read, nothing written.
+    loads: list[str] = []
+    assert _edge_rows([second, third], stored=[held], head=stored_head, loads=loads) == []
+    assert loads == []
+    # The third change's patch starts from the second, never stored: its edges are read.
+    stale = EdgeRow(instance, "AWS::EC2::Instance", "is contained in", "arn:other", "X", t0,
+                    None, first.change_id)  # fmt: skip
+    expected = _edge_rows([third], stored=[stale], head=stored_head)
+    assert ("is contained in", "arn:other", t0, int(third.captured_at.timestamp() * 1e6),
+            first.change_id) in expected  # fmt: skip
+    assert _edge_rows([third], stored=[stale], head=stored_head, loads=loads) == expected
+    assert loads == [instance]
