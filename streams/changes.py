@@ -262,6 +262,9 @@ class ChangeDetector:
         self.states: dict[str, KnownState] = {}
         self._absent: set[str] = set()
         self.stats = DetectorStats()
+        self.generation = 0
+        """How many times the cache was dropped (:meth:`forget`): keys loaded before a
+        change of it may be missing again."""
 
     # -- cache -----------------------------------------------------------------------------
 
@@ -284,6 +287,7 @@ class ChangeDetector:
         """Drop every cached state (partitions were revoked; the store is the truth)."""
         self.states.clear()
         self._absent.clear()
+        self.generation += 1
 
     def _state_from_version(self, version: ResourceVersion) -> KnownState:
         if version.valid_to is not None:
@@ -871,6 +875,7 @@ async def _compare(
         return
     keys = [item.key for item in deferred]
     await _ensure_loaded(detector, service, keys)
+    generation = detector.generation
     emitted: list[ChangeEvent] = []
     for n, item in enumerate(deferred, 1):
         try:
@@ -889,7 +894,12 @@ async def _compare(
             # after handing what was found so far to the producer (keeps per-key order).
             await emit(emitted)
             emitted = []
-            await _ensure_loaded(detector, service, keys[n:])
+            if detector.generation != generation:
+                # The cache was dropped meanwhile (a rebalance): load the rest again. Only
+                # then: checking every remaining key after each chunk cost more than the
+                # chunk's sends.
+                await _ensure_loaded(detector, service, keys[n:])
+                generation = detector.generation
     await emit(emitted)
 
 

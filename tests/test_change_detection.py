@@ -271,6 +271,57 @@ async def test_a_batch_reloads_state_dropped_by_a_rebalance_while_reading_the_st
     assert service.calls >= 2
 
 
+async def test_a_batch_reloads_state_dropped_by_a_rebalance_between_its_chunks() -> None:
+    """A long batch hands its changes over in chunks; a rebalance while a chunk is sent
+    drops the cache, and the rest of the batch is compared with the store's versions
+    again, not taken for new resources."""
+    d = ChangeDetector()
+    count = changes_module._YIELD_EVERY + 50
+
+    def snap(i: int, at: datetime, size: int) -> ResourceSnapshot:
+        return ResourceSnapshot.build(
+            account_id=ACCOUNT,
+            region="us-east-1",
+            resource_type="AWS::EC2::Instance",
+            resource_id=f"i-{i}",
+            arn=f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/i-{i}",
+            configuration={"InstanceId": f"i-{i}", "Size": size},
+            scan_id="s",
+            captured_at=at,
+        )
+
+    stored: dict[str, ResourceVersion] = {}
+    for i in range(count):
+        created = ChangeDetector().observe(snap(i, T0, 1))
+        assert created is not None and created.configuration is not None
+        stored[created.key] = ResourceVersion(
+            key=created.key,
+            resource_type=created.resource_type,
+            resource_id=created.resource_id,
+            account_id=created.account_id,
+            region=created.region,
+            configuration=created.configuration,
+            config_hash=created.after_hash or "",
+            valid_from=T0,
+            change_id=created.change_id,
+        )
+    service = FakeService(stored, lambda: None)
+    emitted: list[ChangeEvent] = []
+
+    async def emit(changes: list[ChangeEvent]) -> None:
+        emitted.extend(changes)
+        if changes and len(emitted) == changes_module._YIELD_EVERY:
+            d.forget()  # partitions revoked while the first chunk was sent
+
+    later = T0 + timedelta(hours=1)
+    events = [wire(snap(i, later, 2)) for i in range(count)]
+    items = changes_module._decode(d, events, changes_module._decode_snapshot)
+    await changes_module._compare(d, service, items, emit)
+    assert [c.change_type for c in emitted] == ["modified"] * count
+    assert service.calls == 2
+    assert d.generation == 1
+
+
 async def test_undecodable_messages_are_skipped_and_counted() -> None:
     d = ChangeDetector()
     changes = await run_batch(
