@@ -120,7 +120,7 @@ _CHANGE_LIST = TypeAdapter(list[ChangeEvent])
 _ONE_US = timedelta(microseconds=1)
 _IN_CHUNK = 500
 _INSERT_PARAMS = 30_000
-"""Bound values per INSERT statement (SQLite allows 32,766 since 3.32)."""
+"""Bound values per INSERT statement at most (SQLite allows 32,766 by default since 3.32)."""
 _OBSERVED_LAG_US = int(OBSERVED_LAG.total_seconds() * 1_000_000)
 T = TypeVar("T")
 
@@ -1229,7 +1229,9 @@ def _insert_rows(
         return
     width = len(rows[0])
     group = "(" + ", ".join("?" * width) + ")"
-    per_statement = max(1, _INSERT_PARAMS // width)
+    # A SQLite built with a lower limit than its default (32,766) is honoured.
+    limit = min(_INSERT_PARAMS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    per_statement = max(1, limit // width)
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         params: list[Any] = []

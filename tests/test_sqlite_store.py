@@ -185,6 +185,26 @@ async def test_list_as_of_filters_and_pages(store: SqliteStore) -> None:
     assert seen == sorted(s.key for s in snaps)
 
 
+async def test_a_batch_is_written_within_sqlites_limit_of_bound_values(
+    store: SqliteStore,
+) -> None:
+    """Rows go in as multi-row INSERTs of bound values; a SQLite built with a low limit on
+    them gets more, smaller statements, and every row is stored."""
+    await store._db.on_writer(lambda conn: conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 25))
+    d = ChangeDetector()
+    created = detect(d, *(snap(i, T0, Size=1) for i in range(7)))
+    modified = detect(d, *(snap(i, T0 + timedelta(hours=1), Size=2) for i in range(7)))
+    assert await store.put_changes(created + modified) == 14
+    for change in modified:
+        history = await store.history(change.key)
+        assert [v.configuration["Size"] for v in history] == [1, 2]
+        assert history[0].valid_to == history[1].valid_from
+    page = await store.changes(ChangeQuery(limit=100))
+    assert sorted(c.change_id for c in page.items) == sorted(
+        c.change_id for c in created + modified
+    )
+
+
 async def test_as_of_lookups_use_the_indexes(store: SqliteStore) -> None:
     t = T0
     plans = {
