@@ -118,7 +118,6 @@ MIN_SQLITE = (3, 33, 0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHANGE_LIST = TypeAdapter(list[ChangeEvent])
 _ONE_US = timedelta(microseconds=1)
-_IN_CHUNK = 500
 _INSERT_PARAMS = 30_000
 """Bound values per INSERT statement at most (SQLite allows 32,766 by default since 3.32)."""
 _OBSERVED_LAG_US = int(OBSERVED_LAG.total_seconds() * 1_000_000)
