@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module under ``cloudinv/cli/`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``handler`` to a function taking the
-parsed arguments and returning an exit status (a coroutine function is run with asyncio).
+parsed arguments and returning an exit status (a coroutine function is run by
+:func:`cloudinv.core.bounded.run`, whose exit ends on time).
 Errors derived from :class:`~cloudinv.core.errors.CloudinvError` are printed as one line, never a
 traceback.
 """
@@ -10,7 +11,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import importlib
 import inspect
@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from cloudinv import __version__
+from cloudinv.core import bounded
 from cloudinv.core.errors import CloudinvError
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = args.handler
     try:
         if inspect.iscoroutinefunction(handler):
-            status = asyncio.run(handler(args))
+            status = bounded.run(handler(args))
         else:
             status = handler(args)
     except CloudinvError as exc:

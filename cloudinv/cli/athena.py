@@ -11,12 +11,12 @@ upgrade changes a type's columns, DROP that table first (its data stays), then a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import date
 
 from aiobotocore.session import get_session
 
+from cloudinv.core import bounded
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.settings import load_settings
 from cloudinv.sinks.athena_apply import StatementResult, apply_statements, split_statements
@@ -102,7 +102,7 @@ def run_ddl(args: argparse.Namespace) -> int:
         line = f"[{done}/{len(statements)}] {mark} {result.title}"
         print(line if result.ok else f"{line}: {result.state}: {result.reason}", flush=True)
 
-    results = asyncio.run(
+    results = bounded.run(
         apply_statements(
             statements,
             region=region,

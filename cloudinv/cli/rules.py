@@ -12,13 +12,13 @@ valid ones were still tried).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from cloudinv.core import bounded
 from cloudinv.core.models import utcnow
 from cloudinv.core.settings import load_settings
 
@@ -97,7 +97,7 @@ def run_test(args: argparse.Namespace) -> int:
         if not inventory_path.is_file():
             print(f"no inventory in {data_dir}: the rules are valid but were not tried")
         else:
-            asyncio.run(
+            bounded.run(
                 _try_rules(
                     rules,
                     inventory_path,
