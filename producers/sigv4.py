@@ -20,17 +20,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Self
+from typing import Any, ClassVar, NamedTuple, Self, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 from botocore.exceptions import ClientError
 
+from cloudinv.core.retry import retry
+
 __all__ = [
     "EMPTY_SHA256",
+    "RETRIED_STATUS",
     "Credentials",
     "Endpoint",
     "SigningKeys",
@@ -43,6 +46,8 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 """The payload hash of a request without a body (a GET)."""
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
+
+T = TypeVar("T")
 
 
 class Credentials(NamedTuple):
@@ -191,7 +196,14 @@ class DirectCalls:
     """What the calls that go around botocore share (S3 reads, SQS calls): a hook on a botocore
     client's ``event`` that learns from botocore's own request where they go (``_capture``,
     given by the subclass), the botocore session's credentials (botocore refreshes them),
-    signing keys, and one plain HTTP session. Use as ``async with``."""
+    signing keys, one plain HTTP session, and one retry policy (:meth:`_with_retries`: the
+    failures ``unreachable`` and ``retried_codes`` name, a 5xx, up to ``attempts`` tries with
+    jittered backoff, as botocore's standard mode does). Use as ``async with``."""
+
+    unreachable: ClassVar[type[BaseException]] = OSError
+    """What the subclass raises when the service could not be reached (worth another try)."""
+    retried_codes: ClassVar[frozenset[str]] = frozenset()
+    """The service's error codes worth another try (throttling, a token botocore refreshes)."""
 
     def __init__(
         self,
@@ -201,6 +213,7 @@ class DirectCalls:
         *,
         connections: int,
         read_timeout_s: float,
+        attempts: int,
         decompress: bool = True,
     ) -> None:
         self._botocore = client
@@ -208,6 +221,7 @@ class DirectCalls:
         self._event = event
         self._connections = connections
         self._read_timeout_s = read_timeout_s
+        self._attempts = attempts
         self._decompress = decompress
         self._http: aiohttp.ClientSession | None = None
         self._credentials: Any = None
@@ -215,6 +229,20 @@ class DirectCalls:
 
     def _capture(self, request: Any, **_: Any) -> None:
         raise NotImplementedError
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``await call()``, again after a failure worth another try (see the class)."""
+        return await retry(
+            call,
+            attempts=self._attempts,
+            first_delay_s=0.05,
+            max_delay_s=5.0,
+            jitter=True,
+            retry_if=self._worth_retrying,
+        )
+
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        return worth_retrying(exc, self.unreachable, self.retried_codes)
 
     async def __aenter__(self) -> Self:
         self._botocore.meta.events.register(self._event, self._capture)

@@ -33,14 +33,12 @@ import aiohttp
 import orjson
 from botocore.exceptions import ClientError
 
-from cloudinv.core.retry import retry
 from cloudinv.producers.sigv4 import (
     Credentials,
     DirectCalls,
     Endpoint,
     learned_endpoint,
     sign_headers,
-    worth_retrying,
 )
 
 __all__ = ["SqsQueue", "SqsUnreachable"]
@@ -86,6 +84,9 @@ class SqsQueue(DirectCalls):
     ``async with``; ``sqs`` is an aiobotocore SQS client of ``session`` (kept open by the
     caller). Every method returns what the botocore call of the same name returns."""
 
+    unreachable = SqsUnreachable
+    retried_codes = _RETRIED_CODES
+
     def __init__(
         self,
         sqs: Any,
@@ -102,10 +103,10 @@ class SqsQueue(DirectCalls):
             "before-send.sqs.GetQueueAttributes",
             connections=connections,
             read_timeout_s=read_timeout_s,
+            attempts=attempts,
         )
         self._sqs = sqs
         self.queue_url = queue_url
-        self._attempts = attempts
         self._endpoint: Endpoint | None = None
         self._learning = False
         self.direct_calls = 0
@@ -180,14 +181,7 @@ class SqsQueue(DirectCalls):
         if endpoint is not None and self._credentials is not None:
             body = orjson.dumps(params)
             try:
-                answer = await retry(
-                    lambda: self._post(endpoint, action, body),
-                    attempts=self._attempts,
-                    first_delay_s=0.05,
-                    max_delay_s=5.0,
-                    jitter=True,
-                    retry_if=_retried,
-                )
+                answer = await self._with_retries(lambda: self._post(endpoint, action, body))
             except _Fallback as exc:
                 if self._endpoint is not None:
                     log.info(
@@ -264,7 +258,3 @@ def _error_of(status: int, headers: Any, body: bytes) -> tuple[str, str]:
         code = query_code
     message = str(doc.get("message") or doc.get("Message") or "")
     return code, message
-
-
-def _retried(exc: BaseException) -> bool:
-    return worth_retrying(exc, SqsUnreachable, _RETRIED_CODES)

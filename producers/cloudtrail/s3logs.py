@@ -37,7 +37,6 @@ import aiohttp
 from botocore.exceptions import ClientError
 from yarl import URL
 
-from cloudinv.core.retry import retry
 from cloudinv.producers.cloudtrail.logfile import (
     LogFileDecoder,
     ParsedLog,
@@ -50,7 +49,6 @@ from cloudinv.producers.sigv4 import (
     Endpoint,
     learned_endpoint,
     sign_headers,
-    worth_retrying,
 )
 
 __all__ = ["S3LogReader", "S3Object", "S3Unreachable"]
@@ -96,6 +94,9 @@ class S3LogReader(DirectCalls):
 
     ``s3`` is an aiobotocore S3 client of ``session`` (kept open by the caller)."""
 
+    unreachable = S3Unreachable
+    retried_codes = _RETRIED_CODES
+
     def __init__(self, s3: Any, session: Any, *, connections: int = 64, attempts: int = 5) -> None:
         # A .json.gz with Content-Encoding: gzip is gunzipped here, not by aiohttp.
         super().__init__(
@@ -104,10 +105,10 @@ class S3LogReader(DirectCalls):
             "before-send.s3.GetObject",
             connections=connections,
             read_timeout_s=60.0,
+            attempts=attempts,
             decompress=False,
         )
         self._s3 = s3
-        self._attempts = attempts
         self._targets: dict[str, Endpoint | None] = {}
         """Bucket → where to read it directly; ``None``: botocore only."""
         self._sent: dict[str, tuple[str, str]] = {}
@@ -175,14 +176,7 @@ class S3LogReader(DirectCalls):
 
     async def _read_direct(self, obj: S3Object, target: Endpoint) -> ParsedLog:
         encoded = quote(obj.key, safe="/~")
-        data = await retry(
-            lambda: self._get(obj, target, encoded),
-            attempts=self._attempts,
-            first_delay_s=0.05,
-            max_delay_s=5.0,
-            jitter=True,
-            retry_if=_retried,
-        )
+        data = await self._with_retries(lambda: self._get(obj, target, encoded))
         self.direct_reads += 1
         return await read_log_async(data, obj.uri, expect_gzip=obj.key.endswith(".gz"))
 
@@ -224,7 +218,3 @@ class S3LogReader(DirectCalls):
             },
             "GetObject",
         )
-
-
-def _retried(exc: BaseException) -> bool:
-    return worth_retrying(exc, S3Unreachable, _RETRIED_CODES)
