@@ -335,3 +335,67 @@ def test_eventbridge_envelope_unwraps_to_the_record(records: list[dict[str, Any]
     assert ev.event_id == records[3]["eventID"]
     assert ev.region == "eu-west-1"
     assert unwrap_eventbridge({"detail": {"state": "running"}}) is None
+
+
+def _odd_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fixture records changed in every way the wire fast path must notice (or not mind)."""
+    base = records[0]
+    root = next(r for r in records if r["userIdentity"]["type"] == "Root")
+    odd: list[dict[str, Any]] = []
+
+    def changed(record: dict[str, Any], **fields: Any) -> None:
+        copied = copy.deepcopy(record)
+        copied.update(fields)
+        odd.append(copied)
+
+    changed(base, eventTime="2024-05-01T10:11:12")  # naive: taken as UTC
+    changed(base, eventTime="2024-05-01T10:11:12.5Z")
+    changed(base, eventTime="2024-05-01T10:11:12.123456+02:00")
+    changed(base, eventTime="2024-05-01T23:30:00-05:30")
+    changed(base, eventTime="2024-05-01")
+    changed(base, eventTime="0999-01-01T00:00:00Z")
+    changed(base, sourceIPAddress=12345)  # the model says no
+    changed(base, userAgent=None, errorCode="AccessDenied", errorMessage="no", readOnly="true")
+    changed(base, eventType=["AwsApiCall"])
+    changed(base, userIdentity={**base["userIdentity"], "principalId": 7, "arn": None})
+    changed(base, userIdentity={**base["userIdentity"], "invokedBy": {"x": 1}})
+    changed(base, userIdentity=None, recipientAccountId=123456789012)
+    changed(base, resources=[{"ARN": 5, "type": "AWS::S3::Bucket"}, "not an object"])
+    changed(base, resources=[{"ARNPrefix": "arn:aws:s3:::b/", "accountId": "1"}])
+    changed(base, requestParameters="scalar", responseElements=[1, {"password": "p"}])
+    changed(
+        base,
+        requestParameters={"a": {"clientSecret": "s", "b": [{"c": 1.5, "d": None, "e": True}]}},
+        additionalEventData={"MFAUsed": "Yes", "pem": "-----BEGIN RSA PRIVATE KEY-----x"},
+    )
+    changed(root, recipientAccountId=None)
+    changed(base, eventID="é-✓-\u2028", eventName="Get\\Thing\"")
+    return odd
+
+
+def test_the_wire_fast_path_writes_what_the_models_write(records: list[dict[str, Any]]) -> None:
+    """encode_record skips the pydantic models for records of plain JSON types: its bytes
+    must be those of encode(normalize_record(...)) for every record, and a record the models
+    reject must be rejected alike."""
+    from cloudinv.core.wire import encode as wire_encode
+    from cloudinv.producers.cloudtrail.normalize import encode_record
+
+    compared = rejected = 0
+    for record in [*records, *_odd_records(records)]:
+        for source in ("s3://b/k.json.gz", None):
+            try:
+                event = normalize_record(copy.deepcopy(record), source_file=source)
+            except ValueError as exc:
+                with pytest.raises(ValueError) as fast:
+                    encode_record(copy.deepcopy(record), source)
+                assert type(fast.value) is type(exc)
+                rejected += 1
+                continue
+            expected = (event.principal.label.encode(), wire_encode(event))
+            assert encode_record(copy.deepcopy(record), source) == expected, record
+            compared += 1
+    assert compared >= 2 * (142 + 14) and rejected >= 2 * 3
+    # ... and the fast path is the one real records take.
+    from cloudinv.producers.cloudtrail.normalize import _as_wire, _event_fields
+
+    assert all(_as_wire(_event_fields(r, "s3://b/k.json.gz")) for r in records)

@@ -8,6 +8,7 @@ APIs emit them that way.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -317,9 +318,17 @@ class Principal(_Message):
     @property
     def label(self) -> str:
         """A stable, human name for grouping: never lumps roles and root together."""
-        if self.type == "Root":
-            return f"root:{self.account_id or '?'}"
-        return self.arn or self.name or self.invoked_by or "unknown"
+        return principal_label(self.__dict__)
+
+
+def principal_label(principal: Mapping[str, Any]) -> str:
+    """:attr:`Principal.label` of a principal's fields (a producer that writes the wire form
+    without building the model labels its events with it)."""
+    if principal.get("type") == "Root":
+        return f"root:{principal.get('account_id') or '?'}"
+    return str(
+        principal.get("arn") or principal.get("name") or principal.get("invoked_by") or "unknown"
+    )
 
 
 class EventResource(_Message):

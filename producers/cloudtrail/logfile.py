@@ -26,8 +26,7 @@ from typing import Any
 import orjson
 
 from cloudinv.core.models import utcnow
-from cloudinv.core.wire import encode
-from cloudinv.producers.cloudtrail.normalize import InvalidRecordError, normalize_record
+from cloudinv.producers.cloudtrail.normalize import InvalidRecordError, encode_record
 
 __all__ = [
     "INLINE_BYTES",
@@ -167,11 +166,9 @@ def encode_records(records: list[Any], source: str) -> ParsedLog:
     parsed = ParsedLog(source=source)
     for index, record in enumerate(records):
         try:
-            event = normalize_record(record, source_file=source)
+            parsed.messages.append(encode_record(record, source))
         except (InvalidRecordError, ValueError) as exc:
             parsed.bad_records.append(f"record {index}: {exc}")
-            continue
-        parsed.messages.append((event.principal.label.encode(), encode(event)))
     return parsed
 
 

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from cloudinv.core.models import CloudTrailEvent, EventResource, Principal
+import orjson
+
+from cloudinv.core.models import CloudTrailEvent, Principal, principal_label
+from cloudinv.core.wire import encode
 
 __all__ = [
     "InvalidRecordError",
     "derived_arn",
+    "encode_record",
     "infer_read_only",
     "is_secret_key",
     "normalize_record",
@@ -101,11 +105,19 @@ def _is_secret_value(value: Any) -> bool:
 def scrub_secrets(value: Any) -> Any:
     """A copy of ``value`` without secret-looking keys or private keys, at any depth."""
     if isinstance(value, dict):
-        return {
-            k: scrub_secrets(v)
-            for k, v in value.items()
-            if not is_secret_key(str(k)) and not _is_secret_value(v)
-        }
+        out = {}
+        for k, v in value.items():
+            if is_secret_key(str(k)):
+                continue
+            if isinstance(v, str):
+                if "-----BEGIN" in v and _PEM_PRIVATE.search(v) is not None:
+                    continue
+                out[k] = v
+            elif isinstance(v, dict | list):
+                out[k] = scrub_secrets(v)
+            else:
+                out[k] = v
+        return out
     if isinstance(value, list):
         return [scrub_secrets(v) for v in value if not _is_secret_value(v)]
     return value
@@ -207,17 +219,25 @@ def derived_arn(identity: dict[str, Any], region: str | None = None) -> str | No
 def parse_principal(identity: dict[str, Any] | None, region: str | None = None) -> Principal:
     """The principal of a record's ``userIdentity`` (an empty one when absent); its ARN is
     derived (:func:`derived_arn`) when the record leaves it out."""
+    return Principal.model_validate(_principal_fields(identity, region))
+
+
+_NO_PRINCIPAL: dict[str, Any] = dict.fromkeys(Principal.model_fields)
+
+
+def _principal_fields(identity: dict[str, Any] | None, region: str | None) -> dict[str, Any]:
+    """:class:`Principal`'s fields, in its order, as :func:`parse_principal` reads them."""
     if not identity:
-        return Principal()
+        return dict(_NO_PRINCIPAL)
     kind = identity.get("type")
-    return Principal(
-        type=kind,
-        arn=derived_arn(identity, region),
-        name=_principal_name(kind, identity),
-        account_id=identity.get("accountId"),
-        access_key_id=identity.get("accessKeyId") or None,
-        invoked_by=identity.get("invokedBy"),
-    )
+    return {
+        "type": kind,
+        "arn": derived_arn(identity, region),
+        "name": _principal_name(kind, identity),
+        "account_id": identity.get("accountId"),
+        "access_key_id": identity.get("accessKeyId") or None,
+        "invoked_by": identity.get("invokedBy"),
+    }
 
 
 # --- the rest ------------------------------------------------------------------------------
@@ -258,15 +278,16 @@ def _required(record: dict[str, Any], field: str) -> str:
     return value
 
 
-def _resources(raw: Any) -> list[EventResource]:
+def _resources(raw: Any) -> list[dict[str, Any]]:
+    """:class:`EventResource` fields, in its order."""
     if not isinstance(raw, list):
         return []
     return [
-        EventResource(
-            arn=item.get("ARN") or item.get("ARNPrefix"),
-            type=item.get("type"),
-            account_id=item.get("accountId"),
-        )
+        {
+            "arn": item.get("ARN") or item.get("ARNPrefix"),
+            "type": item.get("type"),
+            "account_id": item.get("accountId"),
+        }
         for item in raw
         if isinstance(item, dict)
     ]
@@ -282,7 +303,29 @@ def _read_only(record: dict[str, Any], event_name: str) -> bool:
 
 
 def normalize_record(record: dict[str, Any], source_file: str | None = None) -> CloudTrailEvent:
-    """Normalize one CloudTrail record. Raises :class:`InvalidRecordError`."""
+    """Normalize one CloudTrail record. Raises :class:`InvalidRecordError` (or pydantic's
+    ``ValidationError``, also a ``ValueError``, for a field of the wrong type)."""
+    return CloudTrailEvent.model_validate(_event_fields(record, source_file))
+
+
+def encode_record(record: dict[str, Any], source_file: str | None = None) -> tuple[bytes, bytes]:
+    """One record as the CloudTrail topic carries it: (principal label, the normalized event
+    as :func:`cloudinv.core.wire.encode` writes it). Raises as :func:`normalize_record`.
+
+    The bytes are those of ``encode(normalize_record(record, source_file))``; a record whose
+    every field already has the type the model wants (nearly all: they come from JSON) is
+    written without building the pydantic models, which cost more than the rest of a record's
+    normalization (a tailer or a backfill does this for every event). Any other record goes
+    through the models, which validate it (tests compare both paths byte for byte)."""
+    fields = _event_fields(record, source_file)
+    if _as_wire(fields):
+        return principal_label(fields["principal"]).encode(), orjson.dumps(fields)
+    event = CloudTrailEvent.model_validate(fields)
+    return event.principal.label.encode(), encode(event)
+
+
+def _event_fields(record: dict[str, Any], source_file: str | None) -> dict[str, Any]:
+    """:class:`CloudTrailEvent`'s fields, in its order (nested models as dicts)."""
     if not isinstance(record, dict):
         raise InvalidRecordError(f"CloudTrail record is a {type(record).__name__}, not an object")
     event_id = _required(record, "eventID")
@@ -306,27 +349,63 @@ def normalize_record(record: dict[str, Any], source_file: str | None = None) -> 
     response = record.get("responseElements")
     if isinstance(response, dict) and "credentials" in response:
         response = {k: v for k, v in response.items() if k != "credentials"}
-    return CloudTrailEvent(
-        event_id=event_id,
-        event_time=event_time,
-        event_source=event_source,
-        service=service_of(event_source),
-        event_name=event_name,
-        region=region,
-        account_id=str(account),
-        principal=parse_principal(identity, region),
-        source_ip=record.get("sourceIPAddress"),
-        user_agent=record.get("userAgent"),
-        read_only=_read_only(record, event_name),
-        error_code=record.get("errorCode"),
-        error_message=record.get("errorMessage"),
-        event_type=record.get("eventType"),
-        resources=_resources(record.get("resources")),
-        request_parameters=_as_object(record.get("requestParameters")),
-        response_elements=_as_object(response),
-        additional_event_data=_as_object(record.get("additionalEventData")),
-        source_file=source_file,
-    )
+    return {
+        "event_id": event_id,
+        "event_time": event_time,
+        "event_source": event_source,
+        "service": service_of(event_source),
+        "event_name": event_name,
+        "region": region,
+        "account_id": str(account),
+        "principal": _principal_fields(identity, region),
+        "source_ip": record.get("sourceIPAddress"),
+        "user_agent": record.get("userAgent"),
+        "read_only": _read_only(record, event_name),
+        "error_code": record.get("errorCode"),
+        "error_message": record.get("errorMessage"),
+        "event_type": record.get("eventType"),
+        "resources": _resources(record.get("resources")),
+        "request_parameters": _as_object(record.get("requestParameters")),
+        "response_elements": _as_object(response),
+        "additional_event_data": _as_object(record.get("additionalEventData")),
+        "source_file": source_file,
+    }
+
+
+_OPTIONAL_STR = ("source_ip", "user_agent", "error_code", "error_message", "event_type")
+_OBJECTS = ("request_parameters", "response_elements", "additional_event_data")
+
+
+def _as_wire(fields: dict[str, Any]) -> bool:
+    """Whether ``fields`` are already what the model would validate them to: then turn the
+    event time into its wire form (as pydantic writes a UTC datetime) and say so. ``False``
+    leaves ``fields`` as they were, for the models."""
+    for name in _OPTIONAL_STR:
+        value = fields[name]
+        if value is not None and type(value) is not str:
+            return False
+    for value in fields["principal"].values():
+        if value is not None and type(value) is not str:
+            return False
+    for resource in fields["resources"]:
+        for value in resource.values():
+            if value is not None and type(value) is not str:
+                return False
+    for name in _OBJECTS:
+        value = fields[name]
+        if value is not None and not all(type(key) is str for key in value):
+            return False
+    if fields["source_file"] is not None and type(fields["source_file"]) is not str:
+        return False
+    moment: datetime = fields["event_time"]
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    elif moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    if moment.year < 1000:
+        return False
+    fields["event_time"] = moment.isoformat()[:-6] + "Z"  # "+00:00" → "Z", as pydantic
+    return True
 
 
 def unwrap_eventbridge(envelope: dict[str, Any]) -> dict[str, Any] | None:
