@@ -18,7 +18,12 @@ from cloudinv.core.codec import decode
 from cloudinv.core.models import CloudTrailEvent
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.cloudtrail.ack import CommitWatch
-from cloudinv.producers.cloudtrail.backfill import RESUME_FILE, ResumeFile, backfill_local
+from cloudinv.producers.cloudtrail.backfill import (
+    RESUME_FILE,
+    ResumeFile,
+    backfill_local,
+    list_local_logs,
+)
 from cloudinv.producers.cloudtrail.backfill_s3 import backfill_s3
 from cloudinv.producers.cloudtrail.layout import day_prefixes
 from cloudinv.producers.cloudtrail.logfile import (
@@ -426,6 +431,39 @@ async def test_backfill_local_dir_and_resume(broker: str, unique: str, tmp_path:
             logs, publisher=publisher, ack=None, rejections=RejectionLog(data_dir), resume=resume
         )
     assert (again.already_done, again.still_rejected, again.events) == (3, 1, 0)
+
+
+async def test_local_listing_order_links_and_digests(tmp_path: Path) -> None:
+    """The listing of a backfill --path: every .json/.json.gz file below the root, in the
+    order of sorted paths (part by part), a linked file by its target, a linked folder not
+    followed, digests (by folder or by name) and other files left out."""
+    root = tmp_path / "logs"
+    wanted = [
+        "a/b.json",
+        "a/c/d.json.gz",
+        "a-c/z.json",
+        "Ä é.json.gz",
+    ]
+    for name in [*wanted, "notes.txt", "CloudTrail-Digest/x.json.gz"]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"{}")
+    (root / f"{ACCOUNT}_CloudTrail-Digest_us-east-1_x_20170601T0000Z.json.gz").write_bytes(b"")
+    (root / "linked.json").symlink_to(root / "a" / "b.json")
+    (root / "linked-dir").symlink_to(root / "a", target_is_directory=True)
+    (root / "dangling.json").symlink_to(root / "missing.json")
+    found = await list_local_logs(root)
+    expected = sorted([root / name for name in wanted] + [root / "linked.json"])
+    assert [f.path for f in found] == [
+        (root / "a" / "b.json").resolve() if p.name == "linked.json" else p.resolve()
+        for p in expected
+    ]
+    assert [f.uri for f in found] == [f.path.as_uri() for f in found]
+    stat = (root / "a" / "b.json").stat()
+    assert found[0].size == 2 and found[0].fingerprint == f"2:{stat.st_mtime_ns}"
+    # One file given by name: itself.
+    assert [f.path for f in await list_local_logs(root / "linked.json")] == [
+        (root / "a" / "b.json").resolve()
+    ]
 
 
 async def test_backfill_cli_subprocess_resumes(broker: str, unique: str, tmp_path: Path) -> None:

@@ -187,25 +187,49 @@ class LocalLog:
 
 def _list_local(root: Path) -> list[LocalLog]:
     if root.is_file():
-        paths = [root]
-    elif root.is_dir():
-        paths = sorted(
-            p
-            for p in root.rglob("*")
-            if p.name.endswith((".json", ".json.gz"))
-            and not is_digest_key(p.as_posix())
-            and p.is_file()
-        )
-    else:
+        resolved = root.resolve()
+        st = resolved.stat()
+        return [LocalLog(resolved, resolved.as_uri(), st.st_size, _fingerprint(st))]
+    if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a file or directory")
+    # os.scandir rather than Path.rglob, resolve and stat per file: a trail's directory holds
+    # thousands of small files, and those cost ~0.1 ms each — the start of every backfill.
+    # As rglob: symbolic links to directories are not followed; a file's link is resolved.
+    found: list[tuple[list[str], os.DirEntry[str]]] = []
+    _walk(str(root.resolve()), root.as_posix(), [], found)
+    found.sort(key=lambda item: item[0])  # the order of sorted Paths: part by part
     out = []
-    for path in paths:
-        st = path.stat()
-        resolved = path.resolve()
-        out.append(
-            LocalLog(resolved, resolved.as_uri(), st.st_size, f"{st.st_size}:{st.st_mtime_ns}")
-        )
+    for _, entry in found:
+        path = Path(entry.path)
+        if entry.is_symlink():
+            path = path.resolve()
+        st = entry.stat()
+        out.append(LocalLog(path, path.as_uri(), st.st_size, _fingerprint(st)))
     return out
+
+
+def _walk(
+    directory: str,
+    given: str,
+    parts: list[str],
+    found: list[tuple[list[str], os.DirEntry[str]]],
+) -> None:
+    """Files under ``directory`` (resolved; ``given``: as the user named it, which digest
+    folders are recognised by) into ``found``, with their path parts below the root."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                _walk(entry.path, f"{given}/{entry.name}", [*parts, entry.name], found)
+            elif (
+                entry.name.endswith((".json", ".json.gz"))
+                and not is_digest_key(f"{given}/{entry.name}")
+                and entry.is_file()
+            ):
+                found.append(([*parts, entry.name], entry))
+
+
+def _fingerprint(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 async def list_local_logs(root: Path) -> list[LocalLog]:
