@@ -369,7 +369,7 @@ def _odd_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         additionalEventData={"MFAUsed": "Yes", "pem": "-----BEGIN RSA PRIVATE KEY-----x"},
     )
     changed(root, recipientAccountId=None)
-    changed(base, eventID="é-✓-\u2028", eventName="Get\\Thing\"")
+    changed(base, eventID="é-✓-\u2028", eventName='Get\\Thing"')
     return odd
 
 
