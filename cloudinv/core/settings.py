@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -631,6 +630,9 @@ def load_settings(
     :func:`describe_validation_error`)."""
     toml_file = resolve_config_path(config)
     if toml_file is not None:
+        # Imported here for start-up speed: most commands have no config file to parse.
+        import tomllib
+
         try:
             tomllib.loads(toml_file.read_text())
         except tomllib.TOMLDecodeError as exc:

@@ -451,9 +451,17 @@ class CloudTrailTailer:
             message.get("Body", ""), message_id, verify_digests=self.config.verify_digests
         )
         generation = None if self.ack is None else self.ack.generation
-        results = await asyncio.gather(
-            *(self._do(item, message_id) for item in work), return_exceptions=True
-        )
+        results: list[Offsets | BaseException | None]
+        if len(work) == 1:
+            # Nearly every notification names one file: no task of its own for it.
+            try:
+                results = [await self._do(work[0], message_id)]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(
+                *(self._do(item, message_id) for item in work), return_exceptions=True
+            )
         transient = [r for r in results if isinstance(r, BaseException)]
         if transient:
             self.stats.retried += 1
