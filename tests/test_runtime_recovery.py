@@ -92,6 +92,30 @@ def _stored(data_dir: Path) -> tuple[int, dict[str, Counter[int]]]:
         db.close()
 
 
+def _missing(data_dir: Path, every: list[dict[str, Any]]) -> str:
+    """Which events are not stored (for a failure's message): ids, files and principals."""
+    db = sqlite3.connect(f"file:{data_dir / 'store' / 'events.sqlite3'}?mode=ro", uri=True)
+    try:
+        stored = {row[0] for row in db.execute("SELECT event_id FROM events")}
+    finally:
+        db.close()
+    gone = [r for r in every if r["eventID"] not in stored]
+    described = [
+        f"{r['eventID']} (file {int(r['eventID'].rsplit('-', 1)[1]) // EVENTS_PER_FILE}, "
+        f"{r.get('userIdentity', {}).get('arn')})"
+        for r in gone[:30]
+    ]
+    return f"{len(gone)} missing: {', '.join(described)}"
+
+
+def _log_tail(data_dir: Path, name: str, lines: int = 80) -> str:
+    path = data_dir / "logs" / name
+    if not path.exists():
+        return f"(no {name})\n"
+    text = path.read_text(errors="replace").splitlines()
+    return f"{name} (last {lines} lines):\n" + "\n".join(text[-lines:]) + "\n"
+
+
 class Up:
     """``cloudinv up`` as a user runs it, configured by a file."""
 
@@ -262,8 +286,11 @@ def test_kill_9_in_the_middle_loses_nothing(
         lambda: trail.messages_left() == 0 and _stored(up.data_dir)[0] >= TOTAL,
         120,
         lambda: (
-            f"{_stored(up.data_dir)[0]} stored, {trail.messages_left()} messages left: "
-            f"{up.stderr()}"
+            f"{_stored(up.data_dir)[0]} stored, {trail.messages_left()} messages left; "
+            f"{_missing(up.data_dir, every)}\nbackfill stderr:\n{err[-4000:]}\n"
+            f"{_log_tail(up.data_dir, 'cloudtrail.log')}{_log_tail(up.data_dir, 'worker.log')}"
+            f"{_log_tail(up.data_dir, 'cloudinv.log')}"
+            f"up stderr:\n{up.stderr()}"
         ),
     )
     count, sums = _stored(up.data_dir)
