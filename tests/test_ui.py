@@ -911,11 +911,25 @@ def _related_instance(api: Api) -> tuple[str, dict[str, Any]]:
 
 
 def test_an_instances_relationships_panel_lists_and_draws_them(tab: Page, api: Api) -> None:
-    key, related = _related_instance(api)
+    key, _ = _related_instance(api)
     quoted = urllib.parse.quote(key, safe="")
     tab.sign_in("/inventory")
-    tab.go(f"#/resource/{quoted}?tab=related")
-    groups = tab.page.evaluate(JS_RELATED)
+
+    def drawn_while_still() -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
+        # The demo's estate moves every few seconds: compare the page with the API's answer
+        # from just before and just after it was drawn, when both are the same.
+        related = api.get(f"/v1/resources/{quoted}/related")
+        graph = api.get(f"/v1/resources/{quoted}/graph", hops=1, limit=40)
+        tab.go(f"#/resource/{quoted}?tab=related")
+        groups = tab.page.evaluate(JS_RELATED)
+        still = related == api.get(f"/v1/resources/{quoted}/related") and graph == api.get(
+            f"/v1/resources/{quoted}/graph", hops=1, limit=40
+        )
+        return (groups, related, graph) if still else None
+
+    groups, related, graph = api.wait_for(
+        "the relationships still while the page was drawn", drawn_while_still
+    )
     # The list is the API's answer, grouped by direction and relationship, each a link.
     shown = {(g["direction"], g["relationship"], k) for g in groups for k, _ in g["links"]}
     existing = [r for r in related["related"] if r["exists"]]
@@ -930,7 +944,6 @@ def test_an_instances_relationships_panel_lists_and_draws_them(tab: Page, api: A
         f"#/resource/{urllib.parse.quote(group['key'], safe='')}?tab=related"
     )
     # The graph: the instance and its neighbours as nodes, the edges between them.
-    graph = api.get(f"/v1/resources/{quoted}/graph", hops=1, limit=40)
     assert tab.page.locator("#related-graph svg .graph-item").count() == len(graph["nodes"])
     assert tab.page.locator("#related-graph svg line.graph-edge").count() == len(graph["edges"])
     # Two hops reach further (the security group's other instances, the subnet's...).
