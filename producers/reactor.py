@@ -213,6 +213,7 @@ class ChangeReactor:
         group_id: str | None = None,
         debounce_s: float = 1.0,
         auto_offset_reset: str = "latest",
+        fetch_max_wait_ms: int = 100,
     ) -> None:
         self.aws = aws
         self.publisher = publisher
@@ -225,6 +226,8 @@ class ChangeReactor:
             group_id=group_id or KafkaSettings().group_for("reactor"),
             auto_offset_reset=auto_offset_reset,
             enable_auto_commit=False,
+            # The embedded broker answers a fetch only when this runs out (kafka.fetch_max_wait_ms).
+            fetch_max_wait_ms=fetch_max_wait_ms,
             **consumer_kwargs,
         )
         self._targets: dict[str, AccountTarget] | None = None

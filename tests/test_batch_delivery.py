@@ -190,3 +190,48 @@ async def test_a_plain_co_reader_with_a_full_buffer_does_not_stop_the_fetcher(
         assert queue.delivered == len(values)
         assert all(type(tp) is TP for tp in consumer._get_active_partitions())
         assert not consumer._crashed.is_set()
+
+
+async def test_the_fetch_wait_of_the_config_reaches_aiokafka_with_batch_delivery_too(
+    broker: str, unique: str, tmp_path: Path
+) -> None:
+    # Faust passes a fixed fetch_max_wait_ms=1500 to aiokafka. On Tansu a fetch is answered only
+    # when its wait runs out, so that was each hop's latency (bench/cloudtrail.py). The value of
+    # StreamConfig must reach the fetcher, also when batch delivery swaps the consumer class.
+    topic = f"fetch-wait-{unique}"
+    await create_topic(broker, topic)
+    config = StreamConfig(
+        bootstrap=broker,
+        data_dir=tmp_path,
+        app_id=f"test-fetch-wait-{unique}",
+        partitions=PARTITIONS,
+        fetch_max_wait_ms=70,
+    )
+    app = create_app(config)
+    received: list[bytes] = []
+    batch_agent(app, topic, "batched", received)
+    async with running(app):
+        consumer: Any = app.consumer._thread._consumer
+        assert consumer._fetch_max_wait_ms == 70
+        assert consumer._fetcher._fetch_max_wait_ms == 70
+        values = [f"w{i}".encode() for i in range(20)]
+        await produce(broker, topic, values)
+        await wait_until(lambda: sorted(received) == sorted(values), "all delivered")
+    # Another app keeps its own value: the class is made per app.
+    other = create_app(StreamConfig(bootstrap=broker, data_dir=tmp_path, app_id=f"other-{unique}"))
+    assert other.transport.Consumer.thread_class.fetch_max_wait_ms == 100
+
+
+def test_the_fetch_wait_is_a_kafka_setting() -> None:
+    from pydantic import ValidationError
+
+    from cloudinv.core.settings import KafkaSettings
+
+    assert KafkaSettings().fetch_max_wait_ms == 100
+    assert KafkaSettings(fetch_max_wait_ms=500).fetch_max_wait_ms == 500
+    try:
+        KafkaSettings(fetch_max_wait_ms=0)
+    except ValidationError as exc:
+        assert "fetch_max_wait_ms" in str(exc)
+    else:
+        raise AssertionError("a fetch wait of 0 was accepted")

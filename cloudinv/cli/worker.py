@@ -56,6 +56,7 @@ def run_worker(args: argparse.Namespace) -> int:
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         kafka=settings.kafka,
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         # Two of the longest scan interval: a scheduled scan may see a change that long after
         # the write event that caused it.
         attribution_window_s=2.0

@@ -82,6 +82,14 @@ class KafkaSettings(_Section):
     )
     partitions: int = Field(default=4, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=10)
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=10,
+        le=30000,
+        description="How long a stream worker's fetch may wait at the broker for messages. "
+        "Kafka answers as soon as a message arrives, so this only spaces idle polls; the "
+        "embedded broker (Tansu) answers when it runs out, so it is also each hop's latency",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: SaslMechanism | None = Field(
         default=None,

@@ -86,6 +86,7 @@ class CloudTrailRole:
                     kafka,
                     prefix,
                     group_id=settings.kafka.group_for("reactor"),
+                    fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
                 )
                 await self.reactor.prepare()
             self.tasks = [
