@@ -34,6 +34,7 @@ from cloudinv.catalog.event_resources import EventResourceIndex, attribution_of
 from cloudinv.catalog.registry import Registry, default_registry
 from cloudinv.catalog.spec import ResourceSpec
 from cloudinv.catalog.transform import MalformedResource, resource_identity
+from cloudinv.core import kafka_holes
 from cloudinv.core.bounded import finish_within
 from cloudinv.core.codec import decode
 from cloudinv.core.kafka import cluster_id
@@ -220,6 +221,7 @@ class ChangeReactor:
         self.access = access or AwsAccess.from_settings(aws)
         self.index = EventIndex(registry or default_registry())
         self.debounce_s = debounce_s
+        kafka_holes.install()  # never read past a batch not readable yet (the embedded broker)
         self._consumer = AIOKafkaConsumer(
             # Derived from kafka.consumer_group (KafkaSettings.group_for): two deployments
             # on one cluster never share it. Unset only in tests of the default settings.

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from cloudinv.core import kafka_holes
 from cloudinv.core.codec import schema_for
 from cloudinv.core.kafka import faust_credentials
 from cloudinv.core.settings import KafkaSettings
@@ -38,6 +39,10 @@ class StreamConfig:
     (a scheduled scan may see a change that long after its event)."""
     fetch_max_wait_ms: int = 100
     """How long a fetch may wait at the broker for messages (``kafka.fetch_max_wait_ms``)."""
+    commit_interval_s: float = 1.0
+    """How often the worker commits what its agents are done with. A source acknowledged end
+    to end (an SQS message, a backfilled file) lets go only after that commit, so this is
+    most of its wait; Faust's own 2.8 s kept ~1,700 small files in flight at 600 files/s."""
 
 
 class _FetchWaitThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
@@ -69,6 +74,9 @@ class FetchWaitConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 def create_app(config: StreamConfig) -> faust.App:
     """A configured Faust app with no agents yet
     (see :func:`cloudinv.streams.worker.build_worker_app`)."""
+    # The embedded broker can show a partition's later batch before an earlier one: never
+    # read past it (cloudinv.core.kafka_holes).
+    kafka_holes.install()
     servers = ";".join(
         f"kafka://{s.strip()}" for s in config.bootstrap.removeprefix("kafka://").split(",")
     )
@@ -100,6 +108,7 @@ def create_app(config: StreamConfig) -> faust.App:
         stream_wait_empty=False,
         producer_linger=timedelta(milliseconds=5),
         table_cleanup_interval=30.0,
+        broker_commit_interval=config.commit_interval_s,
         **extra,
     )
     thread = type(

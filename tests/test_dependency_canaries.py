@@ -1,13 +1,17 @@
 """Canaries for the private internals of dependencies that cloudinv relies on.
 
-Two modules reach past a dependency's public API, for measured speed:
+Three modules reach past a dependency's public API, two for measured speed and one for
+correctness:
 
 - ``streams/batch_delivery.py`` copies faust-streaming's ``Consumer._drain_messages`` (with
   batch-fed topics diverted) and reads private names of Faust's consumer, conductor and
   monitor;
 - ``producers/credentials.py`` subclasses aiobotocore's HTTP session and client creator,
   overriding private methods, patches ``aiobotocore.session.AioClientCreator``, and sets a
-  botocore session's ``_credentials``.
+  botocore session's ``_credentials``;
+- ``cloudinv/core/kafka_holes.py`` replaces aiokafka's ``PartitionRecords`` (by its name in
+  ``aiokafka.consumer.fetcher``), wrapping the record batches it iterates, so that a fetch stops
+  at a batch the embedded broker has not made readable yet.
 
 Both dependencies are pinned exactly in pyproject.toml. These tests fail the moment an
 upgrade changes what is relied on: each relied-on function's source must hash as recorded.
@@ -28,9 +32,11 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from cloudinv.core import kafka_holes
+
 ROOT = Path(__file__).resolve().parents[1]
 
-PINNED = {"faust-streaming": "0.15.3", "aiobotocore": "3.10.0"}
+PINNED = {"faust-streaming": "0.15.3", "aiobotocore": "3.10.0", "aiokafka": "0.14.0"}
 
 RELIED_ON: dict[str, tuple[str, str]] = {
     # faust-streaming 0.15.3, for streams/batch_delivery.py
@@ -51,6 +57,23 @@ RELIED_ON: dict[str, tuple[str, str]] = {
     "faust.sensors.monitor:Monitor.__init__": (
         "71b613e8019232d1",
         "the per-topic counters updated per batch",
+    ),
+    # aiokafka 0.14.0, for cloudinv/core/kafka_holes.py
+    "aiokafka.consumer.fetcher:PartitionRecords.__init__": (
+        "8ec1c2ae6ea1af87",
+        "(tp, records, ...): records is what _unpack_records iterates; next_fetch_offset",
+    ),
+    "aiokafka.consumer.fetcher:PartitionRecords._unpack_records": (
+        "b803e6d46480732c",
+        "iterates records.has_next() / next_batch(), moves next_fetch_offset per batch",
+    ),
+    "aiokafka.consumer.fetcher:Fetcher._proc_fetch_request": (
+        "59bf948fff47eed5",
+        "builds PartitionRecords by the module's global name",
+    ),
+    "aiokafka.consumer.fetcher:FetchResult.getall": (
+        "3e717e30de5068d5",
+        "the position becomes next_fetch_offset when the records end (at a hole)",
     ),
     # aiobotocore 3.10.0 (and the botocore it pins), for producers/credentials.py
     "aiobotocore.httpsession:AIOHTTPSession.__init__": ("ed72f5104696dd32", "_timeout"),
@@ -86,6 +109,8 @@ def _resolve(target: str) -> object:
     obj: object = importlib.import_module(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part)
+        if obj is kafka_holes.GuardedPartitionRecords:
+            obj = kafka_holes.ORIGINAL_PARTITION_RECORDS  # what the guard replaced
     return obj
 
 
@@ -123,6 +148,16 @@ def test_the_private_names_used_still_exist() -> None:
     assert issubclass(faust_aiokafka.Consumer, Consumer)
     assert hasattr(Message, "incref") and hasattr(Consumer, "wait_first")
     assert "_consumer" in vars(faust.App) and "_n_acked" in vars(Consumer)
+
+
+def test_the_hole_guard_is_in_place_once_a_stream_app_exists(tmp_path: Path) -> None:
+    from aiokafka.consumer import fetcher
+
+    from cloudinv.core import kafka_holes
+    from cloudinv.streams.app import StreamConfig, create_app
+
+    create_app(StreamConfig(bootstrap="127.0.0.1:9", data_dir=tmp_path))
+    assert fetcher.PartitionRecords is kafka_holes.GuardedPartitionRecords
 
 
 def test_the_client_creator_patch_is_in_place() -> None:
