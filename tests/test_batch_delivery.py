@@ -213,6 +213,8 @@ async def test_the_fetch_wait_of_the_config_reaches_aiokafka_with_batch_delivery
     async with running(app):
         consumer: Any = app.consumer._thread._consumer
         assert consumer._fetch_max_wait_ms == 70
+        # A source acknowledged end to end waits for the worker's commit: every second.
+        assert app.conf.broker_commit_interval == 1.0
         assert consumer._fetcher._fetch_max_wait_ms == 70
         values = [f"w{i}".encode() for i in range(20)]
         await produce(broker, topic, values)
