@@ -504,6 +504,44 @@ async def test_backfill_cli_subprocess_resumes(broker: str, unique: str, tmp_pat
     assert sorted(got_ids) == sorted(ids | {"fixed-1"})
 
 
+async def test_backfill_cli_rejected_records_exit_1_and_the_file_is_done(
+    broker: str, unique: str, tmp_path: Path
+) -> None:
+    """Records that are not events (in a file that is otherwise good) make the real command
+    exit 1 with its last line pointing to `cloudinv cloudtrail rejected`; the file's good
+    events are stored and the file is done, so the next run skips it and exits 0."""
+    prefix = f"t{unique}"
+    await create_topics(broker, prefix)
+    logs = tmp_path / "logs"
+    day = logs / "AWSLogs" / ACCOUNT / "CloudTrail" / "us-east-1" / "2017" / "06" / "01"
+    day.mkdir(parents=True)
+    good = fixture_records()[:5]
+    no_id = {key: value for key, value in good[0].items() if key != "eventID"}
+    records: list[Any] = [*good, no_id, "not a record"]
+    (day / "mixed.json.gz").write_bytes(log_bytes(records))
+    data = tmp_path / "data"
+    args = (
+        "cloudtrail", "backfill", "--path", str(logs), "--bootstrap", broker,
+        "--topic-prefix", prefix, "--data-dir", str(data), "--consumer-group", f"g{unique}",
+    )  # fmt: skip
+    topic = topic_name(Topic.CLOUDTRAIL, prefix)
+    async with CommittingGroup(broker, topic, f"g{unique}") as group:
+        first = await asyncio.to_thread(run_cli, *args, cwd=tmp_path)
+        assert first.returncode == 1, first.stderr
+        assert "1 file(s) stored (5 events)" in first.stderr
+        assert "0 rejected file(s), 2 rejected record(s)" in first.stderr
+        last = first.stderr.strip().splitlines()[-1]
+        assert "2 record(s)" in last and "cloudinv cloudtrail rejected" in last, first.stderr
+        again = await asyncio.to_thread(run_cli, *args, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert "0 file(s) stored (0 events), 1 already done" in again.stderr
+    assert sorted(decode(CloudTrailEvent, m.value).event_id for m in group.messages) == sorted(
+        r["eventID"] for r in good
+    )
+    listed = run_cli("cloudtrail", "rejected", "--data-dir", str(data), cwd=tmp_path)
+    assert "mixed.json.gz" in listed.stdout and "2 record(s) skipped" in listed.stdout
+
+
 def test_backfill_cli_needs_a_running_instance_or_bootstrap(tmp_path: Path) -> None:
     result = run_cli(
         "cloudtrail", "backfill", "--path", str(tmp_path), "--data-dir", str(tmp_path), cwd=tmp_path

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Publish past CloudTrail log files. A file counts as done once the stream "
         "worker stored its events. Resumable: files done are listed under "
         "<data dir>/cloudtrail/backfill-done.txt and skipped; rejected files are skipped "
-        "until they change. Exits 1 when a file was rejected or failed.",
+        "until they change. Exits 1 when a file or a record was rejected or a file failed.",
     )
     source = backfill.add_mutually_exclusive_group(required=True)
     source.add_argument("--bucket", help="S3 bucket of the trail")
@@ -268,16 +268,25 @@ async def run_backfill(args: argparse.Namespace) -> int:
         + (f", {stats.failed} failed (run again to retry them)" if stats.failed else ""),
         soft_wrap=True,
     )
+    problems = 0
+    if args.verify:
+        problems = await _verify(args, target, rejections, local_keys, console)
+    # Rejections close the output, so an operator who scripts the backfill sees where to look.
     if stats.rejected_files:
         console.print(
             "some files are not CloudTrail logs: see `cloudinv cloudtrail rejected`; a "
             "rejected file is read again once it changes",
             soft_wrap=True,
         )
-    problems = 0
-    if args.verify:
-        problems = await _verify(args, target, rejections, local_keys, console)
-    return 1 if stats.failed or stats.rejected_files or problems else 0
+    if stats.rejected_records:
+        # Their files' good events are stored and the files are done: a re-run skips them.
+        console.print(
+            f"{stats.rejected_records} record(s) are not CloudTrail events and were skipped "
+            "(the rest of their files is stored): see `cloudinv cloudtrail rejected`",
+            soft_wrap=True,
+        )
+    rejected = stats.rejected_files or stats.rejected_records
+    return 1 if stats.failed or rejected or problems else 0
 
 
 async def _while_connecting(connecting: asyncio.Task[None], work: Coroutine[Any, Any, T]) -> T:
