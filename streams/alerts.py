@@ -98,7 +98,13 @@ class AlertStats:
     events: int = 0
     undecodable: int = 0
     observations: int = 0
+    """What the rules observed: one per rule evaluated on a change or event (an opening, or a
+    clearing that resolves an open alert). The conditional resolutions added before openings
+    of ``severity_when`` rules (:func:`_severity_changes`) are not counted: the store drops
+    every one whose alert is not open at another severity, and a severity that did change
+    shows in ``notifications`` (the old alert resolved, the new one opened)."""
     notifications: int = 0
+    """Openings and resolutions the store made (each queued for every destination)."""
     rule_errors: int = 0
     reevaluated: int = 0
     """Resources whose rules ran again because something related to them changed."""
@@ -512,8 +518,8 @@ def _count_errors(stage: AlertStage, errors: Sequence[tuple[str, str]]) -> None:
 async def _apply(stage: AlertStage, observations: list[Observation]) -> None:
     if not observations:
         return
-    observations = _severity_changes(stage, observations)
     stage.stats.observations += len(observations)
+    observations = _severity_changes(stage, observations)
     notifications = await until_stored(
         "record alerts", stage.store.apply, observations, stage.dispatcher.names
     )

@@ -239,6 +239,31 @@ async def test_a_groups_alert_follows_the_instances_that_use_it(stage: AlertStag
     assert stage.stats.reevaluated >= 4 and stage.stats.rule_errors == 0
 
 
+async def test_the_observations_statistic_counts_what_the_rules_observed(
+    stage: AlertStage,
+) -> None:
+    """One observation per rule evaluated: the conditional resolution put before an opening
+    of a ``severity_when`` rule (which the store drops when nothing was open) is not one."""
+    estate = Estate()
+    rules = stage.rules.for_type("AWS::EC2::SecurityGroup")
+    assert any(rule.severity_when for rule in rules)
+    await _run(stage, estate.group(ssh=True))
+    assert await _open(stage) == [(SG, "low")]
+    assert (stage.stats.rule_errors, stage.stats.reevaluated) == (0, 0)
+    assert stage.stats.observations == len(rules)
+    # A change of severity: the instance's own rules and the group's rule evaluated again;
+    # the store resolves the low alert and opens a critical one (two notifications).
+    before = stage.stats.notifications
+    await _run(stage, estate.instance("running"))
+    assert await _open(stage) == [(SG, "critical")]
+    watching = [r for r in rules if r.watches("AWS::EC2::Instance")]
+    assert stage.stats.reevaluated == 1
+    assert stage.stats.observations == (
+        len(rules) + len(stage.rules.for_type("AWS::EC2::Instance")) + len(watching)
+    )
+    assert stage.stats.notifications - before >= 2
+
+
 async def test_an_instance_going_away_lowers_its_groups_alert(stage: AlertStage) -> None:
     estate = Estate()
     await _run(stage, estate.instance("running"))
