@@ -14,7 +14,7 @@ Its cost follows what changed, not the size of the estate.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -516,10 +516,61 @@ async def changes_in_window(
             return spans
 
 
+def _differs(span: _Span) -> bool:
+    """Whether the key's state at the window's end is not the one at its start."""
+    return span.first.get("before_hash") != span.last.get("after_hash")
+
+
+def _diff_page(spans: Iterable[_Span], limit: int) -> tuple[list[_Span], bool]:
+    """The first ``limit`` spans whose key differs, and whether another follows."""
+    page: list[_Span] = []
+    for span in filter(_differs, spans):
+        if len(page) == limit:
+            return page, True
+        page.append(span)
+    return page, False
+
+
+async def _stored_diff_page(
+    store: StoredReads,
+    view: AccountView,
+    query: DiffQuery,
+    *,
+    end: datetime,
+    after_key: str | None,
+) -> tuple[list[_Span], bool]:
+    """:func:`_diff_page` with each key's first and last change picked by the store, a few
+    keys more than the page at a time (a key that does not differ is skipped)."""
+    window = ChangeQuery(
+        since=after(query.from_),
+        until=after(end),
+        filters=ChangeFilters(
+            resource_type=query.type, account_id=view.single, region=query.region
+        ),
+        limit=min(query.limit + 1 + query.limit // 4, _DIFF_SCAN_BATCH),
+    )
+    accounts = view.accounts if view.filtered else None
+    page: list[_Span] = []
+    while True:
+        pairs, last_key = await store.change_spans_stored(
+            window, accounts=accounts, after_key=after_key
+        )
+        for first, last in orjson.loads(pairs):
+            span = _Span(first, last)
+            if not _differs(span):
+                continue
+            if len(page) == query.limit:
+                return page, True
+            page.append(span)
+        if last_key is None:
+            return page, False
+        after_key = last_key
+
+
 def _configurations_needed(span: _Span) -> list[str]:
     """The changes whose configurations the span's diff entry shows or diffs."""
     first, last = span.first, span.last
-    if first.get("before_hash") == last.get("after_hash"):
+    if not _differs(span):
         return []
     if first.get("before_hash") is None:
         return [last["change_id"]]  # created: its configuration
@@ -597,26 +648,22 @@ async def diff(request: web.Request, query: DiffQuery) -> Page[DiffEntry]:
     if view.empty:
         return Page[DiffEntry](items=[])
     store = inventory_store(request)
-    spans = await changes_in_window(
-        store,
-        view,
-        start=query.from_,
-        end=to,
-        resource_type=query.type,
-        region=query.region,
-    )
+    if isinstance(store, StoredReads):
+        page, more = await _stored_diff_page(store, view, query, end=to, after_key=after_key)
+    else:
+        spans = await changes_in_window(
+            store,
+            view,
+            start=query.from_,
+            end=to,
+            resource_type=query.type,
+            region=query.region,
+        )
+        page, more = _diff_page(
+            (spans[k] for k in sorted(spans) if after_key is None or k > after_key), query.limit
+        )
     # The page's keys first (the hashes say whether a key differs), then the configurations
     # of those entries only.
-    page: list[_Span] = []
-    more = False
-    for key in sorted(k for k in spans if after_key is None or k > after_key):
-        span = spans[key]
-        if span.first.get("before_hash") == span.last.get("after_hash"):
-            continue
-        if len(page) == query.limit:
-            more = True
-            break
-        page.append(span)
     await _with_configurations(store, page)
     items = [entry for entry in map(diff_entry, page) if entry is not None]
     cursor = encode_cursor("diff", after=items[-1].key) if more and items else None

@@ -63,7 +63,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -714,33 +714,7 @@ class SqliteStore(SqliteBacked, EdgeReads):
         ``configuration`` and ``prior_configuration`` (most of their bytes), for readers
         that need them for a few changes only (:meth:`changes_by_id_stored`)."""
         limit = query.limit
-        where: list[str] = []
-        params: list[Any] = []
-        if query.since is not None:
-            where.append("captured_at >= ?")
-            params.append(to_us(query.since))
-        if query.until is not None:
-            where.append("captured_at < ?")
-            params.append(to_us(query.until))
-        if query.cursor is not None:
-            at_us, seq = _parse_cursor(query.cursor)
-            where.append("(captured_at, seq) > (?, ?)")
-            params += [at_us, seq]
-        f = query.filters
-        clauses, values = equal_to(
-            (
-                ("key", f.key),
-                ("resource_type", f.resource_type),
-                ("account_id", f.account_id),
-                ("region", f.region),
-            )
-        )
-        where += clauses
-        params += values
-        if f.change_types is not None:
-            clause, values = one_of("change_type", f.change_types)
-            where.append(clause)
-            params += values
+        where, params = _change_filters(query)
         # The page's rows are chosen on index entries alone, then read: where the order is
         # not an index's (one account, any type), SQLite sorts small entries, not events.
         sql = (
@@ -774,6 +748,51 @@ class SqliteStore(SqliteBacked, EdgeReads):
         page = await self._read(run, snapshot=False)
         next_cursor = f"{page[2]}:{page[3]}" if page[1] > limit else None
         return page[0].encode(), next_cursor
+
+    async def change_spans_stored(
+        self,
+        query: ChangeQuery,
+        *,
+        accounts: Sequence[str] | None = None,
+        after_key: str | None = None,
+    ) -> tuple[bytes, str | None]:
+        """Per key with changes matching ``query`` (its cursor aside), in key order after
+        ``after_key``: its first and last change by capture time, stored and slim (as
+        :meth:`changes_stored` with ``slim``), as a JSON array of ``[first, last]`` pairs for
+        at most ``query.limit`` keys; and the last of those keys when more may follow.
+        ``accounts``: only these accounts. What a diff between two times reads: SQLite picks
+        each key's two changes, instead of the API reading every change of the window."""
+        where, params = _change_filters(replace(query, cursor=None))
+        if accounts is not None:
+            where.append("account_id IN (SELECT value FROM json_each(?))")
+            params.append(orjson.dumps(list(accounts)).decode())
+        if after_key is not None:
+            where.append("key > ?")
+            params.append(after_key)
+        keys = (
+            "SELECT key, fseq, lseq FROM (SELECT key, row_number() OVER in_order AS rn,"
+            " first_value(seq) OVER whole AS fseq, last_value(seq) OVER whole AS lseq"
+            " FROM changes"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " WINDOW in_order AS (PARTITION BY key ORDER BY captured_at, seq),"
+            " whole AS (PARTITION BY key ORDER BY captured_at, seq"
+            " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))"
+            " WHERE rn = 1 ORDER BY key LIMIT ?"
+        )
+        slim = "json_remove(CAST(event AS TEXT), '$.configuration', '$.prior_configuration')"
+        sql = (
+            f"SELECT k.key, (SELECT {slim} FROM changes WHERE seq = k.fseq),"
+            f" (SELECT {slim} FROM changes WHERE seq = k.lseq) FROM ({keys}) AS k ORDER BY k.key"
+        )
+        limit = query.limit
+
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            rows: list[tuple[str, str, str]] = conn.execute(sql, [*params, limit]).fetchall()
+            return rows
+
+        rows = await self._read(run, snapshot=False)
+        pairs = ",".join(f"[{first},{last}]" for _, first, last in rows)
+        return f"[{pairs}]".encode(), rows[-1][0] if len(rows) == limit else None
 
     async def changes_by_id_stored(self, change_ids: Sequence[str]) -> bytes:
         """The stored ChangeEvents of ``change_ids`` (those stored), as one JSON array."""
@@ -986,6 +1005,38 @@ def _valid_at(prefix: str, at: datetime | None) -> tuple[str, list[int]]:
         t,
         t,
     ]
+
+
+def _change_filters(query: ChangeQuery) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (and their values) of a :class:`ChangeQuery` on the changes table."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.since is not None:
+        where.append("captured_at >= ?")
+        params.append(to_us(query.since))
+    if query.until is not None:
+        where.append("captured_at < ?")
+        params.append(to_us(query.until))
+    if query.cursor is not None:
+        at_us, seq = _parse_cursor(query.cursor)
+        where.append("(captured_at, seq) > (?, ?)")
+        params += [at_us, seq]
+    f = query.filters
+    clauses, values = equal_to(
+        (
+            ("key", f.key),
+            ("resource_type", f.resource_type),
+            ("account_id", f.account_id),
+            ("region", f.region),
+        )
+    )
+    where += clauses
+    params += values
+    if f.change_types is not None:
+        clause, values = one_of("change_type", f.change_types)
+        where.append(clause)
+        params += values
+    return where, params
 
 
 def _parse_cursor(cursor: str) -> tuple[int, int]:
