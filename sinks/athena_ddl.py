@@ -24,7 +24,11 @@ Views (their SQL is the same text in both engines):
     One row per (type, day, key): the latest snapshot of the day.
 ``changes_latest_per_day``
     One row per (type, day, key): the day's last change (duplicates from replays collapse;
-    of a change published again with its attribution, the attributed copy).
+    of a change published again with its attribution, the attributed copy, and of two
+    attributed copies the better ranked, ``attribution_rank`` then the event's time and id:
+    the copy compaction keeps, as a change is published again only with a better
+    attribution. The one exception: an inherited event replaced by another inherited one,
+    which need not rank higher; compaction keeps the later, the view the better ranked).
 ``relationship_intervals``
     One row per edge lifetime: ``source_key`` ``relationship`` ``target_key`` from
     ``valid_from`` to ``valid_to`` (null while it holds), opened by ``opened_by``. The edges
@@ -157,7 +161,8 @@ def view_defs(tables: Sequence[TableDef], database: str | None = None) -> list[t
             "changes_latest_per_day",
             f"SELECT {change_cols} FROM (SELECT c.*, row_number() OVER (PARTITION BY "
             'c.resource_type, c.dt, c."key" ORDER BY c.captured_at DESC, '
-            "(c.attribution IS NULL) ASC, c.detected_at DESC, "
+            "(c.attribution IS NULL) ASC, c.attribution_rank DESC NULLS LAST, "
+            "c.attribution.event_time DESC, c.attribution.event_id DESC, c.detected_at DESC, "
             f"c.change_id DESC) AS rn FROM {ref('changes')} c) t WHERE t.rn = 1",
         )
     )

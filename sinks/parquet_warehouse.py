@@ -54,6 +54,9 @@ scan_id                    string
 attribution                struct<event_id, event_name, event_time, principal_arn,
                                   principal_name, source_ip, match>   the CloudTrail cause, if
                                   known; ``match`` how sure (declared, referenced, inherited)
+attribution_rank           bigint              how well it explains the change, higher is
+                                                 better (:func:`~cloudinv.sinks.versioning.
+                                                 rank_score`); null without attribution
 prior_configuration_json   string
 configuration_json         string
 prior_configuration        struct<...>         typed, as ``configuration`` of snapshots
@@ -131,6 +134,7 @@ from cloudinv.core.errors import ConfigError
 from cloudinv.core.models import ChangeEvent, canonical_json
 from cloudinv.core.retry import retry
 from cloudinv.sinks.store import ResourceVersion
+from cloudinv.sinks.versioning import rank_score
 from cloudinv.sinks.warehouse_schema import TIMESTAMP, CoerceStats, coerce, configuration_type
 
 __all__ = [
@@ -202,6 +206,7 @@ CHANGE_COLUMNS: tuple[pa.Field, ...] = (
     pa.field("detected_at", TIMESTAMP, nullable=False),
     pa.field("scan_id", pa.string()),
     pa.field("attribution", ATTRIBUTION),
+    pa.field("attribution_rank", pa.int64()),
     pa.field("prior_configuration_json", pa.string()),
     pa.field("configuration_json", pa.string()),
 )
@@ -348,6 +353,7 @@ def changes_table(
                 "match": a.match,
             }
         )
+        columns["attribution_rank"].append(None if a is None else rank_score(c, a))
         columns["prior_configuration_json"].append(_json(c.prior_configuration))
         columns["configuration_json"].append(_json(c.configuration))
         if typed is not None:

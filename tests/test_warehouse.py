@@ -28,6 +28,8 @@ from cloudinv.sinks.parquet_warehouse import (
     changes_schema,
 )
 from cloudinv.sinks.sqlite_store import SqliteStore
+from cloudinv.sinks.versioning import improves
+from cloudinv.sinks.warehouse_query import run_query
 from cloudinv.sinks.warehouse_schema import configuration_type
 from cloudinv.streams.warehouse import SnapshotExporter
 
@@ -537,3 +539,59 @@ async def test_compaction_keeps_the_attributed_copy_of_a_change_published_twice(
     assert by_id["change-0008"]["attribution"] is None
     assert by_id["change-0009"]["attribution"]["event_id"] == "ev-2"
     assert by_id["change-0009"]["attribution"]["match"] == "declared"
+
+
+async def test_the_latest_per_day_view_picks_the_copy_compaction_keeps(tmp_path: Path) -> None:
+    """Copies of one change (same change_id, captured_at and detected_at) published as its
+    attribution improved: the view picks the same copy as compaction, before and after it,
+    by the attribution's rank, not by `match` alone (an event in the change's window ranks
+    above a declared one outside it) nor by the order the copies were written in."""
+    root = tmp_path / "warehouse"
+    warehouse = await local_warehouse(root)
+    base = change(9, prior=INSTANCE).model_copy(
+        update={"attribution": None, "prior_seen_at": DAY - timedelta(minutes=5)}
+    )
+    event = Attribution(
+        event_id="ev-outside",
+        event_name="ModifyInstanceAttribute",
+        event_time=DAY + timedelta(minutes=3),  # after the change was observed: outside
+        match="declared",
+    )
+    outside = base.model_copy(update={"attribution": event})
+    referenced = base.model_copy(
+        update={
+            "attribution": event.model_copy(
+                update={
+                    "event_id": "ev-in-window",
+                    "event_time": DAY - timedelta(minutes=1),
+                    "match": "referenced",
+                }
+            )
+        }
+    )
+    inherited = change(7, prior=INSTANCE).model_copy(
+        update={"attribution": event.model_copy(update={"event_id": "ev-i", "match": "inherited"})}
+    )
+    in_window = {"event_id": "ev-d", "event_time": DAY - timedelta(seconds=30)}
+    declared = inherited.model_copy(update={"attribution": event.model_copy(update=in_window)})
+    # Published in this order: each copy only when it improves on the one before, as the
+    # attribution join does; the offsets make the parts' order the publishing order.
+    published = [base, outside, referenced, inherited, declared]
+    for earlier, later in ((base, outside), (outside, referenced), (inherited, declared)):
+        assert improves(later, later.attribution, earlier.attribution)
+    for offset, copy in enumerate(published, start=30):
+        await warehouse.write_changes([copy], [(0, offset)])
+    query = (
+        "SELECT change_id, attribution.event_id AS event_id, attribution_rank "
+        "FROM changes_latest_per_day ORDER BY change_id"
+    )
+    expected = [("change-0007", "ev-d", 11), ("change-0009", "ev-in-window", 9)]
+    assert run_query(root, query).rows == expected
+    assert await warehouse.compact(CHANGES_PARTITION, now=time.time() + SETTLED_S + 1) == 5
+    (merged,) = (root / CHANGES_DIR).glob("part-*.parquet")
+    kept = sorted(
+        (r["change_id"], r["attribution"]["event_id"], r["attribution_rank"])
+        for r in pq.read_table(merged).to_pylist()
+    )
+    assert kept == expected
+    assert run_query(root, query).rows == expected
