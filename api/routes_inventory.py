@@ -459,33 +459,6 @@ class _Span:
     last: dict[str, Any]
 
 
-async def _window_changes(
-    store: InventoryStore,
-    *,
-    since: datetime,
-    until: datetime,
-    filters: ChangeFilters,
-    cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One batch of changes as ChangeEvent JSON objects; stored JSON when the store has it,
-    without the configurations (see :func:`_with_configurations`)."""
-    if isinstance(store, StoredReads):
-        events, next_cursor = await store.changes_stored(
-            ChangeQuery(
-                since=since, until=until, filters=filters, limit=_DIFF_SCAN_BATCH, cursor=cursor
-            ),
-            slim=True,
-        )
-        parsed: list[dict[str, Any]] = orjson.loads(events)
-        return parsed, next_cursor
-    page = await store.changes(
-        ChangeQuery(
-            since=since, until=until, filters=filters, limit=_DIFF_SCAN_BATCH, cursor=cursor
-        )
-    )
-    return [c.model_dump(mode="json") for c in page.items], page.next_cursor
-
-
 async def changes_in_window(
     store: InventoryStore,
     view: AccountView,
@@ -495,15 +468,23 @@ async def changes_in_window(
     resource_type: str | None,
     region: str | None,
 ) -> dict[str, _Span]:
-    """Per key, the first and last change captured in ``(start, end]`` the view may see."""
+    """Per key, the first and last change captured in ``(start, end]`` the view may see, from
+    every change of the window (a store without stored reads; see :func:`_stored_diff_page`)."""
     filters = ChangeFilters(resource_type=resource_type, account_id=view.single, region=region)
     spans: dict[str, _Span] = {}
     cursor: str | None = None
     while True:
-        changes, cursor = await _window_changes(
-            store, since=after(start), until=after(end), filters=filters, cursor=cursor
+        page = await store.changes(
+            ChangeQuery(
+                since=after(start),
+                until=after(end),
+                filters=filters,
+                limit=_DIFF_SCAN_BATCH,
+                cursor=cursor,
+            )
         )
-        for change in changes:
+        cursor = page.next_cursor
+        for change in (c.model_dump(mode="json") for c in page.items):
             if not view.allows(change["account_id"]):
                 continue
             key = change["key"]
@@ -565,34 +546,6 @@ async def _stored_diff_page(
         if last_key is None:
             return page, False
         after_key = last_key
-
-
-def _configurations_needed(span: _Span) -> list[str]:
-    """The changes whose configurations the span's diff entry shows or diffs."""
-    first, last = span.first, span.last
-    if not _differs(span):
-        return []
-    if first.get("before_hash") is None:
-        return [last["change_id"]]  # created: its configuration
-    if last.get("after_hash") is None:
-        return [first["change_id"]]  # deleted: the configuration it ended
-    if first is last:
-        return []  # one modification: its own patch
-    return [first["change_id"], last["change_id"]]
-
-
-async def _with_configurations(store: InventoryStore, spans: list[_Span]) -> None:
-    """Read the whole stored changes the spans' entries need (the window was read slim)."""
-    if not isinstance(store, StoredReads):
-        return
-    wanted = {cid for span in spans for cid in _configurations_needed(span)}
-    if not wanted:
-        return
-    events: list[dict[str, Any]] = orjson.loads(await store.changes_by_id_stored(sorted(wanted)))
-    full = {event["change_id"]: event for event in events}
-    for span in spans:
-        span.first = full.get(span.first["change_id"], span.first)
-        span.last = full.get(span.last["change_id"], span.last)
 
 
 def diff_entry(span: _Span) -> DiffEntry | None:
@@ -662,9 +615,6 @@ async def diff(request: web.Request, query: DiffQuery) -> Page[DiffEntry]:
         page, more = _diff_page(
             (spans[k] for k in sorted(spans) if after_key is None or k > after_key), query.limit
         )
-    # The page's keys first (the hashes say whether a key differs), then the configurations
-    # of those entries only.
-    await _with_configurations(store, page)
     items = [entry for entry in map(diff_entry, page) if entry is not None]
     cursor = encode_cursor("diff", after=items[-1].key) if more and items else None
     return Page[DiffEntry](items=items, next_cursor=cursor)

@@ -706,13 +706,9 @@ class SqliteStore(SqliteBacked, EdgeReads):
         events, next_cursor = await self.changes_stored(query)
         return ChangePage(items=_CHANGE_LIST.validate_json(events), next_cursor=next_cursor)
 
-    async def changes_stored(
-        self, query: ChangeQuery, *, slim: bool = False
-    ) -> tuple[bytes, str | None]:
+    async def changes_stored(self, query: ChangeQuery) -> tuple[bytes, str | None]:
         """:meth:`changes` as stored: the JSON array of the ChangeEvents (made by SQLite in
-        one step, see :meth:`list_as_of_json`), and the next cursor. ``slim``: without their
-        ``configuration`` and ``prior_configuration`` (most of their bytes), for readers
-        that need them for a few changes only (:meth:`changes_by_id_stored`)."""
+        one step, see :meth:`list_as_of_json`), and the next cursor."""
         limit = query.limit
         where, params = _change_filters(query)
         # The page's rows are chosen on index entries alone, then read: where the order is
@@ -723,11 +719,7 @@ class SqliteStore(SqliteBacked, EdgeReads):
             + " ORDER BY captured_at, seq LIMIT ?) ORDER BY captured_at, seq"
         )
         params.append(limit + 1)
-        event = (
-            "json_remove(CAST(event AS TEXT), '$.configuration', '$.prior_configuration')"
-            if slim
-            else "CAST(event AS TEXT)"
-        )
+        event = "CAST(event AS TEXT)"
         # One more row than the page says whether another page follows; row numbers (in
         # the page's order) keep it out of the array and find the cursor's row.
         page_sql = (
@@ -757,8 +749,8 @@ class SqliteStore(SqliteBacked, EdgeReads):
         after_key: str | None = None,
     ) -> tuple[bytes, str | None]:
         """Per key with changes matching ``query`` (its cursor aside), in key order after
-        ``after_key``: its first and last change by capture time, stored and slim (as
-        :meth:`changes_stored` with ``slim``), as a JSON array of ``[first, last]`` pairs for
+        ``after_key``: its first and last change by capture time, as stored (as
+        :meth:`changes_stored`), as a JSON array of ``[first, last]`` pairs for
         at most ``query.limit`` keys; and the last of those keys when more may follow.
         ``accounts``: only these accounts. What a diff between two times reads: SQLite picks
         each key's two changes, instead of the API reading every change of the window."""
@@ -779,10 +771,10 @@ class SqliteStore(SqliteBacked, EdgeReads):
             " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))"
             " WHERE rn = 1 ORDER BY key LIMIT ?"
         )
-        slim = "json_remove(CAST(event AS TEXT), '$.configuration', '$.prior_configuration')"
         sql = (
-            f"SELECT k.key, (SELECT {slim} FROM changes WHERE seq = k.fseq),"
-            f" (SELECT {slim} FROM changes WHERE seq = k.lseq) FROM ({keys}) AS k ORDER BY k.key"
+            "SELECT k.key, (SELECT CAST(event AS TEXT) FROM changes WHERE seq = k.fseq),"
+            " (SELECT CAST(event AS TEXT) FROM changes WHERE seq = k.lseq)"
+            f" FROM ({keys}) AS k ORDER BY k.key"
         )
         limit = query.limit
 
@@ -793,22 +785,6 @@ class SqliteStore(SqliteBacked, EdgeReads):
         rows = await self._read(run, snapshot=False)
         pairs = ",".join(f"[{first},{last}]" for _, first, last in rows)
         return f"[{pairs}]".encode(), rows[-1][0] if len(rows) == limit else None
-
-    async def changes_by_id_stored(self, change_ids: Sequence[str]) -> bytes:
-        """The stored ChangeEvents of ``change_ids`` (those stored), as one JSON array."""
-        if not change_ids:
-            return b"[]"
-        ids = orjson.dumps(list(change_ids)).decode()
-
-        def run(conn: sqlite3.Connection) -> str:
-            row = conn.execute(
-                "SELECT '[' || coalesce(group_concat(CAST(event AS TEXT), ','), '') || ']' "
-                "FROM changes WHERE change_id IN (SELECT value FROM json_each(?))",
-                (ids,),
-            ).fetchone()
-            return str(row[0])
-
-        return (await self._read(run, snapshot=False)).encode()
 
     async def scans(
         self,

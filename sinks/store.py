@@ -372,10 +372,8 @@ class StoredReads(Protocol):
         """The JSON array of the versions, how many, and the last key."""
         ...
 
-    async def changes_stored(
-        self, query: ChangeQuery, *, slim: bool = False
-    ) -> tuple[bytes, str | None]:
-        """The JSON array of the changes (``slim``: without configurations), next cursor."""
+    async def changes_stored(self, query: ChangeQuery) -> tuple[bytes, str | None]:
+        """The JSON array of the changes, and the next cursor."""
         ...
 
     async def change_spans_stored(
@@ -386,12 +384,9 @@ class StoredReads(Protocol):
         after_key: str | None = None,
     ) -> tuple[bytes, str | None]:
         """Per key in key order after ``after_key`` (of ``accounts`` only, when given): the
-        first and last slim change matching ``query``, a JSON array of ``[first, last]`` pairs
+        first and last change matching ``query``, a JSON array of ``[first, last]`` pairs
         for at most ``query.limit`` keys; and the last key when more may follow."""
         ...
-
-    async def changes_by_id_stored(self, change_ids: Sequence[str]) -> bytes:
-        """The JSON array of the whole stored changes with these ids."""
 
 
 class WriteEvent(_Record):
