@@ -184,6 +184,42 @@ class ChildProcess:
             )
 
 
+class RoleChild:
+    """A cloudinv role run as a child (the stream worker, the CloudTrail role): each
+    :meth:`spawn` starts a new :class:`ChildProcess` with the same command line and an
+    environment from ``env`` (asked again at every start) and calls :attr:`started` with its
+    pid; :attr:`process` is the current one, what a :class:`Supervisor` watches."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Callable[[], Mapping[str, str]],
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = env
+        self.started: Callable[[int | None], None] = lambda pid: None
+        self.process: ChildProcess | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def spawn(self) -> ChildProcess:
+        child = ChildProcess(self.name, self.argv, self.log_path, self.env())
+        await child.start()
+        self.process = child
+        self.started(child.pid)
+        return child
+
+    async def stop(self, timeout: float = 3.0) -> None:
+        if self.process is not None:
+            await self.process.stop(timeout=timeout)
+
+
 def describe_exit(returncode: int | None) -> str:
     """Why a child ended, from its exit status: the signal that killed it, or its code."""
     if returncode is None:
@@ -235,7 +271,7 @@ class Supervised:
     name: str
     child: Callable[[], ChildProcess | None]
     """The current process (it changes with every restart)."""
-    restart: Callable[[], Awaitable[None]]
+    restart: Callable[[], Awaitable[object]]
     """Start it again (and whatever must follow, e.g. topics after a broker restart)."""
     failures: deque[float] = field(default_factory=deque)
     down: str | None = None
@@ -276,7 +312,7 @@ class Supervisor:
         self,
         name: str,
         child: Callable[[], ChildProcess | None],
-        restart: Callable[[], Awaitable[None]],
+        restart: Callable[[], Awaitable[object]],
     ) -> Supervised:
         entry = Supervised(name, child, restart)
         self.children.append(entry)

@@ -59,6 +59,7 @@ from cloudinv.runtime.embedded import (
 )
 from cloudinv.runtime.processes import (
     ChildProcess,
+    RoleChild,
     Supervised,
     Supervisor,
     ensure_port_free,
@@ -105,10 +106,10 @@ class Runtime:
     """cloudinv.producers.schedule.ScanScheduler once the producers run."""
     _estate: Any = None
     _trail: Any = None
-    _worker: ChildProcess | None = None
+    _worker: RoleChild | None = None
     _worker_entry: Supervised | None = None
     _broker: EmbeddedBroker | None = None
-    _cloudtrail: ChildProcess | None = None
+    _cloudtrail: RoleChild | None = None
     supervisor: Supervisor = field(default_factory=Supervisor)
     info: ConnectionInfo | None = None
     broker_probe: BrokerProbe | None = None
@@ -217,7 +218,7 @@ class Runtime:
         log.info("stopped in %.2fs", time.monotonic() - began)
 
     def _children(self) -> list[ChildProcess]:
-        children = [self._worker, self._cloudtrail]
+        children = [role.process for role in (self._worker, self._cloudtrail) if role is not None]
         if self._broker is not None:
             children.append(self._broker.child)
         return [c for c in children if c is not None]
@@ -256,7 +257,7 @@ class Runtime:
         entry = self._worker_entry
         async with self.supervisor.replacing(entry) if entry else contextlib.nullcontext():
             if self._worker is not None:
-                await self._worker.stop(timeout=3.0)
+                await self._worker.stop()
             broker = EmbeddedBroker(self.data_dir, port=self._broker.port)
             await broker.start()
             self._broker = broker
@@ -264,7 +265,7 @@ class Runtime:
             self._set_pid("broker", broker.child.pid)
             await ensure_topics(self.settings.kafka, self.kafka_bootstrap)
             if self._worker is not None:
-                await self._spawn_worker()
+                await self._worker.spawn()
 
     def _add_child(self, name: str, address: str | None, child: ChildProcess) -> None:
         """A started child, in /v1/status and the connection file."""
@@ -357,31 +358,36 @@ class Runtime:
         return f"a change every {self.options.mutate_interval_s:g}s"
 
     async def _start_worker(self) -> str:
-        self._stops.append(("stream worker", self._stop_worker))
-        child = await self._spawn_worker()
-        await asyncio.sleep(0.5)
-        child.raise_if_exited()
-        self._add_child("worker", None, child)
-        self._worker_entry = self.supervisor.watch(
-            "the stream worker", lambda: self._worker, self._restart_worker
+        worker = RoleChild(
+            "stream worker",
+            [sys.executable, "-m", "cloudinv", "worker"],
+            self.data_dir / "logs" / "worker.log",
+            lambda: settings_env(self.child_settings()),
         )
-        return f"pid {child.pid}"
+        self._worker = worker
+        self._worker_entry = await self._start_role("worker", None, worker, settle_s=0.5)
+        return f"pid {worker.pid}"
 
-    async def _spawn_worker(self) -> ChildProcess:
-        env = settings_env(self.child_settings())
-        argv = [sys.executable, "-m", "cloudinv", "worker"]
-        child = ChildProcess("stream worker", argv, self.data_dir / "logs" / "worker.log", env)
-        await child.start()
-        self._worker = child
-        self._set_pid("worker", child.pid)
-        return child
-
-    async def _restart_worker(self) -> None:
-        await self._spawn_worker()
-
-    async def _stop_worker(self) -> None:
-        if self._worker is not None:
-            await self._worker.stop(timeout=3.0)
+    async def _start_role(
+        self,
+        key: str,
+        address: str | None,
+        role: RoleChild,
+        *,
+        settle_s: float = 0.0,
+    ) -> Supervised:
+        """Start ``role``'s first process, stopped with the runtime, shown as ``key`` in
+        /v1/status and the connection file, and restarted by the supervisor when it dies
+        (each new pid shown in turn). With ``settle_s``, a child that exits within that time
+        fails the start instead."""
+        self._stops.append((role.name, role.stop))
+        role.started = lambda pid: self._set_pid(key, pid)
+        child = await role.spawn()
+        if settle_s:
+            await asyncio.sleep(settle_s)
+            child.raise_if_exited()
+        self._add_child(key, address, child)
+        return self.supervisor.watch(f"the {role.name}", lambda: role.process, role.spawn)
 
     async def _start_producers(self) -> str:
         from aiobotocore.session import get_session
@@ -454,30 +460,16 @@ class Runtime:
             settings = settings.model_copy(update={"aws": self.scheduler.aws})
         argv = [sys.executable, "-m", "cloudinv", "cloudtrail", "run"]
         argv += ["--bootstrap", self.kafka_bootstrap]
-        self._stops.append(("the CloudTrail role", self._stop_cloudtrail))
-        child = ChildProcess(
-            "CloudTrail role",
-            argv,
-            self.data_dir / "logs" / "cloudtrail.log",
-            settings_env(settings),
+        env = settings_env(settings)
+        role = RoleChild(
+            "CloudTrail role", argv, self.data_dir / "logs" / "cloudtrail.log", lambda: env
         )
-
-        async def spawn() -> None:
-            await child.start()
-            self._set_pid("cloudtrail", child.pid)
-
-        await spawn()
-        self._cloudtrail = child
-        self._add_child("cloudtrail", ", ".join(cloudtrail.queue_urls), child)
-        self.supervisor.watch("the CloudTrail role", lambda: self._cloudtrail, spawn)
+        self._cloudtrail = role
+        await self._start_role("cloudtrail", ", ".join(cloudtrail.queue_urls), role)
         detail = f"tailing {len(cloudtrail.queue_urls)} queue(s), acknowledged when stored"
         if cloudtrail.react:
             detail += ", re-describing what write events touch"
-        return f"{detail} (pid {child.pid})"
-
-    async def _stop_cloudtrail(self) -> None:
-        if self._cloudtrail is not None:
-            await self._cloudtrail.stop(timeout=3.0)
+        return f"{detail} (pid {role.pid})"
 
     def _run_task(self, name: str, body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         """Run ``body(stop)`` until the runtime stops; a crash is logged and the body run
