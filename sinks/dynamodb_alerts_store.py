@@ -250,18 +250,16 @@ class DynamoAlertsStore(DynamoBacked):
         made: list[AlertNotification] = []
         pending = list(observations)
         while pending:
-            try:
-                notes, taken = await retry_with_backoff(
-                    partial(self._apply_chunk, pair, pending, destinations),
-                    attempts=_CONFLICT_RETRIES,
-                    # Read the pair again and redo these observations.
-                    retry_if=lambda exc: isinstance(exc, _PairMoved),
-                )
-            except _PairMoved:
-                raise StoreError(
+            notes, taken = await retry_with_backoff(
+                partial(self._apply_chunk, pair, pending, destinations),
+                attempts=_CONFLICT_RETRIES,
+                # Read the pair again and redo these observations.
+                retry_on=_PairMoved,
+                gave_up=lambda exc: StoreError(
                     f"alerts of rule {pair[0]} on {pair[1]}: the pair kept moving under "
                     f"{_CONFLICT_RETRIES} attempts (another writer?); the batch will be retried"
-                ) from None
+                ),
+            )
             made += notes
             pending = pending[taken:]
         return made
@@ -641,9 +639,7 @@ class DynamoAlertsStore(DynamoBacked):
             if pending:
                 raise _Unprocessed()
 
-        await retry_with_backoff(
-            send, attempts=None, retry_if=lambda exc: isinstance(exc, _Unprocessed)
-        )
+        await retry_with_backoff(send, attempts=None, retry_on=_Unprocessed)
 
     async def outbox_counts(self) -> dict[tuple[str, str], int]:
         """(destination, state) -> rows."""

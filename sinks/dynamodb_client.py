@@ -45,27 +45,37 @@ BACKOFF_MAX_S = 5.0
 
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Exception)
 
 
 async def retry_with_backoff(
     call: Callable[[], Awaitable[T]],
     *,
     attempts: int | None,
-    retry_if: Callable[[BaseException], bool],
+    retry_on: type[E],
     on_retry: RetryHook | None = None,
+    gave_up: Callable[[E], Exception] | None = None,
 ) -> T:
     """:func:`cloudinv.core.retry.retry` with the stores' backoff for the retries botocore
     does not do (unprocessed items, cancelled transactions): full jitter, up to 50 ms,
-    100 ms, ... capped at 5 s. ``attempts`` ``None``: until it succeeds."""
-    return await retry(
-        call,
-        attempts=attempts,
-        first_delay_s=BACKOFF_FIRST_S,
-        max_delay_s=BACKOFF_MAX_S,
-        jitter=True,
-        retry_if=retry_if,
-        on_retry=on_retry,
-    )
+    100 ms, ... capped at 5 s. ``call`` is tried again while it raises ``retry_on``, up to
+    ``attempts`` in all (``None``: until it succeeds); the last ``retry_on`` is then turned
+    into ``gave_up(exc)`` (the store's own error, saying what kept failing), or raised as it
+    is without ``gave_up``. Any other failure is raised at once."""
+    try:
+        return await retry(
+            call,
+            attempts=attempts,
+            first_delay_s=BACKOFF_FIRST_S,
+            max_delay_s=BACKOFF_MAX_S,
+            jitter=True,
+            retry_if=lambda exc: isinstance(exc, retry_on),
+            on_retry=on_retry,
+        )
+    except retry_on as exc:
+        if gave_up is None:
+            raise
+        raise gave_up(exc) from None
 
 
 @dataclass

@@ -208,12 +208,12 @@ class DynamoEventsStore(DynamoBacked):
                     # one, so this ends), not counted against the retries.
                     pending = [p for i, p in enumerate(pending) if i not in stored]
 
-        try:
-            await retry_with_backoff(
-                send, attempts=_RETRIES, retry_if=lambda exc: isinstance(exc, _Cancelled)
-            )
-        except _Cancelled:
-            raise EventsStoreError("DynamoDB events: a transaction kept failing") from None
+        await retry_with_backoff(
+            send,
+            attempts=_RETRIES,
+            retry_on=_Cancelled,
+            gave_up=lambda exc: EventsStoreError("DynamoDB events: a transaction kept failing"),
+        )
         return [row for row, _ in pending]
 
     def _event_put(self, row: tuple[Any, ...], params: list[tuple[str, str]]) -> Item:

@@ -457,18 +457,16 @@ class DynamoStore(DynamoBacked, EdgeReads):
             self.stats.conflict_reruns += 1
             log.warning("DynamoDB store: conflicting write, planning the batch again")
 
-        try:
-            done = await retry_with_backoff(
-                apply,
-                attempts=_CONFLICT_RETRIES,
-                retry_if=lambda exc: isinstance(exc, _Conflict),
-                on_retry=again,
-            )
-        except _Conflict:
-            raise StoreError(
+        done = await retry_with_backoff(
+            apply,
+            attempts=_CONFLICT_RETRIES,
+            retry_on=_Conflict,
+            on_retry=again,
+            gave_up=lambda exc: StoreError(
                 f"DynamoDB store: a batch of {len(batch)} changes kept conflicting with another "
                 f"writer ({_CONFLICT_RETRIES} attempts)"
-            ) from None
+            ),
+        )
         return applied + done
 
     async def _apply(self, batch: Sequence[ChangeEvent]) -> int:
@@ -867,17 +865,15 @@ class DynamoStore(DynamoBacked, EdgeReads):
         def again(exc: BaseException, attempt: int, delay: float) -> None:
             self.stats.transaction_retries += 1
 
-        try:
-            return await retry_with_backoff(
-                send,
-                attempts=_THROTTLE_RETRIES,
-                retry_if=lambda exc: isinstance(exc, _Throttled),
-                on_retry=again,
-            )
-        except _Throttled:
-            raise StoreError(
+        return await retry_with_backoff(
+            send,
+            attempts=_THROTTLE_RETRIES,
+            retry_on=_Throttled,
+            on_retry=again,
+            gave_up=lambda exc: StoreError(
                 f"DynamoDB TransactWriteItems still throttled after {_THROTTLE_RETRIES} attempts"
-            ) from None
+            ),
+        )
 
     async def _batch_write(self, table: str, items: Sequence[Item]) -> None:
         """BatchWriteItem in requests of 25, retrying unprocessed items with backoff."""
@@ -899,18 +895,16 @@ class DynamoStore(DynamoBacked, EdgeReads):
         def again(exc: BaseException, attempt: int, delay: float) -> None:
             self.stats.unprocessed_retries += 1
 
-        try:
-            await retry_with_backoff(
-                send,
-                attempts=_THROTTLE_RETRIES + 1,
-                retry_if=lambda exc: isinstance(exc, _Unprocessed),
-                on_retry=again,
-            )
-        except _Unprocessed as exc:
-            raise StoreError(
+        await retry_with_backoff(
+            send,
+            attempts=_THROTTLE_RETRIES + 1,
+            retry_on=_Unprocessed,
+            on_retry=again,
+            gave_up=lambda exc: StoreError(
                 f"DynamoDB BatchWriteItem: {exc.left} items of {table} still unprocessed "
                 f"after {_THROTTLE_RETRIES} retries"
-            ) from None
+            ),
+        )
 
     async def _register(self, entries: set[tuple[str, str]]) -> None:
         new = sorted(entries - self._known)

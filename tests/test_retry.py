@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloudinv.core.retry import backoff_delays, retry, retry_sync
+from cloudinv.sinks.dynamodb_client import retry_with_backoff
 
 
 class Flaky:
@@ -74,3 +75,33 @@ def test_the_thread_variant_behaves_the_same() -> None:
     with pytest.raises(OSError):
         retry_sync(flaky, attempts=2, first_delay_s=0.001, max_delay_s=0.001)
     assert flaky.calls == 2
+
+
+async def test_the_dynamodb_stores_retry_names_what_kept_failing() -> None:
+    """sinks.dynamodb_client.retry_with_backoff: ``retry_on`` failures are retried, the last
+    one becomes the store's own error (``gave_up``); any other failure is raised at once."""
+
+    class Moved(Exception):
+        pass
+
+    flaky = Flaky(5, Moved("moved"))
+    retries: list[int] = []
+    with pytest.raises(RuntimeError, match="kept moving: moved"):
+        await retry_with_backoff(
+            flaky.call,
+            attempts=3,
+            retry_on=Moved,
+            on_retry=lambda exc, attempt, delay: retries.append(attempt),
+            gave_up=lambda exc: RuntimeError(f"kept moving: {exc}"),
+        )
+    assert flaky.calls == 3 and retries == [1, 2]
+
+    flaky = Flaky(2, Moved("moved"))
+    assert await retry_with_backoff(flaky.call, attempts=3, retry_on=Moved) == "ok"
+
+    flaky = Flaky(1, ValueError("bad"))
+    with pytest.raises(ValueError, match="bad"):
+        await retry_with_backoff(
+            flaky.call, attempts=3, retry_on=Moved, gave_up=lambda exc: RuntimeError("no")
+        )
+    assert flaky.calls == 1
