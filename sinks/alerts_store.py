@@ -70,6 +70,7 @@ from cloudinv.sinks.store import (
     StoreError,
     VersionQuery,
     check_limit,
+    cut_page,
     version_pages,
 )
 
@@ -613,13 +614,10 @@ class AlertsStore(SqliteBacked):
         def run(conn: sqlite3.Connection) -> list[tuple[int, str, bytes]]:
             return list(conn.execute(sql, params))
 
-        rows = await self._read(run)
-        items = [Alert.model_validate_json(row[2]) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            next_cursor = f"{last[0]}:{last[1]}"
-        return AlertPage(items=items, next_cursor=next_cursor)
+        rows, next_cursor = cut_page(await self._read(run), limit, lambda r: f"{r[0]}:{r[1]}")
+        return AlertPage(
+            items=[Alert.model_validate_json(row[2]) for row in rows], next_cursor=next_cursor
+        )
 
     async def alert(self, alert_id: str) -> Alert | None:
         def run(conn: sqlite3.Connection) -> Alert | None:

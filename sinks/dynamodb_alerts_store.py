@@ -90,7 +90,7 @@ from cloudinv.sinks.dynamodb_client import (
 )
 from cloudinv.sinks.dynamodb_store import _n, _s, from_us, table_names, to_us
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
-from cloudinv.sinks.store import ResourceVersion, StoreError, check_limit
+from cloudinv.sinks.store import ResourceVersion, StoreError, check_limit, cut_page
 
 __all__ = ["DynamoAlertsStore"]
 
@@ -427,12 +427,12 @@ class DynamoAlertsStore(DynamoBacked):
         if expression is not None:
             params["FilterExpression"] = expression
             params["ExpressionAttributeNames"] = conditions.names
-        items = await self._query(want=limit + 1, **params)
-        page = [_alert(i) for i in items[:limit]]
-        next_cursor = None
-        if len(items) > limit:
-            next_cursor = _CURSORS.encode(items[limit - 1]["ord"]["S"])
-        return AlertPage(items=page, next_cursor=next_cursor)
+        items, next_cursor = cut_page(
+            await self._query(want=limit + 1, **params),
+            limit,
+            lambda i: _CURSORS.encode(i["ord"]["S"]),
+        )
+        return AlertPage(items=[_alert(i) for i in items], next_cursor=next_cursor)
 
     async def alert(self, alert_id: str) -> Alert | None:
         item = await self._get(f"alert#{alert_id}", "alert")

@@ -67,6 +67,7 @@ from cloudinv.sinks.events_store import (
     _prepare,
     event_json,
 )
+from cloudinv.sinks.store import cut_page
 
 __all__ = ["DynamoEventsStore"]
 
@@ -420,11 +421,10 @@ class DynamoEventsStore(DynamoBacked):
         found, _ = await self._select(
             f, want=limit + 1, after=_CURSORS.decode(cursor) if cursor else None
         )
+        page, next_cursor = cut_page(found, limit, lambda i: _CURSORS.encode(i["ord"]["S"]))
         items = [
-            StoredEvent(i["id"]["S"], i["acct"]["S"], event_json(i["body"]["B"]))
-            for i in found[:limit]
+            StoredEvent(i["id"]["S"], i["acct"]["S"], event_json(i["body"]["B"])) for i in page
         ]
-        next_cursor = _CURSORS.encode(found[limit - 1]["ord"]["S"]) if len(found) > limit else None
         return StoredEventPage(items=items, next_cursor=next_cursor)
 
     async def events_json(

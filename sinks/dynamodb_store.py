@@ -143,6 +143,7 @@ from cloudinv.sinks.store import (
     VersionQuery,
     WriteEvent,
     change_pages,
+    cut_page,
 )
 from cloudinv.sinks.versioning import (
     OBSERVED_LAG,
@@ -1397,8 +1398,8 @@ class DynamoStore(DynamoBacked, EdgeReads):
                 found += got[:want]
                 if len(found) >= need:
                     break
-        items = [ChangeEvent.model_validate(_unpack(item["ev"]["B"])) for item in found[:limit]]
-        next_cursor = _CURSORS.encode(found[limit - 1]["sk"]["S"]) if len(found) > limit else None
+        page, next_cursor = cut_page(found, limit, lambda item: _CURSORS.encode(item["sk"]["S"]))
+        items = [ChangeEvent.model_validate(_unpack(item["ev"]["B"])) for item in page]
         return ChangePage(items=items, next_cursor=next_cursor)
 
     async def scans(

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cloudinv.core.codec import encode
 from cloudinv.core.models import CloudTrailEvent, EventResource, Principal, UtcDatetime
 from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema, immediate
+from cloudinv.sinks.store import cut_page
 
 __all__ = [
     "EVENTS_STORE_FILE",
@@ -752,12 +753,13 @@ class EventsStore(SqliteBacked):
         sql, args = _page_query(
             filters, cursor, "e.rowid, e.event_time, e.event_id, e.account_id, e.body"
         )
-        rows = conn.execute(sql, [*args, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, next_cursor = cut_page(
+            conn.execute(sql, [*args, limit + 1]).fetchall(),
+            limit,
+            lambda row: _encode_cursor(row[1], row[0]),
+        )
         # Bodies are stored as the model's own JSON (see event_json): no check needed.
         items = [StoredEvent(event_id, account, body) for _, _, event_id, account, body in rows]
-        next_cursor = _encode_cursor(rows[-1][1], rows[-1][0]) if more and rows else None
         return StoredEventPage(items=items, next_cursor=next_cursor)
 
     async def events_json(

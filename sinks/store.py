@@ -140,6 +140,20 @@ def check_limit(limit: int) -> None:
         raise ValueError(f"limit must be at least 1, got {limit}")
 
 
+_Read = TypeVar("_Read")
+
+
+def cut_page(
+    rows: Sequence[_Read], limit: int, cursor_after: Callable[[_Read], str]
+) -> tuple[Sequence[_Read], str | None]:
+    """A page read as up to ``limit + 1`` rows, the extra one only saying that another page
+    follows: the first ``limit`` rows and the cursor after the last of them (``None`` on the
+    last page)."""
+    if len(rows) > limit:
+        return rows[:limit], cursor_after(rows[limit - 1])
+    return rows, None
+
+
 @dataclass(frozen=True, slots=True)
 class VersionQuery:
     """Which versions :meth:`InventoryStore.list_as_of` returns: every resource matching the
