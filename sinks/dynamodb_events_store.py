@@ -65,6 +65,8 @@ from cloudinv.sinks.events_store import (
     _bucket,
     _from_ms,
     _prepare,
+    check_activity_query,
+    check_events_limit,
     event_json,
 )
 from cloudinv.sinks.store import cut_page
@@ -415,8 +417,7 @@ class DynamoEventsStore(DynamoBacked):
     async def stored_events(
         self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> StoredEventPage:
-        if not 1 <= limit <= 10_000:
-            raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
+        check_events_limit(limit)
         f = filters or EventFilters()
         found, _ = await self._select(
             f, want=limit + 1, after=_CURSORS.decode(cursor) if cursor else None
@@ -539,10 +540,7 @@ class DynamoEventsStore(DynamoBacked):
         until: datetime | date | None = None,
         granularity: Granularity = "hour",
     ) -> list[ActivityBucket]:
-        if principal is not None and service is not None:
-            raise EventsStoreError("activity: give a principal or a service, not both")
-        if granularity not in _BUCKET_MS:
-            raise EventsStoreError(f"granularity must be 'hour' or 'day', got {granularity!r}")
+        check_activity_query(principal, service, granularity)
         if principal is not None:
             kind, key = "principal", principal
         elif service is not None:

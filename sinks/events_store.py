@@ -62,6 +62,8 @@ __all__ = [
     "StoredEvent",
     "StoredEventPage",
     "WriteResult",
+    "check_activity_query",
+    "check_events_limit",
     "event_json",
     "events_store_path",
     "flatten_params",
@@ -731,7 +733,7 @@ class EventsStore(SqliteBacked):
     ) -> EventPage:
         """Matching events, newest first; ``limit`` 1-10,000 (see :class:`EventFilters`;
         user names match ignoring case)."""
-        _check_limit(limit)
+        check_events_limit(limit)
         f = filters or EventFilters()
         return await self._read(
             lambda conn: self._stored_events(conn, f, limit, cursor).page(), snapshot=False
@@ -741,7 +743,7 @@ class EventsStore(SqliteBacked):
         self, filters: EventFilters | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> StoredEventPage:
         """As :meth:`events`, with each event's stored JSON instead of its model."""
-        _check_limit(limit)
+        check_events_limit(limit)
         f = filters or EventFilters()
         return await self._read(
             lambda conn: self._stored_events(conn, f, limit, cursor), snapshot=False
@@ -772,7 +774,7 @@ class EventsStore(SqliteBacked):
         Python's GIL at every row and, when the event loop is busy, waits up to the
         interpreter's switch interval to take it back, each time; and no Python runs per
         event (the API's events page: about half the CPU of :meth:`stored_events`)."""
-        _check_limit(limit)
+        check_events_limit(limit)
         sql, args = _page_json_query(filters or EventFilters(), cursor, limit)
 
         def run(conn: sqlite3.Connection) -> tuple[bytes, str | None]:
@@ -891,10 +893,7 @@ class EventsStore(SqliteBacked):
     ) -> list[ActivityBucket]:
         """Per-bucket activity of one principal or one service (or, with neither, of
         everything), oldest bucket first. Buckets with no events are left out."""
-        if principal is not None and service is not None:
-            raise EventsStoreError("activity: give a principal or a service, not both")
-        if granularity not in _BUCKET_MS:
-            raise EventsStoreError(f"granularity must be 'hour' or 'day', got {granularity!r}")
+        check_activity_query(principal, service, granularity)
         return await self._read(
             lambda conn: self._activity(
                 conn, principal, service, account_id, since, until, granularity
@@ -1070,9 +1069,21 @@ def _page_json_query(
     return page_sql, [limit, *args, limit + 1]
 
 
-def _check_limit(limit: int) -> None:
+def check_events_limit(limit: int) -> None:
+    """An events page holds 1 to 10,000 events (:class:`EventsStoreError` otherwise)."""
     if not 1 <= limit <= 10_000:
         raise EventsStoreError(f"limit must be between 1 and 10000, got {limit}")
+
+
+def check_activity_query(
+    principal: str | None, service: str | None, granularity: Granularity
+) -> None:
+    """Activity is of one principal, one service or everything, by hour or by day
+    (:class:`EventsStoreError` otherwise)."""
+    if principal is not None and service is not None:
+        raise EventsStoreError("activity: give a principal or a service, not both")
+    if granularity not in _BUCKET_MS:
+        raise EventsStoreError(f"granularity must be 'hour' or 'day', got {granularity!r}")
 
 
 _INDEX_BY_FILTER: tuple[tuple[str, Callable[[EventFilters], bool]], ...] = (
