@@ -38,7 +38,12 @@ from pydantic import ValidationError
 
 from cloudinv.catalog.registry import Registry
 from cloudinv.catalog.spec import DetailCall, ResourceSpec, search
-from cloudinv.catalog.transform import MalformedResource, resource_identity, resource_region
+from cloudinv.catalog.transform import (
+    MalformedResource,
+    ResourceIdentity,
+    resource_identity,
+    resource_region,
+)
 from cloudinv.core.models import (
     ResourceSnapshot,
     ScanError,
@@ -343,18 +348,19 @@ class ScopeCollector:
             return strip_metadata(response)
         return search(detail.result_path, response)
 
-    def _identity_region(self) -> str:
-        return "" if self.scope.global_type else self.scope.region
+    def _identity(self, configuration: dict[str, Any]) -> ResourceIdentity:
+        """The identity of a resource of this scope (:class:`MalformedResource` if none)."""
+        return resource_identity(
+            self.spec,
+            configuration,
+            partition=self.scope.partition,
+            region="" if self.scope.global_type else self.scope.region,
+            account_id=self.scope.account_id,
+        )
 
     def _remember_key(self, configuration: dict[str, Any]) -> None:
         try:
-            identity = resource_identity(
-                self.spec,
-                configuration,
-                partition=self.scope.partition,
-                region=self._identity_region(),
-                account_id=self.scope.account_id,
-            )
+            identity = self._identity(configuration)
             region = resource_region(self.spec, configuration, self.scope.region)
         except MalformedResource:
             return
@@ -363,13 +369,7 @@ class ScopeCollector:
 
     async def _emit_snapshot(self, configuration: dict[str, Any]) -> None:
         try:
-            identity = resource_identity(
-                self.spec,
-                configuration,
-                partition=self.scope.partition,
-                region=self._identity_region(),
-                account_id=self.scope.account_id,
-            )
+            identity = self._identity(configuration)
             if identity.arn in self._keys:
                 return  # the same resource twice (overlapping pages or variants)
             region = resource_region(self.spec, configuration, self.scope.region)
