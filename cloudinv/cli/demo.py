@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cloudinv.cli.producers import scan_overrides
 from cloudinv.core.logs import configure_logging
-from cloudinv.core.settings import Settings, load_settings, role_arn_overrides
+from cloudinv.core.settings import Settings, load_settings
 from cloudinv.runtime.stack import RuntimeOptions, run_until_stopped
 
 
@@ -134,16 +135,7 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 
 async def run_up(args: argparse.Namespace) -> int:
-    overrides = _overrides(args)
-    aws: dict[str, Any] = {}
-    if args.role_arn:
-        aws.update(role_arn_overrides(args.role_arn))
-    if args.regions:
-        aws["regions"] = args.regions
-    if aws:
-        overrides["aws"] = aws
-    if args.interval:
-        overrides["scan_interval_s"] = args.interval
+    overrides = _overrides(args) | scan_overrides(args)
     base = load_settings(args.config)
     settings = load_settings(args.config, **_merge(_sections(base), overrides))
     _configure_logging(settings, "up")

@@ -69,8 +69,9 @@ PRODUCER_FLAGS = {
 }
 
 
-async def run_producers(args: argparse.Namespace) -> int:
-
+def scan_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings ``--role-arn``, ``--regions`` and ``--interval`` replace (``cloudinv
+    producers`` and ``cloudinv up``)."""
     overrides: dict[str, Any] = {}
     aws: dict[str, Any] = {}
     if args.role_arn:
@@ -81,6 +82,11 @@ async def run_producers(args: argparse.Namespace) -> int:
         overrides["aws"] = aws
     if args.interval:
         overrides["scan_interval_s"] = args.interval
+    return overrides
+
+
+async def run_producers(args: argparse.Namespace) -> int:
+    overrides = scan_overrides(args)
     if args.metrics_port is not None:
         overrides["metrics"] = {"producers_port": args.metrics_port}
     settings = load_settings(args.config, flags=PRODUCER_FLAGS, **overrides)

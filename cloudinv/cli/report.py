@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cloudinv.cli.scan import _aws_settings
+from cloudinv.cli.scan import add_aws_scope_options, aws_settings
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.models import ResourceSnapshot, ScanManifest, utcnow
 from cloudinv.producers.credentials import AwsAccess
@@ -105,18 +105,8 @@ def _add_scope_options(
     *,
     regions_help: str = "regions to report; replaces aws.regions",
 ) -> None:
-    """The account and region options, as ``cloudinv scan`` has them."""
-    parser.add_argument(
-        "--role-arn",
-        dest="role_arns",
-        action="append",
-        metavar="ARN",
-        help="role to assume, one per account (repeatable); replaces aws.accounts",
-    )
-    parser.add_argument(
-        "--external-id", metavar="ID", help="external id for the roles given with --role-arn"
-    )
-    parser.add_argument("--regions", metavar="R1,R2|all", help=regions_help)
+    """The account and region options of ``cloudinv scan``, and ``--account``."""
+    add_aws_scope_options(parser, regions_help=regions_help)
     parser.add_argument(
         "--account",
         dest="accounts",
@@ -132,7 +122,7 @@ def _add_scope_options(
 
 async def run_snapshots(args: argparse.Namespace) -> int:
     out = _csv_path(args.csv)
-    aws = _aws_settings(args)
+    aws = aws_settings(args)
     access = AwsAccess.from_settings(aws)
     targets = await access.discover_accounts(aws, only=args.accounts)
     snapshots: list[ResourceSnapshot] = []
@@ -184,7 +174,7 @@ async def run_s3_metrics(args: argparse.Namespace) -> int:
     out = _csv_path(args.csv)
     now = utcnow()
     month = _month(args.month, now)
-    aws = _aws_settings(args)
+    aws = aws_settings(args)
     # Buckets are global: only regions named on the command line filter them. The
     # configured aws.regions (one region by default) must not hide buckets elsewhere.
     wanted = _explicit_regions(args.regions)

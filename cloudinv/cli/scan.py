@@ -77,19 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="also write the scan manifests (one per account/region/type) as JSON lines",
     )
-    parser.add_argument(
-        "--role-arn",
-        dest="role_arns",
-        action="append",
-        metavar="ARN",
-        help="role to assume, one per account (repeatable); replaces aws.accounts",
-    )
-    parser.add_argument(
-        "--external-id", metavar="ID", help="external id for the roles given with --role-arn"
-    )
-    parser.add_argument(
-        "--regions", metavar="R1,R2|all", help="regions to scan; replaces aws.regions"
-    )
+    add_aws_scope_options(parser, regions_help="regions to scan; replaces aws.regions")
     parser.add_argument(
         "--type",
         dest="types",
@@ -124,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def run_scan(args: argparse.Namespace) -> int:
     registry = default_registry()
-    aws = _aws_settings(args)
+    aws = aws_settings(args)
     if args.curated:
         aws = aws.model_copy(update={"types": "curated"})
     try:
@@ -219,8 +207,25 @@ def _output_path(out: Path | None) -> Path:
     return out
 
 
-def _aws_settings(args: argparse.Namespace) -> AwsSettings:
-    """The configured AWS settings with the command line's accounts and regions over them."""
+def add_aws_scope_options(parser: argparse.ArgumentParser, *, regions_help: str) -> None:
+    """The command line's accounts and regions (``--role-arn``, ``--external-id``,
+    ``--regions``), read by :func:`aws_settings`."""
+    parser.add_argument(
+        "--role-arn",
+        dest="role_arns",
+        action="append",
+        metavar="ARN",
+        help="role to assume, one per account (repeatable); replaces aws.accounts",
+    )
+    parser.add_argument(
+        "--external-id", metavar="ID", help="external id for the roles given with --role-arn"
+    )
+    parser.add_argument("--regions", metavar="R1,R2|all", help=regions_help)
+
+
+def aws_settings(args: argparse.Namespace) -> AwsSettings:
+    """The configured AWS settings with the command line's accounts and regions
+    (:func:`add_aws_scope_options`) over them."""
     settings = load_settings(args.config)
     aws = settings.aws
     if not args.role_arns:
