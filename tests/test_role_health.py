@@ -26,6 +26,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from cloudinv.core import kafka_holes
 from cloudinv.core.metrics import Metrics
 from cloudinv.core.settings import KafkaSettings, load_settings
 from cloudinv.core.topics import Topic, topic_name
@@ -141,6 +142,20 @@ async def test_worker_is_not_ready_before_it_joins_the_group(
         assert values["cloudinv_worker_ready"] == 0
         assert values["cloudinv_worker_consumer_lag_total"] == 0
         assert values["cloudinv_worker_events_processed_total"] == 0
+        # The process's fetch holes (cloudinv.core.kafka_holes), as counted there.
+        held, read_past = kafka_holes.stats.held, kafka_holes.stats.read_past
+        assert values["cloudinv_kafka_fetch_holes_held_total"] == held
+        assert values["cloudinv_kafka_fetch_holes_read_past_total"] == read_past
+        kafka_holes.stats.held += 2
+        kafka_holes.stats.read_past += 1
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                values = _parse(await resp.text())
+        finally:
+            kafka_holes.stats.held -= 2
+            kafka_holes.stats.read_past -= 1
+        assert values["cloudinv_kafka_fetch_holes_held_total"] == held + 2
+        assert values["cloudinv_kafka_fetch_holes_read_past_total"] == read_past + 1
     finally:
         await server.stop()
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from mode import Service
 
+from cloudinv.core import kafka_holes
 from cloudinv.core.kafka import cluster_reachable
 from cloudinv.core.metrics import Counter, Metrics
 from cloudinv.core.settings import KafkaSettings
@@ -200,6 +201,26 @@ def _set_counter(counter: Counter, value: float, **labels: str) -> None:
     counter.values[tuple(sorted(labels.items()))] = float(value)
 
 
+class _HoleCounters:
+    """The process's Kafka fetch holes (:mod:`cloudinv.core.kafka_holes`), for a role whose
+    consumers read topics: how often a fetch stopped at a batch not yet readable, and how
+    many holes were read past after waiting (each also logged as a warning)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.held = metrics.counter(
+            "cloudinv_kafka_fetch_holes_held_total",
+            "Fetches stopped at a batch the broker had not made readable yet (asked again)",
+        )
+        self.read_past = metrics.counter(
+            "cloudinv_kafka_fetch_holes_read_past_total",
+            "Holes in a topic still there after the wait, read past (see the log)",
+        )
+
+    def collect(self) -> None:
+        _set_counter(self.held, kafka_holes.stats.held)
+        _set_counter(self.read_past, kafka_holes.stats.read_past)
+
+
 # -- the worker -------------------------------------------------------------------------------
 
 
@@ -239,6 +260,7 @@ class WorkerProbe(Probe):
             "cloudinv_worker_rebalances_total", "Partition assignments received"
         )
         self._up = m.gauge("cloudinv_worker_ready", "1 when the worker is ready, else 0")
+        self._holes = _HoleCounters(m)
 
     async def _on_assigned(self, sender: Any, assigned: Any = None, **kwargs: Any) -> None:
         self.assignments += 1
@@ -288,6 +310,7 @@ class WorkerProbe(Probe):
             _set_counter(self._received, count, topic=topic)
         _set_counter(self._events, monitor.events_total)
         _set_counter(self._rebalances, self.assignments)
+        self._holes.collect()
         self._up.set(1.0 if self.not_ready() is None else 0.0)
 
 
@@ -442,6 +465,7 @@ class CloudTrailProbe(Probe):
             )
         }
         self._up = m.gauge("cloudinv_cloudtrail_ready", "1 when the role is ready, else 0")
+        self._holes = _HoleCounters(m)
 
     def _ready(self) -> str | None:
         if not self.role.connected:
@@ -459,4 +483,5 @@ class CloudTrailProbe(Probe):
         if reactor is not None:
             for name, counter in self._reactor.items():
                 _set_counter(counter, getattr(reactor.stats, name))
+        self._holes.collect()
         self._up.set(1.0 if self.not_ready() is None else 0.0)
