@@ -113,6 +113,47 @@ export async function getAll(path, params, { max = 5000, limit = 1000, signal } 
   return { items, truncated };
 }
 
+/**
+ * A paged list read as the page asks for more: `next(n)` resolves to up to `n` more items,
+ * following next_cursor (pages of at most `pageLimit`, the API's most); `done` once the list
+ * has no more.
+ */
+export function pager(path, params, { signal, pageLimit = 1000 } = {}) {
+  let cursor = null;
+  const p = {
+    done: false,
+    async next(n) {
+      const items = [];
+      while (items.length < n && !p.done) {
+        const page = await get(path, { ...params, limit: Math.min(pageLimit, n - items.length), cursor }, { signal });
+        items.push(...page.items);
+        cursor = page.next_cursor;
+        if (!cursor) p.done = true;
+      }
+      return items;
+    },
+  };
+  return p;
+}
+
+/** Pagers read one after the other, as one list (same interface as `pager`). */
+export function pagerChain(pagers) {
+  let i = 0;
+  const p = {
+    done: pagers.length === 0,
+    async next(n) {
+      const items = [];
+      while (items.length < n && i < pagers.length) {
+        items.push(...await pagers[i].next(n - items.length));
+        if (pagers[i].done) i += 1;
+      }
+      p.done = i >= pagers.length;
+      return items;
+    },
+  };
+  return p;
+}
+
 /** GET a list endpoint as CSV (format=csv) and hand it to the browser as a download. */
 export async function getCsv(path, params, opts = {}) {
   const res = await request(path, { ...params, format: 'csv' }, { ...opts, accept: 'text/csv' });

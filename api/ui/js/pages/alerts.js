@@ -3,15 +3,21 @@
 // Open alerts by severity (live: the alert stream refreshes the list when one opens or
 // resolves), drift against the pinned baseline, and the rules in force. Each part says
 // clearly when this server does not offer it (an endpoint answering 404).
+//
+// The alert list and the drift table read the API a page at a time ("Show more" follows its
+// cursor), so every row can be reached however many there are. The list goes one severity
+// after another, most severe first, each most recently opened first (the API's order); a
+// live refresh reads again as many rows as were shown.
 
-import { get, getAll, stream } from '../api.js';
+import { get, getAll, pager, pagerChain, stream } from '../api.js';
 import { announce, badge, debounce, empty, h, pathList, replace, section, table, unavailable } from '../dom.js';
 import { hBars } from '../charts.js';
 import { num, time, typeLabel } from '../format.js';
 import { resourceHref } from '../nav.js';
 
 export const SEVERITIES = ['critical', 'high', 'medium', 'low', 'info'];
-const ALERT_ROWS = 50;
+const PAGE_ROWS = 100;
+const DRIFT_ROWS = 500;
 const SEVERITY_COLOR = { critical: 'sev-critical', high: 'sev-high', medium: 'sev-medium', low: 'sev-low', info: 'sev-info' };
 
 export async function render(view, ctx) {
@@ -35,7 +41,9 @@ export async function render(view, ctx) {
   );
 
   let available = true;
+  let listGeneration = 0; // a live refresh outdates a "Show more" still loading
   const loadAlerts = async () => {
+    const generation = ++listGeneration;
     let open;
     try {
       open = await getAll('/v1/alerts', { status: 'open' }, { max: 5000, signal });
@@ -70,70 +78,103 @@ export async function render(view, ctx) {
           h('span', { class: 'tile-label' }, s),
         )),
       ),
+      open.truncated ? h('p', { class: 'muted', id: 'alerts-counted' }, `Counted over the ${num(open.items.length)} most recently opened; the list below reaches every one.`) : null,
       byRule.size
         ? hBars({ title: 'Open alerts by rule', items: [...byRule.values()].sort((a, b) => b.value - a.value).slice(0, 10).map((r) => ({ ...r, colorClass: SEVERITY_COLOR[r.severity] })), id: 'rules-bars' })
         : empty('Nothing is alerting.', 'Alerts open when a rule matches a resource, a change or an event.'),
     );
 
-    const shown = status === 'open' ? open.items : (await getAll('/v1/alerts', { status: status === 'all' ? '' : status }, { max: 2000, signal })).items;
-    const filtered = severity ? shown.filter((a) => a.severity === severity) : shown;
+    const source = pagerChain((severity ? [severity] : SEVERITIES).map((s) => pager('/v1/alerts', { status: status === 'all' ? '' : status, severity: s }, { signal })));
+    const rows = await source.next(Math.max(Number(list.dataset.shown || 0), PAGE_ROWS));
     const statusLinks = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Status' },
       ['open', 'resolved', 'all'].map((s) => h('a', { href: ctx.href('alerts', '', { severity, status: s }), 'aria-current': s === status ? 'true' : null, class: s === status ? 'active' : null }, s)));
     const heading = h('div', { class: 'row' }, h('h2', {}, `${status === 'all' ? 'All' : status[0].toUpperCase() + status.slice(1)} alerts${severity ? ` (${severity})` : ''}`), statusLinks);
-    const order = (a) => SEVERITIES.indexOf(a.severity);
-    filtered.sort((a, b) => order(a) - order(b) || new Date(b.opened_at) - new Date(a.opened_at));
-    const limit = Number(list.dataset.limit || ALERT_ROWS);
-    const more = filtered.length > limit
-      ? h('button', { type: 'button', class: 'more', id: 'alerts-more', onclick: () => { list.dataset.limit = String(limit + 500); loadAlerts().catch(() => {}); } }, `Show more (${num(limit)} of ${num(filtered.length)} shown)`)
-      : null;
-    replace(list, heading, filtered.length ? table(
-      [
-        { label: 'Severity', cell: (a) => badge(a.severity) },
-        { label: 'Alert', className: 'wrap', cell: (a) => [h('strong', {}, a.title), h('div', { class: 'muted small mono' }, a.rule_id)] },
-        { label: 'Resource', cell: (a) => [h('a', { href: resourceHref(a.key, { tab: 'alerts' }) }, a.name || a.key.split(/[:/]/).pop()), a.resource_type ? h('div', { class: 'muted small' }, typeLabel(a.resource_type)) : null] },
-        { label: 'Account', className: 'mono', cell: (a) => a.account_id },
-        { label: 'Region', cell: (a) => a.region },
-        { label: 'Opened', className: 'nowrap', cell: (a) => time(a.opened_at, { seconds: false }) },
-        { label: 'Status', cell: (a) => (a.status === 'resolved' ? [badge('resolved'), h('div', { class: 'muted small' }, time(a.resolved_at, { seconds: false }))] : badge('open')) },
-        { label: 'Seen', className: 'num', cell: (a) => `${num(a.occurrences)}×` },
-      ],
-      filtered.slice(0, limit),
-      { caption: 'Alerts', rowAttrs: (a) => ({ dataset: { alertId: a.alert_id, severity: a.severity } }) },
-    ) : empty(severity ? `No ${status === 'all' ? '' : status} ${severity} alerts.` : `No ${status === 'all' ? '' : status} alerts.`), more);
+    const columns = [
+      { label: 'Severity', cell: (a) => badge(a.severity) },
+      { label: 'Alert', className: 'wrap', cell: (a) => [h('strong', {}, a.title), h('div', { class: 'muted small mono' }, a.rule_id)] },
+      { label: 'Resource', cell: (a) => [h('a', { href: resourceHref(a.key, { tab: 'alerts' }) }, a.name || a.key.split(/[:/]/).pop()), a.resource_type ? h('div', { class: 'muted small' }, typeLabel(a.resource_type)) : null] },
+      { label: 'Account', className: 'mono', cell: (a) => a.account_id },
+      { label: 'Region', cell: (a) => a.region },
+      { label: 'Opened', className: 'nowrap', cell: (a) => time(a.opened_at, { seconds: false }) },
+      { label: 'Status', cell: (a) => (a.status === 'resolved' ? [badge('resolved'), h('div', { class: 'muted small' }, time(a.resolved_at, { seconds: false }))] : badge('open')) },
+      { label: 'Seen', className: 'num', cell: (a) => `${num(a.occurrences)}×` },
+    ];
+    const draw = () => {
+      if (generation !== listGeneration) return;
+      list.dataset.shown = String(rows.length);
+      if (!rows.length) {
+        replace(list, heading, empty(severity ? `No ${status === 'all' ? '' : status} ${severity} alerts.` : `No ${status === 'all' ? '' : status} alerts.`));
+        return;
+      }
+      const more = source.done
+        ? h('p', { class: 'muted', id: 'alerts-count' }, `${num(rows.length)} shown.`)
+        : h('button', { type: 'button', class: 'more', id: 'alerts-more', onclick: (ev) => showMore(ev.target) }, `Show more (${num(rows.length)} shown)`);
+      replace(list, heading, table(columns, rows, { caption: 'Alerts', rowAttrs: (a) => ({ dataset: { alertId: a.alert_id, severity: a.severity } }) }), more);
+    };
+    const showMore = async (button) => {
+      button.disabled = true;
+      try {
+        rows.push(...await source.next(PAGE_ROWS));
+      } catch (err) {
+        if (err.name === 'AbortError') return;
+        button.disabled = false;
+        button.textContent = `Could not load more (${err.message}): try again`;
+        return;
+      }
+      draw();
+      document.getElementById('alerts-more')?.focus();
+    };
+    draw();
   };
 
   const alertsLoad = section(overview, 'Alerts', loadAlerts);
 
   const driftLoad = section(drift, 'Drift', async () => {
     const heading = h('h2', {}, 'Drift against the baseline');
-    let page;
+    const source = pager('/v1/drift', {}, { signal });
+    let rows;
     try {
-      page = await getAll('/v1/drift', {}, { max: 2000, signal });
+      rows = await source.next(DRIFT_ROWS);
     } catch (err) {
       if (err.unavailable) return [heading, unavailable('Drift', err)];
       throw err;
     }
-    if (!page.items.length) return [heading, empty('Nothing has drifted from the baseline.', 'Pin a baseline with `cloudinv baseline pin`; resources that differ from it are listed here.')];
-    const kinds = {};
-    for (const d of page.items) kinds[d.drift] = (kinds[d.drift] || 0) + 1;
-    return [
-      heading,
-      h('p', { class: 'lede' }, Object.entries(kinds).map(([k, n]) => [badge(k), ` ${num(n)} `])),
-      table(
-        [
-          { label: 'Resource', cell: (d) => h('a', { href: resourceHref(d.key) }, d.name || d.key.split(/[:/]/).pop()) },
-          { label: 'Type', cell: (d) => typeLabel(d.resource_type) },
-          { label: 'Account', className: 'mono', cell: (d) => d.account_id },
-          { label: 'Region', cell: (d) => d.region },
-          { label: 'Drift', cell: (d) => badge(d.drift) },
-          { label: 'Baseline pinned', className: 'nowrap', cell: (d) => (d.pinned_at ? time(d.pinned_at, { seconds: false }) : '—') },
-          { label: 'Changed paths', className: 'wrap paths-cell', cell: (d) => pathList(d.changed_paths, { max: 4 }) || '—' },
-        ],
-        page.items.slice(0, 500),
-        { caption: 'Drift' },
-      ),
-      page.truncated || page.items.length > 500 ? h('p', { class: 'muted' }, 'The first 500 are shown.') : null,
+    if (!rows.length) return [heading, empty('Nothing has drifted from the baseline.', 'Pin a baseline with `cloudinv baseline pin`; resources that differ from it are listed here.')];
+    const columns = [
+      { label: 'Resource', cell: (d) => h('a', { href: resourceHref(d.key) }, d.name || d.key.split(/[:/]/).pop()) },
+      { label: 'Type', cell: (d) => typeLabel(d.resource_type) },
+      { label: 'Account', className: 'mono', cell: (d) => d.account_id },
+      { label: 'Region', cell: (d) => d.region },
+      { label: 'Drift', cell: (d) => badge(d.drift) },
+      { label: 'Baseline pinned', className: 'nowrap', cell: (d) => (d.pinned_at ? time(d.pinned_at, { seconds: false }) : '—') },
+      { label: 'Changed paths', className: 'wrap paths-cell', cell: (d) => pathList(d.changed_paths, { max: 4 }) || '—' },
     ];
+    const content = () => {
+      const kinds = {};
+      for (const d of rows) kinds[d.drift] = (kinds[d.drift] || 0) + 1;
+      return [
+        heading,
+        h('p', { class: 'lede' }, Object.entries(kinds).map(([k, n]) => [badge(k), ` ${num(n)} `]), source.done ? null : h('span', { class: 'muted' }, `(of the ${num(rows.length)} shown)`)),
+        table(columns, rows, { caption: 'Drift', rowAttrs: (d) => ({ dataset: { key: d.key } }) }),
+        source.done
+          ? h('p', { class: 'muted', id: 'drift-count' }, `${num(rows.length)} shown.`)
+          : h('button', { type: 'button', class: 'more', id: 'drift-more', onclick: (ev) => showMore(ev.target) }, `Show more (${num(rows.length)} shown)`),
+      ];
+    };
+    const showMore = async (button) => {
+      button.disabled = true;
+      try {
+        rows.push(...await source.next(DRIFT_ROWS));
+      } catch (err) {
+        if (err.name === 'AbortError') return;
+        button.disabled = false;
+        button.textContent = `Could not load more (${err.message}): try again`;
+        return;
+      }
+      replace(drift, content());
+      document.getElementById('drift-more')?.focus();
+    };
+    return content();
   });
 
   const rulesLoad = section(rules, 'Rules', async () => {

@@ -6,7 +6,7 @@
 // or as of the time shown; counts in one region or for a text search come from listing the
 // resources themselves (/v1/types counts over every region).
 
-import { get, getAll, getCsv } from '../api.js';
+import { get, getAll, getCsv, pager } from '../api.js';
 import { debounce, downloadBlob, empty, failure, field, h, loading, options, replace, table } from '../dom.js';
 import { ceilMs, fromInput, iso, isoExact, num, time, toInput, typeLabel } from '../format.js';
 import { resourceHref } from '../nav.js';
@@ -187,9 +187,9 @@ function renderTimeBar(timeBar, ctx, filters, at) {
 }
 
 async function loadList(listBody, ctx, filters, at, signal) {
-  const query = { type: filters.type, account: filters.account, region: filters.region, q: filters.q, at: filters.at, limit: PAGE_SIZE };
+  const query = { type: filters.type, account: filters.account, region: filters.region, q: filters.q, at: filters.at };
+  const source = pager('/v1/resources', query, { signal });
   const rows = [];
-  let cursor = null;
   const columns = [
     {
       label: 'Name',
@@ -209,15 +209,13 @@ async function loadList(listBody, ctx, filters, at, signal) {
       replace(listBody, empty(at ? 'No resource of this kind existed at that time.' : 'No resources match these filters.', filters.q ? 'Search looks in ids, names, ARNs and tags.' : null));
       return;
     }
-    const more = cursor
+    const more = !source.done
       ? h('button', { type: 'button', id: 'load-more', class: 'more', onclick: async (ev) => { ev.target.disabled = true; await fetchPage(); draw(); document.getElementById('load-more')?.focus(); } }, `Show more (${num(rows.length)} shown)`)
       : h('p', { class: 'muted' }, `${num(rows.length)} shown.`);
     replace(listBody, table(columns, rows, { caption: 'Resources', rowAttrs: (r) => ({ dataset: { key: r.key } }) }), more);
   };
   const fetchPage = async () => {
-    const page = await get('/v1/resources', { ...query, cursor }, { signal });
-    rows.push(...page.items);
-    cursor = page.next_cursor;
+    rows.push(...await source.next(PAGE_SIZE));
   };
   try {
     await fetchPage();
