@@ -28,7 +28,9 @@ from cloudinv.core.models import (
     ResourceSnapshot,
     ScanManifest,
 )
+from cloudinv.core.settings import AwsSettings
 from cloudinv.core.topics import Topic, topic_name
+from cloudinv.producers.credentials import AwsAccess
 from cloudinv.producers.publisher import KafkaPublisher
 from cloudinv.producers.reactor import ChangeReactor
 from cloudinv.producers.schedule import ScanScheduler
@@ -52,12 +54,9 @@ async def test_run_instances_event_yields_an_attributed_change(
     access = member.access(aws)
     async with JoinWorker(broker, unique, tmp_path, name="attr") as worker:
         store, publisher = worker.store, worker.publisher
-        reactor = ChangeReactor(
+        reactor = worker.reactor(
             aws,
-            publisher,
-            {"bootstrap_servers": broker},
-            worker.config.topic_prefix,
-            access=access,
+            access,
             group_id=f"reactor-{unique}",
             auto_offset_reset="earliest",
             debounce_s=0.5,
@@ -79,19 +78,12 @@ async def test_run_instances_event_yields_an_attributed_change(
             # Someone launches an instance; CloudTrail records it; the tailer would publish this.
             started = datetime.now(UTC)
             new = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
-            event = CloudTrailEvent(
-                event_id=f"ev-{unique}",
-                event_time=started,
-                event_source="ec2.amazonaws.com",
-                service="ec2",
-                event_name="RunInstances",
-                region="eu-west-1",
-                account_id=account,
-                principal=Principal(
-                    type="IAMUser", arn=f"arn:aws:iam::{account}:user/alice", name="alice"
-                ),
-                source_ip="203.0.113.9",
-                read_only=False,
+            event = trail_event(
+                "RunInstances",
+                "ec2",
+                started,
+                user="alice",
+                account=account,
                 response_elements={"instancesSet": {"items": [{"instanceId": new["InstanceId"]}]}},
             )
             await worker.trail(event)
@@ -109,7 +101,7 @@ async def test_run_instances_event_yields_an_attributed_change(
             assert change.attribution.event_id == event.event_id
             assert change.attribution.event_name == "RunInstances"
             assert change.attribution.principal_arn == f"arn:aws:iam::{account}:user/alice"
-            assert change.attribution.source_ip == "203.0.113.9"
+            assert change.attribution.source_ip == event.source_ip
             assert scheduler.stats.rounds == 1  # no scheduled scan was needed
         finally:
             stop.set()
@@ -149,6 +141,17 @@ class JoinWorker:
         await self.publisher.stop()
         await self.store.close()
         await self.app.stop()
+
+    def reactor(self, aws: AwsSettings, access: AwsAccess, **options: Any) -> ChangeReactor:
+        """The re-describe reactor of ``aws``, publishing to this worker's topics."""
+        return ChangeReactor(
+            aws,
+            self.publisher,
+            {"bootstrap_servers": self.broker},
+            self.config.topic_prefix,
+            access=access,
+            **options,
+        )
 
     async def publish(self, *items: ResourceSnapshot | ScanManifest) -> None:
         for item in items:
@@ -252,8 +255,15 @@ def instance(iid: str, at: datetime, state: str, scan_id: str, **extra: Any) -> 
 
 
 def trail_event(
-    name: str, source: str, at: datetime, *, user: str = "bob", **fields: Any
+    name: str,
+    source: str,
+    at: datetime,
+    *,
+    user: str = "bob",
+    account: str = ACCOUNT,
+    **fields: Any,
 ) -> CloudTrailEvent:
+    """A write event of ``user`` in ``account``, as the tailer publishes it."""
     return CloudTrailEvent(
         event_id=f"{name}-{random.random()}",
         event_time=at.replace(microsecond=0),  # CloudTrail's precision
@@ -261,8 +271,8 @@ def trail_event(
         service=source,
         event_name=name,
         region="eu-west-1" if source != "s3" else "us-east-1",
-        account_id=ACCOUNT,
-        principal=Principal(type="IAMUser", arn=f"arn:aws:iam::{ACCOUNT}:user/{user}", name=user),
+        account_id=account,
+        principal=Principal(type="IAMUser", arn=f"arn:aws:iam::{account}:user/{user}", name=user),
         source_ip="198.51.100.3",
         read_only=False,
         **fields,
@@ -417,37 +427,30 @@ async def test_a_snapshot_created_and_deleted_between_scans_gets_both_versions(
     ec2.delete_snapshot(SnapshotId=snap)
     created_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=20)
 
-    def ct(name: str, at: datetime, request: dict[str, Any], response: Any) -> CloudTrailEvent:
-        return CloudTrailEvent(
-            event_id=f"{name}-{unique}",
-            event_time=at,
-            event_source="ec2.amazonaws.com",
-            service="ec2",
-            event_name=name,
-            region="eu-west-1",
-            account_id=account,
-            principal=Principal(type="IAMUser", arn=f"arn:aws:iam::{account}:user/dana"),
-            read_only=False,
-            request_parameters=request,
-            response_elements=response,
-        )
-
-    create = ct(
+    create = trail_event(
         "CreateSnapshot",
+        "ec2",
         created_at,
-        {"volumeId": volume},
-        {"snapshotId": snap, "volumeId": volume, "status": "pending"},
+        user="dana",
+        account=account,
+        request_parameters={"volumeId": volume},
+        response_elements={"snapshotId": snap, "volumeId": volume, "status": "pending"},
     )
-    delete = ct("DeleteSnapshot", created_at + timedelta(seconds=10), {"snapshotId": snap}, None)
+    delete = trail_event(
+        "DeleteSnapshot",
+        "ec2",
+        created_at + timedelta(seconds=10),
+        user="dana",
+        account=account,
+        request_parameters={"snapshotId": snap},
+    )
 
     aws = member.aws(["eu-west-1"])
     access = member.access(aws)
     key = f"arn:aws:ec2:eu-west-1:{account}:snapshot/{snap}"
     async with JoinWorker(broker, unique, tmp_path, name="short") as worker:
         store, publisher = worker.store, worker.publisher
-        reactor = ChangeReactor(
-            aws, publisher, {"bootstrap_servers": broker}, worker.config.topic_prefix, access=access
-        )
+        reactor = worker.reactor(aws, access)
         await worker.trail(create, delete)  # the tailer's part: the join reads them
         # Both events in one debounce window: the re-describe no longer finds the snapshot.
         await reactor.handle([create, delete])
