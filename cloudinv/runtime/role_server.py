@@ -49,6 +49,7 @@ __all__ = [
     "RoleServer",
     "WorkerProbe",
     "WorkerRoleServer",
+    "listen",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,21 @@ class Probe:
         return self.live() or (self.broker.problem if self.broker else None) or self.ready()
 
 
+async def listen(
+    app: web.Application, host: str, port: int, error: Callable[[OSError], Exception]
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (port 0: any free port): its runner, to clean up, and
+    the bound port. A port that cannot be bound raises ``error(exc)``, nothing left open."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise error(exc) from None
+    return runner, int(runner.addresses[0][1])
+
+
 class RoleServer:
     """Serves ``/healthz``, ``/readyz`` and ``/metrics`` for one role."""
 
@@ -146,19 +162,15 @@ class RoleServer:
         """Listen on ``host:port`` (port 0: any free port); returns the bound port."""
         if self.probe.broker is not None:
             self.probe.broker.start()
-        runner = web.AppRunner(self.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise OSError(
+        self._runner, self.port = await listen(
+            self.app(),
+            host,
+            port,
+            lambda exc: OSError(
                 f"cannot serve the {self.role} health and metrics endpoints on {host}:{port}: "
                 f"{exc.strerror or exc}"
-            ) from None
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
+            ),
+        )
         log.info("%s: /healthz, /readyz and /metrics on %s:%d", self.role, host, self.port)
         return self.port
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aiohttp import web
 from pydantic import SecretStr
 from rich.console import Console
 
@@ -65,7 +64,7 @@ from cloudinv.runtime.processes import (
     ensure_port_free,
     settings_env,
 )
-from cloudinv.runtime.role_server import BrokerProbe
+from cloudinv.runtime.role_server import BrokerProbe, listen
 from cloudinv.simulator.estate import ESTATE_TYPES, EstateMutator, EstateSpec, seed_estate
 from cloudinv.simulator.trail import TRAIL_REGION, EstateTrail
 
@@ -524,19 +523,17 @@ class Runtime:
             "settings": lambda: self.effective_settings(settings),
         }
         app = create_app(settings, runtime, open_local_stores=True)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.settings.api.host, self.settings.api.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise RuntimeStartError(
-                f"the API cannot listen on {self.settings.api.host}:{self.settings.api.port} "
-                f"({exc.strerror}); choose another port with --api-port or CLOUDINV_API__PORT"
-            ) from None
+        host, requested = self.settings.api.host, self.settings.api.port
+        runner, port = await listen(
+            app,
+            host,
+            requested,
+            lambda exc: RuntimeStartError(
+                f"the API cannot listen on {host}:{requested} ({exc.strerror}); choose another "
+                "port with --api-port or CLOUDINV_API__PORT"
+            ),
+        )
         self._stops.append(("API", runner.cleanup))
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.api_url = f"http://{self.settings.api.host}:{port}"
         self.components.append(RunningComponent(name="api", address=self.api_url, pid=os.getpid()))
         return self.api_url
