@@ -11,6 +11,7 @@ import contextlib
 import signal
 from typing import Any
 
+from cloudinv.cli.role_options import add_role_options, metrics_port_override
 from cloudinv.core.collector import tune_gc
 from cloudinv.core.connection import require_running_instance
 from cloudinv.core.errors import ConfigError
@@ -40,14 +41,7 @@ def register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         choices=["tail", "react"],
         help="run only the tailer or only the reactor (default: both)",
     )
-    run.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides kafka.bootstrap)")
-    run.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="PORT",
-        help="serve /healthz, /readyz and /metrics on this port (overrides "
-        "metrics.cloudtrail_port; 0: off)",
-    )
+    add_role_options(run, "cloudtrail_port")
     run.set_defaults(handler=run_role)
 
 
@@ -61,8 +55,7 @@ async def run_role(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.queue_url:
         overrides["cloudtrail"] = {"queue_urls": args.queue_url}
-    if args.metrics_port is not None:
-        overrides["metrics"] = {"cloudtrail_port": args.metrics_port}
+    overrides |= metrics_port_override(args, "cloudtrail_port")
     settings = load_settings(args.config, **overrides)
     configure_logging("cloudtrail", settings.log_level, settings.log_format)
     tail = args.only in (None, "tail")

@@ -12,6 +12,7 @@ import asyncio
 import signal
 from typing import Any
 
+from cloudinv.cli.role_options import add_role_options, metrics_port_override
 from cloudinv.cli.running_demo import adopt_running_demo, unserved_by_running_demo
 from cloudinv.core.connection import require_running_instance
 from cloudinv.core.kafka import client_kwargs, ensure_topics
@@ -50,14 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="seconds between scans (default scan_interval_s, 900)",
     )
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides kafka.bootstrap)")
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="PORT",
-        help="serve /healthz, /readyz and /metrics on this port (overrides "
-        "metrics.producers_port; 0: off)",
-    )
+    add_role_options(parser, "producers_port")
     parser.set_defaults(handler=run_producers)
 
 
@@ -87,8 +81,7 @@ def scan_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run_producers(args: argparse.Namespace) -> int:
     overrides = scan_overrides(args)
-    if args.metrics_port is not None:
-        overrides["metrics"] = {"producers_port": args.metrics_port}
+    overrides |= metrics_port_override(args, "producers_port")
     settings = load_settings(args.config, flags=PRODUCER_FLAGS, **overrides)
     if not args.role_arn:
         settings = settings.model_copy(

@@ -10,6 +10,7 @@ import argparse
 import os
 from typing import Any
 
+from cloudinv.cli.role_options import add_role_options, metrics_port_override
 from cloudinv.core.errors import ConfigError
 from cloudinv.core.logs import limit_reconnect_noise
 from cloudinv.core.settings import load_settings
@@ -25,22 +26,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run the Faust stream worker. Needs kafka.bootstrap set to a broker "
         "address (the demo sets it for the worker it starts).",
     )
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides kafka.bootstrap)")
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="PORT",
-        help="serve /healthz, /readyz and /metrics on this port (overrides "
-        "metrics.worker_port; 0: off)",
-    )
+    add_role_options(parser, "worker_port")
     parser.set_defaults(handler=run_worker)
 
 
 def run_worker(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {"kafka": {"bootstrap": args.bootstrap}} if args.bootstrap else {}
-    if args.metrics_port is not None:
-        overrides["metrics"] = {"worker_port": args.metrics_port}
+    overrides |= metrics_port_override(args, "worker_port")
     settings = load_settings(args.config, **overrides)
     if settings.kafka.is_embedded:
         raise ConfigError(
