@@ -27,7 +27,7 @@ from aiohttp import web
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from cloudinv.api.auth import SCOPE_KEY, TokenScope
-from cloudinv.api.endpoints import BadRequest, parse_time
+from cloudinv.api.endpoints import BadRequest, PageQuery, parse_time
 from cloudinv.api.state import STORES_KEY, Stores
 from cloudinv.catalog.registry import UnknownResourceType, default_registry
 from cloudinv.sinks.cloudtrail_store import CloudTrailStore
@@ -191,6 +191,23 @@ def cursor_str(state: dict[str, Any] | None, field: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise BadRequest("cursor", "cursor is damaged", "the next_cursor of a previous page")
     return value
+
+
+def cursor_offset(query: PageQuery, kind: str) -> int:
+    """Where a page by position starts: 0 without a cursor, else its offset (a damaged one
+    is a 400)."""
+    state = decode_cursor(query.cursor, kind)
+    start = state.get("o", 0) if state else 0
+    if not isinstance(start, int) or start < 0:
+        raise BadRequest("cursor", "cursor is damaged", "the next_cursor of a previous page")
+    return start
+
+
+def offset_page(items: Sequence[T], query: PageQuery, kind: str) -> tuple[list[T], str | None]:
+    """A page of a list read whole, by position, and the cursor of the next one."""
+    start = cursor_offset(query, kind)
+    end = start + query.limit
+    return list(items[start:end]), encode_cursor(kind, o=end) if end < len(items) else None
 
 
 @contextmanager

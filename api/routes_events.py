@@ -12,14 +12,13 @@ import asyncio
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field, RootModel, field_validator
 
 from cloudinv.api.endpoints import (
-    BadRequest,
     NotFound,
     Page,
     PageQuery,
@@ -40,6 +39,7 @@ from cloudinv.api.routes_common import (
     encode_cursor,
     events_store,
     filtered_page,
+    offset_page,
     store_cursor_errors,
 )
 from cloudinv.core.models import CloudTrailEvent
@@ -206,17 +206,6 @@ class PrincipalsQuery(PageQuery):
     account: AccountId | None = None
 
 
-def _offset_page(items: Sequence[Any], query: PageQuery, kind: str) -> tuple[list[Any], str | None]:
-    """A page of a list the store returns whole, by position."""
-    state = decode_cursor(query.cursor, kind)
-    start = state.get("o", 0) if state else 0
-    if not isinstance(start, int) or start < 0:
-        raise BadRequest("cursor", "cursor is damaged", "the next_cursor of a previous page")
-    end = start + query.limit
-    cursor = encode_cursor(kind, o=end) if end < len(items) else None
-    return list(items[start:end]), cursor
-
-
 async def visible_principals(
     request: web.Request, account: str | None, label: str | None = None
 ) -> list[PrincipalSummary]:
@@ -240,7 +229,7 @@ async def visible_principals(
     csv_items=True,
 )
 async def list_principals(request: web.Request, query: PrincipalsQuery) -> Page[PrincipalSummary]:
-    items, cursor = _offset_page(
+    items, cursor = offset_page(
         await visible_principals(request, query.account), query, "principals"
     )
     return Page[PrincipalSummary](items=items, next_cursor=cursor)
@@ -287,7 +276,7 @@ async def list_services(request: web.Request, query: ServicesQuery) -> Page[Serv
         ),
         key=lambda s: (-s.events, s.service),
     )
-    items, cursor = _offset_page(merged, query, "services")
+    items, cursor = offset_page(merged, query, "services")
     return Page[ServiceSummary](items=items, next_cursor=cursor)
 
 
@@ -395,7 +384,7 @@ async def principal_activity(request: web.Request, query: ActivityQuery) -> Acti
     if not await visible_principals(request, query.account, label=name):
         raise NotFound(f"no principal {name!r}")
     buckets = await _activity(request, query, principal=name, service=None)
-    items, cursor = _offset_page(buckets, query, "activity")
+    items, cursor = offset_page(buckets, query, "activity")
     return ActivityPage(
         items=items,
         next_cursor=cursor,
@@ -418,7 +407,7 @@ async def principal_activity(request: web.Request, query: ActivityQuery) -> Acti
 async def service_activity(request: web.Request, query: ActivityQuery) -> ActivityPage:
     service = request.match_info["service"]
     buckets = await _activity(request, query, principal=None, service=service)
-    items, cursor = _offset_page(buckets, query, "activity")
+    items, cursor = offset_page(buckets, query, "activity")
     return ActivityPage(
         items=items,
         next_cursor=cursor,

@@ -10,7 +10,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from cloudinv.api.endpoints import BadRequest, Page, PageQuery, endpoint
+from cloudinv.api.endpoints import Page, PageQuery, endpoint
 from cloudinv.api.routes_common import (
     AccountId,
     AccountView,
@@ -20,9 +20,10 @@ from cloudinv.api.routes_common import (
     StartTime,
     account_view,
     counts_at,
-    decode_cursor,
+    cursor_offset,
     encode_cursor,
     inventory_store,
+    offset_page,
     stores,
 )
 from cloudinv.catalog.registry import default_registry
@@ -51,14 +52,6 @@ class TypeInfo(BaseModel):
     resources: int = Field(
         description="resources of this type the caller can see, now or at the time asked"
     )
-
-
-def _offset(query: PageQuery, kind: str) -> int:
-    state = decode_cursor(query.cursor, kind)
-    start = state.get("o", 0) if state else 0
-    if not isinstance(start, int) or start < 0:
-        raise BadRequest("cursor", "cursor is damaged", "the next_cursor of a previous page")
-    return start
 
 
 async def _visible_counts(
@@ -102,10 +95,8 @@ async def list_types(request: web.Request, query: TypesQuery) -> Page[TypeInfo]:
         TypeInfo(type=t, service=None, registered=False, resources=n)
         for t, n in sorted(per_type.items())
     ]
-    start = _offset(query, "types")
-    end = start + query.limit
-    cursor = encode_cursor("types", o=end) if end < len(items) else None
-    return Page[TypeInfo](items=items[start:end], next_cursor=cursor)
+    page, cursor = offset_page(items, query, "types")
+    return Page[TypeInfo](items=page, next_cursor=cursor)
 
 
 class AccountsQuery(PageQuery):
@@ -152,9 +143,7 @@ async def list_accounts(request: web.Request, query: AccountsQuery) -> Page[Acco
             if view.allows(p.account_id):
                 events[p.account_id] = events.get(p.account_id, 0) + p.events
     accounts = sorted({*resources, *events})
-    start = _offset(query, "accounts")
-    end = start + query.limit
-    page = accounts[start:end]
+    page, cursor = offset_page(accounts, query, "accounts")
     store = inventory_store(request)
     last_scans = await asyncio.gather(*(store.scans(account_id=a, limit=1) for a in page))
     items = [
@@ -168,7 +157,6 @@ async def list_accounts(request: web.Request, query: AccountsQuery) -> Page[Acco
         )
         for a, scans in zip(page, last_scans, strict=True)
     ]
-    cursor = encode_cursor("accounts", o=end) if end < len(accounts) else None
     return Page[AccountInfo](items=items, next_cursor=cursor)
 
 
@@ -194,7 +182,7 @@ class ScansQuery(PageQuery):
 )
 async def list_scans(request: web.Request, query: ScansQuery) -> Page[ScanRecord]:
     view = account_view(request, query.account)
-    start = _offset(query, "scans")
+    start = cursor_offset(query, "scans")
     if view.empty:
         return Page[ScanRecord](items=[])
     store = inventory_store(request)
