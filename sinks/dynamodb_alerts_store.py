@@ -88,7 +88,7 @@ from cloudinv.sinks.dynamodb_client import (
     Item,
     retry_with_backoff,
 )
-from cloudinv.sinks.dynamodb_store import _n, _s, from_us, table_names, to_us
+from cloudinv.sinks.dynamodb_store import _n, _s, from_us, table_name, to_us
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
 from cloudinv.sinks.store import ResourceVersion, StoreError, check_limit, cut_page
 
@@ -176,8 +176,7 @@ class DynamoAlertsStore(DynamoBacked):
         write_concurrency: int = 4,
         grace_s: float = 30.0,
     ) -> None:
-        base = table_names(table_prefix)["versions"].removesuffix("versions")
-        self.table = f"{base}alerts"
+        self.table = table_name(table_prefix, "alerts")
         self.grace_s = grace_s
         self._dynamo = DynamoClient(
             f"DynamoDB alerts store {self.table}",

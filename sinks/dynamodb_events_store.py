@@ -46,7 +46,7 @@ from botocore.exceptions import ClientError
 
 from cloudinv.core.models import CloudTrailEvent
 from cloudinv.sinks.dynamodb_client import DynamoBacked, DynamoClient, Item, retry_with_backoff
-from cloudinv.sinks.dynamodb_store import _n, _s, table_names
+from cloudinv.sinks.dynamodb_store import _n, _s, table_name
 from cloudinv.sinks.dynamodb_tables import CursorCodec, TableSpec
 from cloudinv.sinks.events_store import (
     _BUCKET_MS,
@@ -115,11 +115,9 @@ class DynamoEventsStore(DynamoBacked):
         max_concurrency: int = 16,
         write_concurrency: int = 4,
     ) -> None:
-        names = table_names(table_prefix)
-        base = names["versions"].removesuffix("versions")
         self.table_prefix = table_prefix
-        self.events_table = f"{base}events"
-        self.activity_table = f"{base}activity"
+        self.events_table = table_name(table_prefix, "events")
+        self.activity_table = table_name(table_prefix, "activity")
         self.region = region
         self.endpoint_url = endpoint_url
         self._dynamo = DynamoClient(

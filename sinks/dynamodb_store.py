@@ -202,11 +202,18 @@ DynamoDB forgets them when the SQLite store would (``keep_since`` of ``record_wr
 the attribution window after the event)."""
 
 
-def table_names(prefix: str) -> dict[str, str]:
-    """The table names for a prefix (``cloudinv`` -> ``cloudinv-versions`` ...)."""
+def table_name(prefix: str, name: str) -> str:
+    """The name of table ``name`` for a prefix (``cloudinv``, ``alerts`` ->
+    ``cloudinv-alerts``; no dash after a prefix ending in ``-``, ``_`` or ``.``)."""
     sep = "" if not prefix or prefix[-1] in "-_." else "-"
+    return f"{prefix}{sep}{name}"
+
+
+def table_names(prefix: str) -> dict[str, str]:
+    """The inventory store's table names for a prefix (``cloudinv`` -> ``cloudinv-versions``
+    ...)."""
     return {
-        name: f"{prefix}{sep}{name}" for name in (VERSIONS, CHANGES, SCANS, META, RELATIONSHIPS)
+        name: table_name(prefix, name) for name in (VERSIONS, CHANGES, SCANS, META, RELATIONSHIPS)
     }
 
 
