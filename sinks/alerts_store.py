@@ -809,16 +809,13 @@ class AlertsStore(SqliteBacked):
     async def baselines(
         self, *, resource_type: str | None = None, account_ids: Sequence[str] | None = None
     ) -> list[BaselineEntry]:
-        where: list[str] = []
-        params: list[Any] = []
-        if resource_type is not None:
-            where.append("resource_type = ?")
-            params.append(resource_type)
+        where, params = equal_to((("resource_type", resource_type),))
         if account_ids is not None:
             if not account_ids:
                 return []
-            where.append(f"account_id IN ({', '.join('?' * len(account_ids))})")
-            params += list(account_ids)
+            clause, values = one_of("account_id", account_ids)
+            where.append(clause)
+            params += values
         sql = (
             "SELECT key, resource_type, account_id, region, name, config_hash, configuration, "
             "change_id, valid_from, pinned_at FROM baselines"

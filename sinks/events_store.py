@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudinv.core.codec import encode
 from cloudinv.core.models import CloudTrailEvent, EventResource, Principal, UtcDatetime
-from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema, immediate
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema, equal_to, immediate
 from cloudinv.sinks.store import cut_page
 
 __all__ = [
@@ -819,14 +819,7 @@ class EventsStore(SqliteBacked):
             "SELECT label, type, name, arn, account_id, events, errors, writes, first_seen, "
             "last_seen FROM principals"
         )
-        where: list[str] = []
-        args: list[Any] = []
-        if label is not None:
-            where.append("label = ?")
-            args.append(label)
-        if account_id is not None:
-            where.append("account_id = ?")
-            args.append(account_id)
+        where, args = equal_to((("label", label), ("account_id", account_id)))
         sql += f" {_clause(where)} ORDER BY events DESC, label"
         return [
             PrincipalSummary(
@@ -912,14 +905,9 @@ class EventsStore(SqliteBacked):
         granularity: str,
     ) -> list[ActivityBucket]:
         kind, key = ("principal", principal) if principal is not None else ("service", service)
-        where = ["granularity = ?", "kind = ?"]
-        args: list[Any] = [granularity, kind]
-        if key is not None:
-            where.append("key = ?")
-            args.append(key)
-        if account_id is not None:
-            where.append("account_id = ?")
-            args.append(account_id)
+        where, args = equal_to(
+            (("granularity", granularity), ("kind", kind), ("key", key), ("account_id", account_id))
+        )
         _range(where, args, "bucket", since, until, _BUCKET_MS[granularity])
         rows = conn.execute(
             "SELECT bucket, event_name, sum(events), sum(errors), sum(writes) FROM activity "
@@ -999,16 +987,17 @@ def _where(f: EventFilters) -> tuple[list[str], list[Any]]:
     if f.user_name is not None:
         where.append("e.principal_name = ? COLLATE NOCASE")
         args.append(f.user_name)
-    for column, value in (
-        ("principal", f.principal),
-        ("service", f.service),
-        ("event_name", f.event_name),
-        ("account_id", f.account_id),
-        ("region", f.region),
-    ):
-        if value is not None:
-            where.append(f"e.{column} = ?")
-            args.append(value)
+    clauses, values = equal_to(
+        (
+            ("e.principal", f.principal),
+            ("e.service", f.service),
+            ("e.event_name", f.event_name),
+            ("e.account_id", f.account_id),
+            ("e.region", f.region),
+        )
+    )
+    where += clauses
+    args += values
     if f.accounts is not None:
         where.append(f"e.account_id IN ({', '.join('?' * len(f.accounts))})" if f.accounts else "0")
         args += sorted(f.accounts)
