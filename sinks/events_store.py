@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudinv.core.codec import encode
 from cloudinv.core.models import CloudTrailEvent, EventResource, Principal, UtcDatetime
-from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema, equal_to, immediate
+from cloudinv.sinks.sqlite_db import SqliteBacked, SqliteSchema, equal_to, immediate, one_of
 from cloudinv.sinks.store import cut_page
 
 __all__ = [
@@ -949,11 +949,8 @@ def _bucket(start_ms: int, names: Iterable[tuple[str, int, int, int]]) -> Activi
 def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        rows = conn.execute(
-            f"SELECT event_id FROM events WHERE event_id IN ({', '.join('?' * len(chunk))})",
-            chunk,
-        )
+        clause, values = one_of("event_id", ids[i : i + 500])
+        rows = conn.execute(f"SELECT event_id FROM events WHERE {clause}", values)
         found.update(event_id for (event_id,) in rows)
     return found
 
