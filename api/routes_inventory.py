@@ -537,7 +537,7 @@ async def _stored_diff_page(
             window, accounts=accounts, after_key=after_key
         )
         for first, last in orjson.loads(pairs):
-            span = _Span(first, last)
+            span = _Span(first, last or first)
             if not _differs(span):
                 continue
             if len(page) == query.limit:
@@ -546,6 +546,35 @@ async def _stored_diff_page(
         if last_key is None:
             return page, False
         after_key = last_key
+
+
+def _configurations_needed(span: _Span) -> list[str]:
+    """The changes whose configurations the span's diff entry shows or diffs."""
+    first, last = span.first, span.last
+    if not _differs(span):
+        return []
+    if first.get("before_hash") is None:
+        return [last["change_id"]]  # created: its configuration
+    if last.get("after_hash") is None:
+        return [first["change_id"]]  # deleted: the configuration it ended
+    if first is last:
+        return []  # one modification: its own patch
+    return [first["change_id"], last["change_id"]]
+
+
+async def _with_configurations(store: InventoryStore, spans: list[_Span]) -> None:
+    """Read the whole stored changes the spans' entries need (the spans were read without
+    their configurations)."""
+    if not isinstance(store, StoredReads):
+        return
+    wanted = {cid for span in spans for cid in _configurations_needed(span)}
+    if not wanted:
+        return
+    events: list[dict[str, Any]] = orjson.loads(await store.changes_by_id_stored(sorted(wanted)))
+    full = {event["change_id"]: event for event in events}
+    for span in spans:
+        span.first = full.get(span.first["change_id"], span.first)
+        span.last = full.get(span.last["change_id"], span.last)
 
 
 def diff_entry(span: _Span) -> DiffEntry | None:
@@ -615,6 +644,9 @@ async def diff(request: web.Request, query: DiffQuery) -> Page[DiffEntry]:
         page, more = _diff_page(
             (spans[k] for k in sorted(spans) if after_key is None or k > after_key), query.limit
         )
+    # The page's keys first (the hashes say whether a key differs), then the configurations
+    # of those entries only.
+    await _with_configurations(store, page)
     items = [entry for entry in map(diff_entry, page) if entry is not None]
     cursor = encode_cursor("diff", after=items[-1].key) if more and items else None
     return Page[DiffEntry](items=items, next_cursor=cursor)

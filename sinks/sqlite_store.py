@@ -749,8 +749,9 @@ class SqliteStore(SqliteBacked, EdgeReads):
         after_key: str | None = None,
     ) -> tuple[bytes, str | None]:
         """Per key with changes matching ``query`` (its cursor aside), in key order after
-        ``after_key``: its first and last change by capture time, as stored (as
-        :meth:`changes_stored`), as a JSON array of ``[first, last]`` pairs for
+        ``after_key``: its first and last change by capture time, as stored but without their
+        configurations, as a JSON array of ``[first, last]`` pairs (``last`` null when the key
+        changed once: its one change is ``first``) for
         at most ``query.limit`` keys; and the last of those keys when more may follow.
         ``accounts``: only these accounts. What a diff between two times reads: SQLite picks
         each key's two changes, instead of the API reading every change of the window."""
@@ -771,20 +772,42 @@ class SqliteStore(SqliteBacked, EdgeReads):
             " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))"
             " WHERE rn = 1 ORDER BY key LIMIT ?"
         )
+        # The pairs' array is built by SQLite (the event loop only parses it), without the
+        # configurations (most of a change's bytes: read for the few entries that show them,
+        # changes_by_id_stored); a key changed once has its one change once, then null.
+        slim = "json_remove(CAST(event AS TEXT), '$.configuration', '$.prior_configuration')"
         sql = (
-            "SELECT k.key, (SELECT CAST(event AS TEXT) FROM changes WHERE seq = k.fseq),"
-            " (SELECT CAST(event AS TEXT) FROM changes WHERE seq = k.lseq)"
-            f" FROM ({keys}) AS k ORDER BY k.key"
+            "SELECT '[' || coalesce(group_concat(pair, ','), '') || ']', count(*), max(key)"
+            " FROM (SELECT k.key AS key,"
+            f" '[' || (SELECT {slim} FROM changes WHERE seq = k.fseq) || ',' ||"
+            " CASE WHEN k.lseq = k.fseq THEN 'null'"
+            f" ELSE (SELECT {slim} FROM changes WHERE seq = k.lseq) END || ']' AS pair"
+            f" FROM ({keys}) AS k ORDER BY k.key)"
         )
         limit = query.limit
 
-        def run(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-            rows: list[tuple[str, str, str]] = conn.execute(sql, [*params, limit]).fetchall()
-            return rows
+        def run(conn: sqlite3.Connection) -> tuple[str, int, str | None]:
+            row: tuple[str, int, str | None] = conn.execute(sql, [*params, limit]).fetchone()
+            return row
 
-        rows = await self._read(run, snapshot=False)
-        pairs = ",".join(f"[{first},{last}]" for _, first, last in rows)
-        return f"[{pairs}]".encode(), rows[-1][0] if len(rows) == limit else None
+        pairs, count, last_key = await self._read(run, snapshot=False)
+        return pairs.encode(), last_key if count == limit else None
+
+    async def changes_by_id_stored(self, change_ids: Sequence[str]) -> bytes:
+        """The stored ChangeEvents of ``change_ids`` (those stored), as one JSON array."""
+        if not change_ids:
+            return b"[]"
+        ids = orjson.dumps(list(change_ids)).decode()
+
+        def run(conn: sqlite3.Connection) -> str:
+            row = conn.execute(
+                "SELECT '[' || coalesce(group_concat(CAST(event AS TEXT), ','), '') || ']' "
+                "FROM changes WHERE change_id IN (SELECT value FROM json_each(?))",
+                (ids,),
+            ).fetchone()
+            return str(row[0])
+
+        return (await self._read(run, snapshot=False)).encode()
 
     async def scans(
         self,

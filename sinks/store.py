@@ -398,9 +398,13 @@ class StoredReads(Protocol):
         after_key: str | None = None,
     ) -> tuple[bytes, str | None]:
         """Per key in key order after ``after_key`` (of ``accounts`` only, when given): the
-        first and last change matching ``query``, a JSON array of ``[first, last]`` pairs
-        for at most ``query.limit`` keys; and the last key when more may follow."""
+        first and last change matching ``query`` without configurations, a JSON array of
+        ``[first, last]`` pairs (``last`` null: the key changed once) for at most
+        ``query.limit`` keys; and the last key when more may follow."""
         ...
+
+    async def changes_by_id_stored(self, change_ids: Sequence[str]) -> bytes:
+        """The JSON array of the whole stored changes with these ids."""
 
 
 class WriteEvent(_Record):
