@@ -359,9 +359,10 @@ class ProtocolOnly:
 
 
 async def test_diff_from_stored_json_is_the_generic_diff(api: Api, data: PipelineData) -> None:
-    """The diff reads the window without configurations, then the few it needs: the same
-    entries as the generic path over whole ChangeEvents (the security group changed twice
-    in the window: its patch is diffed from the first change's prior configuration)."""
+    """The diff reads each key's first and last change of the window (picked by SQLite)
+    without configurations, then the few it shows whole: the same entries as the generic path
+    over every ChangeEvent of the window (the security group changed twice in the window: its
+    patch is diffed from the first change's prior configuration)."""
     generic_store = ProtocolOnly(api.inventory)
     assert not hasattr(generic_store, "changes_stored")
     async with running_api(data.data_dir, {"admin": None}, inventory=generic_store) as generic:
