@@ -1,6 +1,6 @@
 """Canaries for the private internals of dependencies that cloudinv relies on.
 
-Three modules reach past a dependency's public API, two for measured speed and one for
+Four modules reach past a dependency's public API, three for measured speed and one for
 correctness:
 
 - ``streams/batch_delivery.py`` copies faust-streaming's ``Consumer._drain_messages`` (with
@@ -9,6 +9,8 @@ correctness:
 - ``producers/credentials.py`` subclasses aiobotocore's HTTP session and client creator,
   overriding private methods, patches ``aiobotocore.session.AioClientCreator``, and sets a
   botocore session's ``_credentials``;
+- ``streams/app.py`` subclasses Faust's aiokafka consumer and its consumer thread, to set
+  aiokafka's fetch wait that Faust fixes at 1.5 s (``kafka.fetch_max_wait_ms``);
 - ``cloudinv/core/kafka_holes.py`` replaces aiokafka's ``PartitionRecords`` (by its name in
   ``aiokafka.consumer.fetcher``), wrapping the record batches it iterates, so that a fetch stops
   at a batch the embedded broker has not made readable yet.
@@ -57,6 +59,19 @@ RELIED_ON: dict[str, tuple[str, str]] = {
     "faust.sensors.monitor:Monitor.__init__": (
         "71b613e8019232d1",
         "the per-topic counters updated per batch",
+    ),
+    # faust-streaming 0.15.3, for streams/app.py (the fetch wait)
+    "faust.transport.drivers.aiokafka:Consumer._new_consumer_thread": (
+        "0870ec53dea75083",
+        "overridden by FetchWaitConsumer",
+    ),
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_consumer": (
+        "a4dc6ba0681a298c",
+        "overridden by _FetchWaitThread, which sets the consumer's _fetch_max_wait_ms",
+    ),
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer": (
+        "c2701bfc3e6f6cad",
+        "passes a fixed fetch_max_wait_ms=1500, which _FetchWaitThread replaces",
     ),
     # aiokafka 0.14.0, for cloudinv/core/kafka_holes.py
     "aiokafka.consumer.fetcher:PartitionRecords.__init__": (
