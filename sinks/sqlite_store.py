@@ -751,9 +751,8 @@ class SqliteStore(SqliteBacked, EdgeReads):
         """Per key with changes matching ``query`` (its cursor aside), in key order after
         ``after_key``: its first and last change by capture time, as stored but without their
         configurations, as a JSON array of ``[first, last]`` pairs (``last`` null when the key
-        changed once: its one change is ``first``) for
-        at most ``query.limit`` keys; and the last of those keys when more may follow.
-        ``accounts``: only these accounts. What a diff between two times reads: SQLite picks
+        changed once: its one change is ``first``) for at most ``query.limit`` keys; and the
+        last of those keys when more may follow. ``accounts``: only these accounts. What a diff between two times reads: SQLite picks
         each key's two changes, instead of the API reading every change of the window."""
         where, params = _change_filters(replace(query, cursor=None))
         if accounts is not None:
