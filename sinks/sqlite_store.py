@@ -752,8 +752,9 @@ class SqliteStore(SqliteBacked, EdgeReads):
         ``after_key``: its first and last change by capture time, as stored but without their
         configurations, as a JSON array of ``[first, last]`` pairs (``last`` null when the key
         changed once: its one change is ``first``) for at most ``query.limit`` keys; and the
-        last of those keys when more may follow. ``accounts``: only these accounts. What a diff between two times reads: SQLite picks
-        each key's two changes, instead of the API reading every change of the window."""
+        last of those keys when more may follow. ``accounts``: only these accounts. What a
+        diff between two times reads: SQLite picks each key's two changes, instead of the API
+        reading every change of the window."""
         where, params = _change_filters(replace(query, cursor=None))
         if accounts is not None:
             where.append("account_id IN (SELECT value FROM json_each(?))")
