@@ -45,7 +45,7 @@ from cloudinv.core.models import (
     ResourceSnapshot,
     ScanManifest,
 )
-from cloudinv.core.settings import AwsSettings, KafkaSettings
+from cloudinv.core.settings import FETCH_MAX_WAIT_MS, AwsSettings, KafkaSettings
 from cloudinv.core.topics import Topic, topic_name
 from cloudinv.producers.cloudtrail.normalize import partition_of
 from cloudinv.producers.credentials import AccountTarget, AwsAccess
@@ -214,7 +214,7 @@ class ChangeReactor:
         group_id: str | None = None,
         debounce_s: float = 1.0,
         auto_offset_reset: str = "latest",
-        fetch_max_wait_ms: int = 100,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
     ) -> None:
         self.aws = aws
         self.publisher = publisher

@@ -757,8 +757,9 @@ class SqliteStore(SqliteBacked, EdgeReads):
         reading every change of the window."""
         where, params = _change_filters(replace(query, cursor=None))
         if accounts is not None:
-            where.append("account_id IN (SELECT value FROM json_each(?))")
-            params.append(orjson.dumps(list(accounts)).decode())
+            clause, values = one_of("account_id", accounts) if accounts else ("0", [])
+            where.append(clause)
+            params += values
         if after_key is not None:
             where.append("key > ?")
             params.append(after_key)

@@ -17,7 +17,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from cloudinv.core import kafka_holes
 from cloudinv.core.codec import schema_for
 from cloudinv.core.kafka import faust_credentials
-from cloudinv.core.settings import KafkaSettings
+from cloudinv.core.settings import FETCH_MAX_WAIT_MS, KafkaSettings
 from cloudinv.core.topics import Topic, topic_name
 
 
@@ -37,16 +37,17 @@ class StreamConfig:
     attribution_window_s: float = 1800.0
     """How long write events are kept for the attribution join: at least two scan intervals
     (a scheduled scan may see a change that long after its event)."""
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
     """How long a fetch may wait at the broker for messages (``kafka.fetch_max_wait_ms``)."""
     commit_interval_s: float = 1.0
     """How often the worker commits what its agents are done with. A source acknowledged end
     to end (an SQS message, a backfilled file) lets go only after that commit, so this is
-    most of its wait; Faust's own 2.8 s kept ~1,700 small files in flight at 600 files/s."""
+    most of its wait (with Faust's own 2.8 s, 600 files/s would keep about 1,700 SQS
+    messages waiting, near the tailer's limit of 2,000)."""
 
 
 class _FetchWaitThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
-    fetch_max_wait_ms: ClassVar[int] = 100
+    fetch_max_wait_ms: ClassVar[int] = FETCH_MAX_WAIT_MS
 
     def _create_consumer(self, loop: Any) -> Any:
         consumer = super()._create_consumer(loop)

@@ -43,6 +43,8 @@ from cloudinv.core.regions import unknown_region_message
 DEFAULT_CONFIG_FILE = Path("cloudinv.toml")
 CONFIG_ENV = "CLOUDINV_CONFIG"
 EMBEDDED = "embedded"
+FETCH_MAX_WAIT_MS = 100
+"""The default of ``kafka.fetch_max_wait_ms``: how long a consumer's fetch waits at the broker."""
 
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
@@ -83,7 +85,7 @@ class KafkaSettings(_Section):
     partitions: int = Field(default=4, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=10)
     fetch_max_wait_ms: int = Field(
-        default=100,
+        default=FETCH_MAX_WAIT_MS,
         ge=10,
         le=30000,
         description="How long a stream worker's fetch may wait at the broker for messages. "
